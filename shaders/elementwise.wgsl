@@ -1,0 +1,158 @@
+// Elementwise kernels: activations and their derivatives, binary ops, scale, axpy, fill.
+// One invocation per element; OP (a pipeline constant) picks the function, so each variant is
+// its own pipeline with no branch at run time.
+
+struct ElementwiseParams {
+    len: u32,
+    _pad: u32,
+    alpha: f32,
+    _pad2: f32,
+}
+
+override OP: u32 = 0u;
+
+const RELU: u32 = 0u;
+const GELU: u32 = 1u;
+const TANH: u32 = 2u;
+
+const ADD: u32 = 0u;
+const SUB: u32 = 1u;
+const MUL: u32 = 2u;
+
+const GELU_SCALE: f32 = 0.7978845608028654; // sqrt(2 / pi)
+const GELU_CUBIC: f32 = 0.044715;
+
+@group(0) @binding(0) var<uniform> params: ElementwiseParams;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(0) @binding(2) var<storage, read> in0: array<f32>;
+@group(0) @binding(3) var<storage, read> in1: array<f32>;
+
+// Some drivers evaluate tanh as (e^2x - 1) / (e^2x + 1), which is NaN once e^2x overflows;
+// at |x| = 15 tanh already rounds to +-1 in f32, so the clamp changes no result.
+fn safe_tanh(x: f32) -> f32 {
+    return tanh(clamp(x, -15.0, 15.0));
+}
+
+fn activation_value(x: f32) -> f32 {
+    switch OP {
+        case RELU: {
+            return max(x, 0.0);
+        }
+        case GELU: {
+            let inner = GELU_SCALE * (x + GELU_CUBIC * x * x * x);
+            return 0.5 * x * (1.0 + safe_tanh(inner));
+        }
+        default: {
+            return safe_tanh(x);
+        }
+    }
+}
+
+fn activation_derivative(x: f32) -> f32 {
+    switch OP {
+        case RELU: {
+            return select(0.0, 1.0, x > 0.0);
+        }
+        case GELU: {
+            let t = safe_tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
+            let inner_derivative = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
+            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * inner_derivative;
+        }
+        default: {
+            let t = safe_tanh(x);
+            return 1.0 - t * t;
+        }
+    }
+}
+
+fn element_index(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, local_index: u32) -> u32 {
+    return flat_workgroup_id(workgroup_id, num_workgroups) * 256u + local_index;
+}
+
+@compute @workgroup_size(256)
+fn activate(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        out[i] = activation_value(in0[i]);
+    }
+}
+
+// out = in1 * f'(in0): in0 is the activation's input, in1 the gradient of its output.
+@compute @workgroup_size(256)
+fn activate_grad(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        out[i] = in1[i] * activation_derivative(in0[i]);
+    }
+}
+
+@compute @workgroup_size(256)
+fn binary(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        let x = in0[i];
+        let y = in1[i];
+        switch OP {
+            case ADD: {
+                out[i] = x + y;
+            }
+            case SUB: {
+                out[i] = x - y;
+            }
+            default: {
+                out[i] = x * y;
+            }
+        }
+    }
+}
+
+// out = alpha * in0
+@compute @workgroup_size(256)
+fn scale(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        out[i] = params.alpha * in0[i];
+    }
+}
+
+// out = out + alpha * in0
+@compute @workgroup_size(256)
+fn axpy(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        out[i] = out[i] + params.alpha * in0[i];
+    }
+}
+
+// out = alpha
+@compute @workgroup_size(256)
+fn fill(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        out[i] = params.alpha;
+    }
+}

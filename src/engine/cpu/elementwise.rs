@@ -1,0 +1,84 @@
+//! CPU twins of shaders/elementwise.wgsl: activations and their derivatives, binary ops, scale,
+//! axpy and fill.
+
+use super::CpuReal;
+use crate::engine::op::{Activation, BinaryOp};
+
+/// sqrt(2 / pi), the GELU tanh-approximation constant.
+const GELU_SCALE: f64 = 0.797_884_560_802_865_4;
+const GELU_CUBIC: f64 = 0.044_715;
+
+pub fn activation_value<T: CpuReal>(f: Activation, x: T) -> T {
+    match f {
+        Activation::Relu => x.max(T::zero()),
+        Activation::Gelu => {
+            let half = T::of_f64(0.5);
+            let inner = T::of_f64(GELU_SCALE) * (x + T::of_f64(GELU_CUBIC) * x * x * x);
+            half * x * (T::one() + inner.tanh())
+        }
+        Activation::Tanh => x.tanh(),
+    }
+}
+
+pub fn activation_derivative<T: CpuReal>(f: Activation, x: T) -> T {
+    match f {
+        // The subgradient at 0 is taken as 0, as in the shader.
+        Activation::Relu => {
+            if x > T::zero() {
+                T::one()
+            } else {
+                T::zero()
+            }
+        }
+        Activation::Gelu => {
+            let half = T::of_f64(0.5);
+            let cubic = T::of_f64(GELU_CUBIC);
+            let scale = T::of_f64(GELU_SCALE);
+            let t = (scale * (x + cubic * x * x * x)).tanh();
+            let inner_derivative = scale * (T::one() + T::of_f64(3.0) * cubic * x * x);
+            half * (T::one() + t) + half * x * (T::one() - t * t) * inner_derivative
+        }
+        Activation::Tanh => {
+            let t = x.tanh();
+            T::one() - t * t
+        }
+    }
+}
+
+pub fn activate<T: CpuReal>(f: Activation, x: &[T], y: &mut [T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = activation_value(f, x);
+    }
+}
+
+pub fn activate_grad<T: CpuReal>(f: Activation, x: &[T], grad_y: &[T], grad_x: &mut [T]) {
+    for ((gx, &x), &gy) in grad_x.iter_mut().zip(x).zip(grad_y) {
+        *gx = gy * activation_derivative(f, x);
+    }
+}
+
+pub fn binary<T: CpuReal>(op: BinaryOp, a: &[T], b: &[T], out: &mut [T]) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = match op {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+        };
+    }
+}
+
+pub fn scale<T: CpuReal>(alpha: T, x: &[T], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = alpha * x;
+    }
+}
+
+pub fn axpy<T: CpuReal>(alpha: T, x: &[T], y: &mut [T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = *y + alpha * x;
+    }
+}
+
+pub fn fill<T: CpuReal>(value: T, out: &mut [T]) {
+    out.iter_mut().for_each(|o| *o = value);
+}

@@ -1,0 +1,210 @@
+//! The CPU engine: executes recordings with the CPU twin of every WGSL kernel, in f64 (the ground
+//! truth every GPU result is checked against) or f32.
+
+pub mod elementwise;
+pub mod matmul;
+mod real;
+pub mod reduce;
+pub mod softmax_cross_entropy;
+pub mod transpose;
+
+pub use real::CpuReal;
+
+use super::{Engine, EngineError, EngineInfo, Op, Recording, Tensor, check_alloc};
+use std::collections::HashMap;
+
+struct Stored<T> {
+    label: String,
+    values: Vec<T>,
+}
+
+pub struct CpuEngine<T: CpuReal> {
+    tensors: HashMap<u32, Stored<T>>,
+    next_id: u32,
+}
+
+pub type CpuEngine64 = CpuEngine<f64>;
+pub type CpuEngine32 = CpuEngine<f32>;
+
+impl<T: CpuReal> Default for CpuEngine<T> {
+    fn default() -> Self {
+        Self {
+            tensors: HashMap::new(),
+            next_id: 0,
+        }
+    }
+}
+
+impl<T: CpuReal> CpuEngine<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn values(&self, tensor: Tensor) -> Result<&[T], EngineError> {
+        self.tensors
+            .get(&tensor.id())
+            .map(|s| s.values.as_slice())
+            .ok_or(EngineError::UnknownTensor { id: tensor.id() })
+    }
+
+    /// Runs `f(inputs, output)` with the output's storage moved out while `f` runs. Recordings
+    /// never alias an output with an input (see `Recording`), so the two borrows never overlap.
+    fn with_output(
+        &mut self,
+        out: Tensor,
+        inputs: &[Tensor],
+        f: impl FnOnce(&[&[T]], &mut [T]),
+    ) -> Result<(), EngineError> {
+        let unknown = EngineError::UnknownTensor { id: out.id() };
+        let mut out_values = std::mem::take(&mut self.tensors.get_mut(&out.id()).ok_or(unknown)?.values);
+        let input_values = inputs.iter().map(|&t| self.values(t)).collect::<Result<Vec<_>, _>>();
+        let result = input_values.map(|values| f(&values, &mut out_values));
+        // Put the output back whether or not the inputs were found.
+        if let Some(stored) = self.tensors.get_mut(&out.id()) {
+            stored.values = out_values;
+        }
+        result
+    }
+
+    fn execute(&mut self, op: &Op) -> Result<(), EngineError> {
+        match *op {
+            Op::Matmul {
+                a,
+                b,
+                c,
+                trans_a,
+                trans_b,
+                alpha,
+                beta,
+            } => {
+                let k = if trans_a { a.rows() } else { a.cols() };
+                self.with_output(c, &[a, b], |inp, out| {
+                    matmul::matmul(
+                        inp[0],
+                        inp[1],
+                        out,
+                        (c.rows(), c.cols(), k),
+                        trans_a,
+                        trans_b,
+                        T::of_f64(alpha),
+                        T::of_f64(beta),
+                    )
+                })
+            }
+            Op::Activate { f, x, y } => {
+                self.with_output(y, &[x], |inp, out| elementwise::activate(f, inp[0], out))
+            }
+            Op::ActivateGrad {
+                f,
+                x,
+                grad_y,
+                grad_x,
+            } => self.with_output(grad_x, &[x, grad_y], |inp, out| {
+                elementwise::activate_grad(f, inp[0], inp[1], out)
+            }),
+            Op::Binary { op, a, b, out } => self.with_output(out, &[a, b], |inp, out| {
+                elementwise::binary(op, inp[0], inp[1], out)
+            }),
+            Op::Scale { alpha, x, out } => self.with_output(out, &[x], |inp, out| {
+                elementwise::scale(T::of_f64(alpha), inp[0], out)
+            }),
+            Op::Axpy { alpha, x, y } => self.with_output(y, &[x], |inp, out| {
+                elementwise::axpy(T::of_f64(alpha), inp[0], out)
+            }),
+            Op::Fill { value, out } => self.with_output(out, &[], |_, out| {
+                elementwise::fill(T::of_f64(value), out)
+            }),
+            Op::Reduce {
+                reduction,
+                axis,
+                x,
+                out,
+            } => self.with_output(out, &[x], |inp, out| {
+                reduce::reduce(reduction, axis, inp[0], x.cols(), out)
+            }),
+            Op::SoftmaxCrossEntropy {
+                logits,
+                labels,
+                loss,
+                grad,
+                grad_scale,
+            } => {
+                // Two outputs: compute into a scratch loss, then store it.
+                let mut loss_values = vec![T::zero(); loss.len()];
+                self.with_output(grad, &[logits, labels], |inp, out| {
+                    softmax_cross_entropy::softmax_cross_entropy(
+                        inp[0],
+                        inp[1],
+                        logits.cols(),
+                        T::of_f64(grad_scale),
+                        &mut loss_values,
+                        out,
+                    )
+                })?;
+                self.with_output(loss, &[], |_, out| out.copy_from_slice(&loss_values))
+            }
+            Op::Transpose { x, out } => self.with_output(out, &[x], |inp, out| {
+                transpose::transpose(inp[0], x.rows(), x.cols(), out)
+            }),
+        }
+    }
+}
+
+impl<T: CpuReal> Engine for CpuEngine<T> {
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            engine: T::ENGINE_NAME.to_string(),
+            backend: "cpu".to_string(),
+            adapter: "host CPU (faer)".to_string(),
+            driver: format!("faer, {} bits", std::mem::size_of::<T>() * 8),
+            device_type: "host".to_string(),
+        }
+    }
+
+    fn alloc(&mut self, label: &str, rows: usize, cols: usize) -> Result<Tensor, EngineError> {
+        check_alloc(label, rows, cols)?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.tensors.insert(
+            id,
+            Stored {
+                label: label.to_string(),
+                values: vec![T::zero(); rows * cols],
+            },
+        );
+        Ok(Tensor::new(id, rows, cols))
+    }
+
+    fn free(&mut self, tensor: Tensor) {
+        self.tensors.remove(&tensor.id());
+    }
+
+    fn upload(&mut self, tensor: Tensor, values: &[f64]) -> Result<(), EngineError> {
+        let stored = self
+            .tensors
+            .get_mut(&tensor.id())
+            .ok_or(EngineError::UnknownTensor { id: tensor.id() })?;
+        if values.len() != stored.values.len() {
+            return Err(EngineError::UploadLength {
+                label: stored.label.clone(),
+                got: values.len(),
+                expected: stored.values.len(),
+            });
+        }
+        for (dst, &src) in stored.values.iter_mut().zip(values) {
+            *dst = T::of_f64(src);
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, recording: &Recording) -> Result<(), EngineError> {
+        recording.ops().iter().try_for_each(|op| self.execute(op))
+    }
+
+    fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {
+        tensors
+            .iter()
+            .map(|&t| Ok(self.values(t)?.iter().map(|v| v.as_f64()).collect()))
+            .collect()
+    }
+}

@@ -1,0 +1,38 @@
+//! The scalar types the CPU engine runs in: f64 (the ground truth) and f32 (the fallback and the
+//! CPU performance line). `faer` needs its own field trait; `num_traits::Float` gives the math.
+
+use std::fmt::Debug;
+
+pub trait CpuReal:
+    num_traits::Float + faer::traits::ComplexField + Debug + Default + Send + Sync + 'static
+{
+    /// `cpu-f64` or `cpu-f32`.
+    const ENGINE_NAME: &'static str;
+
+    fn of_f64(value: f64) -> Self;
+    fn as_f64(self) -> f64;
+}
+
+impl CpuReal for f64 {
+    const ENGINE_NAME: &'static str = "cpu-f64";
+
+    fn of_f64(value: f64) -> Self {
+        value
+    }
+
+    fn as_f64(self) -> f64 {
+        self
+    }
+}
+
+impl CpuReal for f32 {
+    const ENGINE_NAME: &'static str = "cpu-f32";
+
+    fn of_f64(value: f64) -> Self {
+        value as f32
+    }
+
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}

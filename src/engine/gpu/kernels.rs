@@ -1,0 +1,285 @@
+//! The kernel registry: every WGSL file, every pipeline variant made from it, and the cache that
+//! creates each pipeline once. Shader metadata (files, entry points, pipeline constants, binding
+//! counts) lives here and nowhere else; tests/shader_validation.rs checks it against shaders/.
+
+use crate::engine::op::{Activation, BinaryOp, Reduction};
+use std::collections::HashMap;
+
+/// Snippets prepended to every kernel (WGSL has no include).
+pub const COMMON_SOURCES: &[(&str, &str)] = &[(
+    "common/grid.wgsl",
+    include_str!("../../../shaders/common/grid.wgsl"),
+)];
+
+/// Every kernel file in shaders/, by file stem.
+pub const SHADER_FILES: &[(&str, &str)] = &[
+    ("matmul", include_str!("../../../shaders/matmul.wgsl")),
+    ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
+    ("reduce", include_str!("../../../shaders/reduce.wgsl")),
+    (
+        "softmax_cross_entropy",
+        include_str!("../../../shaders/softmax_cross_entropy.wgsl"),
+    ),
+    ("transpose", include_str!("../../../shaders/transpose.wgsl")),
+];
+
+/// The full source of a kernel file as compiled: common snippets, then the file.
+pub fn shader_source(file: &str) -> Option<String> {
+    let body = SHADER_FILES.iter().find(|(name, _)| *name == file)?.1;
+    let mut source = String::new();
+    for (name, snippet) in COMMON_SOURCES {
+        source.push_str(&format!("// ---- {name} ----\n{snippet}\n"));
+    }
+    source.push_str(&format!("// ---- {file}.wgsl ----\n{body}"));
+    Some(source)
+}
+
+/// One compute pipeline: a shader entry point with its pipeline-constant values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Matmul { trans_a: bool, trans_b: bool },
+    Activate(Activation),
+    ActivateGrad(Activation),
+    Binary(BinaryOp),
+    Scale,
+    Axpy,
+    Fill,
+    Reduce(Reduction),
+    SoftmaxCrossEntropy,
+    Transpose,
+}
+
+impl Kernel {
+    /// Every pipeline the engine can create (the validation test compiles each of them).
+    pub fn all() -> Vec<Kernel> {
+        let mut all = Vec::new();
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                all.push(Kernel::Matmul { trans_a, trans_b });
+            }
+        }
+        for f in Activation::ALL {
+            all.push(Kernel::Activate(f));
+            all.push(Kernel::ActivateGrad(f));
+        }
+        all.extend(BinaryOp::ALL.map(Kernel::Binary));
+        all.extend([Kernel::Scale, Kernel::Axpy, Kernel::Fill]);
+        all.extend(Reduction::ALL.map(Kernel::Reduce));
+        all.extend([Kernel::SoftmaxCrossEntropy, Kernel::Transpose]);
+        all
+    }
+
+    pub fn shader_file(self) -> &'static str {
+        match self {
+            Kernel::Matmul { .. } => "matmul",
+            Kernel::Activate(_)
+            | Kernel::ActivateGrad(_)
+            | Kernel::Binary(_)
+            | Kernel::Scale
+            | Kernel::Axpy
+            | Kernel::Fill => "elementwise",
+            Kernel::Reduce(_) => "reduce",
+            Kernel::SoftmaxCrossEntropy => "softmax_cross_entropy",
+            Kernel::Transpose => "transpose",
+        }
+    }
+
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::Matmul { .. } => "matmul",
+            Kernel::Activate(_) => "activate",
+            Kernel::ActivateGrad(_) => "activate_grad",
+            Kernel::Binary(_) => "binary",
+            Kernel::Scale => "scale",
+            Kernel::Axpy => "axpy",
+            Kernel::Fill => "fill",
+            Kernel::Reduce(_) => "reduce_segments",
+            Kernel::SoftmaxCrossEntropy => "softmax_cross_entropy",
+            Kernel::Transpose => "transpose",
+        }
+    }
+
+    /// Pipeline-overridable constants (`override` declarations in the WGSL).
+    pub fn constants(self) -> Vec<(&'static str, f64)> {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        match self {
+            Kernel::Matmul { trans_a, trans_b } => {
+                vec![("TRANS_A", flag(trans_a)), ("TRANS_B", flag(trans_b))]
+            }
+            Kernel::Activate(f) | Kernel::ActivateGrad(f) => vec![("OP", activation_code(f))],
+            Kernel::Binary(op) => vec![(
+                "OP",
+                match op {
+                    BinaryOp::Add => 0.0,
+                    BinaryOp::Sub => 1.0,
+                    BinaryOp::Mul => 2.0,
+                },
+            )],
+            Kernel::Reduce(r) => vec![(
+                "OP",
+                match r {
+                    Reduction::Sum => 0.0,
+                    Reduction::SumOfSquares => 1.0,
+                    Reduction::Max => 2.0,
+                },
+            )],
+            Kernel::Scale
+            | Kernel::Axpy
+            | Kernel::Fill
+            | Kernel::SoftmaxCrossEntropy
+            | Kernel::Transpose => Vec::new(),
+        }
+    }
+
+    /// (outputs, inputs): bindings 1..=outputs are read_write, the next `inputs` are read-only.
+    pub fn bindings(self) -> Bindings {
+        let (outputs, inputs) = match self {
+            Kernel::Matmul { .. } => (1, 2),
+            Kernel::Activate(_) => (1, 1),
+            Kernel::ActivateGrad(_) => (1, 2),
+            Kernel::Binary(_) => (1, 2),
+            Kernel::Scale | Kernel::Axpy => (1, 1),
+            Kernel::Fill => (1, 0),
+            Kernel::Reduce(_) => (1, 1),
+            Kernel::SoftmaxCrossEntropy => (2, 2),
+            Kernel::Transpose => (1, 1),
+        };
+        Bindings { outputs, inputs }
+    }
+
+    /// A readable name for labels, timings and errors, e.g. `matmul_tn`, `activate_gelu`.
+    pub fn label(self) -> String {
+        match self {
+            Kernel::Matmul { trans_a, trans_b } => format!(
+                "matmul_{}{}",
+                if trans_a { 't' } else { 'n' },
+                if trans_b { 't' } else { 'n' }
+            ),
+            Kernel::Activate(f) => format!("activate_{}", f.name()),
+            Kernel::ActivateGrad(f) => format!("activate_grad_{}", f.name()),
+            Kernel::Binary(op) => format!("binary_{}", op.name()),
+            Kernel::Reduce(r) => format!("reduce_{}", r.name()),
+            other => other.entry_point().to_string(),
+        }
+    }
+}
+
+fn activation_code(f: Activation) -> f64 {
+    match f {
+        Activation::Relu => 0.0,
+        Activation::Gelu => 1.0,
+        Activation::Tanh => 2.0,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Bindings {
+    pub outputs: usize,
+    pub inputs: usize,
+}
+
+impl Bindings {
+    pub fn storage_count(self) -> usize {
+        self.outputs + self.inputs
+    }
+}
+
+/// Size of one dispatch's uniform slot: every params struct fits in it, and it is a multiple of
+/// every adapter's `min_uniform_buffer_offset_alignment` (at most 256 by the WebGPU spec).
+pub const PARAMS_SLOT_BYTES: u64 = 256;
+/// The bytes of each slot the shaders read (the largest params struct is 24 bytes, padded).
+pub const PARAMS_BINDING_BYTES: u64 = 32;
+
+/// Creates shader modules, layouts and pipelines on first use and keeps them.
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    layouts: HashMap<Bindings, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
+}
+
+impl PipelineCache {
+    pub fn bind_group_layout(
+        &mut self,
+        device: &wgpu::Device,
+        bindings: Bindings,
+    ) -> &wgpu::BindGroupLayout {
+        &self.layout(device, bindings).0
+    }
+
+    fn layout(
+        &mut self,
+        device: &wgpu::Device,
+        bindings: Bindings,
+    ) -> &(wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        self.layouts.entry(bindings).or_insert_with(|| {
+            let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: wgpu::BufferSize::new(PARAMS_BINDING_BYTES),
+                },
+                count: None,
+            }];
+            for i in 0..bindings.storage_count() {
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: 1 + i as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: i >= bindings.outputs,
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                });
+            }
+            let label = format!("layout_{}out_{}in", bindings.outputs, bindings.inputs);
+            let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&label),
+                entries: &entries,
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&label),
+                bind_group_layouts: &[Some(&bind_group_layout)],
+                immediate_size: 0,
+            });
+            (bind_group_layout, pipeline_layout)
+        })
+    }
+
+    /// The pipeline for `kernel`, compiled on first use.
+    pub fn pipeline(&mut self, device: &wgpu::Device, kernel: Kernel) -> &wgpu::ComputePipeline {
+        if !self.pipelines.contains_key(&kernel) {
+            let file = kernel.shader_file();
+            let module = self.modules.entry(file).or_insert_with(|| {
+                let source = shader_source(file).expect("every kernel's file is registered");
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(file),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                })
+            });
+            let module = module.clone();
+            let layout = self.layout(device, kernel.bindings()).1.clone();
+            let constants = kernel.constants();
+            let label = kernel.label();
+            let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&label),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(kernel.entry_point()),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &constants,
+                    // Kernels write their workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+            self.pipelines.insert(kernel, pipeline);
+        }
+        &self.pipelines[&kernel]
+    }
+}

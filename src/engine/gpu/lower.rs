@@ -1,0 +1,285 @@
+//! Lowering: each recorded op becomes one or more kernel dispatches with their uniform params,
+//! bound buffers and workgroup grid. Pure data, no wgpu calls, so it is testable on its own.
+
+use super::kernels::{Bindings, Kernel};
+use crate::engine::op::{Op, ReduceAxis, Reduction};
+use crate::engine::{EngineError, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+/// What a dispatch binds: a tensor, or the engine's scratch buffer for partial reductions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    Tensor(Tensor),
+    /// `len` floats of the engine's scratch buffer.
+    Scratch { len: usize },
+}
+
+/// Params are 8 words (32 bytes), the bytes of the WGSL params struct padded to the binding size.
+pub type ParamWords = [u32; 8];
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dispatch {
+    pub kernel: Kernel,
+    pub params: ParamWords,
+    /// Outputs first, then inputs, in binding order (see `Kernel::bindings`).
+    pub operands: Vec<Operand>,
+    pub workgroups: [u32; 3],
+}
+
+/// Partial results of a whole-array reduction: at most this many.
+pub const MAX_REDUCE_PARTIALS: usize = 1024;
+/// Below this length a whole-array reduction is one workgroup.
+const SINGLE_PASS_REDUCE_LEN: usize = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    accumulate: u32,
+    alpha: f32,
+    beta: f32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ElementwiseParams {
+    len: u32,
+    _pad: u32,
+    alpha: f32,
+    _pad2: [u32; 5],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReduceParams {
+    len: u32,
+    segment_len: u32,
+    segments: u32,
+    _pad: [u32; 5],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SoftmaxParams {
+    rows: u32,
+    cols: u32,
+    grad_scale: f32,
+    nan_bits: u32,
+    _pad: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct TransposeParams {
+    rows: u32,
+    cols: u32,
+    _pad: [u32; 6],
+}
+
+fn words<P: Pod>(params: P) -> ParamWords {
+    bytemuck::cast(params)
+}
+
+/// Splits `count` workgroups over x and y, as the kernels' `flat_workgroup_id` expects.
+fn grid_1d(op: &'static str, count: usize, max_per_dim: u32) -> Result<[u32; 3], EngineError> {
+    let max = max_per_dim as usize;
+    let x = count.clamp(1, max);
+    let y = count.div_ceil(x);
+    if y > max {
+        return Err(EngineError::Shape {
+            op,
+            message: format!("{count} workgroups exceed the adapter's grid of {max} x {max}"),
+        });
+    }
+    Ok([x as u32, y as u32, 1])
+}
+
+fn grid_2d(op: &'static str, x: usize, y: usize, max_per_dim: u32) -> Result<[u32; 3], EngineError> {
+    let max = max_per_dim as usize;
+    if x > max || y > max {
+        return Err(EngineError::Shape {
+            op,
+            message: format!("a {x} x {y} grid of workgroups exceeds the adapter's {max} per dimension"),
+        });
+    }
+    Ok([x as u32, y as u32, 1])
+}
+
+fn elementwise(
+    kernel: Kernel,
+    len: usize,
+    alpha: f64,
+    operands: Vec<Operand>,
+    max_per_dim: u32,
+) -> Result<Dispatch, EngineError> {
+    Ok(Dispatch {
+        kernel,
+        params: words(ElementwiseParams {
+            len: len as u32,
+            _pad: 0,
+            alpha: alpha as f32,
+            _pad2: [0; 5],
+        }),
+        operands,
+        workgroups: grid_1d("elementwise", len.div_ceil(256), max_per_dim)?,
+    })
+}
+
+fn reduce_segments(
+    reduction: Reduction,
+    len: usize,
+    segment_len: usize,
+    out: Operand,
+    x: Operand,
+    max_per_dim: u32,
+) -> Result<Dispatch, EngineError> {
+    let segments = len.div_ceil(segment_len);
+    Ok(Dispatch {
+        kernel: Kernel::Reduce(reduction),
+        params: words(ReduceParams {
+            len: len as u32,
+            segment_len: segment_len as u32,
+            segments: segments as u32,
+            _pad: [0; 5],
+        }),
+        operands: vec![out, x],
+        workgroups: grid_1d("reduce", segments, max_per_dim)?,
+    })
+}
+
+/// The dispatches that execute `op`. `max_per_dim` is the adapter's
+/// `max_compute_workgroups_per_dimension`.
+pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
+    use Operand::Tensor as T;
+    let dispatch = match *op {
+        Op::Matmul {
+            a,
+            b,
+            c,
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+        } => {
+            let (m, n) = c.shape();
+            let k = if trans_a { a.rows() } else { a.cols() };
+            Dispatch {
+                kernel: Kernel::Matmul { trans_a, trans_b },
+                params: words(MatmulParams {
+                    m: m as u32,
+                    n: n as u32,
+                    k: k as u32,
+                    accumulate: u32::from(beta != 0.0),
+                    alpha: alpha as f32,
+                    beta: beta as f32,
+                    _pad: [0; 2],
+                }),
+                operands: vec![T(c), T(a), T(b)],
+                workgroups: grid_2d("matmul", n.div_ceil(64), m.div_ceil(64), max_per_dim)?,
+            }
+        }
+        Op::Activate { f, x, y } => {
+            elementwise(Kernel::Activate(f), x.len(), 0.0, vec![T(y), T(x)], max_per_dim)?
+        }
+        Op::ActivateGrad {
+            f,
+            x,
+            grad_y,
+            grad_x,
+        } => elementwise(
+            Kernel::ActivateGrad(f),
+            x.len(),
+            0.0,
+            vec![T(grad_x), T(x), T(grad_y)],
+            max_per_dim,
+        )?,
+        Op::Binary { op, a, b, out } => elementwise(
+            Kernel::Binary(op),
+            a.len(),
+            0.0,
+            vec![T(out), T(a), T(b)],
+            max_per_dim,
+        )?,
+        Op::Scale { alpha, x, out } => {
+            elementwise(Kernel::Scale, x.len(), alpha, vec![T(out), T(x)], max_per_dim)?
+        }
+        Op::Axpy { alpha, x, y } => {
+            elementwise(Kernel::Axpy, x.len(), alpha, vec![T(y), T(x)], max_per_dim)?
+        }
+        Op::Fill { value, out } => {
+            elementwise(Kernel::Fill, out.len(), value, vec![T(out)], max_per_dim)?
+        }
+        Op::Reduce {
+            reduction,
+            axis: ReduceAxis::PerRow,
+            x,
+            out,
+        } => reduce_segments(reduction, x.len(), x.cols(), T(out), T(x), max_per_dim)?,
+        Op::Reduce {
+            reduction,
+            axis: ReduceAxis::Whole,
+            x,
+            out,
+        } => {
+            let len = x.len();
+            if len <= SINGLE_PASS_REDUCE_LEN {
+                reduce_segments(reduction, len, len, T(out), T(x), max_per_dim)?
+            } else {
+                // Two passes in a fixed order: at most MAX_REDUCE_PARTIALS partials, then one.
+                let chunk = len.div_ceil(MAX_REDUCE_PARTIALS).max(SINGLE_PASS_REDUCE_LEN);
+                let partials = len.div_ceil(chunk);
+                let scratch = Operand::Scratch { len: partials };
+                // Partials of a sum of squares are already squared: the second pass sums them.
+                let second = match reduction {
+                    Reduction::SumOfSquares => Reduction::Sum,
+                    other => other,
+                };
+                return Ok(vec![
+                    reduce_segments(reduction, len, chunk, scratch, T(x), max_per_dim)?,
+                    reduce_segments(second, partials, partials, T(out), scratch, max_per_dim)?,
+                ]);
+            }
+        }
+        Op::SoftmaxCrossEntropy {
+            logits,
+            labels,
+            loss,
+            grad,
+            grad_scale,
+        } => Dispatch {
+            kernel: Kernel::SoftmaxCrossEntropy,
+            params: words(SoftmaxParams {
+                rows: logits.rows() as u32,
+                cols: logits.cols() as u32,
+                grad_scale: grad_scale as f32,
+                nan_bits: f32::NAN.to_bits(),
+                _pad: [0; 4],
+            }),
+            operands: vec![T(loss), T(grad), T(logits), T(labels)],
+            workgroups: grid_1d("softmax_cross_entropy", logits.rows(), max_per_dim)?,
+        },
+        Op::Transpose { x, out } => Dispatch {
+            kernel: Kernel::Transpose,
+            params: words(TransposeParams {
+                rows: x.rows() as u32,
+                cols: x.cols() as u32,
+                _pad: [0; 6],
+            }),
+            operands: vec![T(out), T(x)],
+            workgroups: grid_2d(
+                "transpose",
+                x.cols().div_ceil(16),
+                x.rows().div_ceil(16),
+                max_per_dim,
+            )?,
+        },
+    };
+    debug_assert_eq!(
+        dispatch.operands.len(),
+        Bindings::storage_count(dispatch.kernel.bindings())
+    );
+    Ok(vec![dispatch])
+}

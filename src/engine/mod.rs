@@ -1,0 +1,97 @@
+//! The engine interface and its two implementations: [`gpu::GpuEngine`] (WGSL on wgpu) and
+//! [`cpu::CpuEngine`] (the CPU twin of every kernel, in f64 as ground truth or f32).
+
+pub mod cpu;
+mod error;
+pub mod gpu;
+pub mod op;
+mod recording;
+mod tensor;
+
+pub use error::EngineError;
+pub use op::{Activation, BinaryOp, Op, ReduceAxis, Reduction};
+pub use recording::Recording;
+pub use tensor::Tensor;
+
+/// What computed a result: carried by every result record so reports from different machines,
+/// drivers and browsers can be compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// `gpu`, `cpu-f32` or `cpu-f64`.
+    pub engine: String,
+    /// wgpu backend (`vulkan`, `metal`, `dx12`, `browser-webgpu`) or `cpu`.
+    pub backend: String,
+    pub adapter: String,
+    pub driver: String,
+    /// wgpu device type (`DiscreteGpu`, `Cpu` for lavapipe/SwiftShader, ...) or `host`.
+    pub device_type: String,
+}
+
+impl std::fmt::Display for EngineInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} on {} ({}, {}, driver {})",
+            self.engine, self.adapter, self.backend, self.device_type, self.driver
+        )
+    }
+}
+
+/// Executes recordings on tensors it owns. Algorithm code is written once against this trait.
+pub trait Engine {
+    fn info(&self) -> EngineInfo;
+
+    /// Allocates a `rows x cols` tensor. Its contents are unspecified until written.
+    fn alloc(&mut self, label: &str, rows: usize, cols: usize) -> Result<Tensor, EngineError>;
+
+    /// Returns a tensor's storage to the engine; the handle is dead afterwards.
+    fn free(&mut self, tensor: Tensor);
+
+    /// Writes host values (row-major) into a tensor, rounding to the engine's precision.
+    fn upload(&mut self, tensor: Tensor, values: &[f64]) -> Result<(), EngineError>;
+
+    /// Executes every op of the recording in order.
+    fn run(&mut self, recording: &Recording) -> Result<(), EngineError>;
+
+    /// Reads back the named tensors only (row-major, widened to f64). Blocks until the GPU is done;
+    /// in the browser use `GpuEngine::begin_read` / `poll_read` instead.
+    fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError>;
+
+    /// Allocates a tensor and uploads `values` into it.
+    fn tensor_from(
+        &mut self,
+        label: &str,
+        rows: usize,
+        cols: usize,
+        values: &[f64],
+    ) -> Result<Tensor, EngineError> {
+        let tensor = self.alloc(label, rows, cols)?;
+        self.upload(tensor, values)?;
+        Ok(tensor)
+    }
+
+    /// Reads one tensor.
+    fn read_one(&mut self, tensor: Tensor) -> Result<Vec<f64>, EngineError> {
+        Ok(self.read(&[tensor])?.remove(0))
+    }
+}
+
+/// Checks an allocation request; shared by both engines so they refuse the same things.
+pub(crate) fn check_alloc(label: &str, rows: usize, cols: usize) -> Result<(), EngineError> {
+    if rows == 0 || cols == 0 {
+        return Err(EngineError::EmptyTensor {
+            label: label.to_string(),
+            rows,
+            cols,
+        });
+    }
+    if rows > u32::MAX as usize || cols > u32::MAX as usize {
+        return Err(EngineError::BufferTooLarge {
+            label: label.to_string(),
+            bytes: (rows as u64).saturating_mul(cols as u64).saturating_mul(4),
+            limit_name: "u32 dimension limit",
+            limit: u32::MAX as u64,
+        });
+    }
+    Ok(())
+}

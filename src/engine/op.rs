@@ -1,0 +1,173 @@
+//! The operations both engines execute. Each variant is one kernel family: a WGSL file in
+//! `shaders/` and its CPU twin in `src/engine/cpu/` with the same name and semantics.
+
+use super::Tensor;
+
+/// Activation functions (forward `y = f(x)`, backward `dx = dy * f'(x)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Activation {
+    Relu,
+    /// The tanh approximation of GELU (as in GPT-2 / BERT), the same formula on every engine.
+    Gelu,
+    Tanh,
+}
+
+impl Activation {
+    pub const ALL: [Activation; 3] = [Activation::Relu, Activation::Gelu, Activation::Tanh];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::Tanh => "tanh",
+        }
+    }
+}
+
+/// Elementwise binary operations `out = a (op) b`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+}
+
+impl BinaryOp {
+    pub const ALL: [BinaryOp; 3] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+        }
+    }
+}
+
+/// What a reduction computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    Sum,
+    SumOfSquares,
+    Max,
+}
+
+impl Reduction {
+    pub const ALL: [Reduction; 3] = [Reduction::Sum, Reduction::SumOfSquares, Reduction::Max];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reduction::Sum => "sum",
+            Reduction::SumOfSquares => "sum_sq",
+            Reduction::Max => "max",
+        }
+    }
+}
+
+/// Over what a reduction runs: each row to one value (`rows x 1` out), or everything to one value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceAxis {
+    PerRow,
+    Whole,
+}
+
+/// One recorded operation. Scalars are f64 so the f64 engine computes at full precision; the GPU
+/// and the f32 engine round them to f32.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `c = alpha * op(a) op(b) + beta * c`, where op transposes when asked. With `beta == 0`
+    /// the old `c` is not read (so NaN or garbage there does not leak in).
+    Matmul {
+        a: Tensor,
+        b: Tensor,
+        c: Tensor,
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f64,
+        beta: f64,
+    },
+    Activate {
+        f: Activation,
+        x: Tensor,
+        y: Tensor,
+    },
+    /// `grad_x = grad_y * f'(x)`, with `x` the activation's input.
+    ActivateGrad {
+        f: Activation,
+        x: Tensor,
+        grad_y: Tensor,
+        grad_x: Tensor,
+    },
+    Binary {
+        op: BinaryOp,
+        a: Tensor,
+        b: Tensor,
+        out: Tensor,
+    },
+    /// `out = alpha * x`
+    Scale { alpha: f64, x: Tensor, out: Tensor },
+    /// `y = y + alpha * x`
+    Axpy { alpha: f64, x: Tensor, y: Tensor },
+    /// `out = value` everywhere.
+    Fill { value: f64, out: Tensor },
+    Reduce {
+        reduction: Reduction,
+        axis: ReduceAxis,
+        x: Tensor,
+        out: Tensor,
+    },
+    /// Row-wise softmax cross-entropy. `labels` (`rows x 1`) holds class indices as floats.
+    /// `loss[r] = logsumexp(logits[r]) - logits[r][label]`;
+    /// `grad[r][j] = grad_scale * (softmax(logits[r])[j] - [j == label])`.
+    /// A label outside `0..cols` gives a NaN loss and NaN gradient row.
+    SoftmaxCrossEntropy {
+        logits: Tensor,
+        labels: Tensor,
+        loss: Tensor,
+        grad: Tensor,
+        grad_scale: f64,
+    },
+    Transpose { x: Tensor, out: Tensor },
+}
+
+impl Op {
+    /// The kernel family's name, as used in timings and errors.
+    pub fn kernel_name(&self) -> &'static str {
+        match self {
+            Op::Matmul { .. } => "matmul",
+            Op::Activate { .. } => "activate",
+            Op::ActivateGrad { .. } => "activate_grad",
+            Op::Binary { .. } => "binary",
+            Op::Scale { .. } => "scale",
+            Op::Axpy { .. } => "axpy",
+            Op::Fill { .. } => "fill",
+            Op::Reduce { .. } => "reduce",
+            Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
+            Op::Transpose { .. } => "transpose",
+        }
+    }
+
+    /// Every tensor this op touches, so engines can check they are alive.
+    pub fn tensors(&self) -> Vec<Tensor> {
+        match *self {
+            Op::Matmul { a, b, c, .. } => vec![a, b, c],
+            Op::Activate { x, y, .. } => vec![x, y],
+            Op::ActivateGrad {
+                x, grad_y, grad_x, ..
+            } => vec![x, grad_y, grad_x],
+            Op::Binary { a, b, out, .. } => vec![a, b, out],
+            Op::Scale { x, out, .. } => vec![x, out],
+            Op::Axpy { x, y, .. } => vec![x, y],
+            Op::Fill { out, .. } => vec![out],
+            Op::Reduce { x, out, .. } => vec![x, out],
+            Op::SoftmaxCrossEntropy {
+                logits,
+                labels,
+                loss,
+                grad,
+                ..
+            } => vec![logits, labels, loss, grad],
+            Op::Transpose { x, out } => vec![x, out],
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! A recording: a list of operations checked for shape when recorded, executed by any engine.
+//! Keeping the list apart from the engine keeps algorithm code free of wgpu calls and lets the
+//! GPU engine submit many steps in one command buffer.
+
+use super::op::{Activation, BinaryOp, Op, ReduceAxis, Reduction};
+use super::{EngineError, Tensor};
+
+#[derive(Clone, Debug, Default)]
+pub struct Recording {
+    ops: Vec<Op>,
+}
+
+fn shape_error(op: &'static str, message: String) -> EngineError {
+    EngineError::Shape { op, message }
+}
+
+fn same_shape(op: &'static str, what: &str, a: Tensor, b: Tensor) -> Result<(), EngineError> {
+    if a.shape() == b.shape() {
+        Ok(())
+    } else {
+        Err(shape_error(
+            op,
+            format!("{what} must have the same shape, got {a} and {b}"),
+        ))
+    }
+}
+
+/// Outputs may not alias inputs or each other: a GPU dispatch cannot bind one buffer both
+/// read-only and read-write, and both engines refuse the same recordings.
+fn distinct(op: &'static str, outputs: &[Tensor], inputs: &[Tensor]) -> Result<(), EngineError> {
+    for (i, out) in outputs.iter().enumerate() {
+        if inputs.contains(out) || outputs[..i].contains(out) {
+            return Err(shape_error(
+                op,
+                format!("output {out} must not alias another operand of the same op"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Recording {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Appends another recording (for example, one optimisation step repeated N times).
+    pub fn extend(&mut self, other: &Recording) {
+        self.ops.extend_from_slice(&other.ops);
+    }
+
+    /// `c = op(a) op(b)`.
+    pub fn matmul(
+        &mut self,
+        a: Tensor,
+        b: Tensor,
+        c: Tensor,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Result<&mut Self, EngineError> {
+        self.matmul_scaled(a, b, c, trans_a, trans_b, 1.0, 0.0)
+    }
+
+    /// `c = alpha * op(a) op(b) + beta * c`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_scaled(
+        &mut self,
+        a: Tensor,
+        b: Tensor,
+        c: Tensor,
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f64,
+        beta: f64,
+    ) -> Result<&mut Self, EngineError> {
+        let (m, k) = if trans_a {
+            (a.cols(), a.rows())
+        } else {
+            (a.rows(), a.cols())
+        };
+        let (k2, n) = if trans_b {
+            (b.cols(), b.rows())
+        } else {
+            (b.rows(), b.cols())
+        };
+        let describe = || {
+            format!(
+                "A{} is {a}, B{} is {b}, C is {c}",
+                if trans_a { "^T" } else { "" },
+                if trans_b { "^T" } else { "" }
+            )
+        };
+        if k != k2 {
+            return Err(shape_error(
+                "matmul",
+                format!("inner dimensions differ ({k} vs {k2}): {}", describe()),
+            ));
+        }
+        if c.shape() != (m, n) {
+            return Err(shape_error(
+                "matmul",
+                format!("C must be {m}x{n}: {}", describe()),
+            ));
+        }
+        distinct("matmul", &[c], &[a, b])?;
+        self.ops.push(Op::Matmul {
+            a,
+            b,
+            c,
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+        });
+        Ok(self)
+    }
+
+    pub fn activate(
+        &mut self,
+        f: Activation,
+        x: Tensor,
+        y: Tensor,
+    ) -> Result<&mut Self, EngineError> {
+        same_shape("activate", "x and y", x, y)?;
+        distinct("activate", &[y], &[x])?;
+        self.ops.push(Op::Activate { f, x, y });
+        Ok(self)
+    }
+
+    pub fn activate_grad(
+        &mut self,
+        f: Activation,
+        x: Tensor,
+        grad_y: Tensor,
+        grad_x: Tensor,
+    ) -> Result<&mut Self, EngineError> {
+        same_shape("activate_grad", "x and grad_y", x, grad_y)?;
+        same_shape("activate_grad", "x and grad_x", x, grad_x)?;
+        distinct("activate_grad", &[grad_x], &[x, grad_y])?;
+        self.ops.push(Op::ActivateGrad {
+            f,
+            x,
+            grad_y,
+            grad_x,
+        });
+        Ok(self)
+    }
+
+    pub fn binary(
+        &mut self,
+        op: BinaryOp,
+        a: Tensor,
+        b: Tensor,
+        out: Tensor,
+    ) -> Result<&mut Self, EngineError> {
+        same_shape("binary", "a and b", a, b)?;
+        same_shape("binary", "a and out", a, out)?;
+        distinct("binary", &[out], &[a, b])?;
+        self.ops.push(Op::Binary { op, a, b, out });
+        Ok(self)
+    }
+
+    pub fn scale(&mut self, alpha: f64, x: Tensor, out: Tensor) -> Result<&mut Self, EngineError> {
+        same_shape("scale", "x and out", x, out)?;
+        distinct("scale", &[out], &[x])?;
+        self.ops.push(Op::Scale { alpha, x, out });
+        Ok(self)
+    }
+
+    pub fn axpy(&mut self, alpha: f64, x: Tensor, y: Tensor) -> Result<&mut Self, EngineError> {
+        same_shape("axpy", "x and y", x, y)?;
+        distinct("axpy", &[y], &[x])?;
+        self.ops.push(Op::Axpy { alpha, x, y });
+        Ok(self)
+    }
+
+    pub fn fill(&mut self, value: f64, out: Tensor) -> &mut Self {
+        self.ops.push(Op::Fill { value, out });
+        self
+    }
+
+    pub fn reduce(
+        &mut self,
+        reduction: Reduction,
+        axis: ReduceAxis,
+        x: Tensor,
+        out: Tensor,
+    ) -> Result<&mut Self, EngineError> {
+        let expected = match axis {
+            ReduceAxis::PerRow => (x.rows(), 1),
+            ReduceAxis::Whole => (1, 1),
+        };
+        if out.shape() != expected {
+            return Err(shape_error(
+                "reduce",
+                format!(
+                    "out must be {}x{} for {axis:?} over {x}, got {out}",
+                    expected.0, expected.1
+                ),
+            ));
+        }
+        distinct("reduce", &[out], &[x])?;
+        self.ops.push(Op::Reduce {
+            reduction,
+            axis,
+            x,
+            out,
+        });
+        Ok(self)
+    }
+
+    pub fn softmax_cross_entropy(
+        &mut self,
+        logits: Tensor,
+        labels: Tensor,
+        loss: Tensor,
+        grad: Tensor,
+        grad_scale: f64,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "softmax_cross_entropy";
+        let rows = logits.rows();
+        if labels.shape() != (rows, 1) {
+            return Err(shape_error(
+                op,
+                format!("labels must be {rows}x1 for logits {logits}, got {labels}"),
+            ));
+        }
+        if loss.shape() != (rows, 1) {
+            return Err(shape_error(
+                op,
+                format!("loss must be {rows}x1 for logits {logits}, got {loss}"),
+            ));
+        }
+        same_shape(op, "logits and grad", logits, grad)?;
+        distinct(op, &[loss, grad], &[logits, labels])?;
+        self.ops.push(Op::SoftmaxCrossEntropy {
+            logits,
+            labels,
+            loss,
+            grad,
+            grad_scale,
+        });
+        Ok(self)
+    }
+
+    pub fn transpose(&mut self, x: Tensor, out: Tensor) -> Result<&mut Self, EngineError> {
+        if out.shape() != (x.cols(), x.rows()) {
+            return Err(shape_error(
+                "transpose",
+                format!("out must be {}x{} for {x}, got {out}", x.cols(), x.rows()),
+            ));
+        }
+        distinct("transpose", &[out], &[x])?;
+        self.ops.push(Op::Transpose { x, out });
+        Ok(self)
+    }
+}

@@ -1,0 +1,12 @@
+//! specdef: the SpecDef training-resistance defence and the attacks against it, computed by WGSL
+//! compute shaders on wgpu (natively and in the browser) and checked against an f64 CPU reference.
+//!
+//! The crate is built around one [`engine::Engine`] interface: algorithm code records
+//! [`engine::Op`]s into a [`engine::Recording`] and either engine executes it. See ARCHITECTURE.md.
+
+pub mod engine;
+pub mod selftest;
+pub mod tolerance;
+
+pub use engine::{Engine, EngineError, EngineInfo, Recording, Tensor};
+pub use tolerance::Tolerance;

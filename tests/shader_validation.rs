@@ -1,0 +1,110 @@
+//! Every WGSL file parsed and validated by naga at WebGPU-level capabilities (no GPU needed), every
+//! pipeline variant specialised with its constants, and the registry's metadata (files, entry
+//! points, binding counts, workgroup limits) checked against the shaders themselves.
+
+use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
+use specdef::engine::gpu::kernels::{Kernel, SHADER_FILES, shader_source};
+use std::collections::BTreeSet;
+
+/// WebGPU's default limits, which the portable kernels must fit.
+const MAX_INVOCATIONS: u32 = 256;
+const MAX_WORKGROUP_STORAGE_BYTES: u32 = 16 * 1024;
+
+fn parse_and_validate(file: &str) -> (naga::Module, ModuleInfo) {
+    let source = shader_source(file).unwrap_or_else(|| panic!("{file} is not registered"));
+    let module = naga::front::wgsl::parse_str(&source)
+        .unwrap_or_else(|e| panic!("{file}.wgsl: {}", e.emit_to_string(&source)));
+    // No capabilities beyond core WebGPU: no f16, no subgroups, no f64.
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{file}.wgsl: {}", e.emit_to_string(&source)));
+    (module, info)
+}
+
+#[test]
+fn every_file_in_shaders_is_registered_and_vice_versa() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/shaders");
+    let on_disk: BTreeSet<String> = std::fs::read_dir(dir)
+        .expect("shaders/ exists")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == "wgsl").then(|| path.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    let registered: BTreeSet<String> = SHADER_FILES.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(on_disk, registered);
+}
+
+#[test]
+fn every_shader_file_validates_at_webgpu_capabilities() {
+    for (file, _) in SHADER_FILES {
+        parse_and_validate(file);
+    }
+}
+
+#[test]
+fn every_pipeline_variant_specialises_and_fits_webgpu_limits() {
+    for kernel in Kernel::all() {
+        let name = kernel.label();
+        let (module, info) = parse_and_validate(kernel.shader_file());
+        let constants: naga::back::PipelineConstants = kernel
+            .constants()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, kernel.entry_point())),
+            &constants,
+        )
+        .unwrap_or_else(|e| panic!("{name}: pipeline constants: {e}"));
+
+        let (index, entry) = module
+            .entry_points
+            .iter()
+            .enumerate()
+            .find(|(_, ep)| ep.name == kernel.entry_point())
+            .unwrap_or_else(|| panic!("{name}: no entry point {}", kernel.entry_point()));
+        let invocations: u32 = entry.workgroup_size.iter().product();
+        assert!(invocations <= MAX_INVOCATIONS, "{name}: {invocations} invocations");
+
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).expect("layout");
+        let usage = info.get_entry_point(index);
+        let mut workgroup_bytes = 0;
+        let mut storage_bindings = BTreeSet::new();
+        let mut uniform_bindings = BTreeSet::new();
+        for (handle, global) in module.global_variables.iter() {
+            if usage[handle].is_empty() {
+                continue;
+            }
+            match global.space {
+                naga::AddressSpace::WorkGroup => workgroup_bytes += layouter[global.ty].size,
+                naga::AddressSpace::Storage { access } => {
+                    let binding = global.binding.as_ref().expect("storage is bound");
+                    assert_eq!(binding.group, 0, "{name}");
+                    let writable = access.contains(naga::StorageAccess::STORE);
+                    storage_bindings.insert((binding.binding, writable));
+                }
+                naga::AddressSpace::Uniform => {
+                    uniform_bindings.insert(global.binding.as_ref().expect("bound").binding);
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            workgroup_bytes <= MAX_WORKGROUP_STORAGE_BYTES,
+            "{name}: {workgroup_bytes} bytes of workgroup storage"
+        );
+        assert_eq!(uniform_bindings, BTreeSet::from([0]), "{name}: params at binding 0");
+
+        // The registry's binding counts match what the entry point uses: outputs writable
+        // first, then read-only inputs.
+        let bindings = kernel.bindings();
+        let expected: BTreeSet<(u32, bool)> = (0..bindings.storage_count())
+            .map(|i| (1 + i as u32, i < bindings.outputs))
+            .collect();
+        assert_eq!(storage_bindings, expected, "{name}: storage bindings");
+    }
+}
