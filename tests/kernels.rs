@@ -1,0 +1,304 @@
+//! Every kernel on every engine (CPU f32 always, the GPU where an adapter exists) against the CPU
+//! f64 reference, within the tolerance its arithmetic implies. Shapes include the odd ones that
+//! break tiling: 1x1x1, 17x33x9, 257x129x65, and a full 1024 x 1024 matmul.
+
+mod common;
+
+use common::{check_on_every_engine, rng, uniform};
+use specdef::engine::{Activation, BinaryOp, Engine, Recording, ReduceAxis, Reduction};
+use specdef::tolerance::{Tolerance, rms};
+
+const MATMUL_SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1, 1),
+    (17, 33, 9),
+    (257, 129, 65),
+    (64, 64, 64),
+    (1024, 1024, 1024),
+];
+
+/// Row-major `rows x cols` storage of op(X) when op(X) must be `r x c`.
+fn stored_shape(r: usize, c: usize, transposed: bool) -> (usize, usize) {
+    if transposed { (c, r) } else { (r, c) }
+}
+
+fn matmul_case(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) {
+    let mut r = rng((m * 31 + n * 7 + k) as u64);
+    let (ar, ac) = stored_shape(m, k, trans_a);
+    let (br, bc) = stored_shape(k, n, trans_b);
+    let a = uniform(&mut r, ar * ac, 1.0);
+    let b = uniform(&mut r, br * bc, 1.0);
+    let body = |e: &mut dyn Engine| {
+        let ta = e.tensor_from("a", ar, ac, &a).unwrap();
+        let tb = e.tensor_from("b", br, bc, &b).unwrap();
+        let tc = e.alloc("c", m, n).unwrap();
+        let mut rec = Recording::new();
+        rec.matmul(ta, tb, tc, trans_a, trans_b).unwrap();
+        e.run(&rec).unwrap();
+        let out = e.read_one(tc).unwrap();
+        [ta, tb, tc].into_iter().for_each(|t| e.free(t));
+        out
+    };
+    // Each output is a K-term dot product of terms of size ~1/3.
+    let scale = (k as f64).sqrt() / 3.0;
+    let what = format!("matmul {m}x{n}x{k} trans_a={trans_a} trans_b={trans_b}");
+    check_on_every_engine(&what, Tolerance::f32_sum(k, scale), body);
+}
+
+#[test]
+fn matmul_all_shapes_and_transpositions() {
+    for (m, n, k) in MATMUL_SHAPES {
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                matmul_case(m, n, k, trans_a, trans_b);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_scaled_accumulates_and_ignores_old_c_when_beta_is_zero() {
+    let (m, n, k) = (33, 70, 19);
+    let mut r = rng(5);
+    let a = uniform(&mut r, m * k, 1.0);
+    let b = uniform(&mut r, k * n, 1.0);
+    let c0 = uniform(&mut r, m * n, 1.0);
+    let scale = (k as f64).sqrt();
+    for (alpha, beta) in [(0.5, -2.0), (1.0, 1.0), (-3.0, 0.0)] {
+        let body = |e: &mut dyn Engine| {
+            let ta = e.tensor_from("a", m, k, &a).unwrap();
+            let tb = e.tensor_from("b", k, n, &b).unwrap();
+            // With beta = 0 the old C holds NaN: it must not leak into the result.
+            let old: Vec<f64> = if beta == 0.0 { vec![f64::NAN; m * n] } else { c0.clone() };
+            let tc = e.tensor_from("c", m, n, &old).unwrap();
+            let mut rec = Recording::new();
+            rec.matmul_scaled(ta, tb, tc, false, false, alpha, beta).unwrap();
+            e.run(&rec).unwrap();
+            e.read_one(tc).unwrap()
+        };
+        let tolerance = Tolerance::f32_sum(k + 1, scale * 3.0);
+        check_on_every_engine(&format!("matmul alpha={alpha} beta={beta}"), tolerance, body);
+    }
+}
+
+/// Inputs for activations: a spread of values, exact zeros, and large magnitudes where a naive
+/// tanh overflows.
+fn activation_inputs(len: usize) -> Vec<f64> {
+    let mut values = uniform(&mut rng(11), len, 4.0);
+    values[..8].copy_from_slice(&[0.0, -0.0, 20.0, -20.0, 100.0, -100.0, 1e-4, -1e-4]);
+    values
+}
+
+#[test]
+fn activations_forward_and_backward() {
+    let (rows, cols) = (257, 129);
+    let x = activation_inputs(rows * cols);
+    let grad_y = uniform(&mut rng(12), rows * cols, 1.0);
+    for f in Activation::ALL {
+        let forward = |e: &mut dyn Engine| {
+            let tx = e.tensor_from("x", rows, cols, &x).unwrap();
+            let ty = e.alloc("y", rows, cols).unwrap();
+            let mut rec = Recording::new();
+            rec.activate(f, tx, ty).unwrap();
+            e.run(&rec).unwrap();
+            e.read_one(ty).unwrap()
+        };
+        let backward = |e: &mut dyn Engine| {
+            let tx = e.tensor_from("x", rows, cols, &x).unwrap();
+            let tg = e.tensor_from("grad_y", rows, cols, &grad_y).unwrap();
+            let out = e.alloc("grad_x", rows, cols).unwrap();
+            let mut rec = Recording::new();
+            rec.activate_grad(f, tx, tg, out).unwrap();
+            e.run(&rec).unwrap();
+            e.read_one(out).unwrap()
+        };
+        let tolerance = match f {
+            // relu and its derivative are exact on the rounded input.
+            Activation::Relu => Tolerance::f32_rounding().plus(Tolerance::f32_elementwise(1)),
+            Activation::Gelu | Activation::Tanh => Tolerance::f32_transcendental(1.0),
+        };
+        check_on_every_engine(&format!("activate {}", f.name()), tolerance, forward);
+        check_on_every_engine(&format!("activate_grad {}", f.name()), tolerance, backward);
+    }
+}
+
+#[test]
+fn binary_scale_axpy_fill() {
+    let (rows, cols) = (17, 33);
+    let mut r = rng(21);
+    let a = uniform(&mut r, rows * cols, 2.0);
+    let b = uniform(&mut r, rows * cols, 2.0);
+    // Two-term sums of values of size ~1: cancellation needs an absolute allowance.
+    let two_terms = Tolerance::f32_sum(2, 2.0);
+    for op in BinaryOp::ALL {
+        let body = |e: &mut dyn Engine| {
+            let ta = e.tensor_from("a", rows, cols, &a).unwrap();
+            let tb = e.tensor_from("b", rows, cols, &b).unwrap();
+            let out = e.alloc("out", rows, cols).unwrap();
+            let mut rec = Recording::new();
+            rec.binary(op, ta, tb, out).unwrap();
+            e.run(&rec).unwrap();
+            e.read_one(out).unwrap()
+        };
+        check_on_every_engine(&format!("binary {}", op.name()), two_terms, body);
+    }
+    let scale = |e: &mut dyn Engine| {
+        let ta = e.tensor_from("a", rows, cols, &a).unwrap();
+        let out = e.alloc("out", rows, cols).unwrap();
+        let mut rec = Recording::new();
+        rec.scale(-0.37, ta, out).unwrap();
+        e.run(&rec).unwrap();
+        e.read_one(out).unwrap()
+    };
+    check_on_every_engine("scale", Tolerance::f32_elementwise(3), scale);
+    let axpy = |e: &mut dyn Engine| {
+        let ta = e.tensor_from("a", rows, cols, &a).unwrap();
+        let tb = e.tensor_from("b", rows, cols, &b).unwrap();
+        let mut rec = Recording::new();
+        rec.axpy(1.5e-3, ta, tb).unwrap();
+        e.run(&rec).unwrap();
+        e.read_one(tb).unwrap()
+    };
+    check_on_every_engine("axpy", two_terms, axpy);
+    let fill = |e: &mut dyn Engine| {
+        let out = e.alloc("out", rows, cols).unwrap();
+        let mut rec = Recording::new();
+        rec.fill(0.125, out);
+        e.run(&rec).unwrap();
+        e.read_one(out).unwrap()
+    };
+    check_on_every_engine("fill", Tolerance::EXACT, fill);
+}
+
+#[test]
+fn elementwise_beyond_one_grid_dimension() {
+    // 65535 * 256 + 1000 elements need a second row of workgroups.
+    let len = 65_535 * 256 + 1000;
+    let x: Vec<f64> = (0..len).map(|i| (i % 1000) as f64 - 500.0).collect();
+    let body = |e: &mut dyn Engine| {
+        let tx = e.tensor_from("x", 1, len, &x).unwrap();
+        let out = e.alloc("out", 1, len).unwrap();
+        let mut rec = Recording::new();
+        rec.scale(2.0, tx, out).unwrap();
+        e.run(&rec).unwrap();
+        let values = e.read_one(out).unwrap();
+        e.free(tx);
+        e.free(out);
+        values
+    };
+    check_on_every_engine("scale over a 2-D grid", Tolerance::EXACT, body);
+}
+
+#[test]
+fn reductions_per_row_and_whole() {
+    let shapes = [(1, 1), (17, 33), (257, 129), (3, 5000), (1000, 1000)];
+    for (rows, cols) in shapes {
+        let x = uniform(&mut rng((rows * cols) as u64), rows * cols, 1.0);
+        for reduction in Reduction::ALL {
+            for axis in [ReduceAxis::PerRow, ReduceAxis::Whole] {
+                let out_rows = if axis == ReduceAxis::PerRow { rows } else { 1 };
+                let body = |e: &mut dyn Engine| {
+                    let tx = e.tensor_from("x", rows, cols, &x).unwrap();
+                    let out = e.alloc("out", out_rows, 1).unwrap();
+                    let mut rec = Recording::new();
+                    rec.reduce(reduction, axis, tx, out).unwrap();
+                    e.run(&rec).unwrap();
+                    e.read_one(out).unwrap()
+                };
+                let terms = if axis == ReduceAxis::PerRow { cols } else { rows * cols };
+                let tolerance = match reduction {
+                    // Partial sums of uniform [-1, 1] values grow like sqrt(terms / 3).
+                    Reduction::Sum => Tolerance::f32_sum(terms, (terms as f64 / 3.0).sqrt()),
+                    // Positive terms: the partial sums are at most the result.
+                    Reduction::SumOfSquares => Tolerance::f32_sum(terms, terms as f64 / 3.0),
+                    Reduction::Max => Tolerance::f32_rounding(),
+                };
+                let what = format!("reduce {} {axis:?} over {rows}x{cols}", reduction.name());
+                check_on_every_engine(&what, tolerance, body);
+            }
+        }
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_loss_and_gradient() {
+    for (rows, cols) in [(1, 1), (17, 10), (128, 10), (5, 1000)] {
+        let mut r = rng((rows + cols) as u64);
+        let mut logits = uniform(&mut r, rows * cols, 5.0);
+        // Large logits must not overflow exp.
+        logits[0] = 90.0;
+        let labels: Vec<f64> = (0..rows).map(|i| ((i * 7) % cols) as f64).collect();
+        let body = |e: &mut dyn Engine| {
+            let tl = e.tensor_from("logits", rows, cols, &logits).unwrap();
+            let ty = e.tensor_from("labels", rows, 1, &labels).unwrap();
+            let loss = e.alloc("loss", rows, 1).unwrap();
+            let grad = e.alloc("grad", rows, cols).unwrap();
+            let mut rec = Recording::new();
+            rec.softmax_cross_entropy(tl, ty, loss, grad, 1.0 / rows as f64)
+                .unwrap();
+            e.run(&rec).unwrap();
+            let mut values = e.read_one(loss).unwrap();
+            values.extend(e.read_one(grad).unwrap());
+            values
+        };
+        // exp, a cols-term sum and a log; losses are of size ~5, gradients of size 1/rows.
+        let tolerance = Tolerance::f32_transcendental(1.0).plus(Tolerance::f32_sum(cols, 5.0));
+        check_on_every_engine(&format!("softmax_cross_entropy {rows}x{cols}"), tolerance, body);
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_out_of_range_label_gives_nan() {
+    let (rows, cols) = (3, 4);
+    let logits = uniform(&mut rng(3), rows * cols, 1.0);
+    let labels = [0.0, 4.0, -1.0];
+    let body = |e: &mut dyn Engine| {
+        let tl = e.tensor_from("logits", rows, cols, &logits).unwrap();
+        let ty = e.tensor_from("labels", rows, 1, &labels).unwrap();
+        let loss = e.alloc("loss", rows, 1).unwrap();
+        let grad = e.alloc("grad", rows, cols).unwrap();
+        let mut rec = Recording::new();
+        rec.softmax_cross_entropy(tl, ty, loss, grad, 1.0).unwrap();
+        e.run(&rec).unwrap();
+        let values = e.read_one(loss).unwrap();
+        assert!(values[0].is_finite(), "a valid label gives a finite loss");
+        assert!(values[1].is_nan() && values[2].is_nan(), "{values:?}");
+        values
+    };
+    check_on_every_engine("softmax_cross_entropy bad labels", Tolerance::f32_transcendental(1.0), body);
+}
+
+#[test]
+fn transpose_any_shape() {
+    for (rows, cols) in [(1, 1), (17, 33), (257, 129), (1024, 1024)] {
+        let x = uniform(&mut rng(7), rows * cols, 1.0);
+        let body = |e: &mut dyn Engine| {
+            let tx = e.tensor_from("x", rows, cols, &x).unwrap();
+            let out = e.alloc("out", cols, rows).unwrap();
+            let mut rec = Recording::new();
+            rec.transpose(tx, out).unwrap();
+            e.run(&rec).unwrap();
+            e.read_one(out).unwrap()
+        };
+        check_on_every_engine(&format!("transpose {rows}x{cols}"), Tolerance::f32_rounding(), body);
+    }
+}
+
+#[test]
+fn results_are_bit_identical_run_to_run() {
+    let x = uniform(&mut rng(99), 1000 * 1000, 1.0);
+    let body = |e: &mut dyn Engine| -> Vec<f64> {
+        let tx = e.tensor_from("x", 1000, 1000, &x).unwrap();
+        let out = e.alloc("out", 1, 1).unwrap();
+        let mut rec = Recording::new();
+        rec.reduce(Reduction::Sum, ReduceAxis::Whole, tx, out).unwrap();
+        e.run(&rec).unwrap();
+        let first = e.read_one(out).unwrap();
+        e.run(&rec).unwrap();
+        let second = e.read_one(out).unwrap();
+        assert_eq!(first[0].to_bits(), second[0].to_bits(), "on {}", e.info().engine);
+        first
+    };
+    let scale = (1e6f64 / 3.0).sqrt();
+    check_on_every_engine("repeated whole sum", Tolerance::f32_sum(1_000_000, scale), body);
+    let _ = rms(&x);
+}
