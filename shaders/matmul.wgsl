@@ -6,6 +6,8 @@
 // neighbouring words of C (coalesced). K advances in slices of 16 staged in workgroup memory
 // (2 x 16 x 64 floats = 8 KiB). Transposition is a pipeline constant: the loads read A and B in
 // whichever order is contiguous in memory, so all four variants stream memory the same way.
+// The accumulators are four vec4 rows indexed by constants in the inner loop, so every driver
+// keeps them in registers (a private f32 array indexed in loops ran 1.5x slower on lavapipe).
 
 struct MatmulParams {
     m: u32,
@@ -64,15 +66,12 @@ fn matmul(
 ) {
     let row0 = workgroup_id.y * TILE_M;
     let col0 = workgroup_id.x * TILE_N;
-    var acc: array<f32, 16>;
-    for (var i = 0u; i < 16u; i++) {
-        acc[i] = 0.0;
-    }
-
+    // Row i of this invocation's 4x4 block is acc[i]; its column j is at col0 + lx + 16 j.
+    var acc = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var k0 = 0u; k0 < params.k; k0 += TILE_K) {
         // Stage 64x16 of op(A) and 16x64 of op(B): four words per invocation each, with
         // consecutive invocations reading consecutive addresses of the source.
-        for (var i = 0u; i < 4u; i++) {
+        for (var i = 0u; i < TILE_M * TILE_K / INVOCATIONS; i++) {
             let l = local_index + i * INVOCATIONS;
             var row: u32;
             var kk: u32;
@@ -98,17 +97,18 @@ fn matmul(
         workgroupBarrier();
 
         for (var kk = 0u; kk < TILE_K; kk++) {
-            var a_reg: array<f32, 4>;
-            var b_reg: array<f32, 4>;
-            for (var i = 0u; i < BLOCK; i++) {
-                a_reg[i] = a_tile[kk * TILE_M + local_id.y + i * SIDE];
-                b_reg[i] = b_tile[kk * TILE_N + local_id.x + i * SIDE];
-            }
-            for (var i = 0u; i < BLOCK; i++) {
-                for (var j = 0u; j < BLOCK; j++) {
-                    acc[i * BLOCK + j] = fma(a_reg[i], b_reg[j], acc[i * BLOCK + j]);
-                }
-            }
+            let a_row = kk * TILE_M + local_id.y;
+            let b_row = kk * TILE_N + local_id.x;
+            let b_vec = vec4<f32>(
+                b_tile[b_row],
+                b_tile[b_row + SIDE],
+                b_tile[b_row + 2u * SIDE],
+                b_tile[b_row + 3u * SIDE],
+            );
+            acc[0] = fma(vec4<f32>(a_tile[a_row]), b_vec, acc[0]);
+            acc[1] = fma(vec4<f32>(a_tile[a_row + SIDE]), b_vec, acc[1]);
+            acc[2] = fma(vec4<f32>(a_tile[a_row + 2u * SIDE]), b_vec, acc[2]);
+            acc[3] = fma(vec4<f32>(a_tile[a_row + 3u * SIDE]), b_vec, acc[3]);
         }
         workgroupBarrier();
     }
@@ -119,7 +119,7 @@ fn matmul(
             let col = col0 + local_id.x + j * SIDE;
             if row < params.m && col < params.n {
                 let index = row * params.n + col;
-                var value = params.alpha * acc[i * BLOCK + j];
+                var value = params.alpha * acc[i][j];
                 if params.accumulate != 0u {
                     value += params.beta * c[index];
                 }

@@ -27,7 +27,10 @@ pub struct Agreement {
 /// Why two arrays disagree.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Disagreement {
-    Length { actual: usize, expected: usize },
+    Length {
+        actual: usize,
+        expected: usize,
+    },
     Values {
         violations: usize,
         len: usize,
@@ -42,7 +45,10 @@ impl fmt::Display for Disagreement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Disagreement::Length { actual, expected } => {
-                write!(f, "lengths differ: {actual} values against {expected} expected")
+                write!(
+                    f,
+                    "lengths differ: {actual} values against {expected} expected"
+                )
             }
             Disagreement::Values {
                 violations,
@@ -134,6 +140,9 @@ impl Tolerance {
         for (index, (&a, &e)) in actual.iter().zip(expected).enumerate() {
             let (error, allowed) = if a.is_nan() && e.is_nan() || (a.is_infinite() && a == e) {
                 (0.0, 1.0)
+            } else if !a.is_finite() || !e.is_finite() {
+                // A non-finite value agrees only with itself (handled above).
+                (f64::INFINITY, 0.0)
             } else {
                 ((a - e).abs(), self.allowed(e))
             };
@@ -145,7 +154,7 @@ impl Tolerance {
             } else {
                 error / allowed
             };
-            if !(error <= allowed) {
+            if error.is_nan() || error > allowed {
                 violations += 1;
             }
             if error.is_finite() {
@@ -180,7 +189,17 @@ mod tests {
         let tol = Tolerance::new(0.1, 0.0);
         assert!(tol.check(&[1.05], &[1.0]).is_ok());
         let err = tol.check(&[1.0, 1.2], &[1.0, 1.0]).unwrap_err();
-        assert!(matches!(err, Disagreement::Values { violations: 1, index: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Disagreement::Values {
+                    violations: 1,
+                    index: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -204,7 +223,10 @@ mod tests {
     fn length_mismatch_is_reported() {
         assert_eq!(
             Tolerance::EXACT.check(&[1.0], &[1.0, 2.0]),
-            Err(Disagreement::Length { actual: 1, expected: 2 })
+            Err(Disagreement::Length {
+                actual: 1,
+                expected: 2
+            })
         );
     }
 

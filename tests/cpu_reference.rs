@@ -119,7 +119,13 @@ fn reductions_and_transpose_match_their_definitions() {
     let (rows, cols) = (5, 7);
     let x = uniform(&mut rng(4), rows * cols, 1.0);
     let mut per_row = vec![0.0; rows];
-    reduce::reduce(Reduction::SumOfSquares, ReduceAxis::PerRow, &x, cols, &mut per_row);
+    reduce::reduce(
+        Reduction::SumOfSquares,
+        ReduceAxis::PerRow,
+        &x,
+        cols,
+        &mut per_row,
+    );
     let expected: Vec<f64> = x
         .chunks(cols)
         .map(|row| row.iter().map(|v| v * v).sum())

@@ -25,8 +25,14 @@ fn shape_errors_name_the_op_and_shapes() {
     let c = cpu.alloc("c", 3, 6).unwrap();
     let err = Recording::new().matmul(a, b, c, false, false).unwrap_err();
     let message = err.to_string();
-    assert!(message.starts_with("matmul: inner dimensions differ (4 vs 5)"), "{message}");
-    assert!(message.contains("3x4") && message.contains("5x6"), "{message}");
+    assert!(
+        message.starts_with("matmul: inner dimensions differ (4 vs 5)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("3x4") && message.contains("5x6"),
+        "{message}"
+    );
 
     let err = Recording::new().binary(BinaryOp::Add, a, a, a).unwrap_err();
     assert!(err.to_string().contains("must not alias"), "{err}");
@@ -39,7 +45,10 @@ fn empty_tensors_freed_tensors_and_wrong_upload_lengths_are_refused() {
     on_every_engine(|e| {
         let name = e.info().engine;
         assert!(
-            matches!(e.alloc("weights", 0, 3), Err(EngineError::EmptyTensor { .. })),
+            matches!(
+                e.alloc("weights", 0, 3),
+                Err(EngineError::EmptyTensor { .. })
+            ),
             "{name}"
         );
         let t = e.alloc("weights", 2, 3).unwrap();
@@ -71,7 +80,10 @@ fn a_buffer_over_the_device_limit_is_refused_with_its_name_and_the_limit() {
     let rows = (limit / 4 / 1024 + 1) as usize;
     let err = gpu.alloc("huge_activations", rows, 1024).unwrap_err();
     let message = err.to_string();
-    assert!(matches!(err, EngineError::BufferTooLarge { .. }), "{message}");
+    assert!(
+        matches!(err, EngineError::BufferTooLarge { .. }),
+        "{message}"
+    );
     assert!(message.contains("huge_activations"), "{message}");
     assert!(message.contains(&limit.to_string()), "{message}");
     // The engine still works afterwards.
@@ -87,7 +99,11 @@ fn freed_buffers_are_reused_by_the_pool() {
     gpu.free(t);
     assert_eq!(gpu.pooled_buffers(), idle_before + 1);
     let again = gpu.alloc("second", 99, 101).unwrap();
-    assert_eq!(gpu.pooled_buffers(), idle_before, "the freed buffer was reused");
+    assert_eq!(
+        gpu.pooled_buffers(),
+        idle_before,
+        "the freed buffer was reused"
+    );
     gpu.free(again);
 }
 
@@ -134,14 +150,21 @@ fn timed_runs_report_one_device_time_per_dispatch() {
     rec.matmul(a, a, b, false, false).unwrap();
     rec.scale(2.0, b, a).unwrap();
     if !gpu.has_timestamps() {
-        assert!(matches!(gpu.run_timed(&rec), Err(EngineError::Unsupported(_))));
+        assert!(matches!(
+            gpu.run_timed(&rec),
+            Err(EngineError::Unsupported(_))
+        ));
         eprintln!("adapter has no TIMESTAMP_QUERY: checked that run_timed refuses");
         return;
     }
     let timings = gpu.run_timed(&rec).unwrap();
     let kernels: Vec<&str> = timings.iter().map(|t| t.kernel.as_str()).collect();
     assert_eq!(kernels, ["matmul_nn", "scale"]);
-    assert!(timings.iter().all(|t| t.device_ns.is_finite() && t.device_ns >= 0.0));
+    assert!(
+        timings
+            .iter()
+            .all(|t| t.device_ns.is_finite() && t.device_ns >= 0.0)
+    );
     // The timed run computed the same thing as an untimed one would.
     assert_eq!(gpu.read_one(a).unwrap(), vec![128.0; 4096]);
 }

@@ -68,15 +68,24 @@ fn matmul_scaled_accumulates_and_ignores_old_c_when_beta_is_zero() {
             let ta = e.tensor_from("a", m, k, &a).unwrap();
             let tb = e.tensor_from("b", k, n, &b).unwrap();
             // With beta = 0 the old C holds NaN: it must not leak into the result.
-            let old: Vec<f64> = if beta == 0.0 { vec![f64::NAN; m * n] } else { c0.clone() };
+            let old: Vec<f64> = if beta == 0.0 {
+                vec![f64::NAN; m * n]
+            } else {
+                c0.clone()
+            };
             let tc = e.tensor_from("c", m, n, &old).unwrap();
             let mut rec = Recording::new();
-            rec.matmul_scaled(ta, tb, tc, false, false, alpha, beta).unwrap();
+            rec.matmul_scaled(ta, tb, tc, false, false, alpha, beta)
+                .unwrap();
             e.run(&rec).unwrap();
             e.read_one(tc).unwrap()
         };
         let tolerance = Tolerance::f32_sum(k + 1, scale * 3.0);
-        check_on_every_engine(&format!("matmul alpha={alpha} beta={beta}"), tolerance, body);
+        check_on_every_engine(
+            &format!("matmul alpha={alpha} beta={beta}"),
+            tolerance,
+            body,
+        );
     }
 }
 
@@ -204,7 +213,11 @@ fn reductions_per_row_and_whole() {
                     e.run(&rec).unwrap();
                     e.read_one(out).unwrap()
                 };
-                let terms = if axis == ReduceAxis::PerRow { cols } else { rows * cols };
+                let terms = if axis == ReduceAxis::PerRow {
+                    cols
+                } else {
+                    rows * cols
+                };
                 let tolerance = match reduction {
                     // Partial sums of uniform [-1, 1] values grow like sqrt(terms / 3).
                     Reduction::Sum => Tolerance::f32_sum(terms, (terms as f64 / 3.0).sqrt()),
@@ -242,7 +255,11 @@ fn softmax_cross_entropy_loss_and_gradient() {
         };
         // exp, a cols-term sum and a log; losses are of size ~5, gradients of size 1/rows.
         let tolerance = Tolerance::f32_transcendental(1.0).plus(Tolerance::f32_sum(cols, 5.0));
-        check_on_every_engine(&format!("softmax_cross_entropy {rows}x{cols}"), tolerance, body);
+        check_on_every_engine(
+            &format!("softmax_cross_entropy {rows}x{cols}"),
+            tolerance,
+            body,
+        );
     }
 }
 
@@ -264,7 +281,11 @@ fn softmax_cross_entropy_out_of_range_label_gives_nan() {
         assert!(values[1].is_nan() && values[2].is_nan(), "{values:?}");
         values
     };
-    check_on_every_engine("softmax_cross_entropy bad labels", Tolerance::f32_transcendental(1.0), body);
+    check_on_every_engine(
+        "softmax_cross_entropy bad labels",
+        Tolerance::f32_transcendental(1.0),
+        body,
+    );
 }
 
 #[test]
@@ -279,7 +300,11 @@ fn transpose_any_shape() {
             e.run(&rec).unwrap();
             e.read_one(out).unwrap()
         };
-        check_on_every_engine(&format!("transpose {rows}x{cols}"), Tolerance::f32_rounding(), body);
+        check_on_every_engine(
+            &format!("transpose {rows}x{cols}"),
+            Tolerance::f32_rounding(),
+            body,
+        );
     }
 }
 
@@ -290,15 +315,25 @@ fn results_are_bit_identical_run_to_run() {
         let tx = e.tensor_from("x", 1000, 1000, &x).unwrap();
         let out = e.alloc("out", 1, 1).unwrap();
         let mut rec = Recording::new();
-        rec.reduce(Reduction::Sum, ReduceAxis::Whole, tx, out).unwrap();
+        rec.reduce(Reduction::Sum, ReduceAxis::Whole, tx, out)
+            .unwrap();
         e.run(&rec).unwrap();
         let first = e.read_one(out).unwrap();
         e.run(&rec).unwrap();
         let second = e.read_one(out).unwrap();
-        assert_eq!(first[0].to_bits(), second[0].to_bits(), "on {}", e.info().engine);
+        assert_eq!(
+            first[0].to_bits(),
+            second[0].to_bits(),
+            "on {}",
+            e.info().engine
+        );
         first
     };
     let scale = (1e6f64 / 3.0).sqrt();
-    check_on_every_engine("repeated whole sum", Tolerance::f32_sum(1_000_000, scale), body);
+    check_on_every_engine(
+        "repeated whole sum",
+        Tolerance::f32_sum(1_000_000, scale),
+        body,
+    );
     let _ = rms(&x);
 }

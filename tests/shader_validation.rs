@@ -67,7 +67,10 @@ fn every_pipeline_variant_specialises_and_fits_webgpu_limits() {
             .find(|(_, ep)| ep.name == kernel.entry_point())
             .unwrap_or_else(|| panic!("{name}: no entry point {}", kernel.entry_point()));
         let invocations: u32 = entry.workgroup_size.iter().product();
-        assert!(invocations <= MAX_INVOCATIONS, "{name}: {invocations} invocations");
+        assert!(
+            invocations <= MAX_INVOCATIONS,
+            "{name}: {invocations} invocations"
+        );
 
         let mut layouter = naga::proc::Layouter::default();
         layouter.update(module.to_ctx()).expect("layout");
@@ -97,7 +100,11 @@ fn every_pipeline_variant_specialises_and_fits_webgpu_limits() {
             workgroup_bytes <= MAX_WORKGROUP_STORAGE_BYTES,
             "{name}: {workgroup_bytes} bytes of workgroup storage"
         );
-        assert_eq!(uniform_bindings, BTreeSet::from([0]), "{name}: params at binding 0");
+        assert_eq!(
+            uniform_bindings,
+            BTreeSet::from([0]),
+            "{name}: params at binding 0"
+        );
 
         // The registry's binding counts match what the entry point uses: outputs writable
         // first, then read-only inputs.

@@ -105,11 +105,22 @@ pub enum Op {
         out: Tensor,
     },
     /// `out = alpha * x`
-    Scale { alpha: f64, x: Tensor, out: Tensor },
+    Scale {
+        alpha: f64,
+        x: Tensor,
+        out: Tensor,
+    },
     /// `y = y + alpha * x`
-    Axpy { alpha: f64, x: Tensor, y: Tensor },
+    Axpy {
+        alpha: f64,
+        x: Tensor,
+        y: Tensor,
+    },
     /// `out = value` everywhere.
-    Fill { value: f64, out: Tensor },
+    Fill {
+        value: f64,
+        out: Tensor,
+    },
     Reduce {
         reduction: Reduction,
         axis: ReduceAxis,
@@ -127,7 +138,10 @@ pub enum Op {
         grad: Tensor,
         grad_scale: f64,
     },
-    Transpose { x: Tensor, out: Tensor },
+    Transpose {
+        x: Tensor,
+        out: Tensor,
+    },
 }
 
 impl Op {

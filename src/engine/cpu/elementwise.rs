@@ -75,7 +75,7 @@ pub fn scale<T: CpuReal>(alpha: T, x: &[T], out: &mut [T]) {
 
 pub fn axpy<T: CpuReal>(alpha: T, x: &[T], y: &mut [T]) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = *y + alpha * x;
+        *y += alpha * x;
     }
 }
 

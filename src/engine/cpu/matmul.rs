@@ -29,7 +29,7 @@ pub fn matmul<T: CpuReal>(
         Accum::Replace
     } else {
         if beta != T::one() {
-            c.iter_mut().for_each(|v| *v = *v * beta);
+            c.iter_mut().for_each(|v| *v *= beta);
         }
         Accum::Add
     };

@@ -56,8 +56,12 @@ impl<T: CpuReal> CpuEngine<T> {
         f: impl FnOnce(&[&[T]], &mut [T]),
     ) -> Result<(), EngineError> {
         let unknown = EngineError::UnknownTensor { id: out.id() };
-        let mut out_values = std::mem::take(&mut self.tensors.get_mut(&out.id()).ok_or(unknown)?.values);
-        let input_values = inputs.iter().map(|&t| self.values(t)).collect::<Result<Vec<_>, _>>();
+        let mut out_values =
+            std::mem::take(&mut self.tensors.get_mut(&out.id()).ok_or(unknown)?.values);
+        let input_values = inputs
+            .iter()
+            .map(|&t| self.values(t))
+            .collect::<Result<Vec<_>, _>>();
         let result = input_values.map(|values| f(&values, &mut out_values));
         // Put the output back whether or not the inputs were found.
         if let Some(stored) = self.tensors.get_mut(&out.id()) {
@@ -111,9 +115,9 @@ impl<T: CpuReal> CpuEngine<T> {
             Op::Axpy { alpha, x, y } => self.with_output(y, &[x], |inp, out| {
                 elementwise::axpy(T::of_f64(alpha), inp[0], out)
             }),
-            Op::Fill { value, out } => self.with_output(out, &[], |_, out| {
-                elementwise::fill(T::of_f64(value), out)
-            }),
+            Op::Fill { value, out } => {
+                self.with_output(out, &[], |_, out| elementwise::fill(T::of_f64(value), out))
+            }
             Op::Reduce {
                 reduction,
                 axis,

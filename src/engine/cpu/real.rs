@@ -4,7 +4,15 @@
 use std::fmt::Debug;
 
 pub trait CpuReal:
-    num_traits::Float + faer::traits::ComplexField + Debug + Default + Send + Sync + 'static
+    num_traits::Float
+    + faer::traits::ComplexField
+    + std::ops::AddAssign
+    + std::ops::MulAssign
+    + Debug
+    + Default
+    + Send
+    + Sync
+    + 'static
 {
     /// `cpu-f64` or `cpu-f32`.
     const ENGINE_NAME: &'static str;

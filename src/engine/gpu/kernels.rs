@@ -14,7 +14,10 @@ pub const COMMON_SOURCES: &[(&str, &str)] = &[(
 /// Every kernel file in shaders/, by file stem.
 pub const SHADER_FILES: &[(&str, &str)] = &[
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
-    ("elementwise", include_str!("../../../shaders/elementwise.wgsl")),
+    (
+        "elementwise",
+        include_str!("../../../shaders/elementwise.wgsl"),
+    ),
     ("reduce", include_str!("../../../shaders/reduce.wgsl")),
     (
         "softmax_cross_entropy",
@@ -238,10 +241,11 @@ impl PipelineCache {
                 });
             }
             let label = format!("layout_{}out_{}in", bindings.outputs, bindings.inputs);
-            let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(&label),
-                entries: &entries,
-            });
+            let bind_group_layout =
+                device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&label),
+                    entries: &entries,
+                });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some(&label),
                 bind_group_layouts: &[Some(&bind_group_layout)],

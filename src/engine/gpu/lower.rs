@@ -11,7 +11,9 @@ use bytemuck::{Pod, Zeroable};
 pub enum Operand {
     Tensor(Tensor),
     /// `len` floats of the engine's scratch buffer.
-    Scratch { len: usize },
+    Scratch {
+        len: usize,
+    },
 }
 
 /// Params are 8 words (32 bytes), the bytes of the WGSL params struct padded to the binding size.
@@ -97,12 +99,19 @@ fn grid_1d(op: &'static str, count: usize, max_per_dim: u32) -> Result<[u32; 3],
     Ok([x as u32, y as u32, 1])
 }
 
-fn grid_2d(op: &'static str, x: usize, y: usize, max_per_dim: u32) -> Result<[u32; 3], EngineError> {
+fn grid_2d(
+    op: &'static str,
+    x: usize,
+    y: usize,
+    max_per_dim: u32,
+) -> Result<[u32; 3], EngineError> {
     let max = max_per_dim as usize;
     if x > max || y > max {
         return Err(EngineError::Shape {
             op,
-            message: format!("a {x} x {y} grid of workgroups exceeds the adapter's {max} per dimension"),
+            message: format!(
+                "a {x} x {y} grid of workgroups exceeds the adapter's {max} per dimension"
+            ),
         });
     }
     Ok([x as u32, y as u32, 1])
@@ -181,9 +190,13 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
                 workgroups: grid_2d("matmul", n.div_ceil(64), m.div_ceil(64), max_per_dim)?,
             }
         }
-        Op::Activate { f, x, y } => {
-            elementwise(Kernel::Activate(f), x.len(), 0.0, vec![T(y), T(x)], max_per_dim)?
-        }
+        Op::Activate { f, x, y } => elementwise(
+            Kernel::Activate(f),
+            x.len(),
+            0.0,
+            vec![T(y), T(x)],
+            max_per_dim,
+        )?,
         Op::ActivateGrad {
             f,
             x,
@@ -203,9 +216,13 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
             vec![T(out), T(a), T(b)],
             max_per_dim,
         )?,
-        Op::Scale { alpha, x, out } => {
-            elementwise(Kernel::Scale, x.len(), alpha, vec![T(out), T(x)], max_per_dim)?
-        }
+        Op::Scale { alpha, x, out } => elementwise(
+            Kernel::Scale,
+            x.len(),
+            alpha,
+            vec![T(out), T(x)],
+            max_per_dim,
+        )?,
         Op::Axpy { alpha, x, y } => {
             elementwise(Kernel::Axpy, x.len(), alpha, vec![T(y), T(x)], max_per_dim)?
         }
@@ -229,7 +246,9 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
                 reduce_segments(reduction, len, len, T(out), T(x), max_per_dim)?
             } else {
                 // Two passes in a fixed order: at most MAX_REDUCE_PARTIALS partials, then one.
-                let chunk = len.div_ceil(MAX_REDUCE_PARTIALS).max(SINGLE_PASS_REDUCE_LEN);
+                let chunk = len
+                    .div_ceil(MAX_REDUCE_PARTIALS)
+                    .max(SINGLE_PASS_REDUCE_LEN);
                 let partials = len.div_ceil(chunk);
                 let scratch = Operand::Scratch { len: partials };
                 // Partials of a sum of squares are already squared: the second pass sums them.

@@ -175,6 +175,15 @@ impl GpuEngine {
             .contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
+    /// Blocks until all submitted work has finished (for timing from the host).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn wait_idle(&self) -> Result<(), EngineError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| EngineError::Device(e.to_string()))
+    }
+
     /// Idle buffers held by the pool (tensors freed and staging buffers returned).
     pub fn pooled_buffers(&self) -> usize {
         self.storage_pool.idle_count() + self.staging_pool.idle_count()
@@ -293,7 +302,10 @@ impl GpuEngine {
         }
         let mut prepared = Vec::with_capacity(dispatches.len());
         for dispatch in &dispatches {
-            let pipeline = self.pipelines.pipeline(&self.device, dispatch.kernel).clone();
+            let pipeline = self
+                .pipelines
+                .pipeline(&self.device, dispatch.kernel)
+                .clone();
             if let Some(message) = self.take_error() {
                 return Err(EngineError::Shader {
                     kernel: dispatch.kernel.label(),
@@ -312,11 +324,14 @@ impl GpuEngine {
 
     fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<(), EngineError> {
         self.queue.submit([encoder.finish()]);
-        self.take_error().map_or(Ok(()), |e| Err(EngineError::Device(e)))
+        self.take_error()
+            .map_or(Ok(()), |e| Err(EngineError::Device(e)))
     }
 
     fn encode_dispatch(pass: &mut wgpu::ComputePass<'_>, slot: usize, dispatch: &Prepared) {
         let offset = (slot as u64 * PARAMS_SLOT_BYTES) as u32;
+        // Names each dispatch in GPU debuggers (RenderDoc, browser devtools).
+        pass.insert_debug_marker(&dispatch.label);
         pass.set_pipeline(&dispatch.pipeline);
         pass.set_bind_group(0, &dispatch.bind_group, &[offset]);
         let [x, y, z] = dispatch.workgroups;
@@ -328,7 +343,9 @@ impl GpuEngine {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn run_timed(&mut self, recording: &Recording) -> Result<Vec<KernelTiming>, EngineError> {
         if !self.has_timestamps() {
-            return Err(EngineError::Unsupported("GPU timestamp queries (TIMESTAMP_QUERY)"));
+            return Err(EngineError::Unsupported(
+                "GPU timestamp queries (TIMESTAMP_QUERY)",
+            ));
         }
         let prepared = self.prepare(recording)?;
         let queries = 2 * prepared.len() as u32;
@@ -454,11 +471,15 @@ impl GpuEngine {
         }
         match pending.take_values() {
             Ok((values, buffers)) => {
-                buffers.into_iter().for_each(|b| self.staging_pool.release(b));
+                buffers
+                    .into_iter()
+                    .for_each(|b| self.staging_pool.release(b));
                 Ok(Some(values))
             }
             Err((message, buffers)) => {
-                buffers.into_iter().for_each(|b| self.staging_pool.release(b));
+                buffers
+                    .into_iter()
+                    .for_each(|b| self.staging_pool.release(b));
                 Err(EngineError::Readback(message))
             }
         }

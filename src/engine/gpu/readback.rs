@@ -23,10 +23,9 @@ impl PendingRead {
         for (buffer, bytes) in &pending.staging {
             let mapped = Arc::clone(&pending.mapped);
             let failure = Arc::clone(&pending.failure);
-            buffer
-                .buffer
-                .slice(0..*bytes)
-                .map_async(wgpu::MapMode::Read, move |result| match result {
+            buffer.buffer.slice(0..*bytes).map_async(
+                wgpu::MapMode::Read,
+                move |result| match result {
                     Ok(()) => {
                         mapped.fetch_add(1, Ordering::AcqRel);
                     }
@@ -35,7 +34,8 @@ impl PendingRead {
                             slot.get_or_insert_with(|| e.to_string());
                         }
                     }
-                });
+                },
+            );
         }
         pending
     }
