@@ -5,7 +5,7 @@
 mod common;
 
 use common::{check_on_every_engine, rng, uniform};
-use specdef::engine::{Activation, BinaryOp, Engine, Recording, ReduceAxis, Reduction};
+use specdef::engine::{Activation, AdamHyper, BinaryOp, Engine, Recording, ReduceAxis, Reduction};
 use specdef::tolerance::{Tolerance, rms};
 
 const MATMUL_SHAPES: [(usize, usize, usize); 5] = [
@@ -336,4 +336,54 @@ fn results_are_bit_identical_run_to_run() {
         body,
     );
     let _ = rms(&x);
+}
+
+#[test]
+fn optimizer_updates_over_several_steps() {
+    let (rows, cols) = (17, 33);
+    let len = rows * cols;
+    let p0 = uniform(&mut rng(31), len, 1.0);
+    let grads: Vec<Vec<f64>> = (0..5)
+        .map(|s| uniform(&mut rng(40 + s), len, 1.0))
+        .collect();
+    for nesterov in [false, true] {
+        let body = |e: &mut dyn Engine| {
+            let p = e.tensor_from("param", rows, cols, &p0).unwrap();
+            let v = e
+                .tensor_from("velocity", rows, cols, &vec![0.0; len])
+                .unwrap();
+            let g = e.alloc("grad", rows, cols).unwrap();
+            for grad in &grads {
+                e.upload(g, grad).unwrap();
+                let mut rec = Recording::new();
+                rec.momentum(p, g, v, 0.05, 0.9, nesterov).unwrap();
+                e.run(&rec).unwrap();
+            }
+            e.read_one(p).unwrap()
+        };
+        let what = format!("momentum nesterov={nesterov}");
+        check_on_every_engine(&what, Tolerance::f32_sum(3 * grads.len(), 1.0), body);
+    }
+    let hyper = AdamHyper {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    };
+    let body = |e: &mut dyn Engine| {
+        let p = e.tensor_from("param", rows, cols, &p0).unwrap();
+        let m = e.tensor_from("m", rows, cols, &vec![0.0; len]).unwrap();
+        let v = e.tensor_from("v", rows, cols, &vec![0.0; len]).unwrap();
+        let g = e.alloc("grad", rows, cols).unwrap();
+        for (step, grad) in grads.iter().enumerate() {
+            e.upload(g, grad).unwrap();
+            let mut rec = Recording::new();
+            rec.adam(p, g, (m, v), hyper, step as u32 + 1).unwrap();
+            e.run(&rec).unwrap();
+        }
+        e.read_one(p).unwrap()
+    };
+    // Each step moves a parameter by about lr; sqrt and division add a few roundings.
+    check_on_every_engine("adamw", Tolerance::f32_transcendental(1.0), body);
 }

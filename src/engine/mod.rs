@@ -9,7 +9,7 @@ mod recording;
 mod tensor;
 
 pub use error::EngineError;
-pub use op::{Activation, BinaryOp, Op, ReduceAxis, Reduction};
+pub use op::{Activation, AdamHyper, BinaryOp, Op, ReduceAxis, Reduction};
 pub use recording::Recording;
 pub use tensor::Tensor;
 

@@ -142,6 +142,43 @@ pub enum Op {
         x: Tensor,
         out: Tensor,
     },
+    /// SGD with momentum, in place: `velocity = momentum velocity + grad`, then
+    /// `param -= lr (grad + momentum velocity)` with Nesterov, else `param -= lr velocity`.
+    Momentum {
+        param: Tensor,
+        grad: Tensor,
+        velocity: Tensor,
+        lr: f64,
+        momentum: f64,
+        nesterov: bool,
+    },
+    /// AdamW (Adam when `weight_decay == 0`), in place, at optimiser step `step` (from 1).
+    Adam {
+        param: Tensor,
+        grad: Tensor,
+        m: Tensor,
+        v: Tensor,
+        hyper: AdamHyper,
+        step: u32,
+    },
+}
+
+/// Adam's hyper-parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamHyper {
+    /// The bias corrections `(1 - beta1^t, 1 - beta2^t)` at step `t`.
+    pub fn corrections(&self, step: u32) -> (f64, f64) {
+        let t = step.max(1) as i32;
+        (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
+    }
 }
 
 impl Op {
@@ -158,6 +195,8 @@ impl Op {
             Op::Reduce { .. } => "reduce",
             Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
             Op::Transpose { .. } => "transpose",
+            Op::Momentum { .. } => "momentum",
+            Op::Adam { .. } => "adam",
         }
     }
 
@@ -182,6 +221,15 @@ impl Op {
                 ..
             } => vec![logits, labels, loss, grad],
             Op::Transpose { x, out } => vec![x, out],
+            Op::Momentum {
+                param,
+                grad,
+                velocity,
+                ..
+            } => vec![param, grad, velocity],
+            Op::Adam {
+                param, grad, m, v, ..
+            } => vec![param, grad, m, v],
         }
     }
 }

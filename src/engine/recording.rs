@@ -2,7 +2,7 @@
 //! Keeping the list apart from the engine keeps algorithm code free of wgpu calls and lets the
 //! GPU engine submit many steps in one command buffer.
 
-use super::op::{Activation, BinaryOp, Op, ReduceAxis, Reduction};
+use super::op::{Activation, AdamHyper, BinaryOp, Op, ReduceAxis, Reduction};
 use super::{EngineError, Tensor};
 
 #[derive(Clone, Debug, Default)]
@@ -264,6 +264,52 @@ impl Recording {
         }
         distinct("transpose", &[out], &[x])?;
         self.ops.push(Op::Transpose { x, out });
+        Ok(self)
+    }
+
+    pub fn momentum(
+        &mut self,
+        param: Tensor,
+        grad: Tensor,
+        velocity: Tensor,
+        lr: f64,
+        momentum: f64,
+        nesterov: bool,
+    ) -> Result<&mut Self, EngineError> {
+        same_shape("momentum", "param and grad", param, grad)?;
+        same_shape("momentum", "param and velocity", param, velocity)?;
+        distinct("momentum", &[param, velocity], &[grad])?;
+        self.ops.push(Op::Momentum {
+            param,
+            grad,
+            velocity,
+            lr,
+            momentum,
+            nesterov,
+        });
+        Ok(self)
+    }
+
+    pub fn adam(
+        &mut self,
+        param: Tensor,
+        grad: Tensor,
+        (m, v): (Tensor, Tensor),
+        hyper: AdamHyper,
+        step: u32,
+    ) -> Result<&mut Self, EngineError> {
+        same_shape("adam", "param and grad", param, grad)?;
+        same_shape("adam", "param and m", param, m)?;
+        same_shape("adam", "param and v", param, v)?;
+        distinct("adam", &[param, m, v], &[grad])?;
+        self.ops.push(Op::Adam {
+            param,
+            grad,
+            m,
+            v,
+            hyper,
+            step,
+        });
         Ok(self)
     }
 }

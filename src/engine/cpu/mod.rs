@@ -3,6 +3,7 @@
 
 pub mod elementwise;
 pub mod matmul;
+pub mod optimizer;
 mod real;
 pub mod reduce;
 pub mod softmax_cross_entropy;
@@ -45,6 +46,21 @@ impl<T: CpuReal> CpuEngine<T> {
             .get(&tensor.id())
             .map(|s| s.values.as_slice())
             .ok_or(EngineError::UnknownTensor { id: tensor.id() })
+    }
+
+    /// Moves a tensor's values out (for ops that update several tensors in place).
+    fn take(&mut self, tensor: Tensor) -> Result<Vec<T>, EngineError> {
+        let stored = self
+            .tensors
+            .get_mut(&tensor.id())
+            .ok_or(EngineError::UnknownTensor { id: tensor.id() })?;
+        Ok(std::mem::take(&mut stored.values))
+    }
+
+    fn restore(&mut self, tensor: Tensor, values: Vec<T>) {
+        if let Some(stored) = self.tensors.get_mut(&tensor.id()) {
+            stored.values = values;
+        }
     }
 
     /// Runs `f(inputs, output)` with the output's storage moved out while `f` runs. Recordings
@@ -150,6 +166,62 @@ impl<T: CpuReal> CpuEngine<T> {
             Op::Transpose { x, out } => self.with_output(out, &[x], |inp, out| {
                 transpose::transpose(inp[0], x.rows(), x.cols(), out)
             }),
+            Op::Momentum {
+                param,
+                grad,
+                velocity,
+                lr,
+                momentum,
+                nesterov,
+            } => {
+                let mut state = self.take(velocity)?;
+                let result = self.with_output(param, &[grad], |inp, out| {
+                    optimizer::momentum(
+                        out,
+                        &mut state,
+                        inp[0],
+                        T::of_f64(lr),
+                        T::of_f64(momentum),
+                        nesterov,
+                    )
+                });
+                self.restore(velocity, state);
+                result
+            }
+            Op::Adam {
+                param,
+                grad,
+                m,
+                v,
+                hyper,
+                step,
+            } => {
+                let (c1, c2) = hyper.corrections(step);
+                let mut m_state = self.take(m)?;
+                let mut v_state = match self.take(v) {
+                    Ok(state) => state,
+                    Err(e) => {
+                        self.restore(m, m_state);
+                        return Err(e);
+                    }
+                };
+                let result = self.with_output(param, &[grad], |inp, out| {
+                    optimizer::adam(
+                        out,
+                        &mut m_state,
+                        &mut v_state,
+                        inp[0],
+                        T::of_f64(hyper.lr),
+                        (T::of_f64(hyper.beta1), T::of_f64(hyper.beta2)),
+                        T::of_f64(hyper.eps),
+                        T::of_f64(hyper.weight_decay),
+                        (T::of_f64(c1), T::of_f64(c2)),
+                    )
+                });
+                self.restore(m, m_state);
+                self.restore(v, v_state);
+                result
+            }
         }
     }
 }

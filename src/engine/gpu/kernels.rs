@@ -24,6 +24,8 @@ pub const SHADER_FILES: &[(&str, &str)] = &[
         include_str!("../../../shaders/softmax_cross_entropy.wgsl"),
     ),
     ("transpose", include_str!("../../../shaders/transpose.wgsl")),
+    ("momentum", include_str!("../../../shaders/momentum.wgsl")),
+    ("adam", include_str!("../../../shaders/adam.wgsl")),
 ];
 
 /// The full source of a kernel file as compiled: common snippets, then the file.
@@ -50,6 +52,8 @@ pub enum Kernel {
     Reduce(Reduction),
     SoftmaxCrossEntropy,
     Transpose,
+    Momentum,
+    Adam,
 }
 
 impl Kernel {
@@ -68,7 +72,12 @@ impl Kernel {
         all.extend(BinaryOp::ALL.map(Kernel::Binary));
         all.extend([Kernel::Scale, Kernel::Axpy, Kernel::Fill]);
         all.extend(Reduction::ALL.map(Kernel::Reduce));
-        all.extend([Kernel::SoftmaxCrossEntropy, Kernel::Transpose]);
+        all.extend([
+            Kernel::SoftmaxCrossEntropy,
+            Kernel::Transpose,
+            Kernel::Momentum,
+            Kernel::Adam,
+        ]);
         all
     }
 
@@ -84,6 +93,8 @@ impl Kernel {
             Kernel::Reduce(_) => "reduce",
             Kernel::SoftmaxCrossEntropy => "softmax_cross_entropy",
             Kernel::Transpose => "transpose",
+            Kernel::Momentum => "momentum",
+            Kernel::Adam => "adam",
         }
     }
 
@@ -99,6 +110,8 @@ impl Kernel {
             Kernel::Reduce(_) => "reduce_segments",
             Kernel::SoftmaxCrossEntropy => "softmax_cross_entropy",
             Kernel::Transpose => "transpose",
+            Kernel::Momentum => "momentum",
+            Kernel::Adam => "adam",
         }
     }
 
@@ -130,7 +143,9 @@ impl Kernel {
             | Kernel::Axpy
             | Kernel::Fill
             | Kernel::SoftmaxCrossEntropy
-            | Kernel::Transpose => Vec::new(),
+            | Kernel::Transpose
+            | Kernel::Momentum
+            | Kernel::Adam => Vec::new(),
         }
     }
 
@@ -146,6 +161,8 @@ impl Kernel {
             Kernel::Reduce(_) => (1, 1),
             Kernel::SoftmaxCrossEntropy => (2, 2),
             Kernel::Transpose => (1, 1),
+            Kernel::Momentum => (2, 1),
+            Kernel::Adam => (3, 1),
         };
         Bindings { outputs, inputs }
     }

@@ -81,6 +81,29 @@ struct TransposeParams {
     _pad: [u32; 6],
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MomentumParams {
+    len: u32,
+    nesterov: u32,
+    lr: f32,
+    momentum: f32,
+    _pad: [u32; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AdamParams {
+    len: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    correction1: f32,
+    correction2: f32,
+}
+
 fn words<P: Pod>(params: P) -> ParamWords {
     bytemuck::cast(params)
 }
@@ -295,6 +318,50 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
                 max_per_dim,
             )?,
         },
+        Op::Momentum {
+            param,
+            grad,
+            velocity,
+            lr,
+            momentum,
+            nesterov,
+        } => Dispatch {
+            kernel: Kernel::Momentum,
+            params: words(MomentumParams {
+                len: param.len() as u32,
+                nesterov: u32::from(nesterov),
+                lr: lr as f32,
+                momentum: momentum as f32,
+                _pad: [0; 4],
+            }),
+            operands: vec![T(param), T(velocity), T(grad)],
+            workgroups: grid_1d("momentum", param.len().div_ceil(256), max_per_dim)?,
+        },
+        Op::Adam {
+            param,
+            grad,
+            m,
+            v,
+            hyper,
+            step,
+        } => {
+            let (correction1, correction2) = hyper.corrections(step);
+            Dispatch {
+                kernel: Kernel::Adam,
+                params: words(AdamParams {
+                    len: param.len() as u32,
+                    lr: hyper.lr as f32,
+                    beta1: hyper.beta1 as f32,
+                    beta2: hyper.beta2 as f32,
+                    eps: hyper.eps as f32,
+                    weight_decay: hyper.weight_decay as f32,
+                    correction1: correction1 as f32,
+                    correction2: correction2 as f32,
+                }),
+                operands: vec![T(param), T(m), T(v), T(grad)],
+                workgroups: grid_1d("adam", param.len().div_ceil(256), max_per_dim)?,
+            }
+        }
     };
     debug_assert_eq!(
         dispatch.operands.len(),

@@ -1,0 +1,64 @@
+//! Data sets: the embedded UCI digits (a real classification task) and seeded splits of it.
+
+mod digits;
+mod split;
+
+pub use digits::{DIGIT_CLASSES, DIGIT_PIXELS, Digits, load_digits, parse_digits};
+pub use split::stratified_split;
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum DataError {
+    #[error("the embedded digits file is not valid gzip: {0}")]
+    Gzip(String),
+    #[error("digits line {line}: {message}")]
+    Line { line: usize, message: String },
+    #[error("digits: expected {expected} rows, found {found}")]
+    RowCount { expected: usize, found: usize },
+}
+
+/// Rows of inputs with integer class labels, ready to upload: `inputs` is `len x features`
+/// row-major, `labels[i]` the class of row i.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    pub inputs: Vec<f64>,
+    pub labels: Vec<usize>,
+    pub features: usize,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The rows at `indices`, in that order.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        let mut inputs = Vec::with_capacity(indices.len() * self.features);
+        for &i in indices {
+            inputs.extend_from_slice(&self.inputs[i * self.features..(i + 1) * self.features]);
+        }
+        Dataset {
+            inputs,
+            labels: indices.iter().map(|&i| self.labels[i]).collect(),
+            features: self.features,
+        }
+    }
+
+    /// The rows whose label is in `classes`.
+    pub fn with_classes(&self, classes: &[usize]) -> Dataset {
+        let indices: Vec<usize> = (0..self.len())
+            .filter(|&i| classes.contains(&self.labels[i]))
+            .collect();
+        self.select(&indices)
+    }
+
+    /// Labels as floats, the form the softmax cross-entropy kernel reads.
+    pub fn label_values(&self) -> Vec<f64> {
+        self.labels.iter().map(|&l| l as f64).collect()
+    }
+}
