@@ -13,7 +13,7 @@ pub fn momentum<T: CpuReal>(
     for ((p, v), &g) in param.iter_mut().zip(velocity.iter_mut()).zip(grad) {
         *v = momentum * *v + g;
         let step = if nesterov { g + momentum * *v } else { *v };
-        *p = *p - lr * step;
+        *p -= lr * step;
     }
 }
 
@@ -41,6 +41,6 @@ pub fn adam<T: CpuReal>(
         *m = beta1 * *m + (one - beta1) * g;
         *v = beta2 * *v + (one - beta2) * g * g;
         let update = (*m / correction1) / ((*v / correction2).sqrt() + eps);
-        *p = *p - lr * (update + weight_decay * *p);
+        *p -= lr * (update + weight_decay * *p);
     }
 }

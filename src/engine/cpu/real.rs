@@ -8,6 +8,7 @@ pub trait CpuReal:
     + faer::traits::ComplexField
     + std::ops::AddAssign
     + std::ops::MulAssign
+    + std::ops::SubAssign
     + Debug
     + Default
     + Send
