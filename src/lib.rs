@@ -4,8 +4,11 @@
 //! The crate is built around one [`engine::Engine`] interface: algorithm code records
 //! [`engine::Op`]s into a [`engine::Recording`] and either engine executes it. See ARCHITECTURE.md.
 
+pub mod attack;
 pub mod data;
+pub mod defense;
 pub mod engine;
+pub mod model;
 pub mod selftest;
 pub mod tolerance;
 

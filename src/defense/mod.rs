@@ -1,0 +1,7 @@
+//! Defences that rewrite a released model: SpecDef and its no-compensation ablation.
+
+mod layers;
+mod specdef;
+
+pub use layers::LayerSelection;
+pub use specdef::{DefenseError, SpecDef, function_preservation};

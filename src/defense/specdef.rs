@@ -1,0 +1,142 @@
+//! SpecDef (spectral deformation), one shot, no training. For each defended weight W (m x n):
+//!   W = U S V^T (thin SVD in f64),  S~ = T S with the top-k singular values times alpha,
+//!   W~ = U S~ V^T,  C = U S S~^-1 U^T = I + (1/alpha - 1) U_k U_k^T  (m x m),
+//! so C W~ = W: the function is unchanged in exact arithmetic, sigma_1(W~) = alpha sigma_1(W).
+//! The ablation keeps W~ and drops C.
+
+use super::LayerSelection;
+use crate::engine::Recording;
+use crate::engine::{Engine, EngineError};
+use crate::model::{DeviceModel, HostModel, Matrix, Workspace, graph};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum DefenseError {
+    #[error("defence: {0}")]
+    Config(String),
+    #[error("defence: layer {0} is already defended")]
+    AlreadyDefended(usize),
+    #[error("defence: the SVD of layer {layer} failed: {message}")]
+    Svd { layer: usize, message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecDef {
+    pub alpha: f64,
+    /// Singular values scaled per layer (clamped to the layer's rank).
+    pub k: usize,
+    pub layers: LayerSelection,
+    /// false: the ablation that scales singular values without the compensation layer.
+    #[serde(default = "yes")]
+    pub compensate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SpecDef {
+    pub fn validate(&self) -> Result<(), DefenseError> {
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(DefenseError::Config(format!(
+                "alpha must be a positive number, got {}",
+                self.alpha
+            )));
+        }
+        if self.k == 0 {
+            return Err(DefenseError::Config("k must be at least 1".to_string()));
+        }
+        Ok(())
+    }
+
+    /// The defended copy of `model`.
+    pub fn apply(&self, model: &HostModel, seed: u64) -> Result<HostModel, DefenseError> {
+        self.validate()?;
+        let chosen = self
+            .layers
+            .resolve(model.layers.len(), seed)
+            .map_err(DefenseError::Config)?;
+        let mut defended = model.clone();
+        for i in chosen {
+            let layer = &mut defended.layers[i];
+            if layer.compensation.is_some() {
+                return Err(DefenseError::AlreadyDefended(i));
+            }
+            let (weight, compensation) = deform(&layer.weight, self.alpha, self.k)
+                .map_err(|message| DefenseError::Svd { layer: i, message })?;
+            layer.weight = weight;
+            layer.compensation = self.compensate.then_some(compensation);
+        }
+        Ok(defended)
+    }
+}
+
+/// (W~, C) for one weight.
+fn deform(weight: &Matrix, alpha: f64, k: usize) -> Result<(Matrix, Matrix), String> {
+    let w = weight.to_faer();
+    let svd = w.thin_svd().map_err(|e| format!("{e:?}"))?;
+    let (u, s, v) = (svd.U(), svd.S().column_vector(), svd.V());
+    let rank = s.nrows();
+    // faer returns singular values in non-increasing order; take the top k by value regardless.
+    let mut order: Vec<usize> = (0..rank).collect();
+    order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+    let top: Vec<usize> = order.into_iter().take(k.min(rank)).collect();
+    let scale = |j: usize| if top.contains(&j) { alpha } else { 1.0 };
+    let (m, n) = (weight.rows, weight.cols);
+    let tilde = faer::Mat::from_fn(m, n, |r, c| {
+        (0..rank)
+            .map(|j| u[(r, j)] * s[j] * scale(j) * v[(c, j)])
+            .sum::<f64>()
+    });
+    let compensation = faer::Mat::from_fn(m, m, |r, c| {
+        let identity = if r == c { 1.0 } else { 0.0 };
+        let top_part: f64 = top.iter().map(|&j| u[(r, j)] * u[(c, j)]).sum();
+        identity + (1.0 / alpha - 1.0) * top_part
+    });
+    Ok((
+        Matrix::from_faer(tilde.as_ref()),
+        Matrix::from_faer(compensation.as_ref()),
+    ))
+}
+
+/// How far a model's outputs move from reference outputs on `inputs` (rows x features):
+/// per row `||z - z_ref|| / ||z_ref||`; returns (max, mean) over rows.
+pub fn function_preservation(
+    engine: &mut dyn Engine,
+    model: &HostModel,
+    inputs: &[f64],
+    reference: &[f64],
+) -> Result<(f64, f64), EngineError> {
+    let rows = inputs.len() / model.spec.widths[0];
+    let device = DeviceModel::upload(engine, model)?;
+    let ws = Workspace::alloc(engine, &device, rows, 1)?;
+    engine.upload(ws.inputs, inputs)?;
+    let mut rec = Recording::new();
+    graph::forward(&mut rec, &device, &ws)?;
+    engine.run(&rec)?;
+    let outputs = engine.read_one(ws.logits())?;
+    ws.free(engine);
+    device.free(engine);
+    let classes = outputs.len() / rows;
+    let errors: Vec<f64> = outputs
+        .chunks(classes)
+        .zip(reference.chunks(classes))
+        .map(|(z, r)| {
+            let diff: f64 = z.iter().zip(r).map(|(a, b)| (a - b).powi(2)).sum();
+            let norm: f64 = r.iter().map(|b| b * b).sum();
+            (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
+        })
+        .collect();
+    // NaN outputs (a broken model) must show as NaN, not vanish in the max.
+    let max = errors.iter().copied().fold(0.0, |a: f64, b| {
+        if a.is_nan() || b.is_nan() {
+            f64::NAN
+        } else {
+            a.max(b)
+        }
+    });
+    let mean = errors.iter().sum::<f64>() / errors.len().max(1) as f64;
+    Ok((max, mean))
+}
