@@ -9,6 +9,8 @@ pub mod data;
 pub mod defense;
 pub mod engine;
 pub mod model;
+pub mod report;
+pub mod scenario;
 pub mod selftest;
 pub mod tolerance;
 

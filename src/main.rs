@@ -1,10 +1,18 @@
-//! The specdef command line. The work is in the library; this file parses arguments and prints.
+//! The specdef command line. The work is in the library; this file parses arguments, picks the
+//! engine, shows progress and prints.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use specdef::attack::{OptimizerKind, train};
+use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::gpu::GpuEngine;
+use specdef::model::{DeviceModel, HostModel, file};
+use specdef::report;
+use specdef::scenario::{DEFAULT_SCENARIO, RunSettings, Scenario, TaskData, run_scenario};
 use specdef::{Engine, selftest};
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -19,7 +27,9 @@ struct Cli {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum EngineChoice {
-    /// WGSL on wgpu (WGPU_BACKEND and WGPU_ADAPTER_NAME pick the adapter)
+    /// A hardware GPU if there is one, else the CPU engine in f32 (faster than a software GPU)
+    Auto,
+    /// WGSL on wgpu, any adapter (WGPU_BACKEND and WGPU_ADAPTER_NAME pick it), lavapipe included
     Gpu,
     /// The CPU twins in f32
     Cpu,
@@ -29,13 +39,57 @@ enum EngineChoice {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check every kernel family against the f64 reference and measure matmul throughput
-    /// (the default command).
+    /// Run a scenario (default: the built-in one) and write the results (the default command).
+    Run {
+        /// A scenario TOML file; the built-in scenario when absent.
+        scenario: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        /// Folder for runs.jsonl, runs.csv and the tables.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// The scenario's `quick` variant: a small version in well under a minute.
+        #[arg(long)]
+        quick: bool,
+        /// Another named variant of the scenario.
+        #[arg(long, conflicts_with = "quick")]
+        variant: Option<String>,
+    },
+    /// Train the released model of a scenario on its utility task and save it.
+    Train {
+        scenario: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Apply SpecDef to a model file.
+    Defend {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        alpha: f64,
+        #[arg(long, default_value_t = 25)]
+        k: usize,
+        /// all, indices like 0,2, or random:N
+        #[arg(long, default_value = "all")]
+        layers: LayerSelection,
+        /// The ablation: scale singular values without compensation layers.
+        #[arg(long)]
+        no_compensation: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List models, defences, attacks and scenarios.
+    List,
+    /// Check every kernel family against the f64 reference and measure matmul throughput.
     Selftest {
-        /// Engines to check; the GPU is skipped with a reason where no adapter exists.
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [EngineChoice::Gpu, EngineChoice::Cpu])]
         engine: Vec<EngineChoice>,
-        /// Square matmul size for the throughput line.
         #[arg(long, default_value_t = 1024)]
         matmul_size: usize,
     },
@@ -48,7 +102,167 @@ fn open(choice: EngineChoice) -> Result<Box<dyn Engine>> {
         EngineChoice::Gpu => Box::new(GpuEngine::new().context("opening the GPU engine")?),
         EngineChoice::Cpu => Box::new(CpuEngine32::new()),
         EngineChoice::Cpu64 => Box::new(CpuEngine64::new()),
+        EngineChoice::Auto => match GpuEngine::new() {
+            Ok(gpu) if gpu.adapter_info().device_type != wgpu::DeviceType::Cpu => Box::new(gpu),
+            Ok(gpu) => {
+                eprintln!(
+                    "note: the only adapter is the software GPU '{}'; using the faster CPU engine (f32). --engine gpu runs on it anyway.",
+                    gpu.adapter_info().name
+                );
+                Box::new(CpuEngine32::new())
+            }
+            Err(e) => {
+                eprintln!("note: no GPU ({e}); using the CPU engine (f32)");
+                Box::new(CpuEngine32::new())
+            }
+        },
     })
+}
+
+fn load_scenario(path: Option<&Path>, variant: Option<&str>) -> Result<Scenario> {
+    let parsed = match path {
+        None => Scenario::builtin(variant),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading scenario {}", path.display()))?;
+            Scenario::parse(&text, variant, &path.display().to_string())
+        }
+    };
+    parsed.map_err(anyhow::Error::msg)
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("SPECDEF_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("specdef-cache"))
+}
+
+fn run(
+    scenario_path: Option<&Path>,
+    choice: EngineChoice,
+    out: &Path,
+    variant: Option<String>,
+) -> Result<()> {
+    let scenario = load_scenario(scenario_path, variant.as_deref())?;
+    let mut engine = open(choice)?;
+    println!(
+        "scenario {}{} on {}",
+        scenario.name,
+        variant
+            .as_ref()
+            .map_or(String::new(), |v| format!(" ({v})")),
+        engine.info()
+    );
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} attack runs, {elapsed} {msg}")
+            .expect("valid template"),
+    );
+    let mut progress = |done: usize, total: usize, what: &str| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(what.to_string());
+    };
+    let mut log = |line: &str| bar.println(line);
+    let outcome = run_scenario(
+        engine.as_mut(),
+        &scenario,
+        &mut RunSettings {
+            variant,
+            cache_dir: Some(cache_dir()),
+            progress: &mut progress,
+            log: &mut log,
+        },
+    )?;
+    bar.finish_and_clear();
+
+    let tables = format!(
+        "{}\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
+        report::main_table(&outcome.records),
+        report::success_window_table(&outcome.records),
+        report::precision_table(&outcome.defenses)
+    );
+    println!("\n{tables}");
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let jsonl = report::to_json_lines(&outcome.records)?;
+    for (name, bytes) in [
+        ("runs.jsonl", jsonl.as_bytes()),
+        ("runs.csv", report::to_csv(&outcome.records).as_bytes()),
+        ("tables.txt", tables.as_bytes()),
+    ] {
+        let path = out.join(name);
+        report::write_atomically(&path, bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("wrote {}/runs.jsonl, runs.csv, tables.txt", out.display());
+    Ok(())
+}
+
+fn train_released(
+    scenario_path: Option<&Path>,
+    choice: EngineChoice,
+    quick: bool,
+    out: &Path,
+) -> Result<()> {
+    let scenario = load_scenario(scenario_path, quick.then_some("quick"))?;
+    let mut engine = open(choice)?;
+    let data = TaskData::load(&scenario)?;
+    let host = HostModel::init(&scenario.model, scenario.seed);
+    let device = DeviceModel::upload(engine.as_mut(), &host)?;
+    let outcome = train(
+        engine.as_mut(),
+        &device,
+        &data.utility_train,
+        &data.utility_test,
+        &scenario.pretrain,
+        scenario.seed,
+    )?;
+    let trained = device.download(engine.as_mut())?;
+    file::save(out, &trained, "none")?;
+    println!(
+        "trained on {} for {} steps: utility accuracy {:.3}; wrote {}",
+        engine.info(),
+        outcome.steps_run,
+        outcome.final_accuracy,
+        out.display()
+    );
+    Ok(())
+}
+
+fn defend(model: &Path, defense: SpecDef, seed: u64, out: &Path) -> Result<()> {
+    let (host, existing) = file::load(model)?;
+    if existing != "none" {
+        bail!("{} is already defended ({existing})", model.display());
+    }
+    let defended = defense.apply(&host, seed)?;
+    file::save(out, &defended, &serde_json::to_string(&defense)?)?;
+    println!(
+        "defended layers {:?} (alpha {:e}, k {}): {} -> {} parameters; wrote {}",
+        defended.defended_layers(),
+        defense.alpha,
+        defense.k,
+        host.parameter_count(),
+        defended.parameter_count(),
+        out.display()
+    );
+    Ok(())
+}
+
+fn list() {
+    println!(
+        "models:     MLP and deep linear networks: [model] widths = [64, ...], activation = relu | gelu | tanh | identity"
+    );
+    println!(
+        "defences:   none; specdef (alpha, k, layers = all | 0,2 | random:N); the ablation (compensate = false)"
+    );
+    let optimizers: Vec<&str> = OptimizerKind::ALL.iter().map(|o| o.name()).collect();
+    println!(
+        "attacks:    {} over a log-spaced learning-rate grid; schedules constant | cosine | linear_warmup",
+        optimizers.join(", ")
+    );
+    println!(
+        "scenarios:  built-in digits-main-table, variants: {}",
+        Scenario::variant_names(DEFAULT_SCENARIO).join(", ")
+    );
 }
 
 fn run_selftest(engines: &[EngineChoice], matmul_size: usize) -> Result<()> {
@@ -105,10 +319,54 @@ fn print_info() -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Selftest {
-        engine: vec![EngineChoice::Gpu, EngineChoice::Cpu],
-        matmul_size: 1024,
+    match cli.command.unwrap_or(Command::Run {
+        scenario: None,
+        engine: EngineChoice::Auto,
+        out: PathBuf::from("out"),
+        quick: false,
+        variant: None,
     }) {
+        Command::Run {
+            scenario,
+            engine,
+            out,
+            quick,
+            variant,
+        } => run(
+            scenario.as_deref(),
+            engine,
+            &out,
+            variant.or(quick.then(|| "quick".to_string())),
+        ),
+        Command::Train {
+            scenario,
+            engine,
+            quick,
+            out,
+        } => train_released(scenario.as_deref(), engine, quick, &out),
+        Command::Defend {
+            model,
+            alpha,
+            k,
+            layers,
+            no_compensation,
+            seed,
+            out,
+        } => defend(
+            &model,
+            SpecDef {
+                alpha,
+                k,
+                layers,
+                compensate: !no_compensation,
+            },
+            seed,
+            &out,
+        ),
+        Command::List => {
+            list();
+            Ok(())
+        }
         Command::Selftest {
             engine,
             matmul_size,

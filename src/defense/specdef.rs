@@ -5,9 +5,8 @@
 //! The ablation keeps W~ and drops C.
 
 use super::LayerSelection;
-use crate::engine::Recording;
 use crate::engine::{Engine, EngineError};
-use crate::model::{DeviceModel, HostModel, Matrix, Workspace, graph};
+use crate::model::{HostModel, Matrix, predict};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -110,15 +109,7 @@ pub fn function_preservation(
     reference: &[f64],
 ) -> Result<(f64, f64), EngineError> {
     let rows = inputs.len() / model.spec.widths[0];
-    let device = DeviceModel::upload(engine, model)?;
-    let ws = Workspace::alloc(engine, &device, rows, 1)?;
-    engine.upload(ws.inputs, inputs)?;
-    let mut rec = Recording::new();
-    graph::forward(&mut rec, &device, &ws)?;
-    engine.run(&rec)?;
-    let outputs = engine.read_one(ws.logits())?;
-    ws.free(engine);
-    device.free(engine);
+    let outputs = predict(engine, model, inputs)?;
     let classes = outputs.len() / rows;
     let errors: Vec<f64> = outputs
         .chunks(classes)

@@ -3,10 +3,13 @@
 //! `DeviceModel` holds them on an engine, where `graph` records forward, loss and backward.
 
 mod device;
+pub mod file;
 pub mod graph;
 mod host;
+mod predict;
 mod spec;
 
 pub use device::{DeviceModel, Gradients, Trainable, Workspace};
 pub use host::{HostLayer, HostModel, Matrix};
+pub use predict::{predict, predict_device};
 pub use spec::{ActivationChoice, ModelSpec};

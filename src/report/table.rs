@@ -1,0 +1,162 @@
+//! Text tables for the terminal, shaped like the paper's main table: one row per defence and
+//! optimiser, one column per learning rate, cells `steps/accuracy` (`>N/acc` when the target was
+//! not reached in N steps, `div@N` when training diverged at step N).
+
+use crate::scenario::{DefenseSummary, RunRecord};
+use std::fmt::Write;
+
+fn defense_label(r: &RunRecord) -> String {
+    match r.alpha {
+        None => "none".to_string(),
+        Some(a) if r.defense == "specdef" => format!("specdef a={a:.0e}"),
+        Some(a) => format!("ablation a={a:.0e}"),
+    }
+}
+
+fn cell(r: &RunRecord) -> String {
+    if let Some(step) = r.diverged_at {
+        format!("div@{step}")
+    } else if let Some(step) = r.steps_to_target {
+        format!("{step}/{:.2}", r.final_harmful_accuracy)
+    } else {
+        format!(">{}/{:.2}", r.steps_run, r.final_harmful_accuracy)
+    }
+}
+
+/// Distinct values in first-seen order.
+fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
+pub fn main_table(records: &[RunRecord]) -> String {
+    let lrs = distinct(records.iter().map(|r| r.lr));
+    let rows = distinct(
+        records
+            .iter()
+            .map(|r| (defense_label(r), r.optimizer.clone())),
+    );
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "{:<18} {:<9} {:>7} {:>7}",
+        "defence", "optimizer", "util0", "util1"
+    );
+    for lr in &lrs {
+        let _ = write!(out, " {:>11}", format!("{lr:.0e}"));
+    }
+    out.push('\n');
+    for (defense, optimizer) in rows {
+        let runs: Vec<&RunRecord> = records
+            .iter()
+            .filter(|r| defense_label(r) == defense && r.optimizer == optimizer)
+            .collect();
+        let Some(first) = runs.first() else { continue };
+        let _ = write!(
+            out,
+            "{defense:<18} {optimizer:<9} {:>7.3} {:>7.3}",
+            first.utility_before_defense, first.utility_after_defense
+        );
+        for lr in &lrs {
+            let text = runs
+                .iter()
+                .find(|r| r.lr == *lr)
+                .map_or("-".to_string(), |r| cell(r));
+            let _ = write!(out, " {text:>11}");
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "cells: steps to target/harmful accuracy; >N: target not reached in N steps; div@N: diverged at step N\n\
+         util0: utility before the defence; util1: after it (held-out utility-task accuracy)\n",
+    );
+    out
+}
+
+/// The lowest and highest learning rate that reached the target, per defence and optimiser.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SuccessWindow {
+    pub defense: String,
+    pub optimizer: String,
+    pub lowest: Option<f64>,
+    pub highest: Option<f64>,
+    pub fewest_steps: Option<usize>,
+}
+
+pub fn success_windows(records: &[RunRecord]) -> Vec<SuccessWindow> {
+    distinct(
+        records
+            .iter()
+            .map(|r| (defense_label(r), r.optimizer.clone())),
+    )
+    .into_iter()
+    .map(|(defense, optimizer)| {
+        let reached: Vec<&RunRecord> = records
+            .iter()
+            .filter(|r| defense_label(r) == defense && r.optimizer == optimizer && r.reached_target)
+            .collect();
+        SuccessWindow {
+            lowest: reached.iter().map(|r| r.lr).reduce(f64::min),
+            highest: reached.iter().map(|r| r.lr).reduce(f64::max),
+            fewest_steps: reached.iter().filter_map(|r| r.steps_to_target).min(),
+            defense,
+            optimizer,
+        }
+    })
+    .collect()
+}
+
+pub fn success_window_table(records: &[RunRecord]) -> String {
+    let mut out = format!(
+        "{:<18} {:<9} {:>21} {:>12}\n",
+        "defence", "optimizer", "success window (lr)", "best steps"
+    );
+    for w in success_windows(records) {
+        let window = match (w.lowest, w.highest) {
+            (Some(lo), Some(hi)) => format!("{lo:.0e} .. {hi:.0e}"),
+            _ => "none".to_string(),
+        };
+        let steps = w.fewest_steps.map_or("-".to_string(), |s| s.to_string());
+        let _ = writeln!(
+            out,
+            "{:<18} {:<9} {window:>21} {steps:>12}",
+            w.defense, w.optimizer
+        );
+    }
+    out
+}
+
+/// Function preservation per defence and engine: max / mean relative output error against the
+/// undefended model in f64.
+pub fn precision_table(defenses: &[DefenseSummary]) -> String {
+    let engines = distinct(
+        defenses
+            .iter()
+            .flat_map(|d| d.function_error.iter().map(|e| e.0.clone())),
+    );
+    let mut out = format!("{:<18} {:>10}", "defence", "params");
+    for engine in &engines {
+        let _ = write!(out, " {:>21}", format!("{engine} max/mean"));
+    }
+    out.push('\n');
+    for d in defenses {
+        let _ = write!(out, "{:<18} {:>10}", d.label, d.parameter_count);
+        for engine in &engines {
+            let text = d
+                .function_error
+                .iter()
+                .find(|e| &e.0 == engine)
+                .map_or("-".to_string(), |(_, max, mean)| {
+                    format!("{max:.1e}/{mean:.1e}")
+                });
+            let _ = write!(out, " {text:>21}");
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,238 @@
+//! Scenario files: TOML, unknown fields rejected, a base with named variants whose tables are
+//! merged over the base (`[variants.quick]`). Errors name the file, the variant and the field.
+
+use crate::attack::{OptimizerKind, Schedule, TrainSettings};
+use crate::defense::{LayerSelection, SpecDef};
+use crate::model::{ModelSpec, Trainable};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_SCENARIO: &str = include_str!("default.toml");
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelSpec,
+    /// How the released model is trained on the utility task.
+    pub pretrain: TrainSettings,
+    pub defense: DefenseGrid,
+    pub attack: AttackGrid,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub utility_classes: Vec<usize>,
+    pub harmful_classes: Vec<usize>,
+    pub test_fraction: f64,
+}
+
+/// The defences compared with the undefended model: SpecDef at each alpha.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefenseGrid {
+    pub alphas: Vec<f64>,
+    pub k: usize,
+    pub layers: LayerSelection,
+    /// false: the ablation without compensation layers.
+    #[serde(default = "yes")]
+    pub compensate: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl DefenseGrid {
+    /// The undefended model (None) first, then SpecDef at each alpha.
+    pub fn defenses(&self) -> Vec<Option<SpecDef>> {
+        std::iter::once(None)
+            .chain(self.alphas.iter().map(|&alpha| {
+                Some(SpecDef {
+                    alpha,
+                    k: self.k,
+                    layers: self.layers.clone(),
+                    compensate: self.compensate,
+                })
+            }))
+            .collect()
+    }
+}
+
+/// Learning rates: log-spaced from `from` to `to` with `per_decade` points per decade.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrGrid {
+    pub from: f64,
+    pub to: f64,
+    pub per_decade: usize,
+}
+
+impl LrGrid {
+    pub fn values(&self) -> Vec<f64> {
+        let (lo, hi) = (self.from.log10(), self.to.log10());
+        let points = ((hi - lo) * self.per_decade as f64).round() as usize + 1;
+        (0..points)
+            .map(|i| {
+                let exponent = lo + i as f64 / self.per_decade as f64;
+                // Round to 3 significant digits so grids print and compare cleanly.
+                let value = 10f64.powf(exponent);
+                let digits = 10f64.powi(2 - value.log10().floor() as i32);
+                (value * digits).round() / digits
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackGrid {
+    pub optimizers: Vec<OptimizerKind>,
+    pub lr_grid: LrGrid,
+    pub steps: usize,
+    #[serde(default = "default_eval_every")]
+    pub eval_every: usize,
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    pub target_accuracy: f64,
+    #[serde(default = "default_schedule")]
+    pub schedule: Schedule,
+    #[serde(default)]
+    pub trainable: Trainable,
+    #[serde(default = "default_divergence_loss")]
+    pub divergence_loss: f64,
+}
+
+fn default_eval_every() -> usize {
+    10
+}
+
+fn default_schedule() -> Schedule {
+    Schedule::Constant
+}
+
+fn default_divergence_loss() -> f64 {
+    1e3
+}
+
+impl AttackGrid {
+    pub fn settings(&self, optimizer: OptimizerKind, lr: f64) -> TrainSettings {
+        TrainSettings {
+            optimizer,
+            lr,
+            schedule: self.schedule,
+            steps: self.steps,
+            eval_every: self.eval_every,
+            batch_size: self.batch_size,
+            target_accuracy: Some(self.target_accuracy),
+            divergence_loss: self.divergence_loss,
+            trainable: self.trainable,
+        }
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, overlay: &toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+impl Scenario {
+    /// Parses a scenario, applying the named variant. `origin` names the file in errors.
+    pub fn parse(text: &str, variant: Option<&str>, origin: &str) -> Result<Self, String> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("{origin}: {e}"))?;
+        let variants = match table.remove("variants") {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(v)) => v,
+            Some(_) => return Err(format!("{origin}: `variants` must be a table of tables")),
+        };
+        if let Some(name) = variant {
+            let Some(toml::Value::Table(overlay)) = variants.get(name) else {
+                let known: Vec<&String> = variants.keys().collect();
+                return Err(format!(
+                    "{origin}: no variant {name:?} (variants: {known:?})"
+                ));
+            };
+            merge(&mut table, overlay);
+        }
+        let scenario: Scenario =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    let which = variant.map_or(String::new(), |v| format!(" (variant {v})"));
+                    format!("{origin}{which}: {}", e.message())
+                })?;
+        scenario.validate().map_err(|e| format!("{origin}: {e}"))?;
+        Ok(scenario)
+    }
+
+    pub fn builtin(variant: Option<&str>) -> Result<Self, String> {
+        Self::parse(DEFAULT_SCENARIO, variant, "built-in scenario")
+    }
+
+    pub fn variant_names(text: &str) -> Vec<String> {
+        text.parse::<toml::Table>()
+            .ok()
+            .and_then(|t| {
+                t.get("variants")?
+                    .as_table()
+                    .map(|v| v.keys().cloned().collect())
+            })
+            .unwrap_or_default()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
+        let outputs = self.model.widths[self.model.widths.len() - 1];
+        for &class in self
+            .data
+            .utility_classes
+            .iter()
+            .chain(&self.data.harmful_classes)
+        {
+            if class >= crate::data::DIGIT_CLASSES || class >= outputs {
+                return Err(format!(
+                    "data: class {class} is not a digit the model's {outputs} outputs can name"
+                ));
+            }
+        }
+        if self.model.widths[0] != crate::data::DIGIT_PIXELS {
+            return Err(format!(
+                "model.widths[0] must be {} (8x8 pixels), got {}",
+                crate::data::DIGIT_PIXELS,
+                self.model.widths[0]
+            ));
+        }
+        if !(0.0 < self.data.test_fraction && self.data.test_fraction < 1.0) {
+            return Err(format!(
+                "data.test_fraction must be in (0, 1), got {}",
+                self.data.test_fraction
+            ));
+        }
+        let grid = &self.attack.lr_grid;
+        if !(grid.from > 0.0 && grid.to >= grid.from && grid.per_decade > 0) {
+            return Err(format!(
+                "attack.lr_grid needs 0 < from <= to and per_decade >= 1, got {grid:?}"
+            ));
+        }
+        if self.attack.optimizers.is_empty() {
+            return Err("attack.optimizers is empty".to_string());
+        }
+        for alpha in &self.defense.alphas {
+            if !(alpha.is_finite() && *alpha > 0.0) {
+                return Err(format!("defense.alphas must be positive, got {alpha}"));
+            }
+        }
+        Ok(())
+    }
+}

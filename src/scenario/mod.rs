@@ -1,0 +1,9 @@
+//! Scenarios: what to run (TOML), the runner that runs it, and the result records it produces.
+
+mod config;
+mod record;
+mod runner;
+
+pub use config::{AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario};
+pub use record::{RECORD_SCHEMA, RunRecord, finite};
+pub use runner::{DefenseSummary, RunError, RunSettings, ScenarioOutcome, TaskData, run_scenario};

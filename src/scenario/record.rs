@@ -1,0 +1,122 @@
+//! One result record per attack run: flat, so a notebook, a spreadsheet or a database takes it as
+//! is. Written as JSON lines (`runs.jsonl`) and CSV (`runs.csv`, without the curves).
+//! Non-finite numbers (a diverged loss) are written as null.
+
+use serde::{Deserialize, Serialize};
+
+pub const RECORD_SCHEMA: &str = "specdef.run/1";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub schema: String,
+    pub crate_version: String,
+    pub scenario: String,
+    pub variant: Option<String>,
+    pub seed: u64,
+    // What computed it.
+    pub engine: String,
+    pub backend: String,
+    pub adapter: String,
+    pub driver: String,
+    pub device_type: String,
+    // The defence.
+    /// "none", "specdef" or "specdef-ablation" (no compensation layers).
+    pub defense: String,
+    pub alpha: Option<f64>,
+    pub k: Option<usize>,
+    pub layers: Option<String>,
+    pub parameter_count: usize,
+    pub function_error_max: f64,
+    pub function_error_mean: f64,
+    // The attack.
+    pub optimizer: String,
+    pub lr: f64,
+    pub schedule: String,
+    pub steps: usize,
+    pub batch_size: Option<usize>,
+    pub eval_every: usize,
+    pub target_accuracy: f64,
+    pub train_weights: bool,
+    pub train_biases: bool,
+    pub train_compensation: bool,
+    // What it measured.
+    pub reached_target: bool,
+    pub steps_to_target: Option<usize>,
+    pub diverged: bool,
+    pub diverged_at: Option<usize>,
+    pub steps_run: usize,
+    pub final_harmful_accuracy: f64,
+    pub final_loss: Option<f64>,
+    pub utility_before_defense: f64,
+    pub utility_after_defense: f64,
+    pub utility_after_attack: f64,
+    pub wall_ms: f64,
+    pub loss_curve: Vec<(usize, Option<f64>)>,
+    pub accuracy_curve: Vec<(usize, f64)>,
+}
+
+impl RunRecord {
+    /// The CSV columns: every scalar field, in declaration order (curves left out).
+    pub fn csv_header() -> &'static str {
+        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,wall_ms"
+    }
+
+    pub fn csv_row(&self) -> String {
+        fn text(s: &str) -> String {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        }
+        fn opt<T: ToString>(v: Option<T>) -> String {
+            v.map_or(String::new(), |v| v.to_string())
+        }
+        [
+            text(&self.schema),
+            text(&self.crate_version),
+            text(&self.scenario),
+            text(&self.variant.clone().unwrap_or_default()),
+            self.seed.to_string(),
+            text(&self.engine),
+            text(&self.backend),
+            text(&self.adapter),
+            text(&self.driver),
+            text(&self.device_type),
+            text(&self.defense),
+            opt(self.alpha),
+            opt(self.k),
+            text(&self.layers.clone().unwrap_or_default()),
+            self.parameter_count.to_string(),
+            self.function_error_max.to_string(),
+            self.function_error_mean.to_string(),
+            text(&self.optimizer),
+            self.lr.to_string(),
+            text(&self.schedule),
+            self.steps.to_string(),
+            opt(self.batch_size),
+            self.eval_every.to_string(),
+            self.target_accuracy.to_string(),
+            self.train_weights.to_string(),
+            self.train_biases.to_string(),
+            self.train_compensation.to_string(),
+            self.reached_target.to_string(),
+            opt(self.steps_to_target),
+            self.diverged.to_string(),
+            opt(self.diverged_at),
+            self.steps_run.to_string(),
+            self.final_harmful_accuracy.to_string(),
+            opt(self.final_loss),
+            self.utility_before_defense.to_string(),
+            self.utility_after_defense.to_string(),
+            self.utility_after_attack.to_string(),
+            format!("{:.1}", self.wall_ms),
+        ]
+        .join(",")
+    }
+}
+
+/// A finite number, or None (JSON null) for NaN and infinities.
+pub fn finite(value: f64) -> Option<f64> {
+    value.is_finite().then_some(value)
+}
