@@ -12,6 +12,7 @@ pub mod model;
 pub mod report;
 pub mod scenario;
 pub mod selftest;
+pub mod theory;
 pub mod tolerance;
 
 pub use engine::{Engine, EngineError, EngineInfo, Recording, Tensor};

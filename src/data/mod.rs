@@ -2,9 +2,11 @@
 
 mod digits;
 mod split;
+mod synthetic;
 
 pub use digits::{DIGIT_CLASSES, DIGIT_PIXELS, Digits, load_digits, parse_digits};
 pub use split::stratified_split;
+pub use synthetic::{Regression, teacher_student};
 
 use thiserror::Error;
 
