@@ -193,7 +193,19 @@ fn run(
         report::write_atomically(&path, bytes)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    println!("wrote {}/runs.jsonl, runs.csv, tables.txt", out.display());
+    let plots = report::plots::render_all(&outcome.records)
+        .map_err(|e| anyhow::anyhow!("drawing plots: {e}"))?;
+    for (name, svg) in &plots {
+        let path = out.join(name);
+        report::write_atomically(&path, svg.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let names: Vec<&str> = plots.iter().map(|(name, _)| name.as_str()).collect();
+    println!(
+        "wrote {}/: runs.jsonl, runs.csv, tables.txt, {}",
+        out.display(),
+        names.join(", ")
+    );
     Ok(())
 }
 

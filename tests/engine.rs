@@ -174,3 +174,24 @@ fn every_pipeline_compiles_on_the_device() {
     let Some(mut gpu) = gpu() else { return };
     gpu.compile_all().unwrap();
 }
+
+#[test]
+fn the_f32_engine_flushes_subnormals_like_a_gpu_and_the_f64_reference_does_not() {
+    // 1e-39 is subnormal in f32 (the smallest normal is about 1.18e-38).
+    let check = |e: &mut dyn Engine| {
+        let x = e.tensor_from("x", 1, 1, &[1e-20]).unwrap();
+        let out = e.alloc("out", 1, 1).unwrap();
+        let mut rec = Recording::new();
+        rec.scale(1e-19, x, out).unwrap();
+        e.run(&rec).unwrap();
+        e.read_one(out).unwrap()[0]
+    };
+    let f64_result = check(&mut CpuEngine64::new());
+    assert!((f64_result - 1e-39).abs() < 1e-50, "{f64_result}");
+    if cfg!(target_arch = "x86_64") {
+        assert_eq!(check(&mut CpuEngine32::new()), 0.0);
+    }
+    // The mode is restored after the run: ordinary f32 code on this thread keeps subnormals.
+    let tiny = std::hint::black_box(1e-20f32) * std::hint::black_box(1e-19f32);
+    assert!(tiny > 0.0);
+}

@@ -1,6 +1,8 @@
 //! Reports of a scenario run: the terminal table shaped like the paper's main table, success
 //! windows, the precision frontier, and the files (JSON lines, CSV) written atomically.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod plots;
 mod table;
 
 pub use table::{

@@ -2,6 +2,7 @@
 //! truth every GPU result is checked against) or f32.
 
 pub mod elementwise;
+mod flush;
 pub mod matmul;
 pub mod optimizer;
 mod real;
@@ -232,7 +233,15 @@ impl<T: CpuReal> Engine for CpuEngine<T> {
             engine: T::ENGINE_NAME.to_string(),
             backend: "cpu".to_string(),
             adapter: "host CPU (faer)".to_string(),
-            driver: format!("faer, {} bits", std::mem::size_of::<T>() * 8),
+            driver: format!(
+                "faer, {} bits{}",
+                std::mem::size_of::<T>() * 8,
+                if T::FLUSH_SUBNORMALS {
+                    ", subnormals flushed"
+                } else {
+                    ""
+                }
+            ),
             device_type: "host".to_string(),
         }
     }
@@ -274,6 +283,7 @@ impl<T: CpuReal> Engine for CpuEngine<T> {
     }
 
     fn run(&mut self, recording: &Recording) -> Result<(), EngineError> {
+        let _flush = T::FLUSH_SUBNORMALS.then(flush::FlushSubnormals::enable);
         recording.ops().iter().try_for_each(|op| self.execute(op))
     }
 

@@ -17,6 +17,8 @@ pub trait CpuReal:
 {
     /// `cpu-f64` or `cpu-f32`.
     const ENGINE_NAME: &'static str;
+    /// Whether runs flush subnormals to zero, as GPUs do (f32 only; see `flush.rs`).
+    const FLUSH_SUBNORMALS: bool;
 
     fn of_f64(value: f64) -> Self;
     fn as_f64(self) -> f64;
@@ -24,6 +26,7 @@ pub trait CpuReal:
 
 impl CpuReal for f64 {
     const ENGINE_NAME: &'static str = "cpu-f64";
+    const FLUSH_SUBNORMALS: bool = false;
 
     fn of_f64(value: f64) -> Self {
         value
@@ -36,6 +39,7 @@ impl CpuReal for f64 {
 
 impl CpuReal for f32 {
     const ENGINE_NAME: &'static str = "cpu-f32";
+    const FLUSH_SUBNORMALS: bool = true;
 
     fn of_f64(value: f64) -> Self {
         value as f32

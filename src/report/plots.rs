@@ -1,0 +1,165 @@
+//! SVG plots of a scenario's records: loss curves (per optimiser, each defence's attack at the
+//! learning rate that reached the lowest loss) and steps to target against the learning rate.
+
+use crate::scenario::RunRecord;
+use plotters::prelude::*;
+
+const SIZE: (u32, u32) = (960, 600);
+
+fn label(r: &RunRecord) -> String {
+    match r.alpha {
+        None => "none".to_string(),
+        Some(a) => format!("{} a={a:.0e}", r.defense),
+    }
+}
+
+fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
+type PlotError = Box<dyn std::error::Error>;
+
+/// Every plot of the records as (file name, SVG text), for the caller to write.
+pub fn render_all(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotError> {
+    let mut plots = loss_curves(records)?;
+    plots.push(("steps_to_target.svg".to_string(), steps_to_target(records)?));
+    Ok(plots)
+}
+
+/// One SVG per optimiser: `loss_<optimizer>.svg`.
+pub fn loss_curves(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotError> {
+    let mut plots = Vec::new();
+    for optimizer in distinct(records.iter().map(|r| r.optimizer.clone())) {
+        let mut svg = String::new();
+        let best: Vec<&RunRecord> = distinct(records.iter().map(label))
+            .into_iter()
+            .filter_map(|defense| {
+                records
+                    .iter()
+                    .filter(|r| r.optimizer == optimizer && label(r) == defense)
+                    .filter(|r| r.final_loss.is_some())
+                    .min_by(|a, b| {
+                        a.final_loss
+                            .unwrap_or(f64::MAX)
+                            .total_cmp(&b.final_loss.unwrap_or(f64::MAX))
+                    })
+            })
+            .collect();
+        let points = |r: &RunRecord| -> Vec<(f64, f64)> {
+            r.loss_curve
+                .iter()
+                .filter_map(|&(step, loss)| loss.filter(|l| *l > 0.0).map(|l| (step as f64, l)))
+                .collect()
+        };
+        let all: Vec<(f64, f64)> = best.iter().flat_map(|r| points(r)).collect();
+        let max_step = all.iter().map(|p| p.0).fold(1.0, f64::max);
+        let (lo, hi) = all.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+            (lo.min(p.1), hi.max(p.1))
+        });
+        let (lo, hi) = if lo < hi {
+            (lo * 0.8, hi * 1.25)
+        } else {
+            (1e-3, 10.0)
+        };
+        {
+            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(
+                    format!("harmful fine-tune, {optimizer}: best lr per defence"),
+                    ("sans-serif", 22),
+                )
+                .margin(16)
+                .x_label_area_size(40)
+                .y_label_area_size(70)
+                .build_cartesian_2d(0.0..max_step, (lo..hi).log_scale())?;
+            chart
+                .configure_mesh()
+                .x_desc("step")
+                .y_desc("training loss")
+                .draw()?;
+            for (i, r) in best.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                chart
+                    .draw_series(LineSeries::new(points(r), color.stroke_width(2)))?
+                    .label(format!("{} lr={:.0e}", label(r), r.lr))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+            root.present()?;
+        }
+        plots.push((format!("loss_{optimizer}.svg"), svg));
+    }
+    Ok(plots)
+}
+
+/// `steps_to_target.svg`: one series per defence and optimiser; learning rates that never
+/// reached the target are left out.
+pub fn steps_to_target(records: &[RunRecord]) -> Result<String, PlotError> {
+    let mut svg = String::new();
+    let lrs: Vec<f64> = records.iter().map(|r| r.lr).collect();
+    let (lr_lo, lr_hi) = lrs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &lr| {
+        (lo.min(lr), hi.max(lr))
+    });
+    let max_steps = records.iter().map(|r| r.steps).max().unwrap_or(1) as f64;
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "steps to the harmful target against learning rate",
+                ("sans-serif", 22),
+            )
+            .margin(16)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                (lr_lo / 2.0..lr_hi * 2.0).log_scale(),
+                0.0..max_steps * 1.05,
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("learning rate")
+            .y_desc("steps to target")
+            .x_label_formatter(&|v| format!("{v:.0e}"))
+            .draw()?;
+        let series = distinct(records.iter().map(|r| (label(r), r.optimizer.clone())));
+        for (i, (defense, optimizer)) in series.iter().enumerate() {
+            let points: Vec<(f64, f64)> = records
+                .iter()
+                .filter(|r| &label(r) == defense && &r.optimizer == optimizer)
+                .filter_map(|r| r.steps_to_target.map(|s| (r.lr, s as f64)))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(format!("{defense} {optimizer}"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            chart.draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 4, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(svg)
+}
