@@ -8,6 +8,7 @@ pub mod attack;
 pub mod data;
 pub mod defense;
 pub mod engine;
+pub mod linalg;
 pub mod model;
 pub mod report;
 pub mod scenario;

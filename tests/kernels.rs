@@ -387,3 +387,25 @@ fn optimizer_updates_over_several_steps() {
     // Each step moves a parameter by about lr; sqrt and division add a few roundings.
     check_on_every_engine("adamw", Tolerance::f32_transcendental(1.0), body);
 }
+
+#[test]
+fn jacobi_rounds_match_the_f64_twin() {
+    // Odd column count (a dummy player), a sweep and a half of rounds.
+    let (columns, len) = (9, 17);
+    let w = uniform(&mut rng(61), columns * len, 1.0);
+    let identity: Vec<f64> = (0..columns * columns)
+        .map(|i| if i / columns == i % columns { 1.0 } else { 0.0 })
+        .collect();
+    let body = |e: &mut dyn Engine| {
+        let rows = e.tensor_from("rows", columns, len, &w).unwrap();
+        let basis = e.tensor_from("basis", columns, columns, &identity).unwrap();
+        let mut rec = Recording::new();
+        for round in 0..12 {
+            rec.jacobi_round(rows, basis, round).unwrap();
+        }
+        e.run(&rec).unwrap();
+        e.read(&[rows, basis]).unwrap().concat()
+    };
+    // Each round is a 17-term dot product and a rotation; twelve of them compound.
+    check_on_every_engine("jacobi rounds", Tolerance::f32_sum(len * 12, 1.0), body);
+}

@@ -6,6 +6,7 @@
 
 use super::LayerSelection;
 use crate::engine::{Engine, EngineError};
+use crate::linalg::{Svd, faer_svd};
 use crate::model::{HostModel, Matrix, predict};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -50,8 +51,19 @@ impl SpecDef {
         Ok(())
     }
 
-    /// The defended copy of `model`.
+    /// The defended copy of `model`, with the SVD in f64 on the host (faer).
     pub fn apply(&self, model: &HostModel, seed: u64) -> Result<HostModel, DefenseError> {
+        self.apply_with(model, seed, &mut |w| faer_svd(w))
+    }
+
+    /// The defended copy of `model`, with the SVD from `svd` (for example `jacobi_svd` on the
+    /// GPU engine, where the whole run stays on the GPU).
+    pub fn apply_with(
+        &self,
+        model: &HostModel,
+        seed: u64,
+        svd: &mut dyn FnMut(&Matrix) -> Result<Svd, String>,
+    ) -> Result<HostModel, DefenseError> {
         self.validate()?;
         let chosen = self
             .layers
@@ -63,8 +75,9 @@ impl SpecDef {
             if layer.compensation.is_some() {
                 return Err(DefenseError::AlreadyDefended(i));
             }
-            let (weight, compensation) = deform(&layer.weight, self.alpha, self.k)
-                .map_err(|message| DefenseError::Svd { layer: i, message })?;
+            let decomposition =
+                svd(&layer.weight).map_err(|message| DefenseError::Svd { layer: i, message })?;
+            let (weight, compensation) = deform(&decomposition, self.alpha, self.k);
             layer.weight = weight;
             layer.compensation = self.compensate.then_some(compensation);
         }
@@ -72,32 +85,30 @@ impl SpecDef {
     }
 }
 
-/// (W~, C) for one weight.
-fn deform(weight: &Matrix, alpha: f64, k: usize) -> Result<(Matrix, Matrix), String> {
-    let w = weight.to_faer();
-    let svd = w.thin_svd().map_err(|e| format!("{e:?}"))?;
-    let (u, s, v) = (svd.U(), svd.S().column_vector(), svd.V());
-    let rank = s.nrows();
-    // faer returns singular values in non-increasing order; take the top k by value regardless.
-    let mut order: Vec<usize> = (0..rank).collect();
-    order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
-    let top: Vec<usize> = order.into_iter().take(k.min(rank)).collect();
-    let scale = |j: usize| if top.contains(&j) { alpha } else { 1.0 };
-    let (m, n) = (weight.rows, weight.cols);
-    let tilde = faer::Mat::from_fn(m, n, |r, c| {
-        (0..rank)
-            .map(|j| u[(r, j)] * s[j] * scale(j) * v[(c, j)])
-            .sum::<f64>()
-    });
-    let compensation = faer::Mat::from_fn(m, m, |r, c| {
-        let identity = if r == c { 1.0 } else { 0.0 };
-        let top_part: f64 = top.iter().map(|&j| u[(r, j)] * u[(c, j)]).sum();
-        identity + (1.0 / alpha - 1.0) * top_part
-    });
-    Ok((
-        Matrix::from_faer(tilde.as_ref()),
-        Matrix::from_faer(compensation.as_ref()),
-    ))
+/// (W~, C) for one weight from its SVD (singular values largest first).
+fn deform(svd: &Svd, alpha: f64, k: usize) -> (Matrix, Matrix) {
+    let (m, n, rank) = (svd.u.rows, svd.v.rows, svd.s.len());
+    let top = k.min(rank);
+    let u = |r: usize, j: usize| svd.u.values[r * rank + j];
+    let v = |c: usize, j: usize| svd.v.values[c * rank + j];
+    let scale = |j: usize| if j < top { alpha } else { 1.0 };
+    let tilde = (0..m * n)
+        .map(|idx| {
+            let (r, c) = (idx / n, idx % n);
+            (0..rank)
+                .map(|j| u(r, j) * svd.s[j] * scale(j) * v(c, j))
+                .sum()
+        })
+        .collect();
+    let compensation = (0..m * m)
+        .map(|idx| {
+            let (r, c) = (idx / m, idx % m);
+            let identity = if r == c { 1.0 } else { 0.0 };
+            let top_part: f64 = (0..top).map(|j| u(r, j) * u(c, j)).sum();
+            identity + (1.0 / alpha - 1.0) * top_part
+        })
+        .collect();
+    (Matrix::new(m, n, tilde), Matrix::new(m, m, compensation))
 }
 
 /// How far a model's outputs move from reference outputs on `inputs` (rows x features):

@@ -152,6 +152,13 @@ pub enum Op {
         momentum: f64,
         nesterov: bool,
     },
+    /// One round of the parallel one-sided Jacobi SVD, in place: `rows` (columns x len) holds the
+    /// columns being orthogonalised, `basis` (columns x columns) accumulates the rotations.
+    JacobiRound {
+        rows: Tensor,
+        basis: Tensor,
+        round: u32,
+    },
     /// AdamW (Adam when `weight_decay == 0`), in place, at optimiser step `step` (from 1).
     Adam {
         param: Tensor,
@@ -197,6 +204,7 @@ impl Op {
             Op::Transpose { .. } => "transpose",
             Op::Momentum { .. } => "momentum",
             Op::Adam { .. } => "adam",
+            Op::JacobiRound { .. } => "jacobi_round",
         }
     }
 
@@ -230,6 +238,7 @@ impl Op {
             Op::Adam {
                 param, grad, m, v, ..
             } => vec![param, grad, m, v],
+            Op::JacobiRound { rows, basis, .. } => vec![rows, basis],
         }
     }
 }

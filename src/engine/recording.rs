@@ -312,4 +312,22 @@ impl Recording {
         });
         Ok(self)
     }
+
+    pub fn jacobi_round(
+        &mut self,
+        rows: Tensor,
+        basis: Tensor,
+        round: u32,
+    ) -> Result<&mut Self, EngineError> {
+        let columns = rows.rows();
+        if basis.shape() != (columns, columns) {
+            return Err(shape_error(
+                "jacobi_round",
+                format!("basis must be {columns}x{columns} for rows {rows}, got {basis}"),
+            ));
+        }
+        distinct("jacobi_round", &[rows, basis], &[])?;
+        self.ops.push(Op::JacobiRound { rows, basis, round });
+        Ok(self)
+    }
 }

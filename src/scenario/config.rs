@@ -39,6 +39,18 @@ pub struct DefenseGrid {
     /// false: the ablation without compensation layers.
     #[serde(default = "yes")]
     pub compensate: bool,
+    /// Where the defence's SVD runs: `host` (f64, faer; the default) or `engine` (the one-sided
+    /// Jacobi SVD on the run's engine, WGSL on the GPU).
+    #[serde(default)]
+    pub svd: SvdPlacement,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SvdPlacement {
+    #[default]
+    Host,
+    Engine,
 }
 
 fn yes() -> bool {

@@ -4,6 +4,8 @@ mod config;
 mod record;
 mod runner;
 
-pub use config::{AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario};
+pub use config::{
+    AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario, SvdPlacement,
+};
 pub use record::{RECORD_SCHEMA, RunRecord, finite};
 pub use runner::{DefenseSummary, RunError, RunSettings, ScenarioOutcome, TaskData, run_scenario};

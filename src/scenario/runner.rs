@@ -2,12 +2,13 @@
 //! measure function preservation and utility, then attack each defended model with every
 //! optimiser over the learning-rate grid, one result record per attack run.
 
-use super::{RECORD_SCHEMA, RunRecord, Scenario, finite};
+use super::{RECORD_SCHEMA, RunRecord, Scenario, SvdPlacement, finite};
 use crate::attack::{TrainOutcome, accuracy, train};
 use crate::data::{DataError, Dataset, load_digits, stratified_split};
 use crate::defense::{DefenseError, SpecDef, function_preservation};
 use crate::engine::cpu::{CpuEngine32, CpuEngine64};
 use crate::engine::{Engine, EngineError, EngineInfo};
+use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
 use crate::model::file::{self, ModelFileError};
 use crate::model::{DeviceModel, HostModel, predict, predict_device};
 use std::path::PathBuf;
@@ -198,9 +199,12 @@ pub fn run_scenario(
     let mut summaries = Vec::new();
     let mut records = Vec::with_capacity(total);
     for defense in &defenses {
-        let model = match defense {
-            None => base.clone(),
-            Some(d) => d.apply(&base, scenario.seed)?,
+        let model = match (defense, scenario.defense.svd) {
+            (None, _) => base.clone(),
+            (Some(d), SvdPlacement::Host) => d.apply(&base, scenario.seed)?,
+            (Some(d), SvdPlacement::Engine) => d.apply_with(&base, scenario.seed, &mut |w| {
+                jacobi_svd(&mut *engine, w, JACOBI_SWEEPS).map_err(|e| e.to_string())
+            })?,
         };
         let mut summary = summarize_defense(engine, defense, &model, &data, &reference_logits)?;
         summary.utility_after_defense = accuracy(

@@ -3,6 +3,7 @@
 
 pub mod elementwise;
 mod flush;
+pub mod jacobi;
 pub mod matmul;
 pub mod optimizer;
 mod real;
@@ -187,6 +188,20 @@ impl<T: CpuReal> CpuEngine<T> {
                     )
                 });
                 self.restore(velocity, state);
+                result
+            }
+            Op::JacobiRound { rows, basis, round } => {
+                let mut basis_values = self.take(basis)?;
+                let result = self.with_output(rows, &[], |_, out| {
+                    jacobi::jacobi_round(
+                        out,
+                        &mut basis_values,
+                        rows.rows(),
+                        rows.cols(),
+                        round as usize,
+                    )
+                });
+                self.restore(basis, basis_values);
                 result
             }
             Op::Adam {

@@ -26,6 +26,7 @@ pub const SHADER_FILES: &[(&str, &str)] = &[
     ("transpose", include_str!("../../../shaders/transpose.wgsl")),
     ("momentum", include_str!("../../../shaders/momentum.wgsl")),
     ("adam", include_str!("../../../shaders/adam.wgsl")),
+    ("jacobi", include_str!("../../../shaders/jacobi.wgsl")),
 ];
 
 /// The full source of a kernel file as compiled: common snippets, then the file.
@@ -54,6 +55,7 @@ pub enum Kernel {
     Transpose,
     Momentum,
     Adam,
+    JacobiRound,
 }
 
 impl Kernel {
@@ -77,6 +79,7 @@ impl Kernel {
             Kernel::Transpose,
             Kernel::Momentum,
             Kernel::Adam,
+            Kernel::JacobiRound,
         ]);
         all
     }
@@ -95,6 +98,7 @@ impl Kernel {
             Kernel::Transpose => "transpose",
             Kernel::Momentum => "momentum",
             Kernel::Adam => "adam",
+            Kernel::JacobiRound => "jacobi",
         }
     }
 
@@ -112,6 +116,7 @@ impl Kernel {
             Kernel::Transpose => "transpose",
             Kernel::Momentum => "momentum",
             Kernel::Adam => "adam",
+            Kernel::JacobiRound => "jacobi_round",
         }
     }
 
@@ -145,7 +150,8 @@ impl Kernel {
             | Kernel::SoftmaxCrossEntropy
             | Kernel::Transpose
             | Kernel::Momentum
-            | Kernel::Adam => Vec::new(),
+            | Kernel::Adam
+            | Kernel::JacobiRound => Vec::new(),
         }
     }
 
@@ -163,6 +169,7 @@ impl Kernel {
             Kernel::Transpose => (1, 1),
             Kernel::Momentum => (2, 1),
             Kernel::Adam => (3, 1),
+            Kernel::JacobiRound => (2, 0),
         };
         Bindings { outputs, inputs }
     }

@@ -104,6 +104,16 @@ struct AdamParams {
     correction2: f32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct JacobiParams {
+    players: u32,
+    columns: u32,
+    row_len: u32,
+    round: u32,
+    _pad: [u32; 4],
+}
+
 fn words<P: Pod>(params: P) -> ParamWords {
     bytemuck::cast(params)
 }
@@ -360,6 +370,22 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
                 }),
                 operands: vec![T(param), T(m), T(v), T(grad)],
                 workgroups: grid_1d("adam", param.len().div_ceil(256), max_per_dim)?,
+            }
+        }
+        Op::JacobiRound { rows, basis, round } => {
+            let columns = rows.rows();
+            let players = columns + columns % 2;
+            Dispatch {
+                kernel: Kernel::JacobiRound,
+                params: words(JacobiParams {
+                    players: players as u32,
+                    columns: columns as u32,
+                    row_len: rows.cols() as u32,
+                    round,
+                    _pad: [0; 4],
+                }),
+                operands: vec![T(rows), T(basis)],
+                workgroups: grid_1d("jacobi_round", players / 2, max_per_dim)?,
             }
         }
     };
