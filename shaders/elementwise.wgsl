@@ -65,10 +65,6 @@ fn activation_derivative(x: f32) -> f32 {
     }
 }
 
-fn element_index(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, local_index: u32) -> u32 {
-    return flat_workgroup_id(workgroup_id, num_workgroups) * 256u + local_index;
-}
-
 @compute @workgroup_size(256)
 fn activate(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,

@@ -13,17 +13,13 @@ struct MomentumParams {
 @group(0) @binding(2) var<storage, read_write> velocity: array<f32>;
 @group(0) @binding(3) var<storage, read> grad: array<f32>;
 
-fn parameter_index(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, local_index: u32) -> u32 {
-    return flat_workgroup_id(workgroup_id, num_workgroups) * 256u + local_index;
-}
-
 @compute @workgroup_size(256)
 fn momentum(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
     @builtin(num_workgroups) num_workgroups: vec3<u32>,
     @builtin(local_invocation_index) local_index: u32,
 ) {
-    let i = parameter_index(workgroup_id, num_workgroups, local_index);
+    let i = element_index(workgroup_id, num_workgroups, local_index);
     if i >= momentum_params.len {
         return;
     }

@@ -12,5 +12,10 @@ fn flat_workgroup_id(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>) -> u32 
     return workgroup_id.y * num_workgroups.x + workgroup_id.x;
 }
 
+// The element an invocation of a 256-wide, one-element-per-invocation kernel owns.
+fn element_index(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, local_index: u32) -> u32 {
+    return flat_workgroup_id(workgroup_id, num_workgroups) * 256u + local_index;
+}
+
 // The lowest finite f32: the identity of max. (WGSL constant expressions may not be infinite.)
 const LOWEST_F32: f32 = -3.40282347e+38;

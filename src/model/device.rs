@@ -43,6 +43,21 @@ fn upload_matrix(engine: &mut dyn Engine, name: &str, m: &Matrix) -> Result<Tens
     engine.tensor_from(name, m.rows, m.cols, &m.values)
 }
 
+impl DeviceLayer {
+    pub fn tensors(&self) -> impl Iterator<Item = Tensor> {
+        [self.weight, self.bias]
+            .into_iter()
+            .chain(self.compensation)
+    }
+}
+
+fn free_layers(engine: &mut dyn Engine, layers: &[DeviceLayer]) {
+    layers
+        .iter()
+        .flat_map(DeviceLayer::tensors)
+        .for_each(|t| engine.free(t));
+}
+
 impl DeviceModel {
     pub fn upload(engine: &mut dyn Engine, host: &HostModel) -> Result<Self, EngineError> {
         let mut layers = Vec::with_capacity(host.layers.len());
@@ -94,13 +109,7 @@ impl DeviceModel {
     }
 
     pub fn free(&self, engine: &mut dyn Engine) {
-        for layer in &self.layers {
-            engine.free(layer.weight);
-            engine.free(layer.bias);
-            if let Some(c) = layer.compensation {
-                engine.free(c);
-            }
-        }
+        free_layers(engine, &self.layers);
     }
 }
 
@@ -155,13 +164,7 @@ impl Gradients {
     }
 
     pub fn free(&self, engine: &mut dyn Engine) {
-        for layer in &self.layers {
-            engine.free(layer.weight);
-            engine.free(layer.bias);
-            if let Some(c) = layer.compensation {
-                engine.free(c);
-            }
-        }
+        free_layers(engine, &self.layers);
     }
 }
 

@@ -13,6 +13,17 @@ use crate::scenario::RunRecord;
 use std::io::Write;
 use std::path::Path;
 
+/// Distinct values in first-seen order (the row and series order of tables and plots).
+pub(crate) fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
+
 /// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: readers see
 /// the old file or the whole new one, never half of it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,27 +1,11 @@
 //! SVG plots of a scenario's records: loss curves (per optimiser, each defence's attack at the
 //! learning rate that reached the lowest loss) and steps to target against the learning rate.
 
+use super::distinct;
 use crate::scenario::RunRecord;
 use plotters::prelude::*;
 
 const SIZE: (u32, u32) = (960, 600);
-
-fn label(r: &RunRecord) -> String {
-    match r.alpha {
-        None => "none".to_string(),
-        Some(a) => format!("{} a={a:.0e}", r.defense),
-    }
-}
-
-fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut seen = Vec::new();
-    for item in items {
-        if !seen.contains(&item) {
-            seen.push(item);
-        }
-    }
-    seen
-}
 
 type PlotError = Box<dyn std::error::Error>;
 
@@ -37,12 +21,12 @@ pub fn loss_curves(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotE
     let mut plots = Vec::new();
     for optimizer in distinct(records.iter().map(|r| r.optimizer.clone())) {
         let mut svg = String::new();
-        let best: Vec<&RunRecord> = distinct(records.iter().map(label))
+        let best: Vec<&RunRecord> = distinct(records.iter().map(RunRecord::defense_label))
             .into_iter()
             .filter_map(|defense| {
                 records
                     .iter()
-                    .filter(|r| r.optimizer == optimizer && label(r) == defense)
+                    .filter(|r| r.optimizer == optimizer && r.defense_label() == defense)
                     .filter(|r| r.final_loss.is_some())
                     .min_by(|a, b| {
                         a.final_loss
@@ -88,7 +72,7 @@ pub fn loss_curves(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotE
                 let color = Palette99::pick(i).to_rgba();
                 chart
                     .draw_series(LineSeries::new(points(r), color.stroke_width(2)))?
-                    .label(format!("{} lr={:.0e}", label(r), r.lr))
+                    .label(format!("{} lr={:.0e}", r.defense_label(), r.lr))
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             }
             chart
@@ -133,11 +117,15 @@ pub fn steps_to_target(records: &[RunRecord]) -> Result<String, PlotError> {
             .y_desc("steps to target")
             .x_label_formatter(&|v| format!("{v:.0e}"))
             .draw()?;
-        let series = distinct(records.iter().map(|r| (label(r), r.optimizer.clone())));
+        let series = distinct(
+            records
+                .iter()
+                .map(|r| (r.defense_label(), r.optimizer.clone())),
+        );
         for (i, (defense, optimizer)) in series.iter().enumerate() {
             let points: Vec<(f64, f64)> = records
                 .iter()
-                .filter(|r| &label(r) == defense && &r.optimizer == optimizer)
+                .filter(|r| &r.defense_label() == defense && &r.optimizer == optimizer)
                 .filter_map(|r| r.steps_to_target.map(|s| (r.lr, s as f64)))
                 .collect();
             if points.is_empty() {

@@ -2,16 +2,9 @@
 //! optimiser, one column per learning rate, cells `steps/accuracy` (`>N/acc` when the target was
 //! not reached in N steps, `div@N` when training diverged at step N).
 
+use super::distinct;
 use crate::scenario::{DefenseSummary, RunRecord};
 use std::fmt::Write;
-
-fn defense_label(r: &RunRecord) -> String {
-    match r.alpha {
-        None => "none".to_string(),
-        Some(a) if r.defense == "specdef" => format!("specdef a={a:.0e}"),
-        Some(a) => format!("ablation a={a:.0e}"),
-    }
-}
 
 fn cell(r: &RunRecord) -> String {
     if let Some(step) = r.diverged_at {
@@ -23,23 +16,12 @@ fn cell(r: &RunRecord) -> String {
     }
 }
 
-/// Distinct values in first-seen order.
-fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut seen = Vec::new();
-    for item in items {
-        if !seen.contains(&item) {
-            seen.push(item);
-        }
-    }
-    seen
-}
-
 pub fn main_table(records: &[RunRecord]) -> String {
     let lrs = distinct(records.iter().map(|r| r.lr));
     let rows = distinct(
         records
             .iter()
-            .map(|r| (defense_label(r), r.optimizer.clone())),
+            .map(|r| (r.defense_label(), r.optimizer.clone())),
     );
     let mut out = String::new();
     let _ = write!(
@@ -54,7 +36,7 @@ pub fn main_table(records: &[RunRecord]) -> String {
     for (defense, optimizer) in rows {
         let runs: Vec<&RunRecord> = records
             .iter()
-            .filter(|r| defense_label(r) == defense && r.optimizer == optimizer)
+            .filter(|r| r.defense_label() == defense && r.optimizer == optimizer)
             .collect();
         let Some(first) = runs.first() else { continue };
         let _ = write!(
@@ -92,13 +74,15 @@ pub fn success_windows(records: &[RunRecord]) -> Vec<SuccessWindow> {
     distinct(
         records
             .iter()
-            .map(|r| (defense_label(r), r.optimizer.clone())),
+            .map(|r| (r.defense_label(), r.optimizer.clone())),
     )
     .into_iter()
     .map(|(defense, optimizer)| {
         let reached: Vec<&RunRecord> = records
             .iter()
-            .filter(|r| defense_label(r) == defense && r.optimizer == optimizer && r.reached_target)
+            .filter(|r| {
+                r.defense_label() == defense && r.optimizer == optimizer && r.reached_target
+            })
             .collect();
         SuccessWindow {
             lowest: reached.iter().map(|r| r.lr).reduce(f64::min),

@@ -56,6 +56,14 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// `none`, `specdef a=1e4` or `specdef-ablation a=1e4`: how tables and plots name the defence.
+    pub fn defense_label(&self) -> String {
+        match self.alpha {
+            None => "none".to_string(),
+            Some(alpha) => format!("{} a={alpha:.0e}", self.defense),
+        }
+    }
+
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
         "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,wall_ms"

@@ -95,8 +95,8 @@ fn fnv1a(text: &str) -> u64 {
 fn label_of(defense: &Option<SpecDef>) -> String {
     match defense {
         None => "none".to_string(),
-        Some(d) if d.compensate => format!("specdef a={:e}", d.alpha),
-        Some(d) => format!("ablation a={:e}", d.alpha),
+        Some(d) if d.compensate => format!("specdef a={:.0e}", d.alpha),
+        Some(d) => format!("specdef-ablation a={:.0e}", d.alpha),
     }
 }
 
