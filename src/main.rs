@@ -13,6 +13,7 @@ use specdef::report;
 use specdef::scenario::{DEFAULT_SCENARIO, RunSettings, Scenario, TaskData, run_scenario};
 use specdef::{Engine, selftest};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
@@ -83,6 +84,22 @@ enum Command {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Compare two result files run for run (exit code 0 only when every run agrees).
+    Compare {
+        first: PathBuf,
+        second: PathBuf,
+        /// Steps to target may differ by this many steps.
+        #[arg(long, default_value_t = 0)]
+        steps_band: usize,
+        /// Final losses agree within loss_abs + loss_rel * |loss|.
+        #[arg(long, default_value_t = 1e-2)]
+        loss_rel: f64,
+        #[arg(long, default_value_t = 1e-3)]
+        loss_abs: f64,
+        /// Accuracies agree within this absolute difference.
+        #[arg(long, default_value_t = 0.02)]
+        accuracy_abs: f64,
     },
     /// List models, defences, attacks and scenarios.
     List,
@@ -259,6 +276,23 @@ fn defend(model: &Path, defense: SpecDef, seed: u64, out: &Path) -> Result<()> {
     Ok(())
 }
 
+fn read_records(path: &Path) -> Result<Vec<specdef::scenario::RunRecord>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    report::from_json_lines(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Disagreeing files are a result, not an error: the report says what differs, the exit code 1.
+fn compare(first: &Path, second: &Path, settings: report::CompareSettings) -> Result<ExitCode> {
+    let comparison = report::compare(&read_records(first)?, &read_records(second)?, &settings);
+    print!("{}", comparison.report());
+    Ok(if comparison.all_agree() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn list() {
     println!(
         "models:     MLP and deep linear networks: [model] widths = [64, ...], activation = relu | gelu | tanh | identity"
@@ -329,8 +363,9 @@ fn print_info() -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
+    let done = |result: Result<()>| result.map(|_| ExitCode::SUCCESS);
     match cli.command.unwrap_or(Command::Run {
         scenario: None,
         engine: EngineChoice::Auto,
@@ -344,18 +379,18 @@ fn main() -> Result<()> {
             out,
             quick,
             variant,
-        } => run(
+        } => done(run(
             scenario.as_deref(),
             engine,
             &out,
             variant.or(quick.then(|| "quick".to_string())),
-        ),
+        )),
         Command::Train {
             scenario,
             engine,
             quick,
             out,
-        } => train_released(scenario.as_deref(), engine, quick, &out),
+        } => done(train_released(scenario.as_deref(), engine, quick, &out)),
         Command::Defend {
             model,
             alpha,
@@ -364,7 +399,7 @@ fn main() -> Result<()> {
             no_compensation,
             seed,
             out,
-        } => defend(
+        } => done(defend(
             &model,
             SpecDef {
                 alpha,
@@ -374,15 +409,31 @@ fn main() -> Result<()> {
             },
             seed,
             &out,
+        )),
+        Command::Compare {
+            first,
+            second,
+            steps_band,
+            loss_rel,
+            loss_abs,
+            accuracy_abs,
+        } => compare(
+            &first,
+            &second,
+            report::CompareSettings {
+                steps_band,
+                loss: specdef::Tolerance::new(loss_abs, loss_rel),
+                accuracy_abs,
+            },
         ),
         Command::List => {
             list();
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Selftest {
             engine,
             matmul_size,
-        } => run_selftest(&engine, matmul_size),
-        Command::Info => print_info(),
+        } => done(run_selftest(&engine, matmul_size)),
+        Command::Info => done(print_info()),
     }
 }

@@ -1,9 +1,12 @@
 //! Reports of a scenario run: the terminal table shaped like the paper's main table, success
 //! windows, the precision frontier, and the files (JSON lines, CSV) written atomically.
 
+mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
 mod table;
+
+pub use compare::{CompareSettings, Comparison, MetricSummary, compare};
 
 pub use table::{
     SuccessWindow, main_table, precision_table, success_window_table, success_windows,

@@ -1,0 +1,255 @@
+//! Comparing two result files run for run: the reproducibility check across platforms. Runs are
+//! matched by what was run (scenario, variant, seed, defence, attack settings), never by what ran
+//! it; each metric then agrees or not within its own tolerance.
+
+use crate::scenario::RunRecord;
+use crate::tolerance::Tolerance;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// How close two runs must be. Steps to target are measured at evaluation points, so the band is
+/// in steps; losses compare with rel + abs; accuracies with an absolute difference.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CompareSettings {
+    pub steps_band: usize,
+    pub loss: Tolerance,
+    pub accuracy_abs: f64,
+}
+
+impl Default for CompareSettings {
+    fn default() -> Self {
+        Self {
+            steps_band: 0,
+            loss: Tolerance::new(1e-3, 1e-2),
+            accuracy_abs: 0.02,
+        }
+    }
+}
+
+/// The identity of a run: everything that defines it, nothing about what computed it.
+fn run_key(r: &RunRecord) -> String {
+    format!(
+        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={},{},{}",
+        r.scenario,
+        r.variant.clone().unwrap_or_default(),
+        r.seed,
+        r.defense,
+        r.alpha,
+        r.k,
+        r.layers,
+        r.optimizer,
+        r.lr,
+        r.schedule,
+        r.steps,
+        r.batch_size,
+        r.eval_every,
+        r.target_accuracy,
+        r.train_weights,
+        r.train_biases,
+        r.train_compensation
+    )
+}
+
+fn short_name(r: &RunRecord) -> String {
+    format!("{} {} lr={:.0e}", r.defense_label(), r.optimizer, r.lr)
+}
+
+/// Agreement on one metric over all matched runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricSummary {
+    pub metric: &'static str,
+    pub agreed: usize,
+    pub compared: usize,
+    /// "run: a vs b" for each disagreement.
+    pub disagreements: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    pub engines: (String, String),
+    pub matched: usize,
+    pub only_in_first: Vec<String>,
+    pub only_in_second: Vec<String>,
+    pub duplicates: Vec<String>,
+    pub metrics: Vec<MetricSummary>,
+}
+
+impl Comparison {
+    pub fn all_agree(&self) -> bool {
+        self.only_in_first.is_empty()
+            && self.only_in_second.is_empty()
+            && self.duplicates.is_empty()
+            && self.matched > 0
+            && self.metrics.iter().all(|m| m.agreed == m.compared)
+    }
+
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "comparing {} against {}: {} runs matched\n",
+            self.engines.0, self.engines.1, self.matched
+        );
+        for (what, names) in [
+            ("only in the first file", &self.only_in_first),
+            ("only in the second file", &self.only_in_second),
+            ("listed twice", &self.duplicates),
+        ] {
+            if !names.is_empty() {
+                let _ = writeln!(out, "{} runs {what}: {}", names.len(), names.join("; "));
+            }
+        }
+        for m in &self.metrics {
+            let verdict = if m.agreed == m.compared {
+                "ok  "
+            } else {
+                "DIFF"
+            };
+            let _ = writeln!(
+                out,
+                "{verdict} {:<24} {}/{} agree",
+                m.metric, m.agreed, m.compared
+            );
+            for d in m.disagreements.iter().take(10) {
+                let _ = writeln!(out, "       {d}");
+            }
+            if m.disagreements.len() > 10 {
+                let _ = writeln!(out, "       (+{} more)", m.disagreements.len() - 10);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{}",
+            if self.all_agree() {
+                "all runs agree"
+            } else {
+                "the files disagree"
+            }
+        );
+        out
+    }
+}
+
+type Check = fn(&RunRecord, &RunRecord, &CompareSettings) -> Result<(), String>;
+
+fn option_text<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or("none".to_string(), |v| v.to_string())
+}
+
+const CHECKS: [(&str, Check); 7] = [
+    ("reached_target", |a, b, _| {
+        (a.reached_target == b.reached_target)
+            .then_some(())
+            .ok_or_else(|| format!("{} vs {}", a.reached_target, b.reached_target))
+    }),
+    ("steps_to_target", |a, b, s| {
+        match (a.steps_to_target, b.steps_to_target) {
+            (Some(x), Some(y)) if x.abs_diff(y) <= s.steps_band => Ok(()),
+            (None, None) => Ok(()),
+            (x, y) => Err(format!("{} vs {}", option_text(x), option_text(y))),
+        }
+    }),
+    ("diverged", |a, b, _| {
+        (a.diverged == b.diverged).then_some(()).ok_or_else(|| {
+            format!(
+                "{} vs {}",
+                option_text(a.diverged_at),
+                option_text(b.diverged_at)
+            )
+        })
+    }),
+    ("final_loss", |a, b, s| match (a.final_loss, b.final_loss) {
+        (Some(x), Some(y)) => s
+            .loss
+            .check(&[x], &[y])
+            .map(|_| ())
+            .map_err(|_| format!("{x:e} vs {y:e}")),
+        (None, None) => Ok(()),
+        (x, y) => Err(format!("{} vs {}", option_text(x), option_text(y))),
+    }),
+    ("final_harmful_accuracy", |a, b, s| {
+        let (x, y) = (a.final_harmful_accuracy, b.final_harmful_accuracy);
+        ((x - y).abs() <= s.accuracy_abs)
+            .then_some(())
+            .ok_or_else(|| format!("{x:.3} vs {y:.3}"))
+    }),
+    ("utility_after_defense", |a, b, s| {
+        let (x, y) = (a.utility_after_defense, b.utility_after_defense);
+        ((x - y).abs() <= s.accuracy_abs)
+            .then_some(())
+            .ok_or_else(|| format!("{x:.3} vs {y:.3}"))
+    }),
+    ("utility_after_attack", |a, b, s| {
+        let (x, y) = (a.utility_after_attack, b.utility_after_attack);
+        ((x - y).abs() <= s.accuracy_abs)
+            .then_some(())
+            .ok_or_else(|| format!("{x:.3} vs {y:.3}"))
+    }),
+];
+
+fn engine_of(records: &[RunRecord]) -> String {
+    records.first().map_or("(empty)".to_string(), |r| {
+        format!("{} on {}", r.engine, r.adapter)
+    })
+}
+
+/// Runs by identity; a run listed twice is noted in `duplicates`.
+fn index_runs<'a>(
+    records: &'a [RunRecord],
+    duplicates: &mut Vec<String>,
+) -> BTreeMap<String, &'a RunRecord> {
+    let mut map = BTreeMap::new();
+    for r in records {
+        if map.insert(run_key(r), r).is_some() {
+            duplicates.push(short_name(r));
+        }
+    }
+    map
+}
+
+pub fn compare(
+    first: &[RunRecord],
+    second: &[RunRecord],
+    settings: &CompareSettings,
+) -> Comparison {
+    let mut duplicates = Vec::new();
+    let (a, b) = (
+        index_runs(first, &mut duplicates),
+        index_runs(second, &mut duplicates),
+    );
+    let only = |x: &BTreeMap<String, &RunRecord>, y: &BTreeMap<String, &RunRecord>| {
+        x.iter()
+            .filter(|(k, _)| !y.contains_key(*k))
+            .map(|(_, r)| short_name(r))
+            .collect::<Vec<_>>()
+    };
+    let pairs: Vec<(&RunRecord, &RunRecord)> = a
+        .iter()
+        .filter_map(|(k, ra)| b.get(k).map(|rb| (*ra, *rb)))
+        .collect();
+    let metrics = CHECKS
+        .iter()
+        .map(|(metric, check)| {
+            let disagreements: Vec<String> = pairs
+                .iter()
+                .filter_map(|(x, y)| {
+                    check(x, y, settings)
+                        .err()
+                        .map(|e| format!("{}: {e}", short_name(x)))
+                })
+                .collect();
+            MetricSummary {
+                metric,
+                agreed: pairs.len() - disagreements.len(),
+                compared: pairs.len(),
+                disagreements,
+            }
+        })
+        .collect();
+    Comparison {
+        engines: (engine_of(first), engine_of(second)),
+        matched: pairs.len(),
+        only_in_first: only(&a, &b),
+        only_in_second: only(&b, &a),
+        duplicates,
+        metrics,
+    }
+}

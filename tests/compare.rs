@@ -1,0 +1,136 @@
+//! `specdef compare`: runs matched by what was run, each metric within its tolerance, and the
+//! exit code of the command line.
+
+use specdef::engine::cpu::CpuEngine32;
+use specdef::report::{self, CompareSettings, compare};
+use specdef::scenario::{RunRecord, RunSettings, Scenario, run_scenario};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn quick_records() -> &'static [RunRecord] {
+    static RECORDS: OnceLock<Vec<RunRecord>> = OnceLock::new();
+    RECORDS.get_or_init(|| {
+        let scenario = Scenario::builtin(Some("quick")).unwrap();
+        let (mut progress, mut log) = (|_: usize, _: usize, _: &str| {}, |_: &str| {});
+        run_scenario(
+            &mut CpuEngine32::new(),
+            &scenario,
+            &mut RunSettings {
+                variant: Some("quick".to_string()),
+                cache_dir: None,
+                progress: &mut progress,
+                log: &mut log,
+            },
+        )
+        .unwrap()
+        .records
+    })
+}
+
+fn metric<'a>(c: &'a report::Comparison, name: &str) -> &'a report::MetricSummary {
+    c.metrics.iter().find(|m| m.metric == name).unwrap()
+}
+
+#[test]
+fn identical_results_agree_whatever_computed_them() {
+    let a = quick_records().to_vec();
+    let mut b = a.clone();
+    // Another machine: matching ignores the engine fields.
+    for r in &mut b {
+        r.engine = "gpu".to_string();
+        r.adapter = "some browser".to_string();
+    }
+    let c = compare(&a, &b, &CompareSettings::default());
+    assert_eq!(c.matched, a.len());
+    assert!(c.all_agree(), "{}", c.report());
+}
+
+#[test]
+fn each_metric_disagrees_beyond_its_tolerance_only() {
+    let a = quick_records().to_vec();
+    let reached = a.iter().position(|r| r.steps_to_target.is_some()).unwrap();
+    let finite = a.iter().position(|r| r.final_loss.is_some()).unwrap();
+    let mut b = a.clone();
+    b[reached].steps_to_target = b[reached].steps_to_target.map(|s| s + 10);
+    let loss = b[finite].final_loss.unwrap();
+    b[finite].final_loss = Some(loss * 1.001);
+    let strict = CompareSettings::default();
+    let c = compare(&a, &b, &strict);
+    assert_eq!(
+        metric(&c, "steps_to_target").agreed,
+        a.len() - 1,
+        "{}",
+        c.report()
+    );
+    assert_eq!(
+        metric(&c, "final_loss").agreed,
+        a.len(),
+        "0.1% is within 1%"
+    );
+    assert!(!c.all_agree());
+    let banded = CompareSettings {
+        steps_band: 10,
+        ..strict
+    };
+    assert!(compare(&a, &b, &banded).all_agree());
+
+    b[finite].final_loss = Some(loss * 1.5 + 1.0);
+    b[0].diverged = !b[0].diverged;
+    let c = compare(&a, &b, &banded);
+    assert_eq!(metric(&c, "final_loss").agreed, a.len() - 1);
+    assert_eq!(metric(&c, "diverged").agreed, a.len() - 1);
+}
+
+#[test]
+fn unmatched_and_duplicated_runs_are_reported() {
+    let a = quick_records().to_vec();
+    let mut b = a.clone();
+    b.pop();
+    b.push(a[0].clone());
+    let c = compare(&a, &b, &CompareSettings::default());
+    assert_eq!(c.only_in_first.len(), 1);
+    assert_eq!(c.duplicates.len(), 1);
+    assert!(!c.all_agree());
+    assert!(
+        c.report().contains("only in the first file"),
+        "{}",
+        c.report()
+    );
+}
+
+#[test]
+fn the_command_exits_zero_only_when_the_files_agree() {
+    let dir = std::env::temp_dir().join(format!("specdef-compare-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = quick_records().to_vec();
+    let mut b = a.clone();
+    b[0].final_harmful_accuracy += 0.5;
+    let write = |name: &str, records: &[RunRecord]| {
+        let path = dir.join(name);
+        std::fs::write(&path, report::to_json_lines(records).unwrap()).unwrap();
+        path
+    };
+    let (pa, pb) = (write("a.jsonl", &a), write("b.jsonl", &b));
+    let run = |x: &std::path::Path, y: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_specdef"))
+            .arg("compare")
+            .args([x, y])
+            .output()
+            .unwrap()
+    };
+    let same = run(&pa, &pa);
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+    assert!(String::from_utf8_lossy(&same.stdout).contains("all runs agree"));
+    let different = run(&pa, &pb);
+    assert_eq!(different.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&different.stdout).contains("DIFF final_harmful_accuracy"));
+    std::fs::write(dir.join("bad.jsonl"), "{ not json").unwrap();
+    let bad = run(&pa, &dir.join("bad.jsonl"));
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad.jsonl: line 1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
