@@ -59,6 +59,10 @@ fn scenario_errors_name_the_field() {
     let err = Scenario::parse(&bad_width, None, "bad.toml").unwrap_err();
     assert!(err.contains("model.widths[0] must be 64"), "{err}");
 
+    let no_classes = base.replace("harmful_classes = [5, 6, 7, 8, 9]", "harmful_classes = []");
+    let err = Scenario::parse(&no_classes, None, "bad.toml").unwrap_err();
+    assert!(err.contains("at least one class"), "{err}");
+
     let err = Scenario::parse("name = ", None, "bad.toml").unwrap_err();
     assert!(err.starts_with("bad.toml"), "{err}");
 }

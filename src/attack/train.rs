@@ -144,6 +144,15 @@ pub fn train(
     settings: &TrainSettings,
     seed: u64,
 ) -> Result<TrainOutcome, EngineError> {
+    for (label, data) in [("training set", train_data), ("evaluation set", eval_data)] {
+        if data.is_empty() {
+            return Err(EngineError::EmptyTensor {
+                label: label.to_string(),
+                rows: 0,
+                cols: data.features,
+            });
+        }
+    }
     let batches = Batches::upload(engine, train_data, settings.batch_size, seed)?;
     let workspace = Workspace::alloc(engine, model, batches.size, 1)?;
     let eval_ws = Workspace::alloc(engine, model, eval_data.len(), 1)?;

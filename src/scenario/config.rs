@@ -205,6 +205,12 @@ impl Scenario {
 
     fn validate(&self) -> Result<(), String> {
         self.model.validate()?;
+        if self.data.utility_classes.is_empty() || self.data.harmful_classes.is_empty() {
+            return Err(
+                "data.utility_classes and data.harmful_classes must name at least one class each"
+                    .to_string(),
+            );
+        }
         let outputs = self.model.widths[self.model.widths.len() - 1];
         for &class in self
             .data
