@@ -4,9 +4,10 @@ mod common;
 
 use common::gpu;
 use specdef::Engine;
+use specdef::attack::{OptimizerKind, Schedule, TrainOutcome, TrainSession, TrainSettings, train};
 use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::CpuEngine32;
-use specdef::model::{ActivationChoice, HostModel, ModelSpec, file};
+use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec, Trainable, file};
 use specdef::report::{self, success_windows};
 use specdef::scenario::{RunRecord, RunSettings, Scenario, run_scenario};
 
@@ -198,4 +199,72 @@ fn the_quick_scenario_shows_the_predicted_outcome_on_the_cpu() {
 fn the_quick_scenario_shows_the_predicted_outcome_on_the_gpu() {
     let Some(mut gpu) = gpu() else { return };
     check_quick_outcome(&quick_records(&mut *gpu));
+}
+
+/// Drives a run the way a UI frame loop would: `advance` never blocks.
+fn outcome_without_blocking(
+    engine: &mut dyn Engine,
+    host: &HostModel,
+    data: &specdef::scenario::TaskData,
+    settings: &TrainSettings,
+) -> TrainOutcome {
+    let model = DeviceModel::upload(engine, host).unwrap();
+    let mut session = TrainSession::start(
+        engine,
+        &model,
+        &data.harmful_train,
+        &data.harmful_test,
+        settings,
+        3,
+    )
+    .unwrap();
+    while !session.is_finished() {
+        if !session.advance(engine).unwrap() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    session.finish(engine)
+}
+
+#[test]
+fn a_session_advanced_without_blocking_measures_what_blocking_training_does() {
+    let scenario = Scenario::builtin(Some("quick")).unwrap();
+    let data = specdef::scenario::TaskData::load(&scenario).unwrap();
+    let host = HostModel::init(
+        &ModelSpec {
+            widths: vec![64, 32, 10],
+            activation: ActivationChoice::Relu,
+        },
+        1,
+    );
+    let settings = TrainSettings {
+        optimizer: OptimizerKind::Adam,
+        lr: 1e-2,
+        schedule: Schedule::Constant,
+        steps: 60,
+        eval_every: 10,
+        batch_size: Some(64),
+        target_accuracy: None,
+        divergence_loss: 1e3,
+        trainable: Trainable::default(),
+    };
+    let check = |engine: &mut dyn Engine| {
+        let model = DeviceModel::upload(engine, &host).unwrap();
+        let blocking = train(
+            engine,
+            &model,
+            &data.harmful_train,
+            &data.harmful_test,
+            &settings,
+            3,
+        )
+        .unwrap();
+        let stepped = outcome_without_blocking(engine, &host, &data, &settings);
+        assert_eq!(stepped, blocking, "on {}", engine.info().engine);
+        assert_eq!(stepped.loss_curve.len(), 6);
+    };
+    check(&mut CpuEngine32::new());
+    if let Some(mut gpu) = gpu() {
+        check(&mut *gpu);
+    }
 }

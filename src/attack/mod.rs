@@ -7,4 +7,4 @@ mod train;
 
 pub use optimizer::{OptimizerKind, OptimizerState};
 pub use schedule::Schedule;
-pub use train::{TrainOutcome, TrainSettings, accuracy, train};
+pub use train::{TrainOutcome, TrainSession, TrainSettings, accuracy, train};

@@ -4,7 +4,7 @@
 
 use super::{OptimizerKind, OptimizerState, Schedule};
 use crate::data::Dataset;
-use crate::engine::{Engine, EngineError, Recording};
+use crate::engine::{Engine, EngineError, ReadTicket, Recording};
 use crate::model::{DeviceModel, Gradients, Trainable, Workspace, graph};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -135,7 +135,191 @@ impl Batches {
     }
 }
 
-/// Trains `model` in place on `train_data` (cross-entropy), evaluating on `eval_data`.
+/// A training run that advances one submission at a time: `advance` never blocks, so a UI frame
+/// can drive it (in the browser, GPU readbacks finish only between frames). Each submission holds
+/// `eval_every` steps and ends with the evaluation forward pass; its loss and evaluation logits
+/// are the only values read back.
+pub struct TrainSession {
+    model: DeviceModel,
+    batches: Batches,
+    workspace: Workspace,
+    eval_ws: Workspace,
+    eval_labels: Vec<usize>,
+    grads: Gradients,
+    optimizer: OptimizerState,
+    settings: TrainSettings,
+    eval_forward: Recording,
+    /// Steps submitted so far.
+    submitted: usize,
+    in_flight: Option<ReadTicket>,
+    outcome: TrainOutcome,
+    finished: bool,
+}
+
+impl TrainSession {
+    /// Uploads the data and allocates everything the run needs; trains `model` in place.
+    pub fn start(
+        engine: &mut dyn Engine,
+        model: &DeviceModel,
+        train_data: &Dataset,
+        eval_data: &Dataset,
+        settings: &TrainSettings,
+        seed: u64,
+    ) -> Result<Self, EngineError> {
+        for (label, data) in [("training set", train_data), ("evaluation set", eval_data)] {
+            if data.is_empty() {
+                return Err(EngineError::EmptyTensor {
+                    label: label.to_string(),
+                    rows: 0,
+                    cols: data.features,
+                });
+            }
+        }
+        let batches = Batches::upload(engine, train_data, settings.batch_size, seed)?;
+        let workspace = Workspace::alloc(engine, model, batches.size, 1)?;
+        let eval_ws = Workspace::alloc(engine, model, eval_data.len(), 1)?;
+        engine.upload(eval_ws.inputs, &eval_data.inputs)?;
+        let grads = Gradients::alloc(engine, model)?;
+        let optimizer = OptimizerState::new(
+            engine,
+            settings.optimizer,
+            grads.trainable_pairs(model, settings.trainable),
+        )?;
+        let mut eval_forward = Recording::new();
+        graph::forward(&mut eval_forward, model, &eval_ws)?;
+        Ok(Self {
+            model: model.clone(),
+            batches,
+            workspace,
+            eval_ws,
+            eval_labels: eval_data.labels.clone(),
+            grads,
+            optimizer,
+            settings: settings.clone(),
+            eval_forward,
+            submitted: 0,
+            in_flight: None,
+            outcome: TrainOutcome {
+                loss_curve: Vec::new(),
+                accuracy_curve: Vec::new(),
+                steps_to_target: None,
+                diverged_at: None,
+                steps_run: 0,
+                final_accuracy: 0.0,
+                final_loss: f64::NAN,
+            },
+            finished: settings.steps == 0,
+        })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// What the run has measured so far (all of it once finished).
+    pub fn outcome(&self) -> &TrainOutcome {
+        &self.outcome
+    }
+
+    /// Records and submits the next `eval_every` steps plus the evaluation pass, and starts
+    /// reading their loss and logits back.
+    fn submit_chunk(&mut self, engine: &mut dyn Engine) -> Result<(), EngineError> {
+        let settings = &self.settings;
+        let chunk_end = (self.submitted + settings.eval_every.max(1)).min(settings.steps);
+        let mut rec = Recording::new();
+        for s in self.submitted..chunk_end {
+            let b = s % self.batches.inputs.len();
+            let ws = Workspace {
+                inputs: self.batches.inputs[b],
+                targets: self.batches.labels[b],
+                ..self.workspace.clone()
+            };
+            graph::forward(&mut rec, &self.model, &ws)?;
+            graph::cross_entropy(&mut rec, &ws)?;
+            graph::backward(&mut rec, &self.model, &ws, &self.grads, settings.trainable)?;
+            let lr = settings.schedule.lr_at(settings.lr, s, settings.steps);
+            self.optimizer.record_step(&mut rec, lr, s as u32 + 1)?;
+        }
+        rec.extend(&self.eval_forward);
+        engine.run(&rec)?;
+        self.in_flight =
+            Some(engine.begin_read(&[self.workspace.loss_sum, self.eval_ws.logits()])?);
+        self.submitted = chunk_end;
+        Ok(())
+    }
+
+    /// Takes the read-back loss and logits of the last submission into the outcome.
+    fn receive(&mut self, values: Vec<Vec<f64>>) {
+        let step = self.submitted;
+        let loss = values[0][0] / self.batches.size as f64;
+        let acc = accuracy(&values[1], &self.eval_labels);
+        let outcome = &mut self.outcome;
+        outcome.loss_curve.push((step, loss));
+        outcome.accuracy_curve.push((step, acc));
+        outcome.steps_run = step;
+        outcome.final_accuracy = acc;
+        outcome.final_loss = loss;
+        if !loss.is_finite() || loss > self.settings.divergence_loss {
+            outcome.diverged_at = Some(step);
+        } else if let Some(target) = self.settings.target_accuracy
+            && acc >= target
+        {
+            outcome.steps_to_target = Some(step);
+        }
+        self.finished = outcome.diverged_at.is_some()
+            || outcome.steps_to_target.is_some()
+            || step >= self.settings.steps;
+    }
+
+    /// One non-blocking move: takes the values of the submission in flight if they are there,
+    /// and submits the next one if the run goes on. Returns whether anything happened.
+    pub fn advance(&mut self, engine: &mut dyn Engine) -> Result<bool, EngineError> {
+        if let Some(ticket) = &mut self.in_flight {
+            match engine.poll_read(ticket)? {
+                None => return Ok(false),
+                Some(values) => {
+                    self.in_flight = None;
+                    self.receive(values);
+                }
+            }
+        }
+        if !self.finished {
+            self.submit_chunk(engine)?;
+        }
+        Ok(true)
+    }
+
+    /// Runs to the end, blocking on each readback (native).
+    pub fn run_to_end(&mut self, engine: &mut dyn Engine) -> Result<(), EngineError> {
+        while !self.finished {
+            let mut ticket = match self.in_flight.take() {
+                Some(ticket) => ticket,
+                None => {
+                    self.submit_chunk(engine)?;
+                    self.in_flight
+                        .take()
+                        .expect("a submission starts a readback")
+                }
+            };
+            let values = engine.wait_read(&mut ticket)?;
+            self.receive(values);
+        }
+        Ok(())
+    }
+
+    /// Frees everything the run allocated (the model itself stays) and returns its outcome.
+    pub fn finish(self, engine: &mut dyn Engine) -> TrainOutcome {
+        self.optimizer.free(engine);
+        self.grads.free(engine);
+        self.eval_ws.free(engine);
+        self.workspace.free(engine);
+        self.batches.free(engine);
+        self.outcome
+    }
+}
+
+/// Trains `model` in place on `train_data` (cross-entropy), evaluating on `eval_data`, blocking
+/// until the run ends.
 pub fn train(
     engine: &mut dyn Engine,
     model: &DeviceModel,
@@ -144,98 +328,8 @@ pub fn train(
     settings: &TrainSettings,
     seed: u64,
 ) -> Result<TrainOutcome, EngineError> {
-    for (label, data) in [("training set", train_data), ("evaluation set", eval_data)] {
-        if data.is_empty() {
-            return Err(EngineError::EmptyTensor {
-                label: label.to_string(),
-                rows: 0,
-                cols: data.features,
-            });
-        }
-    }
-    let batches = Batches::upload(engine, train_data, settings.batch_size, seed)?;
-    let workspace = Workspace::alloc(engine, model, batches.size, 1)?;
-    let eval_ws = Workspace::alloc(engine, model, eval_data.len(), 1)?;
-    engine.upload(eval_ws.inputs, &eval_data.inputs)?;
-    let grads = Gradients::alloc(engine, model)?;
-    let optimizer = OptimizerState::new(
-        engine,
-        settings.optimizer,
-        grads.trainable_pairs(model, settings.trainable),
-    )?;
-    let result = run_steps(
-        engine, model, &batches, &workspace, &eval_ws, eval_data, &grads, &optimizer, settings,
-    );
-    optimizer.free(engine);
-    grads.free(engine);
-    eval_ws.free(engine);
-    workspace.free(engine);
-    batches.free(engine);
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_steps(
-    engine: &mut dyn Engine,
-    model: &DeviceModel,
-    batches: &Batches,
-    workspace: &Workspace,
-    eval_ws: &Workspace,
-    eval_data: &Dataset,
-    grads: &Gradients,
-    optimizer: &OptimizerState,
-    settings: &TrainSettings,
-) -> Result<TrainOutcome, EngineError> {
-    let mut outcome = TrainOutcome {
-        loss_curve: Vec::new(),
-        accuracy_curve: Vec::new(),
-        steps_to_target: None,
-        diverged_at: None,
-        steps_run: 0,
-        final_accuracy: 0.0,
-        final_loss: f64::NAN,
-    };
-    let mut eval_forward = Recording::new();
-    graph::forward(&mut eval_forward, model, eval_ws)?;
-    let every = settings.eval_every.max(1);
-    let mut step = 0;
-    while step < settings.steps {
-        let chunk_end = (step + every).min(settings.steps);
-        let mut rec = Recording::new();
-        for s in step..chunk_end {
-            let b = s % batches.inputs.len();
-            let ws = Workspace {
-                inputs: batches.inputs[b],
-                targets: batches.labels[b],
-                ..workspace.clone()
-            };
-            graph::forward(&mut rec, model, &ws)?;
-            graph::cross_entropy(&mut rec, &ws)?;
-            graph::backward(&mut rec, model, &ws, grads, settings.trainable)?;
-            let lr = settings.schedule.lr_at(settings.lr, s, settings.steps);
-            optimizer.record_step(&mut rec, lr, s as u32 + 1)?;
-        }
-        rec.extend(&eval_forward);
-        engine.run(&rec)?;
-        let values = engine.read(&[workspace.loss_sum, eval_ws.logits()])?;
-        step = chunk_end;
-        let loss = values[0][0] / batches.size as f64;
-        let acc = accuracy(&values[1], &eval_data.labels);
-        outcome.loss_curve.push((step, loss));
-        outcome.accuracy_curve.push((step, acc));
-        outcome.steps_run = step;
-        outcome.final_accuracy = acc;
-        outcome.final_loss = loss;
-        if !loss.is_finite() || loss > settings.divergence_loss {
-            outcome.diverged_at = Some(step);
-            break;
-        }
-        if let Some(target) = settings.target_accuracy
-            && acc >= target
-        {
-            outcome.steps_to_target = Some(step);
-            break;
-        }
-    }
-    Ok(outcome)
+    let mut session = TrainSession::start(engine, model, train_data, eval_data, settings, seed)?;
+    let result = session.run_to_end(engine);
+    let outcome = session.finish(engine);
+    result.map(|_| outcome)
 }

@@ -37,6 +37,14 @@ impl std::fmt::Display for EngineInfo {
     }
 }
 
+/// A readback in flight: values already there (CPU engines), or GPU buffers still mapping.
+pub enum ReadTicket {
+    Ready(Vec<Vec<f64>>),
+    Pending(gpu::PendingRead),
+    /// Handed out already.
+    Taken,
+}
+
 /// Executes recordings on tensors it owns. Algorithm code is written once against this trait.
 pub trait Engine {
     fn info(&self) -> EngineInfo;
@@ -56,6 +64,35 @@ pub trait Engine {
     /// Reads back the named tensors only (row-major, widened to f64). Blocks until the GPU is done;
     /// in the browser use `GpuEngine::begin_read` / `poll_read` instead.
     fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError>;
+
+    /// Starts reading tensors back without blocking; poll the ticket with `poll_read`. This is
+    /// how a browser frame reads: the GPU's mapping completes only after the frame returns.
+    fn begin_read(&mut self, tensors: &[Tensor]) -> Result<ReadTicket, EngineError> {
+        Ok(ReadTicket::Ready(self.read(tensors)?))
+    }
+
+    /// The values of a ticket once they are there (`None` until then); a ticket yields once.
+    fn poll_read(&mut self, ticket: &mut ReadTicket) -> Result<Option<Vec<Vec<f64>>>, EngineError> {
+        match std::mem::replace(ticket, ReadTicket::Taken) {
+            ReadTicket::Ready(values) => Ok(Some(values)),
+            ReadTicket::Taken => Err(EngineError::Readback(
+                "the ticket was already read".to_string(),
+            )),
+            ReadTicket::Pending(pending) => {
+                *ticket = ReadTicket::Pending(pending);
+                Err(EngineError::Unsupported(
+                    "polling a GPU readback on a CPU engine",
+                ))
+            }
+        }
+    }
+
+    /// Blocks until a ticket's values are there (native only for the GPU).
+    fn wait_read(&mut self, ticket: &mut ReadTicket) -> Result<Vec<Vec<f64>>, EngineError> {
+        self.poll_read(ticket)?.ok_or(EngineError::Unsupported(
+            "waiting for a readback on this engine",
+        ))
+    }
 
     /// Allocates a tensor and uploads `values` into it.
     fn tensor_from(

@@ -12,7 +12,7 @@ mod readback;
 pub use context::{GpuDevice, GpuOptions, open_device};
 pub use readback::PendingRead;
 
-use super::{Engine, EngineError, EngineInfo, Recording, Tensor, check_alloc};
+use super::{Engine, EngineError, EngineInfo, ReadTicket, Recording, Tensor, check_alloc};
 use kernels::{Bindings, Kernel, PARAMS_BINDING_BYTES, PARAMS_SLOT_BYTES, PipelineCache};
 use lower::{Dispatch, MAX_REDUCE_PARTIALS, Operand};
 use pool::{BufferPool, PooledBuffer};
@@ -431,59 +431,6 @@ impl GpuEngine {
             })
             .collect())
     }
-
-    /// Starts reading the given tensors back; poll the result with `poll_read`.
-    pub fn begin_read(&mut self, tensors: &[Tensor]) -> Result<PendingRead, EngineError> {
-        let mut encoder = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("specdef.readback"),
-            });
-        let mut staging = Vec::with_capacity(tensors.len());
-        for &tensor in tensors {
-            let bytes = (tensor.len() * 4) as u64;
-            let target = self.staging_pool.acquire(
-                &self.device,
-                "specdef.staging",
-                bytes,
-                self.limits.max_buffer_size,
-            );
-            let source = &self.tensor(tensor)?.buffer.buffer;
-            encoder.copy_buffer_to_buffer(source, 0, &target.buffer, 0, bytes);
-            staging.push((target, bytes));
-        }
-        self.submit(encoder)?;
-        Ok(PendingRead::new(staging))
-    }
-
-    /// The values of a pending read once the GPU has finished, `None` before that.
-    pub fn poll_read(
-        &mut self,
-        pending: &mut PendingRead,
-    ) -> Result<Option<Vec<Vec<f64>>>, EngineError> {
-        // Drives map callbacks natively; in the browser the event loop does that.
-        let _ = self.device.poll(wgpu::PollType::Poll);
-        if let Some(message) = pending.failure() {
-            return Err(EngineError::Readback(message));
-        }
-        if !pending.is_ready() {
-            return Ok(None);
-        }
-        match pending.take_values() {
-            Ok((values, buffers)) => {
-                buffers
-                    .into_iter()
-                    .for_each(|b| self.staging_pool.release(b));
-                Ok(Some(values))
-            }
-            Err((message, buffers)) => {
-                buffers
-                    .into_iter()
-                    .for_each(|b| self.staging_pool.release(b));
-                Err(EngineError::Readback(message))
-            }
-        }
-    }
 }
 
 impl Engine for GpuEngine {
@@ -575,21 +522,87 @@ impl Engine for GpuEngine {
         self.submit(encoder)
     }
 
+    fn begin_read(&mut self, tensors: &[Tensor]) -> Result<ReadTicket, EngineError> {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("specdef.readback"),
+            });
+        let mut staging = Vec::with_capacity(tensors.len());
+        for &tensor in tensors {
+            let bytes = (tensor.len() * 4) as u64;
+            self.tensor(tensor)?;
+            let target = self.staging_pool.acquire(
+                &self.device,
+                "specdef.staging",
+                bytes,
+                self.limits.max_buffer_size,
+            );
+            let source = &self.tensor(tensor)?.buffer.buffer;
+            encoder.copy_buffer_to_buffer(source, 0, &target.buffer, 0, bytes);
+            staging.push((target, bytes));
+        }
+        self.submit(encoder)?;
+        Ok(ReadTicket::Pending(PendingRead::new(staging)))
+    }
+
+    fn poll_read(&mut self, ticket: &mut ReadTicket) -> Result<Option<Vec<Vec<f64>>>, EngineError> {
+        let pending = match ticket {
+            ReadTicket::Pending(pending) => pending,
+            ReadTicket::Ready(_) | ReadTicket::Taken => {
+                return match std::mem::replace(ticket, ReadTicket::Taken) {
+                    ReadTicket::Ready(values) => Ok(Some(values)),
+                    _ => Err(EngineError::Readback(
+                        "the ticket was already read".to_string(),
+                    )),
+                };
+            }
+        };
+        // Drives map callbacks natively; in the browser the event loop does that.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        if let Some(message) = pending.failure() {
+            return Err(EngineError::Readback(message));
+        }
+        if !pending.is_ready() {
+            return Ok(None);
+        }
+        let result = pending.take_values();
+        *ticket = ReadTicket::Taken;
+        match result {
+            Ok((values, buffers)) => {
+                buffers
+                    .into_iter()
+                    .for_each(|b| self.staging_pool.release(b));
+                Ok(Some(values))
+            }
+            Err((message, buffers)) => {
+                buffers
+                    .into_iter()
+                    .for_each(|b| self.staging_pool.release(b));
+                Err(EngineError::Readback(message))
+            }
+        }
+    }
+
     #[cfg(not(target_arch = "wasm32"))]
-    fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {
-        let mut pending = self.begin_read(tensors)?;
+    fn wait_read(&mut self, ticket: &mut ReadTicket) -> Result<Vec<Vec<f64>>, EngineError> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| EngineError::Readback(e.to_string()))?;
-        self.poll_read(&mut pending)?.ok_or_else(|| {
+        self.poll_read(ticket)?.ok_or_else(|| {
             EngineError::Readback("the GPU finished but the buffers were not mapped".to_string())
         })
     }
 
     #[cfg(target_arch = "wasm32")]
-    fn read(&mut self, _tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {
+    fn wait_read(&mut self, _ticket: &mut ReadTicket) -> Result<Vec<Vec<f64>>, EngineError> {
         Err(EngineError::Unsupported(
-            "blocking readback in the browser (use begin_read and poll_read)",
+            "blocking readback in the browser (poll the ticket each frame)",
         ))
+    }
+
+    fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {
+        let mut ticket = self.begin_read(tensors)?;
+        self.wait_read(&mut ticket)
     }
 }
