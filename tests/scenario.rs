@@ -9,7 +9,7 @@ use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::CpuEngine32;
 use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec, Trainable, file};
 use specdef::report::{self, success_windows};
-use specdef::scenario::{RunRecord, RunSettings, Scenario, run_scenario};
+use specdef::scenario::{RunRecord, RunSettings, Scenario, ScenarioSession, run_scenario};
 
 #[test]
 fn the_builtin_scenario_and_its_quick_variant_parse() {
@@ -262,6 +262,66 @@ fn a_session_advanced_without_blocking_measures_what_blocking_training_does() {
         let stepped = outcome_without_blocking(engine, &host, &data, &settings);
         assert_eq!(stepped, blocking, "on {}", engine.info().engine);
         assert_eq!(stepped.loss_curve.len(), 6);
+    };
+    check(&mut CpuEngine32::new());
+    if let Some(mut gpu) = gpu() {
+        check(&mut *gpu);
+    }
+}
+
+/// The quick scenario, trimmed so the test is quick on lavapipe too.
+fn small_scenario() -> Scenario {
+    let mut scenario = Scenario::builtin(Some("quick")).unwrap();
+    scenario.pretrain.steps = 40;
+    scenario.attack.steps = 30;
+    scenario.attack.lr_grid = specdef::scenario::LrGrid {
+        from: 1e-3,
+        to: 1e-1,
+        per_decade: 1,
+    };
+    scenario
+}
+
+fn without_wall_time(mut records: Vec<RunRecord>) -> Vec<RunRecord> {
+    records.iter_mut().for_each(|r| r.wall_ms = 0.0);
+    records
+}
+
+#[test]
+fn a_scenario_advanced_without_blocking_records_what_the_blocking_runner_does() {
+    let scenario = small_scenario();
+    let check = |engine: &mut dyn Engine| {
+        let (mut progress, mut log) = (|_: usize, _: usize, _: &str| {}, |_: &str| {});
+        let blocking = run_scenario(
+            engine,
+            &scenario,
+            &mut RunSettings {
+                variant: None,
+                cache_dir: None,
+                progress: &mut progress,
+                log: &mut log,
+            },
+        )
+        .unwrap();
+        let mut session = ScenarioSession::start(engine, &scenario, None, None).unwrap();
+        let mut idle_polls = 0;
+        while !session.is_done() {
+            if !session.advance(engine, false).unwrap() {
+                idle_polls += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        eprintln!(
+            "{}: {idle_polls} polls found a readback still in flight",
+            engine.info().engine
+        );
+        let stepped = session.into_outcome();
+        assert_eq!(stepped.records.len(), 2 * 2 * 3);
+        assert_eq!(
+            without_wall_time(stepped.records),
+            without_wall_time(blocking.records)
+        );
+        assert_eq!(stepped.defenses, blocking.defenses);
     };
     check(&mut CpuEngine32::new());
     if let Some(mut gpu) = gpu() {

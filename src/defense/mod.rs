@@ -4,4 +4,4 @@ mod layers;
 mod specdef;
 
 pub use layers::LayerSelection;
-pub use specdef::{DefenseError, SpecDef, function_preservation};
+pub use specdef::{DefenseError, SpecDef, function_preservation, relative_errors};

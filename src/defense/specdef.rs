@@ -119,9 +119,18 @@ pub fn function_preservation(
     inputs: &[f64],
     reference: &[f64],
 ) -> Result<(f64, f64), EngineError> {
-    let rows = inputs.len() / model.spec.widths[0];
-    let outputs = predict(engine, model, inputs)?;
-    let classes = outputs.len() / rows;
+    let outputs = model.spec.widths[model.spec.widths.len() - 1];
+    Ok(relative_errors(
+        &predict(engine, model, inputs)?,
+        reference,
+        outputs,
+    ))
+}
+
+/// Per row `||z - z_ref|| / ||z_ref||` of row-major outputs `width` wide: (max, mean). NaN
+/// outputs (a broken model) make the max NaN rather than vanish in it.
+pub fn relative_errors(outputs: &[f64], reference: &[f64], width: usize) -> (f64, f64) {
+    let classes = width.max(1);
     let errors: Vec<f64> = outputs
         .chunks(classes)
         .zip(reference.chunks(classes))
@@ -131,7 +140,6 @@ pub fn function_preservation(
             (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
         })
         .collect();
-    // NaN outputs (a broken model) must show as NaN, not vanish in the max.
     let max = errors.iter().copied().fold(0.0, |a: f64, b| {
         if a.is_nan() || b.is_nan() {
             f64::NAN
@@ -140,5 +148,5 @@ pub fn function_preservation(
         }
     });
     let mean = errors.iter().sum::<f64>() / errors.len().max(1) as f64;
-    Ok((max, mean))
+    (max, mean)
 }

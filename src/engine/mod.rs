@@ -62,7 +62,7 @@ pub trait Engine {
     fn run(&mut self, recording: &Recording) -> Result<(), EngineError>;
 
     /// Reads back the named tensors only (row-major, widened to f64). Blocks until the GPU is done;
-    /// in the browser use `GpuEngine::begin_read` / `poll_read` instead.
+    /// in the browser use `begin_read` / `poll_read` instead.
     fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError>;
 
     /// Starts reading tensors back without blocking; poll the ticket with `poll_read`. This is

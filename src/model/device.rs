@@ -2,7 +2,7 @@
 //! activations. Shapes follow the host model; nothing here records or runs kernels.
 
 use super::{HostLayer, HostModel, Matrix, ModelSpec};
-use crate::engine::{Engine, EngineError, Tensor};
+use crate::engine::{Engine, EngineError, ReadTicket, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// One layer's tensors (or their gradients, which have the same shapes).
@@ -86,26 +86,41 @@ impl DeviceModel {
         })
     }
 
-    /// Reads the parameters back into a host model (widened to f64).
-    pub fn download(&self, engine: &mut dyn Engine) -> Result<HostModel, EngineError> {
-        let mut layers = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let read = |engine: &mut dyn Engine, t: Tensor| -> Result<Matrix, EngineError> {
-                Ok(Matrix::new(t.rows(), t.cols(), engine.read_one(t)?))
-            };
-            layers.push(HostLayer {
-                weight: read(engine, layer.weight)?,
-                bias: engine.read_one(layer.bias)?,
-                compensation: match layer.compensation {
-                    Some(c) => Some(read(engine, c)?),
-                    None => None,
-                },
-            });
-        }
-        Ok(HostModel {
+    /// Starts reading every parameter back (for `host_from`), without blocking.
+    pub fn begin_download(&self, engine: &mut dyn Engine) -> Result<ReadTicket, EngineError> {
+        let tensors: Vec<Tensor> = self.layers.iter().flat_map(DeviceLayer::tensors).collect();
+        engine.begin_read(&tensors)
+    }
+
+    /// The host model from the values a `begin_download` read back (widened to f64).
+    pub fn host_from(&self, values: Vec<Vec<f64>>) -> HostModel {
+        let mut values = values.into_iter();
+        let mut next = |t: Tensor| {
+            Matrix::new(
+                t.rows(),
+                t.cols(),
+                values.next().expect("one value list per tensor"),
+            )
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| HostLayer {
+                weight: next(layer.weight),
+                bias: next(layer.bias).values,
+                compensation: layer.compensation.map(&mut next),
+            })
+            .collect();
+        HostModel {
             spec: self.spec.clone(),
             layers,
-        })
+        }
+    }
+
+    /// Reads the parameters back into a host model, blocking.
+    pub fn download(&self, engine: &mut dyn Engine) -> Result<HostModel, EngineError> {
+        let mut ticket = self.begin_download(engine)?;
+        Ok(self.host_from(engine.wait_read(&mut ticket)?))
     }
 
     pub fn free(&self, engine: &mut dyn Engine) {

@@ -11,5 +11,5 @@ mod spec;
 
 pub use device::{DeviceModel, Gradients, Trainable, Workspace};
 pub use host::{HostLayer, HostModel, Matrix};
-pub use predict::{predict, predict_device};
+pub use predict::{PendingPredict, predict, predict_device, take_read};
 pub use spec::{ActivationChoice, ModelSpec};

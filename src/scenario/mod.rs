@@ -3,9 +3,11 @@
 mod config;
 mod record;
 mod runner;
+mod session;
 
 pub use config::{
     AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario, SvdPlacement,
 };
 pub use record::{RECORD_SCHEMA, RunRecord, finite};
 pub use runner::{DefenseSummary, RunError, RunSettings, ScenarioOutcome, TaskData, run_scenario};
+pub use session::ScenarioSession;

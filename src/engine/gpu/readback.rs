@@ -6,7 +6,7 @@ use super::pool::PooledBuffer;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A readback in flight. Poll it with `GpuEngine::poll_read` until it yields the values.
+/// A GPU readback in flight, inside a `ReadTicket`; `Engine::poll_read` yields its values.
 pub struct PendingRead {
     pub(super) staging: Vec<(PooledBuffer, u64)>,
     pub(super) mapped: Arc<AtomicUsize>,

@@ -1,0 +1,491 @@
+//! A scenario run as a resumable state machine: each `advance` moves it on without blocking (a
+//! UI frame drives it; in the browser a GPU readback completes only between frames), and
+//! `run_scenario` drives the same machine with blocking readbacks, so both share one code path.
+//!
+//! Stages: pretrain (or load the cached model) -> download -> utility of the released model ->
+//! for each defence: defend (host, or the engine's Jacobi SVD) and evaluate once (utility and
+//! function preservation from the same logits) -> for each optimiser and learning rate: attack,
+//! then the attacked model's utility.
+
+use super::runner::{DefenseSummary, RunError, ScenarioOutcome, TaskData, label_of, record};
+use super::{RunRecord, Scenario, SvdPlacement};
+use crate::attack::{TrainOutcome, TrainSession, accuracy};
+use crate::defense::{SpecDef, relative_errors};
+use crate::engine::cpu::{CpuEngine32, CpuEngine64};
+use crate::engine::{Engine, EngineInfo, ReadTicket};
+use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
+use crate::model::file;
+use crate::model::{DeviceModel, HostModel, PendingPredict, predict, take_read};
+use std::path::PathBuf;
+use web_time::Instant;
+
+enum Stage {
+    Pretrain {
+        device: DeviceModel,
+        session: TrainSession,
+    },
+    Download {
+        device: DeviceModel,
+        ticket: ReadTicket,
+    },
+    BaseUtility {
+        eval: PendingPredict,
+    },
+    Defend,
+    DefenseEval {
+        model: HostModel,
+        eval: PendingPredict,
+    },
+    Attack {
+        device: DeviceModel,
+        session: TrainSession,
+        started: Instant,
+    },
+    AttackUtility {
+        device: DeviceModel,
+        outcome: TrainOutcome,
+        eval: PendingPredict,
+        started: Instant,
+    },
+    Done,
+}
+
+pub struct ScenarioSession {
+    scenario: Scenario,
+    variant: Option<String>,
+    info: EngineInfo,
+    data: TaskData,
+    defenses: Vec<Option<SpecDef>>,
+    lrs: Vec<f64>,
+    cache_file: Option<PathBuf>,
+    stage: Stage,
+    base: Option<HostModel>,
+    from_cache: bool,
+    utility_before: f64,
+    reference_logits: Vec<f64>,
+    /// The defended model of the defence being attacked.
+    defended: Option<HostModel>,
+    summaries: Vec<DefenseSummary>,
+    records: Vec<RunRecord>,
+    notes: Vec<String>,
+}
+
+/// FNV-1a: a stable 64-bit hash for cache keys (std's hasher may change between releases).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl ScenarioSession {
+    /// Loads the data and the cached released model if there is one, else starts pretraining.
+    pub fn start(
+        engine: &mut dyn Engine,
+        scenario: &Scenario,
+        variant: Option<String>,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Self, RunError> {
+        let info = engine.info();
+        let key = format!(
+            "{}|{}|{}|{}|{}|{}",
+            env!("CARGO_PKG_VERSION"),
+            info.engine,
+            serde_json::to_string(&scenario.data).unwrap_or_default(),
+            serde_json::to_string(&scenario.model).unwrap_or_default(),
+            serde_json::to_string(&scenario.pretrain).unwrap_or_default(),
+            scenario.seed
+        );
+        let cache_file =
+            cache_dir.map(|dir| dir.join(format!("pretrain-{:016x}.safetensors", fnv1a(&key))));
+        let mut session = Self {
+            data: TaskData::load(scenario)?,
+            defenses: scenario.defense.defenses(),
+            lrs: scenario.attack.lr_grid.values(),
+            scenario: scenario.clone(),
+            variant,
+            info,
+            cache_file,
+            stage: Stage::Done,
+            base: None,
+            from_cache: false,
+            utility_before: f64::NAN,
+            reference_logits: Vec::new(),
+            defended: None,
+            summaries: Vec::new(),
+            records: Vec::new(),
+            notes: Vec::new(),
+        };
+        session.stage = match session.cached_model() {
+            Some(model) => session.released(engine, model)?,
+            None => {
+                session
+                    .notes
+                    .push("pretraining the released model on the utility task".to_string());
+                let host = HostModel::init(&scenario.model, scenario.seed);
+                let device = DeviceModel::upload(engine, &host)?;
+                let train = &session.data;
+                let session_train = TrainSession::start(
+                    engine,
+                    &device,
+                    &train.utility_train,
+                    &train.utility_test,
+                    &scenario.pretrain,
+                    scenario.seed,
+                )?;
+                Stage::Pretrain {
+                    device,
+                    session: session_train,
+                }
+            }
+        };
+        Ok(session)
+    }
+
+    fn cached_model(&mut self) -> Option<HostModel> {
+        let path = self.cache_file.as_ref().filter(|p| p.exists())?;
+        match file::load(path) {
+            Ok((model, _)) if model.spec == self.scenario.model => {
+                self.notes
+                    .push(format!("pretrained model from cache {}", path.display()));
+                self.from_cache = true;
+                Some(model)
+            }
+            Ok(_) => {
+                self.notes
+                    .push(format!("cache {} is stale: retraining", path.display()));
+                None
+            }
+            Err(e) => {
+                self.notes
+                    .push(format!("cache unreadable ({e}): retraining"));
+                None
+            }
+        }
+    }
+
+    /// The released model is known: measure its utility next.
+    fn released(&mut self, engine: &mut dyn Engine, model: HostModel) -> Result<Stage, RunError> {
+        let inputs = &self.data.utility_test.inputs;
+        self.reference_logits = predict(&mut CpuEngine64::new(), &model, inputs)?;
+        let eval = PendingPredict::start(engine, &model, inputs)?;
+        self.base = Some(model);
+        Ok(Stage::BaseUtility { eval })
+    }
+
+    fn runs_per_defense(&self) -> usize {
+        self.scenario.attack.optimizers.len() * self.lrs.len()
+    }
+
+    /// Attack runs in all, and done.
+    pub fn progress(&self) -> (usize, usize) {
+        (
+            self.records.len(),
+            self.defenses.len() * self.runs_per_defense(),
+        )
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.stage, Stage::Done)
+    }
+
+    /// What the session is doing now, for a progress line.
+    pub fn describe(&self) -> String {
+        match &self.stage {
+            Stage::Pretrain { session, .. } => {
+                format!("pretraining, step {}", session.outcome().steps_run)
+            }
+            Stage::Download { .. } | Stage::BaseUtility { .. } => {
+                "measuring the released model".to_string()
+            }
+            Stage::Defend | Stage::DefenseEval { .. } => {
+                format!(
+                    "defending: {}",
+                    label_of(&self.defenses[self.summaries.len().min(self.defenses.len() - 1)])
+                )
+            }
+            Stage::Attack { .. } | Stage::AttackUtility { .. } => {
+                let (optimizer, lr) = self.current_attack();
+                format!(
+                    "{} {} lr={lr:e}",
+                    self.summaries.last().map_or("", |s| s.label.as_str()),
+                    optimizer.name()
+                )
+            }
+            Stage::Done => "done".to_string(),
+        }
+    }
+
+    /// The loss curve of the training run in progress (pretraining or an attack), for live plots.
+    pub fn live_loss_curve(&self) -> Option<&[(usize, f64)]> {
+        match &self.stage {
+            Stage::Pretrain { session, .. } | Stage::Attack { session, .. } => {
+                Some(&session.outcome().loss_curve)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn records(&self) -> &[RunRecord] {
+        &self.records
+    }
+
+    pub fn summaries(&self) -> &[DefenseSummary] {
+        &self.summaries
+    }
+
+    /// One-line notes (cache hits, phases) since the last call.
+    pub fn drain_notes(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notes)
+    }
+
+    /// The optimiser and learning rate of the attack run in progress.
+    fn current_attack(&self) -> (crate::attack::OptimizerKind, f64) {
+        let within = self.records.len() % self.runs_per_defense();
+        let optimizer = self.scenario.attack.optimizers[within / self.lrs.len()];
+        (optimizer, self.lrs[within % self.lrs.len()])
+    }
+
+    fn start_attack(&mut self, engine: &mut dyn Engine) -> Result<Stage, RunError> {
+        let model = self
+            .defended
+            .as_ref()
+            .expect("a defended model before its attacks");
+        let (optimizer, lr) = self.current_attack();
+        let settings = self.scenario.attack.settings(optimizer, lr);
+        let started = Instant::now();
+        let device = DeviceModel::upload(engine, model)?;
+        let session = TrainSession::start(
+            engine,
+            &device,
+            &self.data.harmful_train,
+            &self.data.harmful_test,
+            &settings,
+            self.scenario.seed,
+        )?;
+        Ok(Stage::Attack {
+            device,
+            session,
+            started,
+        })
+    }
+
+    /// The next defence, or the end.
+    fn next_defense(&self) -> Stage {
+        if self.summaries.len() < self.defenses.len() {
+            Stage::Defend
+        } else {
+            Stage::Done
+        }
+    }
+
+    /// Moves the session on. Without `block`, returns at once when a readback is still in flight
+    /// (false: nothing happened); with `block`, waits for it (native only for the GPU).
+    pub fn advance(&mut self, engine: &mut dyn Engine, block: bool) -> Result<bool, RunError> {
+        let stage = std::mem::replace(&mut self.stage, Stage::Done);
+        let (next, moved) = self.step(engine, stage, block)?;
+        self.stage = next;
+        Ok(moved)
+    }
+
+    fn step(
+        &mut self,
+        engine: &mut dyn Engine,
+        stage: Stage,
+        block: bool,
+    ) -> Result<(Stage, bool), RunError> {
+        Ok(match stage {
+            Stage::Pretrain {
+                device,
+                mut session,
+            } => {
+                let moved = if block {
+                    session.run_to_end(engine)?;
+                    true
+                } else {
+                    session.advance(engine)?
+                };
+                if session.is_finished() {
+                    session.finish(engine);
+                    let ticket = device.begin_download(engine)?;
+                    (Stage::Download { device, ticket }, true)
+                } else {
+                    (Stage::Pretrain { device, session }, moved)
+                }
+            }
+            Stage::Download { device, mut ticket } => {
+                match take_read(engine, &mut ticket, block)? {
+                    None => (Stage::Download { device, ticket }, false),
+                    Some(values) => {
+                        let model = device.host_from(values);
+                        device.free(engine);
+                        if let Some(path) = &self.cache_file {
+                            if let Some(dir) = path.parent() {
+                                let _ = std::fs::create_dir_all(dir);
+                            }
+                            if let Err(e) = file::save(path, &model, "none") {
+                                self.notes
+                                    .push(format!("could not cache the pretrained model: {e}"));
+                            }
+                        }
+                        (self.released(engine, model)?, true)
+                    }
+                }
+            }
+            Stage::BaseUtility { mut eval } => match eval.poll(engine, block)? {
+                None => (Stage::BaseUtility { eval }, false),
+                Some(logits) => {
+                    self.utility_before = accuracy(&logits, &self.data.utility_test.labels);
+                    (self.next_defense(), true)
+                }
+            },
+            Stage::Defend => {
+                let base = self
+                    .base
+                    .as_ref()
+                    .expect("the released model before defences");
+                let defense = &self.defenses[self.summaries.len()];
+                let model = match (defense, self.scenario.defense.svd) {
+                    (None, _) => base.clone(),
+                    (Some(d), SvdPlacement::Host) => d.apply(base, self.scenario.seed)?,
+                    (Some(d), SvdPlacement::Engine) => {
+                        d.apply_with(base, self.scenario.seed, &mut |w| {
+                            jacobi_svd(&mut *engine, w, JACOBI_SWEEPS).map_err(|e| e.to_string())
+                        })?
+                    }
+                };
+                let eval = PendingPredict::start(engine, &model, &self.data.utility_test.inputs)?;
+                (Stage::DefenseEval { model, eval }, true)
+            }
+            Stage::DefenseEval { model, mut eval } => match eval.poll(engine, block)? {
+                None => (Stage::DefenseEval { model, eval }, false),
+                Some(logits) => {
+                    let summary = self.summarize(&model, &logits)?;
+                    self.notes.push(format!(
+                        "{}: utility {:.3}, {} parameters",
+                        summary.label, summary.utility_after_defense, summary.parameter_count
+                    ));
+                    self.summaries.push(summary);
+                    self.defended = Some(model);
+                    (self.start_attack(engine)?, true)
+                }
+            },
+            Stage::Attack {
+                device,
+                mut session,
+                started,
+            } => {
+                let moved = if block {
+                    session.run_to_end(engine)?;
+                    true
+                } else {
+                    session.advance(engine)?
+                };
+                if session.is_finished() {
+                    let outcome = session.finish(engine);
+                    let eval = PendingPredict::start_device(
+                        engine,
+                        &device,
+                        &self.data.utility_test.inputs,
+                    )?;
+                    (
+                        Stage::AttackUtility {
+                            device,
+                            outcome,
+                            eval,
+                            started,
+                        },
+                        true,
+                    )
+                } else {
+                    (
+                        Stage::Attack {
+                            device,
+                            session,
+                            started,
+                        },
+                        moved,
+                    )
+                }
+            }
+            Stage::AttackUtility {
+                device,
+                outcome,
+                mut eval,
+                started,
+            } => match eval.poll(engine, block)? {
+                None => (
+                    Stage::AttackUtility {
+                        device,
+                        outcome,
+                        eval,
+                        started,
+                    },
+                    false,
+                ),
+                Some(logits) => {
+                    device.free(engine);
+                    let utility_after_attack = accuracy(&logits, &self.data.utility_test.labels);
+                    let (optimizer, lr) = self.current_attack();
+                    let settings = self.scenario.attack.settings(optimizer, lr);
+                    let summary = self.summaries.last().expect("a defence before its attacks");
+                    self.records.push(record(
+                        &self.scenario,
+                        self.variant.clone(),
+                        &self.info,
+                        summary,
+                        (optimizer.name(), lr),
+                        &settings,
+                        outcome,
+                        (self.utility_before, utility_after_attack),
+                        started.elapsed().as_secs_f64() * 1e3,
+                    ));
+                    let next = if self.records.len().is_multiple_of(self.runs_per_defense()) {
+                        self.next_defense()
+                    } else {
+                        self.start_attack(engine)?
+                    };
+                    (next, true)
+                }
+            },
+            Stage::Done => (Stage::Done, false),
+        })
+    }
+
+    /// Utility and function preservation from the run engine's logits, and the precision of each
+    /// CPU engine the run engine is not.
+    fn summarize(&self, model: &HostModel, logits: &[f64]) -> Result<DefenseSummary, RunError> {
+        let data = &self.data.utility_test;
+        let width = model.spec.widths[model.spec.widths.len() - 1];
+        let (max, mean) = relative_errors(logits, &self.reference_logits, width);
+        let mut function_error = vec![(self.info.engine.clone(), max, mean)];
+        let references: [&mut dyn Engine; 2] = [&mut CpuEngine64::new(), &mut CpuEngine32::new()];
+        for e in references {
+            let name = e.info().engine;
+            if name != self.info.engine {
+                let outputs = predict(e, model, &data.inputs)?;
+                let (max, mean) = relative_errors(&outputs, &self.reference_logits, width);
+                function_error.push((name, max, mean));
+            }
+        }
+        let defense = &self.defenses[self.summaries.len()];
+        Ok(DefenseSummary {
+            label: label_of(defense),
+            defense: defense.clone(),
+            parameter_count: model.parameter_count(),
+            utility_after_defense: accuracy(logits, &data.labels),
+            function_error,
+        })
+    }
+
+    pub fn into_outcome(self) -> ScenarioOutcome {
+        ScenarioOutcome {
+            scenario: self.scenario,
+            variant: self.variant,
+            engine: self.info,
+            utility_before_defense: self.utility_before,
+            pretrain_from_cache: self.from_cache,
+            defenses: self.summaries,
+            records: self.records,
+        }
+    }
+}
