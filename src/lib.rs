@@ -4,6 +4,7 @@
 //! The crate is built around one [`engine::Engine`] interface: algorithm code records
 //! [`engine::Op`]s into a [`engine::Recording`] and either engine executes it. See ARCHITECTURE.md.
 
+pub mod app;
 pub mod attack;
 pub mod data;
 pub mod defense;

@@ -112,6 +112,15 @@ enum Command {
     },
     /// Print the adapter the GPU engine would use, and its limits.
     Info,
+    /// Open the app in a window: pick a scenario, run it, watch the loss and the tables.
+    Gui {
+        /// Compute on the f32 CPU engine instead of the window's GPU device.
+        #[arg(long)]
+        cpu: bool,
+        /// Start the quick scenario as soon as the window opens.
+        #[arg(long)]
+        run_quick: bool,
+    },
 }
 
 fn open(choice: EngineChoice) -> Result<Box<dyn Engine>> {
@@ -435,5 +444,9 @@ fn main() -> Result<ExitCode> {
             matmul_size,
         } => done(run_selftest(&engine, matmul_size)),
         Command::Info => done(print_info()),
+        Command::Gui { cpu, run_quick } => done(
+            specdef::app::run_native(cpu, run_quick)
+                .map_err(|e| anyhow::anyhow!("opening the window: {e}")),
+        ),
     }
 }
