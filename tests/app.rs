@@ -1,10 +1,14 @@
 //! The app's logic without a window: frames of `work` and `show` run the quick scenario to the
 //! end, drawing every frame, and record what the command line records.
 
+mod common;
+
+use common::run_quietly;
+
 use specdef::app::{ScenarioChoice, SpecdefApp};
 use specdef::engine::cpu::CpuEngine32;
 use specdef::report;
-use specdef::scenario::{RunRecord, RunSettings, Scenario, run_scenario};
+use specdef::scenario::{RunRecord, Scenario};
 use std::time::Duration;
 
 fn without_wall_time(mut records: Vec<RunRecord>) -> Vec<RunRecord> {
@@ -36,18 +40,7 @@ fn the_app_runs_the_quick_scenario_frame_by_frame_and_records_what_the_cli_does(
     );
 
     let scenario = Scenario::builtin(Some("quick")).unwrap();
-    let (mut progress, mut log) = (|_: usize, _: usize, _: &str| {}, |_: &str| {});
-    let cli = run_scenario(
-        &mut CpuEngine32::new(),
-        &scenario,
-        &mut RunSettings {
-            variant: Some("quick".to_string()),
-            cache_dir: None,
-            progress: &mut progress,
-            log: &mut log,
-        },
-    )
-    .unwrap();
+    let cli = run_quietly(&mut CpuEngine32::new(), &scenario, Some("quick"));
     assert_eq!(
         without_wall_time(app.records().to_vec()),
         without_wall_time(cli.records)

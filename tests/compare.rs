@@ -1,9 +1,13 @@
 //! `specdef compare`: runs matched by what was run, each metric within its tolerance, and the
 //! exit code of the command line.
 
+mod common;
+
+use common::run_quietly;
+
 use specdef::engine::cpu::CpuEngine32;
 use specdef::report::{self, CompareSettings, compare};
-use specdef::scenario::{RunRecord, RunSettings, Scenario, run_scenario};
+use specdef::scenario::{RunRecord, Scenario};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -11,19 +15,7 @@ fn quick_records() -> &'static [RunRecord] {
     static RECORDS: OnceLock<Vec<RunRecord>> = OnceLock::new();
     RECORDS.get_or_init(|| {
         let scenario = Scenario::builtin(Some("quick")).unwrap();
-        let (mut progress, mut log) = (|_: usize, _: usize, _: &str| {}, |_: &str| {});
-        run_scenario(
-            &mut CpuEngine32::new(),
-            &scenario,
-            &mut RunSettings {
-                variant: Some("quick".to_string()),
-                cache_dir: None,
-                progress: &mut progress,
-                log: &mut log,
-            },
-        )
-        .unwrap()
-        .records
+        run_quietly(&mut CpuEngine32::new(), &scenario, Some("quick")).records
     })
 }
 

@@ -2,14 +2,14 @@
 
 mod common;
 
-use common::gpu;
+use common::{gpu, run_quietly};
 use specdef::Engine;
 use specdef::attack::{OptimizerKind, Schedule, TrainOutcome, TrainSession, TrainSettings, train};
 use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::CpuEngine32;
 use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec, Trainable, file};
 use specdef::report::{self, success_windows};
-use specdef::scenario::{RunRecord, RunSettings, Scenario, ScenarioSession, run_scenario};
+use specdef::scenario::{RunRecord, Scenario, ScenarioSession};
 
 #[test]
 fn the_builtin_scenario_and_its_quick_variant_parse() {
@@ -141,18 +141,7 @@ fn corrupt_truncated_and_mismatched_model_files_are_refused_clearly() {
 
 fn quick_records(engine: &mut dyn Engine) -> Vec<RunRecord> {
     let scenario = Scenario::builtin(Some("quick")).unwrap();
-    let (mut progress, mut log) = (|_: usize, _: usize, _: &str| {}, |_: &str| {});
-    let outcome = run_scenario(
-        engine,
-        &scenario,
-        &mut RunSettings {
-            variant: Some("quick".to_string()),
-            cache_dir: None,
-            progress: &mut progress,
-            log: &mut log,
-        },
-    )
-    .unwrap();
+    let outcome = run_quietly(engine, &scenario, Some("quick"));
     assert_eq!(outcome.records.len(), 2 * 2 * 7);
     outcome.records
 }
@@ -291,18 +280,7 @@ fn without_wall_time(mut records: Vec<RunRecord>) -> Vec<RunRecord> {
 fn a_scenario_advanced_without_blocking_records_what_the_blocking_runner_does() {
     let scenario = small_scenario();
     let check = |engine: &mut dyn Engine| {
-        let (mut progress, mut log) = (|_: usize, _: usize, _: &str| {}, |_: &str| {});
-        let blocking = run_scenario(
-            engine,
-            &scenario,
-            &mut RunSettings {
-                variant: None,
-                cache_dir: None,
-                progress: &mut progress,
-                log: &mut log,
-            },
-        )
-        .unwrap();
+        let blocking = run_quietly(engine, &scenario, None);
         let mut session = ScenarioSession::start(engine, &scenario, None, None).unwrap();
         let mut idle_polls = 0;
         while !session.is_done() {

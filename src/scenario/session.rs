@@ -77,6 +77,20 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
+/// Moves a training run on: to its end when blocking, else by one non-blocking step.
+fn drive(
+    session: &mut TrainSession,
+    engine: &mut dyn Engine,
+    block: bool,
+) -> Result<bool, RunError> {
+    if block {
+        session.run_to_end(engine)?;
+        Ok(true)
+    } else {
+        Ok(session.advance(engine)?)
+    }
+}
+
 impl ScenarioSession {
     /// Loads the data and the cached released model if there is one, else starts pretraining.
     pub fn start(
@@ -298,12 +312,7 @@ impl ScenarioSession {
                 device,
                 mut session,
             } => {
-                let moved = if block {
-                    session.run_to_end(engine)?;
-                    true
-                } else {
-                    session.advance(engine)?
-                };
+                let moved = drive(&mut session, engine, block)?;
                 if session.is_finished() {
                     session.finish(engine);
                     let ticket = device.begin_download(engine)?;
@@ -374,12 +383,7 @@ impl ScenarioSession {
                 mut session,
                 started,
             } => {
-                let moved = if block {
-                    session.run_to_end(engine)?;
-                    true
-                } else {
-                    session.advance(engine)?
-                };
+                let moved = drive(&mut session, engine, block)?;
                 if session.is_finished() {
                     let outcome = session.finish(engine);
                     let eval = PendingPredict::start_device(

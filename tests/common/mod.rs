@@ -6,6 +6,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::gpu::GpuEngine;
+use specdef::scenario::{RunSettings, Scenario, ScenarioOutcome, run_scenario};
 use specdef::{Engine, Tolerance};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -89,4 +90,24 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 /// Uniform values in [-scale, scale].
 pub fn uniform(rng: &mut ChaCha8Rng, len: usize, scale: f64) -> Vec<f64> {
     (0..len).map(|_| rng.random_range(-scale..=scale)).collect()
+}
+
+/// Runs a scenario to the end (no cache) with progress and notes discarded.
+pub fn run_quietly(
+    engine: &mut dyn Engine,
+    scenario: &Scenario,
+    variant: Option<&str>,
+) -> ScenarioOutcome {
+    let (mut progress, mut log) = (|_: usize, _: usize, _: &str| {}, |_: &str| {});
+    run_scenario(
+        engine,
+        scenario,
+        &mut RunSettings {
+            variant: variant.map(String::from),
+            cache_dir: None,
+            progress: &mut progress,
+            log: &mut log,
+        },
+    )
+    .unwrap()
 }
