@@ -15,8 +15,8 @@ pub struct GpuOptions {
 impl GpuOptions {
     pub fn from_env() -> Self {
         Self {
-            // The crate builds no GL backend, so an absent Vulkan driver is an error, never a
-            // silent fall-back to GL.
+            // GL is left out (wgpu has it, for eframe's window): an absent Vulkan driver is an
+            // error, never a silent fall-back to GL.
             backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
             adapter_name: std::env::var("WGPU_ADAPTER_NAME")
                 .ok()
