@@ -115,3 +115,42 @@ fn every_pipeline_variant_specialises_and_fits_webgpu_limits() {
         assert_eq!(storage_bindings, expected, "{name}: storage bindings");
     }
 }
+
+/// Browsers (Tint) reject float literals that are not exactly representable, where naga rounds
+/// them: LOWEST_F32 must be exactly f32::MIN as naga reads it.
+#[test]
+fn the_lowest_f32_constant_is_exactly_f32_min() {
+    let (module, _) = parse_and_validate("reduce");
+    let (_, constant) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some("LOWEST_F32"))
+        .expect("reduce.wgsl sees LOWEST_F32 from common/grid.wgsl");
+    match module.global_expressions[constant.init] {
+        naga::Expression::Literal(naga::Literal::F32(value)) => assert_eq!(value, f32::MIN),
+        ref other => panic!("LOWEST_F32 is {other:?}, not an f32 literal"),
+    }
+}
+
+/// Tint (Chromium's WGSL compiler) rejects a float literal beyond f32's finite range even where it
+/// would round to f32::MAX, which naga accepts: scan every decimal literal in every shader.
+#[test]
+fn no_float_literal_exceeds_the_f32_range() {
+    for (file, _) in SHADER_FILES {
+        let source = shader_source(file).unwrap();
+        for line in source.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '+')) {
+                let digits = word.trim_end_matches('f').trim_start_matches('+');
+                let decimal = digits.starts_with(|c: char| c.is_ascii_digit())
+                    && !digits.starts_with("0x")
+                    && digits.contains(['.', 'e']);
+                if let (true, Ok(value)) = (decimal, digits.parse::<f64>()) {
+                    assert!(
+                        value <= f32::MAX as f64,
+                        "{file}.wgsl: literal {word} is beyond f32's range: {line}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -18,4 +18,5 @@ fn element_index(workgroup_id: vec3<u32>, num_workgroups: vec3<u32>, local_index
 }
 
 // The lowest finite f32: the identity of max. (WGSL constant expressions may not be infinite.)
-const LOWEST_F32: f32 = -3.40282347e+38;
+// Written in hex: browsers (Tint) reject a decimal literal that is not exactly an f32.
+const LOWEST_F32: f32 = -0x1.fffffep+127f;
