@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod attack;
+pub mod benchmark;
 pub mod data;
 pub mod defense;
 pub mod engine;

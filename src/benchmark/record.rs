@@ -1,0 +1,106 @@
+//! One benchmark result, as a JSON line: what ran, on what, and the samples.
+
+use crate::engine::EngineInfo;
+use serde::{Deserialize, Serialize};
+
+pub const BENCH_SCHEMA: &str = "specdef.bench/1";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchRecord {
+    pub schema: String,
+    pub crate_version: String,
+    // What computed it (as in run records).
+    pub engine: String,
+    pub backend: String,
+    pub adapter: String,
+    pub driver: String,
+    pub device_type: String,
+    /// `native` or `browser`.
+    pub platform: String,
+    /// The clock that timed the samples.
+    pub timer: String,
+    // What was measured.
+    pub workload: String,
+    pub unit: String,
+    /// Runs of the workload per sample (calibrated during warm-up).
+    pub runs_per_sample: usize,
+    pub warmup_samples: usize,
+    /// Throughput of each sample, in `unit`.
+    pub samples: Vec<f64>,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Sum of the kernels' GPU timestamps for one run, where the device allows timestamp queries.
+    pub kernel_ms_per_run: Option<f64>,
+}
+
+impl BenchRecord {
+    pub fn new(
+        info: &EngineInfo,
+        workload: &str,
+        unit: &str,
+        runs_per_sample: usize,
+        warmup_samples: usize,
+        samples: Vec<f64>,
+    ) -> Self {
+        let mut sorted = samples.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = match sorted.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => sorted[n / 2],
+            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        Self {
+            schema: BENCH_SCHEMA.to_string(),
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            engine: info.engine.clone(),
+            backend: info.backend.clone(),
+            adapter: info.adapter.clone(),
+            driver: info.driver.clone(),
+            device_type: info.device_type.clone(),
+            platform: if cfg!(target_arch = "wasm32") {
+                "browser"
+            } else {
+                "native"
+            }
+            .to_string(),
+            timer: if cfg!(target_arch = "wasm32") {
+                "performance.now()"
+            } else {
+                "std::time::Instant"
+            }
+            .to_string(),
+            workload: workload.to_string(),
+            unit: unit.to_string(),
+            runs_per_sample,
+            warmup_samples,
+            median,
+            min: sorted.first().copied().unwrap_or(f64::NAN),
+            max: sorted.last().copied().unwrap_or(f64::NAN),
+            samples,
+            kernel_ms_per_run: None,
+        }
+    }
+
+    /// `matmul 256x256x256   12.3 GFLOP/s (min 11.9, max 12.8; 5 samples of 4 runs)`
+    pub fn summary(&self) -> String {
+        format!(
+            "{:<28} {:>9.3} {:<8} (min {:.3}, max {:.3}; {} samples of {} runs)",
+            self.workload,
+            self.median,
+            self.unit,
+            self.min,
+            self.max,
+            self.samples.len(),
+            self.runs_per_sample
+        )
+    }
+}
+
+/// Records as JSON lines, one per line, as `specdef bench` writes them.
+pub fn to_json_lines(records: &[BenchRecord]) -> Result<String, serde_json::Error> {
+    records
+        .iter()
+        .map(|r| serde_json::to_string(r).map(|line| line + "\n"))
+        .collect()
+}
