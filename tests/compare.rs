@@ -6,7 +6,7 @@ mod common;
 use common::run_quietly;
 
 use specdef::engine::cpu::CpuEngine32;
-use specdef::report::{self, CompareSettings, compare};
+use specdef::report::{self, CompareSettings, OUTCOME_METRICS, compare};
 use specdef::scenario::{RunRecord, Scenario};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -71,6 +71,22 @@ fn each_metric_disagrees_beyond_its_tolerance_only() {
     let c = compare(&a, &b, &banded);
     assert_eq!(metric(&c, "final_loss").agreed, a.len() - 1);
     assert_eq!(metric(&c, "diverged").agreed, a.len() - 1);
+
+    // Judging outcomes only, the same loss and divergence differences are reported, not judged;
+    // an outcome difference still fails.
+    let outcomes = CompareSettings {
+        outcomes_only: true,
+        ..banded
+    };
+    let c = compare(&a, &b, &outcomes);
+    assert!(c.all_agree(), "{}", c.report());
+    assert!(!metric(&c, "final_loss").judged);
+    assert!(c.report().contains("info final_loss"), "{}", c.report());
+    for name in OUTCOME_METRICS {
+        assert!(metric(&c, name).judged);
+    }
+    b[0].reached_target = !b[0].reached_target;
+    assert!(!compare(&a, &b, &outcomes).all_agree());
 }
 
 #[test]

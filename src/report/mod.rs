@@ -6,7 +6,7 @@ mod compare;
 pub mod plots;
 mod table;
 
-pub use compare::{CompareSettings, Comparison, MetricSummary, compare};
+pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
 
 pub use table::{
     SuccessWindow, main_table, precision_table, success_window_table, success_windows,
