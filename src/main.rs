@@ -4,7 +4,9 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use specdef::app::ScenarioChoice;
 use specdef::attack::{OptimizerKind, train};
+use specdef::benchmark::{self, BenchRecord, BenchSettings, Workload};
 use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::gpu::GpuEngine;
@@ -100,6 +102,11 @@ enum Command {
         /// Accuracies agree within this absolute difference.
         #[arg(long, default_value_t = 0.02)]
         accuracy_abs: f64,
+        /// Judge only each attack's outcome (target reached, steps to target, utility after the
+        /// defence) and report the losses and accuracies without judging them: for files of
+        /// different precisions (f32 against f64), whose losses differ at large alpha by nature.
+        #[arg(long)]
+        outcomes_only: bool,
     },
     /// List models, defences, attacks and scenarios.
     List,
@@ -109,6 +116,17 @@ enum Command {
         engine: Vec<EngineChoice>,
         #[arg(long, default_value_t = 1024)]
         matmul_size: usize,
+    },
+    /// Measure matmul GFLOP/s and attack steps/s with the in-app harness (the browser's too), and
+    /// write them as JSON lines (schema specdef.bench/1).
+    Bench {
+        #[arg(long, value_enum, value_delimiter = ',', default_values_t = [EngineChoice::Gpu, EngineChoice::Cpu])]
+        engine: Vec<EngineChoice>,
+        #[arg(long, default_value = "out/bench.jsonl")]
+        out: PathBuf,
+        /// Measured samples per workload (after 2 warm-up samples).
+        #[arg(long, default_value_t = 5)]
+        samples: usize,
     },
     /// Print the adapter the GPU engine would use, and its limits.
     Info,
@@ -120,6 +138,9 @@ enum Command {
         /// Start the quick scenario as soon as the window opens.
         #[arg(long)]
         run_quick: bool,
+        /// Show a results file (JSON lines from `specdef run` or the app).
+        #[arg(long, value_name = "FILE")]
+        open: Option<PathBuf>,
     },
 }
 
@@ -353,6 +374,64 @@ fn run_selftest(engines: &[EngineChoice], matmul_size: usize) -> Result<()> {
     Ok(())
 }
 
+fn run_bench(engines: &[EngineChoice], out: &Path, samples: usize) -> Result<()> {
+    anyhow::ensure!(samples > 0, "--samples must be at least 1");
+    let settings = BenchSettings {
+        samples,
+        ..BenchSettings::default()
+    };
+    let mut records = Vec::new();
+    for &choice in engines {
+        let mut engine = match open(choice) {
+            Ok(engine) => engine,
+            Err(e) if choice == EngineChoice::Gpu => {
+                println!("gpu: skipped ({e:#})\n");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        println!("{}", engine.info());
+        let measured =
+            benchmark::run_blocking(engine.as_mut(), Workload::standard(), settings, |record| {
+                println!("  {}", record.summary())
+            })
+            .map_err(anyhow::Error::msg)?;
+        records.extend(measured);
+    }
+    if let Some(gpu) = engines.contains(&EngineChoice::Gpu).then(GpuEngine::new) {
+        add_kernel_times(&mut gpu?, &mut records)?;
+    }
+    report::write_atomically(out, benchmark::to_json_lines(&records)?.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// The GPU's own time for one run of each workload, where the device has timestamp queries.
+fn add_kernel_times(gpu: &mut GpuEngine, records: &mut [BenchRecord]) -> Result<()> {
+    if !gpu.has_timestamps() {
+        println!("gpu: no timestamp queries; kernel times not measured");
+        return Ok(());
+    }
+    let info = gpu.info();
+    for workload in Workload::standard() {
+        let prepared = workload.prepare(gpu).map_err(anyhow::Error::msg)?;
+        gpu.run(&prepared.recording)?;
+        let timings = gpu.run_timed(&prepared.recording)?;
+        let ms = timings.iter().map(|t| t.device_ns).sum::<f64>() / 1e6;
+        println!(
+            "  {:<28} {ms:.3} ms of kernel time per run",
+            workload.name()
+        );
+        records
+            .iter_mut()
+            .filter(|r| r.workload == workload.name() && r.adapter == info.adapter)
+            .for_each(|r| r.kernel_ms_per_run = Some(ms));
+        prepared.free(gpu);
+    }
+    Ok(())
+}
+
 fn print_info() -> Result<()> {
     let engine = GpuEngine::new().context("opening the GPU engine")?;
     let limits = engine.limits();
@@ -426,6 +505,7 @@ fn main() -> Result<ExitCode> {
             loss_rel,
             loss_abs,
             accuracy_abs,
+            outcomes_only,
         } => compare(
             &first,
             &second,
@@ -433,6 +513,7 @@ fn main() -> Result<ExitCode> {
                 steps_band,
                 loss: specdef::Tolerance::new(loss_abs, loss_rel),
                 accuracy_abs,
+                outcomes_only,
             },
         ),
         Command::List => {
@@ -443,9 +524,18 @@ fn main() -> Result<ExitCode> {
             engine,
             matmul_size,
         } => done(run_selftest(&engine, matmul_size)),
+        Command::Bench {
+            engine,
+            out,
+            samples,
+        } => done(run_bench(&engine, &out, samples)),
         Command::Info => done(print_info()),
-        Command::Gui { cpu, run_quick } => done(
-            specdef::app::run_native(cpu, run_quick)
+        Command::Gui {
+            cpu,
+            run_quick,
+            open,
+        } => done(
+            specdef::app::run_native(cpu, run_quick.then_some(ScenarioChoice::Quick), open)
                 .map_err(|e| anyhow::anyhow!("opening the window: {e}")),
         ),
     }

@@ -5,7 +5,8 @@ mod common;
 
 use common::run_quietly;
 
-use specdef::app::{ScenarioChoice, SpecdefApp};
+use specdef::app::{CustomRun, LoadedResults, ScenarioChoice, SpecdefApp};
+use specdef::attack::OptimizerKind;
 use specdef::engine::cpu::CpuEngine32;
 use specdef::report;
 use specdef::scenario::{RunRecord, Scenario};
@@ -47,4 +48,80 @@ fn the_app_runs_the_quick_scenario_frame_by_frame_and_records_what_the_cli_does(
     );
     let exported = report::from_json_lines(&app.results_jsonl()).unwrap();
     assert_eq!(exported.len(), 28);
+}
+
+fn run_to_end(app: &mut SpecdefApp) {
+    for _ in 0..1_000_000 {
+        if !app.work(Duration::from_millis(5)) {
+            return;
+        }
+    }
+    panic!("the app never finished");
+}
+
+#[test]
+fn a_custom_run_attacks_once_per_defence_with_the_chosen_settings() {
+    let mut app = SpecdefApp::new(Box::new(CpuEngine32::new()), "test engine".to_string());
+    *app.custom_run() = CustomRun {
+        log10_alpha: 3.0,
+        k: 10,
+        layers: "0,2".to_string(),
+        optimizer: OptimizerKind::Sgd,
+        log10_lr: -2.0,
+        steps: 40,
+    };
+    app.start(ScenarioChoice::Custom);
+    run_to_end(&mut app);
+    assert_eq!(app.error(), None);
+    let records = app.records();
+    let defences: Vec<String> = records.iter().map(|r| r.defense_label()).collect();
+    assert_eq!(defences, ["none", "specdef a=1e3"]);
+    for r in &records {
+        assert_eq!(r.variant.as_deref(), Some("custom"));
+        assert_eq!((r.optimizer.as_str(), r.lr, r.steps), ("sgd", 1e-2, 40));
+    }
+    assert_eq!(
+        (records[1].k, records[1].layers.as_deref()),
+        (Some(10), Some("0,2"))
+    );
+}
+
+#[test]
+fn a_custom_run_with_an_unknown_layer_fails_with_a_message_naming_it() {
+    let mut app = SpecdefApp::new(Box::new(CpuEngine32::new()), "test engine".to_string());
+    app.custom_run().layers = "0,7".to_string();
+    app.start(ScenarioChoice::Custom);
+    run_to_end(&mut app);
+    let error = app.error().expect("the run fails");
+    assert!(error.contains("unknown layer 7"), "{error}");
+    app.custom_run().layers = "every other".to_string();
+    app.start(ScenarioChoice::Custom);
+    let error = app.error().expect("refused before it starts");
+    assert!(error.contains("every other"), "{error}");
+}
+
+#[test]
+fn a_results_file_loads_for_viewing_and_a_bad_one_is_refused_with_its_name() {
+    let scenario = Scenario::builtin(Some("quick")).unwrap();
+    let records = run_quietly(&mut CpuEngine32::new(), &scenario, Some("quick")).records;
+    let text = report::to_json_lines(&records).unwrap();
+    let mut app = SpecdefApp::new(Box::new(CpuEngine32::new()), "test engine".to_string());
+    app.view(LoadedResults::parse(
+        "runs.jsonl".to_string(),
+        Ok(text.into_bytes()),
+    ));
+    assert_eq!(app.records(), records);
+    // Drawing a loaded file (curves and tables, without defence summaries) works.
+    let ctx = egui::Context::default();
+    let mut output = ctx.run_ui(egui::RawInput::default(), |ui| app.show(ui));
+    output.textures_delta.clear();
+
+    let bad = LoadedResults::parse("broken.jsonl".to_string(), Ok(b"{not json\n".to_vec()));
+    let error = bad.records.as_ref().expect_err("refused");
+    assert!(error.starts_with("broken.jsonl"), "{error}");
+    let empty = LoadedResults::parse("empty.jsonl".to_string(), Ok(Vec::new()));
+    assert!(empty.records.is_err());
+    // A refused file leaves what was shown.
+    app.view(bad);
+    assert_eq!(app.records().len(), records.len());
 }

@@ -203,7 +203,8 @@ impl Scenario {
             .unwrap_or_default()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Checks what the types cannot: class lists, widths, grids and budgets that make sense.
+    pub fn validate(&self) -> Result<(), String> {
         self.model.validate()?;
         if self.data.utility_classes.is_empty() || self.data.harmful_classes.is_empty() {
             return Err(

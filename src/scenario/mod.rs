@@ -9,5 +9,7 @@ pub use config::{
     AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario, SvdPlacement,
 };
 pub use record::{RECORD_SCHEMA, RunRecord, finite};
-pub use runner::{DefenseSummary, RunError, RunSettings, ScenarioOutcome, TaskData, run_scenario};
+pub use runner::{
+    DefenseSummary, LayerSigma, RunError, RunSettings, ScenarioOutcome, TaskData, run_scenario,
+};
 pub use session::ScenarioSession;

@@ -6,7 +6,9 @@ use crate::attack::TrainOutcome;
 use crate::data::{DataError, Dataset, load_digits, stratified_split};
 use crate::defense::{DefenseError, SpecDef};
 use crate::engine::{Engine, EngineError, EngineInfo};
+use crate::linalg::faer_svd;
 use crate::model::file::ModelFileError;
+use crate::model::{HostModel, Matrix};
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -20,6 +22,8 @@ pub enum RunError {
     Data(#[from] DataError),
     #[error(transparent)]
     ModelFile(#[from] ModelFileError),
+    #[error("SVD of a layer for sigma_1: {0}")]
+    Svd(String),
 }
 
 /// The four data sets of a scenario.
@@ -59,6 +63,34 @@ pub struct DefenseSummary {
     /// (engine, max, mean) relative output error against the undefended model in f64, the run
     /// engine first: the precision frontier of the defence, per backend.
     pub function_error: Vec<(String, f64, f64)>,
+    /// Per layer, the largest singular value of the function's weight (`C W~`, equal to `W`)
+    /// and of the stored weight `W~` the attacker's gradient steps move: `alpha` apart where
+    /// SpecDef defends the layer.
+    pub sigma_1: Vec<LayerSigma>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerSigma {
+    pub layer: usize,
+    pub effective: f64,
+    pub stored: f64,
+}
+
+/// sigma_1 of every layer's effective and stored weight, in f64.
+pub fn layer_sigmas(model: &HostModel) -> Result<Vec<LayerSigma>, String> {
+    let sigma_1 = |m: &Matrix| faer_svd(m).map(|svd| svd.s.first().copied().unwrap_or(0.0));
+    model
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(layer, l)| {
+            Ok(LayerSigma {
+                layer,
+                effective: sigma_1(&l.effective_weight())?,
+                stored: sigma_1(&l.weight)?,
+            })
+        })
+        .collect()
 }
 
 pub struct ScenarioOutcome {

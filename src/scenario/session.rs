@@ -7,7 +7,9 @@
 //! function preservation from the same logits) -> for each optimiser and learning rate: attack,
 //! then the attacked model's utility.
 
-use super::runner::{DefenseSummary, RunError, ScenarioOutcome, TaskData, label_of, record};
+use super::runner::{
+    DefenseSummary, RunError, ScenarioOutcome, TaskData, label_of, layer_sigmas, record,
+};
 use super::{RunRecord, Scenario, SvdPlacement};
 use crate::attack::{TrainOutcome, TrainSession, accuracy};
 use crate::defense::{SpecDef, relative_errors};
@@ -478,6 +480,7 @@ impl ScenarioSession {
             parameter_count: model.parameter_count(),
             utility_after_defense: accuracy(logits, &data.labels),
             function_error,
+            sigma_1: layer_sigmas(model).map_err(RunError::Svd)?,
         })
     }
 

@@ -1,0 +1,166 @@
+//! Read-only views of a scenario's state: progress with the live loss of the run in progress,
+//! finished runs' curves undefended vs defended, and the tables the CLI prints.
+
+use crate::report;
+use crate::scenario::{DefenseSummary, RunRecord, ScenarioSession};
+use egui_plot::{HLine, Legend, Line, Plot};
+
+fn log10_points(curve: impl Iterator<Item = (usize, Option<f64>)>) -> Vec<[f64; 2]> {
+    curve
+        .filter_map(|(step, loss)| {
+            loss.filter(|l| l.is_finite() && *l > 0.0)
+                .map(|l| (step, l))
+        })
+        .map(|(step, loss)| [step as f64, loss.log10()])
+        .collect()
+}
+
+pub fn progress(ui: &mut egui::Ui, session: &ScenarioSession) {
+    let (done, total) = session.progress();
+    let fraction = done as f32 / total.max(1) as f32;
+    ui.add(egui::ProgressBar::new(fraction).text(format!(
+        "{done}/{total} attack runs: {}",
+        session.describe()
+    )));
+    if let Some(curve) = session.live_loss_curve() {
+        let points = log10_points(curve.iter().map(|&(step, loss)| (step, Some(loss))));
+        Plot::new("live_loss")
+            .height(160.0)
+            .legend(Legend::default())
+            .x_axis_label("step")
+            .y_axis_label("log10 training loss")
+            .show(ui, |plot| plot.line(Line::new("run in progress", points)));
+    }
+}
+
+/// Which finished attack the curve plots show, for every defence at once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CurveSelection {
+    pub optimizer: String,
+    pub lr: f64,
+}
+
+/// The attack that wins fastest against the undefended model: where the defence's effect shows.
+fn most_telling_attack(records: &[RunRecord]) -> Option<(String, f64)> {
+    records
+        .iter()
+        .filter(|r| r.defense == "none")
+        .filter_map(|r| Some((r.steps_to_target?, r)))
+        .min_by_key(|(steps, _)| *steps)
+        .map(|(_, r)| (r.optimizer.clone(), r.lr))
+}
+
+/// Loss and harmful-accuracy curves of one attack (optimiser, lr) against each defence, side by
+/// side: how much slower the attack is under SpecDef.
+pub fn attack_curves(ui: &mut egui::Ui, records: &[RunRecord], selection: &mut CurveSelection) {
+    let mut attacks: Vec<(String, f64)> = Vec::new();
+    for r in records {
+        if !attacks
+            .iter()
+            .any(|(o, lr)| *o == r.optimizer && *lr == r.lr)
+        {
+            attacks.push((r.optimizer.clone(), r.lr));
+        }
+    }
+    if attacks.is_empty() {
+        return;
+    }
+    if !attacks
+        .iter()
+        .any(|(o, lr)| *o == selection.optimizer && *lr == selection.lr)
+    {
+        (selection.optimizer, selection.lr) =
+            most_telling_attack(records).unwrap_or(attacks[0].clone());
+    }
+    ui.horizontal(|ui| {
+        ui.label("attack:");
+        egui::ComboBox::from_id_salt("attack_curves")
+            .selected_text(format!("{} lr={:.0e}", selection.optimizer, selection.lr))
+            .show_ui(ui, |ui| {
+                for (optimizer, lr) in &attacks {
+                    let chosen = selection.optimizer == *optimizer && selection.lr == *lr;
+                    if ui
+                        .selectable_label(chosen, format!("{optimizer} lr={lr:.0e}"))
+                        .clicked()
+                    {
+                        (selection.optimizer, selection.lr) = (optimizer.clone(), *lr);
+                    }
+                }
+            });
+    });
+    let runs: Vec<&RunRecord> = records
+        .iter()
+        .filter(|r| r.optimizer == selection.optimizer && r.lr == selection.lr)
+        .collect();
+    let target = runs.first().map_or(0.9, |r| r.target_accuracy);
+    ui.columns(2, |columns| {
+        Plot::new("attack_loss")
+            .height(200.0)
+            .legend(Legend::default())
+            .x_axis_label("step")
+            .y_axis_label("log10 training loss")
+            .show(&mut columns[0], |plot| {
+                for r in &runs {
+                    let points = log10_points(r.loss_curve.iter().copied());
+                    plot.line(Line::new(r.defense_label(), points));
+                }
+            });
+        Plot::new("attack_accuracy")
+            .height(200.0)
+            .legend(Legend::default())
+            .x_axis_label("step")
+            .y_axis_label("harmful held-out accuracy")
+            .include_y(0.0)
+            .include_y(1.0)
+            .show(&mut columns[1], |plot| {
+                plot.hline(HLine::new("target", target));
+                for r in &runs {
+                    let points: Vec<[f64; 2]> = r
+                        .accuracy_curve
+                        .iter()
+                        .map(|&(step, acc)| [step as f64, acc])
+                        .collect();
+                    plot.line(Line::new(r.defense_label(), points));
+                }
+            });
+    });
+}
+
+/// The CLI's tables, then sigma_1 per layer where the defences are known (not for loaded files).
+pub fn tables(ui: &mut egui::Ui, records: &[RunRecord], summaries: &[DefenseSummary]) {
+    let mut text = report::main_table(records);
+    text.push('\n');
+    text.push_str(&report::success_window_table(records));
+    if !summaries.is_empty() {
+        text.push_str("\nfunction preservation (relative output error, max/mean):\n");
+        text.push_str(&report::precision_table(summaries));
+        text.push_str(
+            "\nsigma_1 per layer: of the function's weight (C W~ = W) / of the stored W~\n",
+        );
+        for s in summaries {
+            let layers: Vec<String> = s
+                .sigma_1
+                .iter()
+                .map(|l| format!("{}: {:.3} / {:.3e}", l.layer, l.effective, l.stored))
+                .collect();
+            text.push_str(&format!("  {:<20} {}\n", s.label, layers.join("   ")));
+        }
+    }
+    ui.label(egui::RichText::new(text).monospace());
+}
+
+/// The benchmark's results, one line per workload.
+pub fn benchmark(ui: &mut egui::Ui, records: &[crate::benchmark::BenchRecord]) {
+    if records.is_empty() {
+        return;
+    }
+    let mut text = format!(
+        "benchmark on {} ({}):\n",
+        records[0].adapter, records[0].timer
+    );
+    for r in records {
+        text.push_str(&r.summary());
+        text.push('\n');
+    }
+    ui.label(egui::RichText::new(text).monospace());
+}

@@ -1,0 +1,227 @@
+//! The app's computation apart from its widgets: the engine, the scenario or benchmark in
+//! progress, and what is shown. Natively the frames drive it (`work` in every frame); in the
+//! browser a task on the page's event loop does, so computing is not paced by drawing.
+
+use super::results_file::{self, LoadedResults};
+use crate::benchmark::{self, BenchRecord, BenchSession, BenchSettings, Workload};
+use crate::engine::Engine;
+use crate::report;
+use crate::scenario::{DefenseSummary, RunRecord, Scenario, ScenarioOutcome, ScenarioSession};
+use web_time::{Duration, Instant};
+
+/// What the tables and plots show.
+pub enum Shown {
+    Nothing,
+    Running(Box<ScenarioSession>),
+    Finished(Box<ScenarioOutcome>),
+    /// A results file, viewed without its defences' summaries.
+    Loaded {
+        name: String,
+        records: Vec<RunRecord>,
+    },
+}
+
+impl Shown {
+    pub fn records(&self) -> &[RunRecord] {
+        match self {
+            Shown::Nothing => &[],
+            Shown::Running(session) => session.records(),
+            Shown::Finished(outcome) => &outcome.records,
+            Shown::Loaded { records, .. } => records,
+        }
+    }
+
+    pub fn summaries(&self) -> &[DefenseSummary] {
+        match self {
+            Shown::Running(session) => session.summaries(),
+            Shown::Finished(outcome) => &outcome.defenses,
+            Shown::Nothing | Shown::Loaded { .. } => &[],
+        }
+    }
+}
+
+pub struct Work {
+    engine: Box<dyn Engine>,
+    /// What computes, shown to the user (and why, where the GPU is not used).
+    pub engine_note: String,
+    pub shown: Shown,
+    pub bench: Option<BenchSession>,
+    pub bench_records: Vec<BenchRecord>,
+    pub error: Option<String>,
+    pub log: Vec<String>,
+    /// Save a scenario's results as soon as it finishes (the page's `?save`).
+    pub save_when_finished: bool,
+}
+
+impl Work {
+    pub fn new(engine: Box<dyn Engine>, engine_note: String) -> Self {
+        Self {
+            engine,
+            engine_note,
+            shown: Shown::Nothing,
+            bench: None,
+            bench_records: Vec::new(),
+            error: None,
+            log: Vec::new(),
+            save_when_finished: false,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self.shown, Shown::Running(_)) || self.bench.is_some()
+    }
+
+    pub fn start_scenario(&mut self, scenario: Result<Scenario, String>, variant: Option<&str>) {
+        self.error = None;
+        self.log.clear();
+        let started = scenario.and_then(|scenario| {
+            ScenarioSession::start(
+                self.engine.as_mut(),
+                &scenario,
+                variant.map(String::from),
+                None,
+            )
+            .map_err(|e| e.to_string())
+        });
+        match started {
+            Ok(session) => self.shown = Shown::Running(Box::new(session)),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    pub fn start_bench(&mut self) {
+        self.error = None;
+        self.bench_records.clear();
+        self.bench = Some(BenchSession::start(
+            self.engine.as_ref(),
+            Workload::standard(),
+            BenchSettings::default(),
+        ));
+    }
+
+    pub fn stop(&mut self) {
+        if let Shown::Running(_) = self.shown {
+            self.shown = Shown::Nothing;
+        }
+        self.bench = None;
+        self.log.push("stopped".to_string());
+    }
+
+    /// Shows a results file instead of the last scenario (not while one runs).
+    pub fn view(&mut self, loaded: LoadedResults) {
+        if matches!(self.shown, Shown::Running(_)) {
+            self.log
+                .push(format!("{} not loaded: a scenario is running", loaded.name));
+            return;
+        }
+        match loaded.records {
+            Ok(records) => {
+                self.log
+                    .push(format!("viewing {} ({} runs)", loaded.name, records.len()));
+                self.shown = Shown::Loaded {
+                    name: loaded.name,
+                    records,
+                };
+            }
+            Err(e) => self.log.push(format!("could not load {e}")),
+        }
+    }
+
+    /// Advances the scenario or benchmark for at most `budget`, never blocking on the GPU;
+    /// returns whether it is still running.
+    pub fn work(&mut self, budget: Duration) -> bool {
+        let deadline = Instant::now() + budget;
+        if self.bench.is_some() {
+            self.work_on_bench(deadline);
+        } else {
+            self.work_on_scenario(deadline);
+        }
+        self.is_running()
+    }
+
+    fn work_on_scenario(&mut self, deadline: Instant) {
+        let Shown::Running(session) = &mut self.shown else {
+            return;
+        };
+        let mut failed = None;
+        while !session.is_done() && Instant::now() < deadline {
+            match session.advance(self.engine.as_mut(), false) {
+                Ok(true) => {}
+                // A readback is in flight: the GPU finishes it in the meantime.
+                Ok(false) => break,
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        self.log.extend(session.drain_notes());
+        if let Some(e) = failed {
+            return self.fail(e);
+        }
+        if session.is_done() {
+            let Shown::Running(session) = std::mem::replace(&mut self.shown, Shown::Nothing) else {
+                unreachable!("matched above")
+            };
+            self.shown = Shown::Finished(Box::new(session.into_outcome()));
+            if self.save_when_finished {
+                let saved = results_file::save(results_file::RUNS_NAME, &self.results_jsonl());
+                self.log.push(saved);
+            }
+            let message = format!(
+                "scenario finished: {} attack runs",
+                self.shown.records().len()
+            );
+            self.announce(true, message);
+        }
+    }
+
+    fn work_on_bench(&mut self, deadline: Instant) {
+        let Some(bench) = &mut self.bench else {
+            return;
+        };
+        while !bench.is_done() && Instant::now() < deadline {
+            match bench.advance(self.engine.as_mut(), false) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => return self.fail(format!("benchmark: {e}")),
+            }
+        }
+        self.bench_records = bench.records().to_vec();
+        if bench.is_done() {
+            self.bench = None;
+            let message = format!("benchmark finished: {} results", self.bench_records.len());
+            self.announce(true, message);
+        }
+    }
+
+    fn fail(&mut self, error: String) {
+        if let Shown::Running(_) = self.shown {
+            self.shown = Shown::Nothing;
+        }
+        self.bench = None;
+        self.error = Some(error.clone());
+        self.announce(false, format!("failed: {error}"));
+    }
+
+    /// Logs how a scenario or benchmark ended, and tells whoever drives the app: scripts wait for
+    /// this line on stderr (the native window check) or in the page title (the browser test).
+    fn announce(&mut self, passed: bool, message: String) {
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!("{message}");
+        #[cfg(target_arch = "wasm32")]
+        super::web::announce(passed, &message, &self.results_jsonl(), &self.bench_jsonl());
+        let _ = passed;
+        self.log.push(message);
+    }
+
+    /// The results as the JSON lines the CLI writes.
+    pub fn results_jsonl(&self) -> String {
+        report::to_json_lines(self.shown.records()).unwrap_or_default()
+    }
+
+    /// The benchmark results as the JSON lines `specdef bench` writes.
+    pub fn bench_jsonl(&self) -> String {
+        benchmark::to_json_lines(&self.bench_records).unwrap_or_default()
+    }
+}

@@ -1,0 +1,182 @@
+//! The web app end to end in real headless Chromium: web/build.sh builds it, web/e2e.mjs serves
+//! it on 127.0.0.1 and runs the quick scenario on WebGPU (SwiftShader) and in a page without
+//! WebGPU (the CPU fallback), exports the results as the app's download, and runs the benchmark
+//! harness; this test then checks what computed each and compares the results with the native
+//! CPU-f64 run of the same scenario.
+//!
+//! It needs Chromium (/usr/bin/chromium, or $CHROMIUM), Node.js with web/node_modules (`npm ci`
+//! in web/), wasm-bindgen-cli of Cargo.lock's wasm-bindgen version and the wasm32 target. Where
+//! one is missing it prints why and skips; under SPECDEF_REQUIRE_BROWSER=1 (CI) it fails instead.
+//! Pictures, results and summaries land in target/tmp/web-e2e/.
+
+mod common;
+
+use common::run_quietly;
+use specdef::benchmark::{BENCH_SCHEMA, BenchRecord};
+use specdef::engine::cpu::CpuEngine64;
+use specdef::report::{self, CompareSettings, compare};
+use specdef::scenario::{RunRecord, Scenario};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium() -> PathBuf {
+    std::env::var_os("CHROMIUM").map_or(PathBuf::from("/usr/bin/chromium"), PathBuf::from)
+}
+
+fn output_of(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// wasm-bindgen's version in Cargo.lock, which the CLI must equal.
+fn locked_wasm_bindgen() -> String {
+    let lock = std::fs::read_to_string(repo().join("Cargo.lock")).expect("Cargo.lock");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            let version = lines.next().unwrap_or_default();
+            return version
+                .trim_start_matches("version = ")
+                .trim_matches('"')
+                .to_string();
+        }
+    }
+    panic!("no wasm-bindgen in Cargo.lock")
+}
+
+/// What this machine lacks for the test, each with how to get it.
+fn missing_tools() -> Vec<String> {
+    let mut missing = Vec::new();
+    if !chromium().exists() {
+        missing.push(format!(
+            "no Chromium at {} (apt-get install chromium, or set CHROMIUM)",
+            chromium().display()
+        ));
+    }
+    if output_of("node", &["--version"]).is_none() {
+        missing.push("no Node.js (node) on PATH".to_string());
+    }
+    if !repo().join("web/node_modules/playwright-core").exists() {
+        missing.push("no web/node_modules/playwright-core (run `npm ci` in web/)".to_string());
+    }
+    let want = locked_wasm_bindgen();
+    let have = output_of("wasm-bindgen", &["--version"]);
+    if have.as_deref() != Some(&format!("wasm-bindgen {want}")) {
+        missing.push(format!(
+            "wasm-bindgen-cli {want} is not installed (found {}; cargo install wasm-bindgen-cli --version {want})",
+            have.as_deref().unwrap_or("none")
+        ));
+    }
+    let installed = output_of("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if !installed.lines().any(|t| t == "wasm32-unknown-unknown") {
+        missing.push(
+            "the wasm32-unknown-unknown target (rustup target add wasm32-unknown-unknown)"
+                .to_string(),
+        );
+    }
+    missing
+}
+
+fn run(what: &str, command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: could not start: {e}"));
+    assert!(status.success(), "{what} failed ({status})");
+}
+
+fn read_runs(path: &Path) -> Vec<RunRecord> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    report::from_json_lines(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_web_app_runs_the_quick_scenario_in_headless_chromium_like_the_native_reference() {
+    let missing = missing_tools();
+    if !missing.is_empty() {
+        let reason = missing.join("; ");
+        if std::env::var("SPECDEF_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("SPECDEF_REQUIRE_BROWSER=1 but {reason}");
+        }
+        eprintln!("skipped: the browser test needs {reason}");
+        return;
+    }
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-e2e");
+    let dist = out.join("dist");
+    // Its own target folder: this test runs inside `cargo test`, which holds the main one.
+    run(
+        "web/build.sh",
+        Command::new(repo().join("web/build.sh"))
+            .env("CARGO_TARGET_DIR", repo().join("target/web-build"))
+            .env("SPECDEF_WEB_OUT", &dist),
+    );
+    let wasm_bytes = std::fs::metadata(dist.join("specdef_bg.wasm"))
+        .unwrap()
+        .len();
+    println!("wasm module: {:.2} MB", wasm_bytes as f64 / 1e6);
+    run(
+        "web/e2e.mjs",
+        Command::new("node")
+            .arg(repo().join("web/e2e.mjs"))
+            .arg(&dist)
+            .arg(&out)
+            .current_dir(repo()),
+    );
+
+    let webgpu = read_runs(&out.join("browser-webgpu.download.jsonl"));
+    let fallback = read_runs(&out.join("browser-fallback.download.jsonl"));
+    assert!(
+        webgpu
+            .iter()
+            .all(|r| r.engine == "gpu" && r.backend == "webgpu"),
+        "the WebGPU page computed on {} ({})",
+        webgpu[0].engine,
+        webgpu[0].backend
+    );
+    assert!(
+        fallback.iter().all(|r| r.engine == "cpu-f32"),
+        "the page without WebGPU computed on {}",
+        fallback[0].engine
+    );
+
+    // The same scenario natively in f64. Judged on what each attack achieved and when, within
+    // one evaluation interval (10 steps): f32 and f64 differ in the losses of the defended model
+    // by nature (see `CompareSettings::outcomes_only`), which the report still lists.
+    let scenario = Scenario::builtin(Some("quick")).unwrap();
+    let reference = run_quietly(&mut CpuEngine64::new(), &scenario, Some("quick")).records;
+    let jsonl = report::to_json_lines(&reference).unwrap();
+    std::fs::write(out.join("native-cpu-f64.jsonl"), jsonl).unwrap();
+    let settings = CompareSettings {
+        steps_band: 10,
+        outcomes_only: true,
+        ..CompareSettings::default()
+    };
+    for (name, records) in [("WebGPU", &webgpu), ("CPU fallback", &fallback)] {
+        let comparison = compare(records, &reference, &settings);
+        println!(
+            "{name} page against native CPU-f64:\n{}",
+            comparison.report()
+        );
+        assert!(comparison.all_agree(), "{name}: {}", comparison.report());
+        assert_eq!(comparison.matched, reference.len());
+    }
+
+    let bench_text = std::fs::read_to_string(out.join("browser-bench.jsonl")).unwrap();
+    let bench: Vec<BenchRecord> = bench_text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a benchmark record"))
+        .collect();
+    assert_eq!(bench.len(), 5, "{bench_text}");
+    for r in &bench {
+        assert_eq!(r.schema, BENCH_SCHEMA);
+        assert_eq!((r.platform.as_str(), r.engine.as_str()), ("browser", "gpu"));
+        assert!(r.median.is_finite() && r.median > 0.0, "{}", r.summary());
+        assert!(r.min <= r.median && r.median <= r.max, "{}", r.summary());
+        println!("browser {}", r.summary());
+    }
+}

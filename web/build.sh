@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the browser app: the library for wasm32, wasm-bindgen's JS glue, and web/index.html,
+# into web/dist (or $SPECDEF_WEB_OUT). Needs wasm-bindgen-cli of exactly the version in Cargo.lock.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+have=$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }' || true)
+if [ "$have" != "$want" ]; then
+  echo "web/build.sh: needs wasm-bindgen-cli $want (found: ${have:-none})." >&2
+  echo "  install it with: cargo install wasm-bindgen-cli --version $want" >&2
+  exit 1
+fi
+
+out="${SPECDEF_WEB_OUT:-web/dist}"
+target_dir="${CARGO_TARGET_DIR:-target}"
+cargo build --release --lib --target wasm32-unknown-unknown
+rm -rf "$out"
+mkdir -p "$out"
+# The name section (function names for stack traces, 1.2 MB) is dropped to keep the module small.
+wasm-bindgen --target web --no-typescript --remove-name-section --out-dir "$out" \
+  "$target_dir/wasm32-unknown-unknown/release/specdef.wasm"
+cp web/index.html "$out/"
+echo "web/build.sh: built $out ($(du -k "$out/specdef_bg.wasm" | cut -f1) KiB of WebAssembly)"
