@@ -341,16 +341,24 @@ fn list() {
     );
 }
 
+/// The engine, or None (with the reason printed) where the GPU engine was asked for and this
+/// machine has no adapter: a listed engine that is missing is skipped, not fatal.
+fn open_unless_no_gpu(choice: EngineChoice) -> Result<Option<Box<dyn Engine>>> {
+    match open(choice) {
+        Ok(engine) => Ok(Some(engine)),
+        Err(e) if choice == EngineChoice::Gpu => {
+            println!("gpu: skipped ({e:#})\n");
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn run_selftest(engines: &[EngineChoice], matmul_size: usize) -> Result<()> {
     let mut failures = 0;
     for &choice in engines {
-        let mut engine = match open(choice) {
-            Ok(engine) => engine,
-            Err(e) if choice == EngineChoice::Gpu => {
-                println!("gpu: skipped ({e:#})\n");
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(mut engine) = open_unless_no_gpu(choice)? else {
+            continue;
         };
         println!("{}", engine.info());
         for case in selftest::parity_cases() {
@@ -382,13 +390,8 @@ fn run_bench(engines: &[EngineChoice], out: &Path, samples: usize) -> Result<()>
     };
     let mut records = Vec::new();
     for &choice in engines {
-        let mut engine = match open(choice) {
-            Ok(engine) => engine,
-            Err(e) if choice == EngineChoice::Gpu => {
-                println!("gpu: skipped ({e:#})\n");
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(mut engine) = open_unless_no_gpu(choice)? else {
+            continue;
         };
         println!("{}", engine.info());
         let measured =
@@ -425,7 +428,7 @@ fn add_kernel_times(gpu: &mut GpuEngine, records: &mut [BenchRecord]) -> Result<
         );
         records
             .iter_mut()
-            .filter(|r| r.workload == workload.name() && r.adapter == info.adapter)
+            .filter(|r| r.engine == info.engine && r.workload == workload.name())
             .for_each(|r| r.kernel_ms_per_run = Some(ms));
         prepared.free(gpu);
     }

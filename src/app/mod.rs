@@ -37,6 +37,9 @@ pub struct SpecdefApp {
     custom: CustomRun,
     curves: CurveSelection,
     inbox: Inbox,
+    /// In the browser, how often to redraw while computing (frames only show progress there).
+    #[cfg(target_arch = "wasm32")]
+    redraw_while_running: Duration,
 }
 
 impl SpecdefApp {
@@ -47,6 +50,8 @@ impl SpecdefApp {
             custom: CustomRun::default(),
             curves: CurveSelection::default(),
             inbox: Inbox::default(),
+            #[cfg(target_arch = "wasm32")]
+            redraw_while_running: Duration::from_millis(250),
         }
     }
 
@@ -147,11 +152,7 @@ impl SpecdefApp {
                 !work.bench_records.is_empty(),
             )
         };
-        if ui
-            .add_enabled(has_runs, egui::Button::new("Save results"))
-            .on_hover_text("the JSON lines `specdef run` writes")
-            .clicked()
-        {
+        if save_button(ui, has_runs, "Save results", "`specdef run`") {
             let message = results_file::save(results_file::RUNS_NAME, &self.results_jsonl());
             self.work.borrow_mut().log.push(message);
         }
@@ -165,11 +166,7 @@ impl SpecdefApp {
         {
             self.start_bench();
         }
-        if ui
-            .add_enabled(has_bench, egui::Button::new("Save benchmark"))
-            .on_hover_text("the JSON lines `specdef bench` writes")
-            .clicked()
-        {
+        if save_button(ui, has_bench, "Save benchmark", "`specdef bench`") {
             let message = results_file::save(results_file::BENCH_NAME, &self.bench_jsonl());
             self.work.borrow_mut().log.push(message);
         }
@@ -218,20 +215,27 @@ impl SpecdefApp {
     }
 }
 
+/// A save button; `writer` names the command whose JSON lines it saves.
+fn save_button(ui: &mut egui::Ui, enabled: bool, label: &str, writer: &str) -> bool {
+    ui.add_enabled(enabled, egui::Button::new(label))
+        .on_hover_text(format!("the JSON lines {writer} writes"))
+        .clicked()
+}
+
 impl eframe::App for SpecdefApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         #[cfg(not(target_arch = "wasm32"))]
         if self.work(WORK_SLICE) {
             ctx.request_repaint();
         }
-        // The browser's work task computes; frames only show its progress, a few times a second.
+        // The browser's work task computes; frames only show its progress.
         #[cfg(target_arch = "wasm32")]
         {
             for loaded in self.inbox.drain() {
                 self.view(loaded);
             }
             if self.is_running() {
-                ctx.request_repaint_after(web::REPAINT_WHILE_RUNNING);
+                ctx.request_repaint_after(self.redraw_while_running);
             }
         }
     }

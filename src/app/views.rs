@@ -33,11 +33,11 @@ pub fn progress(ui: &mut egui::Ui, session: &ScenarioSession) {
     }
 }
 
-/// Which finished attack the curve plots show, for every defence at once.
+/// Which finished attack the curve plots show, for every defence at once: the user's choice, else
+/// the attack that beats the undefended model fastest (re-chosen as runs finish).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CurveSelection {
-    pub optimizer: String,
-    pub lr: f64,
+    pub chosen: Option<(String, f64)>,
 }
 
 /// The attack that wins fastest against the undefended model: where the defence's effect shows.
@@ -62,35 +62,34 @@ pub fn attack_curves(ui: &mut egui::Ui, records: &[RunRecord], selection: &mut C
             attacks.push((r.optimizer.clone(), r.lr));
         }
     }
-    if attacks.is_empty() {
+    let Some(first) = attacks.first() else {
         return;
-    }
-    if !attacks
-        .iter()
-        .any(|(o, lr)| *o == selection.optimizer && *lr == selection.lr)
-    {
-        (selection.optimizer, selection.lr) =
-            most_telling_attack(records).unwrap_or(attacks[0].clone());
-    }
+    };
+    let (optimizer, lr) = selection
+        .chosen
+        .clone()
+        .filter(|chosen| attacks.contains(chosen))
+        .or_else(|| most_telling_attack(records))
+        .unwrap_or_else(|| first.clone());
     ui.horizontal(|ui| {
         ui.label("attack:");
         egui::ComboBox::from_id_salt("attack_curves")
-            .selected_text(format!("{} lr={:.0e}", selection.optimizer, selection.lr))
+            .selected_text(format!("{optimizer} lr={lr:.0e}"))
             .show_ui(ui, |ui| {
-                for (optimizer, lr) in &attacks {
-                    let chosen = selection.optimizer == *optimizer && selection.lr == *lr;
+                for attack in &attacks {
+                    let shown = attack.0 == optimizer && attack.1 == lr;
                     if ui
-                        .selectable_label(chosen, format!("{optimizer} lr={lr:.0e}"))
+                        .selectable_label(shown, format!("{} lr={:.0e}", attack.0, attack.1))
                         .clicked()
                     {
-                        (selection.optimizer, selection.lr) = (optimizer.clone(), *lr);
+                        selection.chosen = Some(attack.clone());
                     }
                 }
             });
     });
     let runs: Vec<&RunRecord> = records
         .iter()
-        .filter(|r| r.optimizer == selection.optimizer && r.lr == selection.lr)
+        .filter(|r| r.optimizer == optimizer && r.lr == lr)
         .collect();
     let target = runs.first().map_or(0.9, |r| r.target_accuracy);
     ui.columns(2, |columns| {

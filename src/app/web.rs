@@ -1,10 +1,9 @@
 //! The browser entry point and the page around the app. web/index.html holds one canvas; the
 //! address chooses what happens at load (`?run=quick|full|custom` starts a scenario at once,
 //! `?save` downloads its results when it ends, `?bench` runs the benchmark, `?engine=cpu`
-//! computes on the CPU engine). For scripts (the headless
-//! browser test) the app writes `PASS ...` or `FAIL ...` into the page title when a scenario or
-//! benchmark ends and leaves the results, as JSON lines, in `window.specdefResults` and
-//! `window.specdefBench`.
+//! computes on the CPU engine). For scripts (the headless browser test) the app writes `PASS ...`
+//! or `FAIL ...` into the page title when a scenario or benchmark ends and leaves the results, as
+//! JSON lines, in `window.specdefResults` and `window.specdefBench`.
 
 use super::work::Work;
 use super::{AdapterLabels, ScenarioChoice, SpecdefApp, engine_for};
@@ -14,9 +13,15 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_time::{Duration, Instant};
 
-/// How often the page redraws while computing: drawing on a software adapter costs as much as
-/// the computing, and a progress bar needs no more.
-pub const REPAINT_WHILE_RUNNING: Duration = Duration::from_millis(500);
+/// How often the page redraws while computing. A software renderer (SwiftShader) draws on the
+/// same cores that compute, and a frame of the app costs it about as much as seconds of work
+/// (measured: the quick scenario took 175 s redrawing every 0.5 s, 131 s every 2 s), so there it
+/// redraws every 2 s; on a hardware adapter 4 times a second.
+fn redraw_interval(render_state: Option<&eframe::egui_wgpu::RenderState>) -> Duration {
+    let software = render_state
+        .is_some_and(|state| state.adapter.get_info().device_type == wgpu::DeviceType::Cpu);
+    Duration::from_millis(if software { 2000 } else { 250 })
+}
 
 thread_local! {
     static DRIVING: Cell<bool> = const { Cell::new(false) };
@@ -43,7 +48,7 @@ pub fn drive(work: Rc<RefCell<Work>>, slice: Duration) {
         }
         let wall = started.elapsed().as_secs_f64();
         work.borrow_mut().log.push(format!(
-            "{wall:.1} s, of which {:.1} s recording and encoding in the page; the rest waiting for the adapter",
+            "{wall:.1} s, of which {:.1} s in the page (recording and encoding; on the CPU engine, all of the computing), the rest waiting for the adapter",
             in_page.as_secs_f64()
         ));
         DRIVING.with(|driving| driving.set(false));
@@ -196,6 +201,7 @@ async fn run() -> Result<(), String> {
                     .map_or(0.0, |p| p.now());
                 set_global("specdefReadyMs", &JsValue::from_f64(now));
                 let mut app = SpecdefApp::new(engine, note);
+                app.redraw_while_running = redraw_interval(cc.wgpu_render_state.as_ref());
                 if options.save {
                     app.save_when_finished();
                 }
