@@ -388,21 +388,28 @@ fn run_bench(engines: &[EngineChoice], out: &Path, samples: usize) -> Result<()>
         samples,
         ..BenchSettings::default()
     };
+    let measure = |engine: &mut dyn Engine| {
+        println!("{}", engine.info());
+        benchmark::run_blocking(engine, Workload::standard(), settings, |record| {
+            println!("  {}", record.summary())
+        })
+        .map_err(anyhow::Error::msg)
+    };
     let mut records = Vec::new();
     for &choice in engines {
-        let Some(mut engine) = open_unless_no_gpu(choice)? else {
-            continue;
-        };
-        println!("{}", engine.info());
-        let measured =
-            benchmark::run_blocking(engine.as_mut(), Workload::standard(), settings, |record| {
-                println!("  {}", record.summary())
-            })
-            .map_err(anyhow::Error::msg)?;
-        records.extend(measured);
-    }
-    if let Some(gpu) = engines.contains(&EngineChoice::Gpu).then(GpuEngine::new) {
-        add_kernel_times(&mut gpu?, &mut records)?;
+        if choice == EngineChoice::Gpu {
+            // Concretely typed, so the same device also times the kernels.
+            match GpuEngine::new() {
+                Ok(mut gpu) => {
+                    let mut measured = measure(&mut gpu)?;
+                    add_kernel_times(&mut gpu, &mut measured)?;
+                    records.extend(measured);
+                }
+                Err(e) => println!("gpu: skipped ({e:#})\n"),
+            }
+        } else {
+            records.extend(measure(open(choice)?.as_mut())?);
+        }
     }
     report::write_atomically(out, benchmark::to_json_lines(&records)?.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
@@ -416,7 +423,6 @@ fn add_kernel_times(gpu: &mut GpuEngine, records: &mut [BenchRecord]) -> Result<
         println!("gpu: no timestamp queries; kernel times not measured");
         return Ok(());
     }
-    let info = gpu.info();
     for workload in Workload::standard() {
         let prepared = workload.prepare(gpu).map_err(anyhow::Error::msg)?;
         gpu.run(&prepared.recording)?;
@@ -428,7 +434,7 @@ fn add_kernel_times(gpu: &mut GpuEngine, records: &mut [BenchRecord]) -> Result<
         );
         records
             .iter_mut()
-            .filter(|r| r.engine == info.engine && r.workload == workload.name())
+            .filter(|r| r.workload == workload.name())
             .for_each(|r| r.kernel_ms_per_run = Some(ms));
         prepared.free(gpu);
     }
