@@ -1,4 +1,5 @@
-// Elementwise kernels: activations and their derivatives, binary ops, scale, axpy, fill.
+// Elementwise kernels: activations and their derivatives, the tangent of the activation
+// gradient, binary ops, scale, axpy, fill.
 // One invocation per element; OP (a pipeline constant) picks the function, so each variant is
 // its own pipeline with no branch at run time.
 
@@ -26,6 +27,9 @@ const GELU_CUBIC: f32 = 0.044715;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> in0: array<f32>;
 @group(0) @binding(3) var<storage, read> in1: array<f32>;
+// Only activate_grad_jvp reads four inputs; the other entry points leave these unused.
+@group(0) @binding(4) var<storage, read> in2: array<f32>;
+@group(0) @binding(5) var<storage, read> in3: array<f32>;
 
 // Some drivers evaluate tanh as (e^2x - 1) / (e^2x + 1), which is NaN once e^2x overflows;
 // at |x| = 15 tanh already rounds to +-1 in f32, so the clamp changes no result.
@@ -65,6 +69,26 @@ fn activation_derivative(x: f32) -> f32 {
     }
 }
 
+// f''(x). For GELU, with u = s (x + c x^3), u' = s (1 + 3 c x^2) and t = tanh(u), the exact
+// derivative of activation_derivative: (1 - t^2) (u' - x t u'^2 + 3 s c x^2).
+fn activation_second_derivative(x: f32) -> f32 {
+    switch OP {
+        case RELU: {
+            return 0.0;
+        }
+        case GELU: {
+            let t = safe_tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
+            let inner_derivative = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
+            return (1.0 - t * t) * (inner_derivative - x * t * inner_derivative * inner_derivative
+                + 3.0 * GELU_SCALE * GELU_CUBIC * x * x);
+        }
+        default: {
+            let t = safe_tanh(x);
+            return -2.0 * t * (1.0 - t * t);
+        }
+    }
+}
+
 @compute @workgroup_size(256)
 fn activate(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
@@ -87,6 +111,22 @@ fn activate_grad(
     let i = element_index(workgroup_id, num_workgroups, local_index);
     if i < params.len {
         out[i] = in1[i] * activation_derivative(in0[i]);
+    }
+}
+
+// The tangent of activate_grad: out = in3 * f'(in0) + in1 * f''(in0) * in2, where in0 is the
+// activation's input x, in1 the gradient of its output, in2 the tangent of x and in3 the
+// tangent of the output gradient.
+@compute @workgroup_size(256)
+fn activate_grad_jvp(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        let x = in0[i];
+        out[i] = in3[i] * activation_derivative(x) + in1[i] * activation_second_derivative(x) * in2[i];
     }
 }
 

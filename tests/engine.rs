@@ -5,7 +5,7 @@ mod common;
 
 use common::{gpu, rng, uniform};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
-use specdef::engine::{BinaryOp, Recording};
+use specdef::engine::{Activation, BinaryOp, DeviceScalar, Recording};
 use specdef::{Engine, EngineError, Tolerance};
 
 /// Runs an engine-behaviour check on the CPU engines and, where present, the GPU engine.
@@ -38,6 +38,88 @@ fn shape_errors_name_the_op_and_shapes() {
     assert!(err.to_string().contains("must not alias"), "{err}");
     let err = Recording::new().transpose(a, a).unwrap_err();
     assert!(err.to_string().contains("out must be 4x3"), "{err}");
+}
+
+#[test]
+fn tangent_and_device_scalar_ops_refuse_bad_shapes_and_aliasing() {
+    let mut cpu = CpuEngine64::new();
+    let x = cpu.alloc("x", 3, 4).unwrap();
+    let y = cpu.alloc("y", 3, 4).unwrap();
+    let dx = cpu.alloc("dx", 3, 4).unwrap();
+    let out = cpu.alloc("out", 3, 4).unwrap();
+    let wide = cpu.alloc("wide", 3, 5).unwrap();
+    let rows = cpu.alloc("rows", 3, 1).unwrap();
+    let d_loss = cpu.alloc("d_loss", 3, 1).unwrap();
+    let one = cpu.alloc("one", 1, 1).unwrap();
+    let two = cpu.alloc("two", 1, 1).unwrap();
+    let has = |result: Result<&mut Recording, EngineError>, op: &str, text: &str| {
+        let m = result.map(|_| ()).unwrap_err().to_string();
+        assert!(m.starts_with(&format!("{op}: ")) && m.contains(text), "{m}");
+    };
+    let f = Activation::Gelu;
+
+    let mut rec = Recording::new();
+    rec.activate_grad_jvp(f, x, y, dx, dx, out).unwrap();
+    has(
+        Recording::new().activate_grad_jvp(f, x, y, dx, wide, out),
+        "activate_grad_jvp",
+        "x and d_grad_y must have the same shape",
+    );
+    has(
+        Recording::new().activate_grad_jvp(f, x, y, dx, y, dx),
+        "activate_grad_jvp",
+        "must not alias",
+    );
+
+    rec.softmax_cross_entropy_jvp(x, rows, dx, d_loss, out, 1.0)
+        .unwrap();
+    has(
+        Recording::new().softmax_cross_entropy_jvp(x, rows, dx, rows, out, 1.0),
+        "softmax_cross_entropy_jvp",
+        "must not alias",
+    );
+    has(
+        Recording::new().softmax_cross_entropy_jvp(x, rows, dx, one, out, 1.0),
+        "softmax_cross_entropy_jvp",
+        "d_loss must be 3x1",
+    );
+    has(
+        Recording::new().softmax_cross_entropy_jvp(x, rows, wide, d_loss, out, 1.0),
+        "softmax_cross_entropy_jvp",
+        "logits and d_logits must have the same shape",
+    );
+
+    let ratio = DeviceScalar::ratio(2.0, one, two);
+    rec.axpy_device(ratio, x, y).unwrap();
+    rec.scale_device(DeviceScalar::constant(0.5), x, out)
+        .unwrap();
+    assert_eq!(rec.len(), 4, "the valid ops were recorded");
+    has(
+        Recording::new().axpy_device(DeviceScalar::ratio(2.0, one, rows), x, y),
+        "axpy_device",
+        "the scalar's den must be 1x1",
+    );
+    has(
+        Recording::new().axpy_device(ratio, x, wide),
+        "axpy_device",
+        "x and y must have the same shape",
+    );
+    has(
+        Recording::new().axpy_device(ratio, x, x),
+        "axpy_device",
+        "must not alias",
+    );
+    // Writing the scalar's own operand in the same dispatch is refused too.
+    has(
+        Recording::new().scale_device(DeviceScalar::inverse_sqrt(1.0, one), one, one),
+        "scale_device",
+        "must not alias",
+    );
+    has(
+        Recording::new().axpy_device(DeviceScalar::ratio(1.0, one, two), one, two),
+        "axpy_device",
+        "must not alias",
+    );
 }
 
 #[test]

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{check_on_every_engine, rng, uniform};
-use specdef::engine::{Activation, AdamHyper, BinaryOp, Engine, Recording, ReduceAxis, Reduction};
+use specdef::engine::{
+    Activation, AdamHyper, BinaryOp, DeviceScalar, Engine, Recording, ReduceAxis, Reduction,
+};
 use specdef::tolerance::{Tolerance, rms};
 
 const MATMUL_SHAPES: [(usize, usize, usize); 5] = [
@@ -127,6 +129,44 @@ fn activations_forward_and_backward() {
         };
         check_on_every_engine(&format!("activate {}", f.name()), tolerance, forward);
         check_on_every_engine(&format!("activate_grad {}", f.name()), tolerance, backward);
+    }
+}
+
+#[test]
+fn activation_gradient_tangents() {
+    let (rows, cols) = (257, 129);
+    let len = rows * cols;
+    let x = activation_inputs(len);
+    let mut r = rng(13);
+    let grad_y = uniform(&mut r, len, 1.0);
+    let dx = uniform(&mut r, len, 1.0);
+    let d_grad_y = uniform(&mut r, len, 1.0);
+    for f in Activation::ALL {
+        let body = |e: &mut dyn Engine| {
+            let tx = e.tensor_from("x", rows, cols, &x).unwrap();
+            let tg = e.tensor_from("grad_y", rows, cols, &grad_y).unwrap();
+            let tdx = e.tensor_from("dx", rows, cols, &dx).unwrap();
+            let tdg = e.tensor_from("d_grad_y", rows, cols, &d_grad_y).unwrap();
+            let out = e.alloc("out", rows, cols).unwrap();
+            let mut rec = Recording::new();
+            rec.activate_grad_jvp(f, tx, tg, tdx, tdg, out).unwrap();
+            e.run(&rec).unwrap();
+            let values = e.read_one(out).unwrap();
+            [tx, tg, tdx, tdg, out].into_iter().for_each(|t| e.free(t));
+            values
+        };
+        let tolerance = match f {
+            // d_grad_y * f'(x) with f' in {0, 1}, plus an exact zero: one product, one sum.
+            Activation::Relu => Tolerance::f32_elementwise(2),
+            // An absolute error of t = tanh(..) moves the result by |df'/dt| + |df''/dt| times
+            // it (|grad_y|, |dx|, |d_grad_y| <= 1): at most 52 for GELU on |x| <= 4, where
+            // df''/dt carries x u'^2 (u' = sqrt(2/pi) (1 + 0.134 x^2)), and at most 6 for tanh
+            // (|2 t| + |6 t^2 - 2|). At the inputs beyond 4 (+-20, +-100) tanh is +-1 in f32 and
+            // both terms vanish.
+            Activation::Gelu => Tolerance::f32_transcendental(52.0),
+            Activation::Tanh => Tolerance::f32_transcendental(6.0),
+        };
+        check_on_every_engine(&format!("activate_grad_jvp {}", f.name()), tolerance, body);
     }
 }
 
@@ -289,6 +329,73 @@ fn softmax_cross_entropy_out_of_range_label_gives_nan() {
 }
 
 #[test]
+fn softmax_cross_entropy_tangent() {
+    for (rows, cols) in [(1, 1), (17, 10), (128, 10), (5, 1000)] {
+        let mut r = rng((rows * cols + 1) as u64);
+        let mut logits = uniform(&mut r, rows * cols, 5.0);
+        // Large logits must not overflow exp.
+        logits[0] = 90.0;
+        let d_logits = uniform(&mut r, rows * cols, 1.0);
+        let labels: Vec<f64> = (0..rows).map(|i| ((i * 7) % cols) as f64).collect();
+        let grad_scale = 1.0 / rows as f64;
+        let body = |e: &mut dyn Engine| {
+            let tl = e.tensor_from("logits", rows, cols, &logits).unwrap();
+            let ty = e.tensor_from("labels", rows, 1, &labels).unwrap();
+            let td = e.tensor_from("d_logits", rows, cols, &d_logits).unwrap();
+            let d_loss = e.alloc("d_loss", rows, 1).unwrap();
+            let d_grad = e.alloc("d_grad", rows, cols).unwrap();
+            let mut rec = Recording::new();
+            rec.softmax_cross_entropy_jvp(tl, ty, td, d_loss, d_grad, grad_scale)
+                .unwrap();
+            e.run(&rec).unwrap();
+            e.read(&[d_loss, d_grad]).unwrap().concat()
+        };
+        // exp, cols-term sums and a division; s is an average of d_logits (|s| <= 1), d_loss is
+        // at most 2 and d_grad of size grad_scale.
+        let tolerance = Tolerance::f32_transcendental(1.0).plus(Tolerance::f32_sum(cols, 2.0));
+        check_on_every_engine(
+            &format!("softmax_cross_entropy_jvp {rows}x{cols}"),
+            tolerance,
+            body,
+        );
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_tangent_of_an_out_of_range_label_is_nan() {
+    let (rows, cols) = (3, 4);
+    let logits = uniform(&mut rng(4), rows * cols, 1.0);
+    let d_logits = uniform(&mut rng(5), rows * cols, 1.0);
+    let labels = [0.0, 4.0, -1.0];
+    let body = |e: &mut dyn Engine| {
+        let tl = e.tensor_from("logits", rows, cols, &logits).unwrap();
+        let ty = e.tensor_from("labels", rows, 1, &labels).unwrap();
+        let td = e.tensor_from("d_logits", rows, cols, &d_logits).unwrap();
+        let d_loss = e.alloc("d_loss", rows, 1).unwrap();
+        let d_grad = e.alloc("d_grad", rows, cols).unwrap();
+        let mut rec = Recording::new();
+        rec.softmax_cross_entropy_jvp(tl, ty, td, d_loss, d_grad, 1.0)
+            .unwrap();
+        e.run(&rec).unwrap();
+        let values = e.read(&[d_loss, d_grad]).unwrap();
+        let name = e.info().engine;
+        assert!(values[0][0].is_finite(), "{name}: a valid label");
+        assert!(
+            values[0][1..].iter().all(|v| v.is_nan()),
+            "{name}: {values:?}"
+        );
+        assert!(values[1][..cols].iter().all(|v| v.is_finite()), "{name}");
+        assert!(values[1][cols..].iter().all(|v| v.is_nan()), "{name}");
+        values.concat()
+    };
+    check_on_every_engine(
+        "softmax_cross_entropy_jvp bad labels",
+        Tolerance::f32_transcendental(1.0).plus(Tolerance::f32_sum(cols, 2.0)),
+        body,
+    );
+}
+
+#[test]
 fn transpose_any_shape() {
     for (rows, cols) in [(1, 1), (17, 33), (257, 129), (1024, 1024)] {
         let x = uniform(&mut rng(7), rows * cols, 1.0);
@@ -408,4 +515,152 @@ fn jacobi_rounds_match_the_f64_twin() {
     };
     // Each round is a 17-term dot product and a rotation; twelve of them compound.
     check_on_every_engine("jacobi rounds", Tolerance::f32_sum(len * 12, 1.0), body);
+}
+
+/// (name, coef, num, den, sqrt): num and den are the values of 1x1 tensors, None where absent.
+/// Every combination, and a negative ratio under the square root (NaN on every engine).
+type DeviceScalarCase = (&'static str, f64, Option<f64>, Option<f64>, bool);
+const DEVICE_SCALAR_CASES: [DeviceScalarCase; 8] = [
+    ("constant", -0.37, None, None, false),
+    ("num", 0.5, Some(3.25), None, false),
+    ("den", 2.0, None, Some(0.7), false),
+    ("num/den", -1.5, Some(3.25), Some(0.7), false),
+    ("sqrt(num/den)", 0.75, Some(3.25), Some(0.7), true),
+    ("1/sqrt(den)", 1.0, None, Some(0.7), true),
+    ("sqrt(num)", 1.0, Some(3.25), None, true),
+    ("sqrt of a negative ratio", 1.0, Some(-2.0), Some(0.7), true),
+];
+
+#[test]
+fn axpy_and_scale_by_device_scalars() {
+    // More than one workgroup, and a length that is not a multiple of 256.
+    let (rows, cols) = (17, 33);
+    let mut r = rng(71);
+    let a = uniform(&mut r, rows * cols, 2.0);
+    let b = uniform(&mut r, rows * cols, 2.0);
+    for (name, coef, num, den, sqrt) in DEVICE_SCALAR_CASES {
+        for axpy in [false, true] {
+            let body = |e: &mut dyn Engine| {
+                let ta = e.tensor_from("a", rows, cols, &a).unwrap();
+                let tb = e.tensor_from("b", rows, cols, &b).unwrap();
+                let mut scalar_tensor = |label, value: Option<f64>| {
+                    value.map(|v| e.tensor_from(label, 1, 1, &[v]).unwrap())
+                };
+                let scalar = DeviceScalar {
+                    coef,
+                    num: scalar_tensor("num", num),
+                    den: scalar_tensor("den", den),
+                    sqrt,
+                };
+                let mut rec = Recording::new();
+                if axpy {
+                    rec.axpy_device(scalar, ta, tb).unwrap();
+                } else {
+                    rec.scale_device(scalar, ta, tb).unwrap();
+                }
+                e.run(&rec).unwrap();
+                let values = e.read_one(tb).unwrap();
+                let tensors = [ta, tb].into_iter().chain(scalar.tensors());
+                tensors.for_each(|t| e.free(t));
+                values
+            };
+            let kernel = if axpy { "axpy_device" } else { "scale_device" };
+            // The scalar takes up to three roundings (ratio, sqrt, product), its product with x
+            // one more; axpy adds a two-term sum of values of size ~2 that may cancel.
+            let tolerance = if axpy {
+                Tolerance::f32_elementwise(4).plus(Tolerance::f32_sum(2, 2.0))
+            } else {
+                Tolerance::f32_elementwise(4)
+            };
+            check_on_every_engine(&format!("{kernel} by {name}"), tolerance, body);
+        }
+    }
+}
+
+/// A symmetric `n x n` matrix with eigenvalues `spectrum` and random eigenvectors: `Q diag Q^T`
+/// with `Q` the Householder reflection `I - 2 w w^T / (w^T w)` of a random `w`.
+fn symmetric_with_spectrum(spectrum: &[f64], seed: u64) -> Vec<f64> {
+    let n = spectrum.len();
+    let w = uniform(&mut rng(seed), n, 1.0);
+    let ww: f64 = w.iter().map(|v| v * v).sum();
+    let q = |i: usize, j: usize| f64::from(u8::from(i == j)) - 2.0 * w[i] * w[j] / ww;
+    (0..n * n)
+        .map(|idx| {
+            let (i, j) = (idx / n, idx % n);
+            (0..n).map(|l| q(i, l) * spectrum[l] * q(j, l)).sum()
+        })
+        .collect()
+}
+
+#[test]
+fn power_iteration_runs_in_one_submission_with_device_scalars() {
+    // Dominant eigenvalue 2, the next largest in magnitude -1: the error shrinks by 1/2 per
+    // iteration.
+    let n = 24;
+    let iterations = 20;
+    let mut spectrum = vec![2.0, -1.0];
+    spectrum.extend(uniform(&mut rng(81), n - 2, 0.9));
+    let ratio: f64 = 0.5;
+    let a = symmetric_with_spectrum(&spectrum, 82);
+    let v0 = uniform(&mut rng(83), n, 1.0);
+
+    // The dominant eigenvector, directly from the matrix (faer's symmetric eigensolver).
+    let matrix = faer::Mat::from_fn(n, n, |i, j| a[i * n + j]);
+    let eigen = matrix.self_adjoint_eigen(faer::Side::Lower).unwrap();
+    let values = matrix.self_adjoint_eigenvalues(faer::Side::Lower).unwrap();
+    let dominant = (0..n)
+        .max_by(|&i, &j| values[i].abs().total_cmp(&values[j].abs()))
+        .unwrap();
+    Tolerance::new(1e-12, 1e-12)
+        .check(&[values[dominant]], &[2.0])
+        .expect("the constructed spectrum");
+    let u: Vec<f64> = (0..n).map(|i| eigen.U()[(i, dominant)]).collect();
+    // Power iteration keeps the sign of v0's component along u (the eigenvalue is positive).
+    let v0_norm = v0.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let cos0 = v0.iter().zip(&u).map(|(v, u)| v * u).sum::<f64>() / v0_norm;
+    let expected: Vec<f64> = u.iter().map(|u| u * cos0.signum()).collect();
+    // The angle to u after k iterations: tan(theta_k) <= ratio^k tan(theta_0), which bounds
+    // every component's error. f32 adds each iteration's rounding (an n-term product whose
+    // results, the components of v, are of size 1/sqrt(n), then a sqrt, a division and a
+    // product), damped by `ratio` per iteration: at most twice one iteration's in all.
+    let tan0 = (1.0 - cos0 * cos0).sqrt() / cos0.abs();
+    let convergence = Tolerance::new(ratio.powi(iterations) * tan0, 0.0);
+    let one_iteration =
+        Tolerance::f32_sum(n, 1.0 / (n as f64).sqrt()).plus(Tolerance::f32_elementwise(3));
+    let rounding = one_iteration.plus(one_iteration);
+
+    let body = |e: &mut dyn Engine| {
+        let ta = e.tensor_from("a", n, n, &a).unwrap();
+        let v = e.tensor_from("v", n, 1, &v0).unwrap();
+        let w = e.alloc("w", n, 1).unwrap();
+        let sum_of_squares = e.alloc("sum_of_squares", 1, 1).unwrap();
+        let mut rec = Recording::new();
+        for _ in 0..iterations {
+            rec.matmul(ta, v, w, false, false).unwrap();
+            rec.reduce(
+                Reduction::SumOfSquares,
+                ReduceAxis::Whole,
+                w,
+                sum_of_squares,
+            )
+            .unwrap();
+            rec.scale_device(DeviceScalar::inverse_sqrt(1.0, sum_of_squares), w, v)
+                .unwrap();
+        }
+        assert_eq!(rec.len(), 3 * iterations as usize);
+        e.run(&rec).unwrap();
+        let values = e.read_one(v).unwrap();
+        let name = e.info().engine;
+        convergence
+            .plus(rounding)
+            .check(&values, &expected)
+            .unwrap_or_else(|err| {
+                panic!("power iteration on {name} against the eigenvector: {err}")
+            });
+        [ta, v, w, sum_of_squares]
+            .into_iter()
+            .for_each(|t| e.free(t));
+        values
+    };
+    check_on_every_engine("power iteration", rounding, body);
 }

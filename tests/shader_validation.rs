@@ -3,8 +3,9 @@
 //! points, binding counts, workgroup limits) checked against the shaders themselves.
 
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
-use specdef::engine::gpu::kernels::{Kernel, SHADER_FILES, shader_source};
-use std::collections::BTreeSet;
+use specdef::engine::gpu::kernels::{Kernel, PARAMS_BINDING_BYTES, SHADER_FILES, shader_source};
+use specdef::engine::gpu::lower::params_layouts;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// WebGPU's default limits, which the portable kernels must fit.
 const MAX_INVOCATIONS: u32 = 256;
@@ -114,6 +115,74 @@ fn every_pipeline_variant_specialises_and_fits_webgpu_limits() {
             .collect();
         assert_eq!(storage_bindings, expected, "{name}: storage bindings");
     }
+}
+
+/// Fields whose name starts with `_` are padding on both sides.
+fn is_padding(name: &str) -> bool {
+    name.starts_with('_')
+}
+
+/// The params uniform's struct in one shader file: its name, its size, and naga's offset of each
+/// member that is not padding.
+fn wgsl_params_layout(file: &str) -> (String, u32, BTreeMap<String, u32>) {
+    let (module, _) = parse_and_validate(file);
+    let mut uniforms = module
+        .global_variables
+        .iter()
+        .filter(|(_, g)| g.space == naga::AddressSpace::Uniform);
+    let (_, params) = uniforms
+        .next()
+        .unwrap_or_else(|| panic!("{file}.wgsl has no params uniform"));
+    assert!(uniforms.next().is_none(), "{file}.wgsl: one uniform only");
+    let ty = &module.types[params.ty];
+    let name = ty
+        .name
+        .clone()
+        .unwrap_or_else(|| panic!("{file}.wgsl: the params struct is unnamed"));
+    let naga::TypeInner::Struct { members, span } = &ty.inner else {
+        panic!("{file}.wgsl: params is not a struct");
+    };
+    let offsets = members
+        .iter()
+        .filter_map(|m| {
+            let field = m.name.clone().expect("struct members are named");
+            (!is_padding(&field)).then_some((field, m.offset))
+        })
+        .collect();
+    (name, *span, offsets)
+}
+
+/// The params struct each kernel reads must have the layout lower.rs writes: naga's offset of
+/// every non-padding WGSL member equals `offset_of!` of the Rust field of the same name, and
+/// neither side has a field the other lacks. A field reordered on either side fails here.
+#[test]
+fn params_structs_match_their_rust_layout() {
+    let rust: BTreeMap<&str, Vec<(&str, usize)>> = params_layouts().into_iter().collect();
+    let mut seen = BTreeSet::new();
+    for (file, _) in SHADER_FILES {
+        let (name, size, wgsl) = wgsl_params_layout(file);
+        assert!(
+            u64::from(size) <= PARAMS_BINDING_BYTES,
+            "{file}.wgsl: {name} is {size} bytes, over the {PARAMS_BINDING_BYTES} bound"
+        );
+        let fields = rust
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("{file}.wgsl: {name} is missing from params_layouts()"));
+        let rust_fields: BTreeMap<String, u32> = fields
+            .iter()
+            .map(|&(field, offset)| (field.to_string(), offset as u32))
+            .collect();
+        assert_eq!(
+            wgsl, rust_fields,
+            "{file}.wgsl: {name}: WGSL offsets (left) against the Rust struct's (right)"
+        );
+        seen.insert(name);
+    }
+    let listed: BTreeSet<String> = rust.keys().map(|k| k.to_string()).collect();
+    assert_eq!(
+        listed, seen,
+        "params_layouts() lists a struct no shader uses"
+    );
 }
 
 /// Browsers (Tint) reject float literals that are not exactly representable, where naga rounds

@@ -54,6 +54,9 @@ pub enum EngineError {
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
 
+    #[error("model: {0}")]
+    Model(String),
+
     #[error("{0} is not supported by this engine or adapter")]
     Unsupported(&'static str),
 }

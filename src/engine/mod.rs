@@ -5,12 +5,16 @@ pub mod cpu;
 mod error;
 pub mod gpu;
 pub mod op;
+mod owned;
 mod recording;
+mod tangent;
 mod tensor;
 
 pub use error::EngineError;
-pub use op::{Activation, AdamHyper, BinaryOp, Op, ReduceAxis, Reduction};
+pub use op::{Activation, AdamHyper, BinaryOp, DeviceScalar, Op, ReduceAxis, Reduction};
+pub use owned::{Allocation, Owned, ReleaseQueue};
 pub use recording::Recording;
+pub use tangent::{TangentRecording, tangent_recording};
 pub use tensor::Tensor;
 
 /// What computed a result: carried by every result record so reports from different machines,
@@ -52,8 +56,13 @@ pub trait Engine {
     /// Allocates a `rows x cols` tensor. Its contents are unspecified until written.
     fn alloc(&mut self, label: &str, rows: usize, cols: usize) -> Result<Tensor, EngineError>;
 
-    /// Returns a tensor's storage to the engine; the handle is dead afterwards.
+    /// Returns a tensor's storage to the engine; the handle is dead afterwards. Owners of
+    /// tensors (`Allocation`) release them through `release_queue` instead, when dropped.
     fn free(&mut self, tensor: Tensor);
+
+    /// Where dropped `Allocation`s leave their tensors; the engine frees them at its next
+    /// `alloc`, `upload`, `run` or read.
+    fn release_queue(&self) -> ReleaseQueue;
 
     /// Writes host values (row-major) into a tensor, rounding to the engine's precision.
     fn upload(&mut self, tensor: Tensor, values: &[f64]) -> Result<(), EngineError>;

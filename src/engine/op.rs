@@ -98,6 +98,18 @@ pub enum Op {
         grad_y: Tensor,
         grad_x: Tensor,
     },
+    /// The tangent (forward-mode derivative) of `ActivateGrad` along `(dx, d_grad_y)`:
+    /// `out = d_grad_y * f'(x) + grad_y * f''(x) * dx`. `f''` is 0 everywhere for relu (its
+    /// derivative is piecewise constant), the exact derivative of the tanh-form GELU's `f'`, and
+    /// `-2 t (1 - t^2)` with `t = tanh(x)` for tanh.
+    ActivateGradJvp {
+        f: Activation,
+        x: Tensor,
+        grad_y: Tensor,
+        dx: Tensor,
+        d_grad_y: Tensor,
+        out: Tensor,
+    },
     Binary {
         op: BinaryOp,
         a: Tensor,
@@ -138,7 +150,33 @@ pub enum Op {
         grad: Tensor,
         grad_scale: f64,
     },
+    /// The tangent of `SoftmaxCrossEntropy` along `d_logits` (the labels are constants). With
+    /// `p = softmax(logits[r])` and `s = sum_j p_j d_logits[r][j]`:
+    /// `d_loss[r] = s - d_logits[r][label]`;
+    /// `d_grad[r][j] = grad_scale * p_j * (d_logits[r][j] - s)`.
+    /// A label outside `0..cols` gives a NaN `d_loss` and a NaN `d_grad` row, as the loss does.
+    SoftmaxCrossEntropyJvp {
+        logits: Tensor,
+        labels: Tensor,
+        d_logits: Tensor,
+        d_loss: Tensor,
+        d_grad: Tensor,
+        grad_scale: f64,
+    },
     Transpose {
+        x: Tensor,
+        out: Tensor,
+    },
+    /// `y = y + value * x`, with the scalar `value` computed on the device (see [`DeviceScalar`]),
+    /// so iterations that need a norm or a ratio of reductions run without a readback.
+    AxpyDevice {
+        scalar: DeviceScalar,
+        x: Tensor,
+        y: Tensor,
+    },
+    /// `out = value * x`, with the scalar `value` computed on the device (see [`DeviceScalar`]).
+    ScaleDevice {
+        scalar: DeviceScalar,
         x: Tensor,
         out: Tensor,
     },
@@ -170,6 +208,55 @@ pub enum Op {
     },
 }
 
+/// A scalar computed on the device from 1x1 tensors: `coef * r`, or `coef * sqrt(r)` when `sqrt`,
+/// with `r = num[0] / den[0]`; a missing `num` or `den` counts as 1. Every engine computes it in
+/// its own precision (f32 on the GPU, in each invocation) in this order: the ratio, the square
+/// root, then `coef` times that. A negative `r` with `sqrt` gives NaN; a zero `den` an infinity.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeviceScalar {
+    pub coef: f64,
+    pub num: Option<Tensor>,
+    pub den: Option<Tensor>,
+    pub sqrt: bool,
+}
+
+impl DeviceScalar {
+    /// The constant `coef` (no tensor read).
+    pub fn constant(coef: f64) -> Self {
+        Self {
+            coef,
+            num: None,
+            den: None,
+            sqrt: false,
+        }
+    }
+
+    /// `coef * num[0] / den[0]`.
+    pub fn ratio(coef: f64, num: Tensor, den: Tensor) -> Self {
+        Self {
+            coef,
+            num: Some(num),
+            den: Some(den),
+            sqrt: false,
+        }
+    }
+
+    /// `coef / sqrt(den[0])`, e.g. one over a norm from a sum of squares.
+    pub fn inverse_sqrt(coef: f64, den: Tensor) -> Self {
+        Self {
+            coef,
+            num: None,
+            den: Some(den),
+            sqrt: true,
+        }
+    }
+
+    /// The tensors the scalar reads.
+    pub fn tensors(&self) -> Vec<Tensor> {
+        self.num.into_iter().chain(self.den).collect()
+    }
+}
+
 /// Adam's hyper-parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamHyper {
@@ -195,13 +282,17 @@ impl Op {
             Op::Matmul { .. } => "matmul",
             Op::Activate { .. } => "activate",
             Op::ActivateGrad { .. } => "activate_grad",
+            Op::ActivateGradJvp { .. } => "activate_grad_jvp",
             Op::Binary { .. } => "binary",
             Op::Scale { .. } => "scale",
             Op::Axpy { .. } => "axpy",
             Op::Fill { .. } => "fill",
             Op::Reduce { .. } => "reduce",
             Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
+            Op::SoftmaxCrossEntropyJvp { .. } => "softmax_cross_entropy_jvp",
             Op::Transpose { .. } => "transpose",
+            Op::AxpyDevice { .. } => "axpy_device",
+            Op::ScaleDevice { .. } => "scale_device",
             Op::Momentum { .. } => "momentum",
             Op::Adam { .. } => "adam",
             Op::JacobiRound { .. } => "jacobi_round",
@@ -216,6 +307,14 @@ impl Op {
             Op::ActivateGrad {
                 x, grad_y, grad_x, ..
             } => vec![x, grad_y, grad_x],
+            Op::ActivateGradJvp {
+                x,
+                grad_y,
+                dx,
+                d_grad_y,
+                out,
+                ..
+            } => vec![x, grad_y, dx, d_grad_y, out],
             Op::Binary { a, b, out, .. } => vec![a, b, out],
             Op::Scale { x, out, .. } => vec![x, out],
             Op::Axpy { x, y, .. } => vec![x, y],
@@ -228,7 +327,19 @@ impl Op {
                 grad,
                 ..
             } => vec![logits, labels, loss, grad],
+            Op::SoftmaxCrossEntropyJvp {
+                logits,
+                labels,
+                d_logits,
+                d_loss,
+                d_grad,
+                ..
+            } => vec![logits, labels, d_logits, d_loss, d_grad],
             Op::Transpose { x, out } => vec![x, out],
+            Op::AxpyDevice { scalar, x, y } => [x, y].into_iter().chain(scalar.tensors()).collect(),
+            Op::ScaleDevice { scalar, x, out } => {
+                [x, out].into_iter().chain(scalar.tensors()).collect()
+            }
             Op::Momentum {
                 param,
                 grad,

@@ -2,7 +2,7 @@
 //! Keeping the list apart from the engine keeps algorithm code free of wgpu calls and lets the
 //! GPU engine submit many steps in one command buffer.
 
-use super::op::{Activation, AdamHyper, BinaryOp, Op, ReduceAxis, Reduction};
+use super::op::{Activation, AdamHyper, BinaryOp, DeviceScalar, Op, ReduceAxis, Reduction};
 use super::{EngineError, Tensor};
 
 #[derive(Clone, Debug, Default)]
@@ -39,6 +39,34 @@ fn distinct(op: &'static str, outputs: &[Tensor], inputs: &[Tensor]) -> Result<(
     Ok(())
 }
 
+/// A device scalar reads `num[0]` and `den[0]`: both must be 1x1.
+fn scalar_operands(op: &'static str, scalar: &DeviceScalar) -> Result<(), EngineError> {
+    for (what, tensor) in [("num", scalar.num), ("den", scalar.den)] {
+        if let Some(t) = tensor
+            && t.shape() != (1, 1)
+        {
+            return Err(shape_error(
+                op,
+                format!("the scalar's {what} must be 1x1, got {t}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Labels and per-row outputs of the softmax cross-entropy ops must be `rows x 1`.
+fn per_row(op: &'static str, what: &str, logits: Tensor, t: Tensor) -> Result<(), EngineError> {
+    let rows = logits.rows();
+    if t.shape() == (rows, 1) {
+        Ok(())
+    } else {
+        Err(shape_error(
+            op,
+            format!("{what} must be {rows}x1 for logits {logits}, got {t}"),
+        ))
+    }
+}
+
 impl Recording {
     pub fn new() -> Self {
         Self::default()
@@ -54,6 +82,11 @@ impl Recording {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Appends an op taken from another recording, where it was checked already.
+    pub(super) fn push_recorded(&mut self, op: Op) {
+        self.ops.push(op);
     }
 
     /// Appends another recording (for example, one optimisation step repeated N times).
@@ -158,6 +191,33 @@ impl Recording {
         Ok(self)
     }
 
+    /// `out = d_grad_y * f'(x) + grad_y * f''(x) * dx`: the tangent of `activate_grad`.
+    pub fn activate_grad_jvp(
+        &mut self,
+        f: Activation,
+        x: Tensor,
+        grad_y: Tensor,
+        dx: Tensor,
+        d_grad_y: Tensor,
+        out: Tensor,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "activate_grad_jvp";
+        same_shape(op, "x and grad_y", x, grad_y)?;
+        same_shape(op, "x and dx", x, dx)?;
+        same_shape(op, "x and d_grad_y", x, d_grad_y)?;
+        same_shape(op, "x and out", x, out)?;
+        distinct(op, &[out], &[x, grad_y, dx, d_grad_y])?;
+        self.ops.push(Op::ActivateGradJvp {
+            f,
+            x,
+            grad_y,
+            dx,
+            d_grad_y,
+            out,
+        });
+        Ok(self)
+    }
+
     pub fn binary(
         &mut self,
         op: BinaryOp,
@@ -183,6 +243,38 @@ impl Recording {
         same_shape("axpy", "x and y", x, y)?;
         distinct("axpy", &[y], &[x])?;
         self.ops.push(Op::Axpy { alpha, x, y });
+        Ok(self)
+    }
+
+    /// `y = y + value * x`, with `value` computed on the device from `scalar`.
+    pub fn axpy_device(
+        &mut self,
+        scalar: DeviceScalar,
+        x: Tensor,
+        y: Tensor,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "axpy_device";
+        same_shape(op, "x and y", x, y)?;
+        scalar_operands(op, &scalar)?;
+        let inputs: Vec<Tensor> = [x].into_iter().chain(scalar.tensors()).collect();
+        distinct(op, &[y], &inputs)?;
+        self.ops.push(Op::AxpyDevice { scalar, x, y });
+        Ok(self)
+    }
+
+    /// `out = value * x`, with `value` computed on the device from `scalar`.
+    pub fn scale_device(
+        &mut self,
+        scalar: DeviceScalar,
+        x: Tensor,
+        out: Tensor,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "scale_device";
+        same_shape(op, "x and out", x, out)?;
+        scalar_operands(op, &scalar)?;
+        let inputs: Vec<Tensor> = [x].into_iter().chain(scalar.tensors()).collect();
+        distinct(op, &[out], &inputs)?;
+        self.ops.push(Op::ScaleDevice { scalar, x, out });
         Ok(self)
     }
 
@@ -230,19 +322,8 @@ impl Recording {
         grad_scale: f64,
     ) -> Result<&mut Self, EngineError> {
         let op = "softmax_cross_entropy";
-        let rows = logits.rows();
-        if labels.shape() != (rows, 1) {
-            return Err(shape_error(
-                op,
-                format!("labels must be {rows}x1 for logits {logits}, got {labels}"),
-            ));
-        }
-        if loss.shape() != (rows, 1) {
-            return Err(shape_error(
-                op,
-                format!("loss must be {rows}x1 for logits {logits}, got {loss}"),
-            ));
-        }
+        per_row(op, "labels", logits, labels)?;
+        per_row(op, "loss", logits, loss)?;
         same_shape(op, "logits and grad", logits, grad)?;
         distinct(op, &[loss, grad], &[logits, labels])?;
         self.ops.push(Op::SoftmaxCrossEntropy {
@@ -250,6 +331,33 @@ impl Recording {
             labels,
             loss,
             grad,
+            grad_scale,
+        });
+        Ok(self)
+    }
+
+    /// The tangent of `softmax_cross_entropy` along `d_logits` (see `Op::SoftmaxCrossEntropyJvp`).
+    pub fn softmax_cross_entropy_jvp(
+        &mut self,
+        logits: Tensor,
+        labels: Tensor,
+        d_logits: Tensor,
+        d_loss: Tensor,
+        d_grad: Tensor,
+        grad_scale: f64,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "softmax_cross_entropy_jvp";
+        per_row(op, "labels", logits, labels)?;
+        per_row(op, "d_loss", logits, d_loss)?;
+        same_shape(op, "logits and d_logits", logits, d_logits)?;
+        same_shape(op, "logits and d_grad", logits, d_grad)?;
+        distinct(op, &[d_loss, d_grad], &[logits, labels, d_logits])?;
+        self.ops.push(Op::SoftmaxCrossEntropyJvp {
+            logits,
+            labels,
+            d_logits,
+            d_loss,
+            d_grad,
             grad_scale,
         });
         Ok(self)

@@ -1,5 +1,5 @@
-//! CPU twins of shaders/elementwise.wgsl: activations and their derivatives, binary ops, scale,
-//! axpy and fill.
+//! CPU twins of shaders/elementwise.wgsl: activations and their first and second derivatives,
+//! the tangent of the activation gradient, binary ops, scale, axpy and fill.
 
 use super::CpuReal;
 use crate::engine::op::{Activation, BinaryOp};
@@ -45,6 +45,30 @@ pub fn activation_derivative<T: CpuReal>(f: Activation, x: T) -> T {
     }
 }
 
+/// `f''(x)`. relu's is 0 everywhere (0 at the kink too, consistent with its derivative there).
+/// For the tanh-form GELU, with `u = s (x + c x^3)`, `u' = s (1 + 3 c x^2)`, `t = tanh(u)`,
+/// `f' = (1 + t) / 2 + x (1 - t^2) u' / 2` differentiates to
+/// `f'' = (1 - t^2) (u' - x t u'^2 + 3 s c x^2)` (the last term is `x u'' / 2`).
+pub fn activation_second_derivative<T: CpuReal>(f: Activation, x: T) -> T {
+    match f {
+        Activation::Relu => T::zero(),
+        Activation::Gelu => {
+            let cubic = T::of_f64(GELU_CUBIC);
+            let scale = T::of_f64(GELU_SCALE);
+            let three = T::of_f64(3.0);
+            let t = (scale * (x + cubic * x * x * x)).tanh();
+            let inner_derivative = scale * (T::one() + three * cubic * x * x);
+            (T::one() - t * t)
+                * (inner_derivative - x * t * inner_derivative * inner_derivative
+                    + three * scale * cubic * x * x)
+        }
+        Activation::Tanh => {
+            let t = x.tanh();
+            T::of_f64(-2.0) * t * (T::one() - t * t)
+        }
+    }
+}
+
 pub fn activate<T: CpuReal>(f: Activation, x: &[T], y: &mut [T]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y = activation_value(f, x);
@@ -54,6 +78,21 @@ pub fn activate<T: CpuReal>(f: Activation, x: &[T], y: &mut [T]) {
 pub fn activate_grad<T: CpuReal>(f: Activation, x: &[T], grad_y: &[T], grad_x: &mut [T]) {
     for ((gx, &x), &gy) in grad_x.iter_mut().zip(x).zip(grad_y) {
         *gx = gy * activation_derivative(f, x);
+    }
+}
+
+/// `out = d_grad_y * f'(x) + grad_y * f''(x) * dx`: the tangent of `activate_grad` along
+/// `(dx, d_grad_y)`.
+pub fn activate_grad_jvp<T: CpuReal>(
+    f: Activation,
+    x: &[T],
+    grad_y: &[T],
+    dx: &[T],
+    d_grad_y: &[T],
+    out: &mut [T],
+) {
+    for ((((o, &x), &gy), &dx), &dgy) in out.iter_mut().zip(x).zip(grad_y).zip(dx).zip(d_grad_y) {
+        *o = dgy * activation_derivative(f, x) + gy * activation_second_derivative(f, x) * dx;
     }
 }
 

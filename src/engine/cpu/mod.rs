@@ -1,6 +1,7 @@
 //! The CPU engine: executes recordings with the CPU twin of every WGSL kernel, in f64 (the ground
 //! truth every GPU result is checked against) or f32.
 
+pub mod device_scalar;
 pub mod elementwise;
 mod flush;
 pub mod jacobi;
@@ -13,7 +14,9 @@ pub mod transpose;
 
 pub use real::CpuReal;
 
-use super::{Engine, EngineError, EngineInfo, Op, Recording, Tensor, check_alloc};
+use super::{
+    DeviceScalar, Engine, EngineError, EngineInfo, Op, Recording, ReleaseQueue, Tensor, check_alloc,
+};
 use std::collections::HashMap;
 
 struct Stored<T> {
@@ -24,6 +27,7 @@ struct Stored<T> {
 pub struct CpuEngine<T: CpuReal> {
     tensors: HashMap<u32, Stored<T>>,
     next_id: u32,
+    released: ReleaseQueue,
 }
 
 pub type CpuEngine64 = CpuEngine<f64>;
@@ -34,6 +38,7 @@ impl<T: CpuReal> Default for CpuEngine<T> {
         Self {
             tensors: HashMap::new(),
             next_id: 0,
+            released: ReleaseQueue::default(),
         }
     }
 }
@@ -41,6 +46,13 @@ impl<T: CpuReal> Default for CpuEngine<T> {
 impl<T: CpuReal> CpuEngine<T> {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Frees what dropped owners left in the release queue.
+    fn collect_released(&mut self) {
+        for tensor in self.released.take() {
+            self.tensors.remove(&tensor.id());
+        }
     }
 
     fn values(&self, tensor: Tensor) -> Result<&[T], EngineError> {
@@ -88,6 +100,27 @@ impl<T: CpuReal> CpuEngine<T> {
         result
     }
 
+    /// Runs `f(value, x, output)` for an op scaled by a device scalar: the inputs are bound as the
+    /// shader binds them (x, then num and den, or x again where one is absent).
+    fn with_device_scalar(
+        &mut self,
+        scalar: DeviceScalar,
+        x: Tensor,
+        out: Tensor,
+        f: impl FnOnce(T, &[T], &mut [T]),
+    ) -> Result<(), EngineError> {
+        let inputs = [x, scalar.num.unwrap_or(x), scalar.den.unwrap_or(x)];
+        self.with_output(out, &inputs, |inp, out| {
+            let value = device_scalar::device_scalar_value(
+                T::of_f64(scalar.coef),
+                scalar.num.map(|_| inp[1][0]),
+                scalar.den.map(|_| inp[2][0]),
+                scalar.sqrt,
+            );
+            f(value, inp[0], out)
+        })
+    }
+
     fn execute(&mut self, op: &Op) -> Result<(), EngineError> {
         match *op {
             Op::Matmul {
@@ -123,6 +156,16 @@ impl<T: CpuReal> CpuEngine<T> {
                 grad_x,
             } => self.with_output(grad_x, &[x, grad_y], |inp, out| {
                 elementwise::activate_grad(f, inp[0], inp[1], out)
+            }),
+            Op::ActivateGradJvp {
+                f,
+                x,
+                grad_y,
+                dx,
+                d_grad_y,
+                out,
+            } => self.with_output(out, &[x, grad_y, dx, d_grad_y], |inp, out| {
+                elementwise::activate_grad_jvp(f, inp[0], inp[1], inp[2], inp[3], out)
             }),
             Op::Binary { op, a, b, out } => self.with_output(out, &[a, b], |inp, out| {
                 elementwise::binary(op, inp[0], inp[1], out)
@@ -164,6 +207,35 @@ impl<T: CpuReal> CpuEngine<T> {
                     )
                 })?;
                 self.with_output(loss, &[], |_, out| out.copy_from_slice(&loss_values))
+            }
+            Op::SoftmaxCrossEntropyJvp {
+                logits,
+                labels,
+                d_logits,
+                d_loss,
+                d_grad,
+                grad_scale,
+            } => {
+                // Two outputs, as for the loss: a scratch d_loss, stored afterwards.
+                let mut d_loss_values = vec![T::zero(); d_loss.len()];
+                self.with_output(d_grad, &[logits, labels, d_logits], |inp, out| {
+                    softmax_cross_entropy::softmax_cross_entropy_jvp(
+                        inp[0],
+                        inp[1],
+                        inp[2],
+                        logits.cols(),
+                        T::of_f64(grad_scale),
+                        &mut d_loss_values,
+                        out,
+                    )
+                })?;
+                self.with_output(d_loss, &[], |_, out| out.copy_from_slice(&d_loss_values))
+            }
+            Op::AxpyDevice { scalar, x, y } => {
+                self.with_device_scalar(scalar, x, y, device_scalar::axpy_device)
+            }
+            Op::ScaleDevice { scalar, x, out } => {
+                self.with_device_scalar(scalar, x, out, device_scalar::scale_device)
             }
             Op::Transpose { x, out } => self.with_output(out, &[x], |inp, out| {
                 transpose::transpose(inp[0], x.rows(), x.cols(), out)
@@ -262,6 +334,7 @@ impl<T: CpuReal> Engine for CpuEngine<T> {
     }
 
     fn alloc(&mut self, label: &str, rows: usize, cols: usize) -> Result<Tensor, EngineError> {
+        self.collect_released();
         check_alloc(label, rows, cols)?;
         let id = self.next_id;
         self.next_id += 1;
@@ -279,7 +352,12 @@ impl<T: CpuReal> Engine for CpuEngine<T> {
         self.tensors.remove(&tensor.id());
     }
 
+    fn release_queue(&self) -> ReleaseQueue {
+        self.released.clone()
+    }
+
     fn upload(&mut self, tensor: Tensor, values: &[f64]) -> Result<(), EngineError> {
+        self.collect_released();
         let stored = self
             .tensors
             .get_mut(&tensor.id())
@@ -298,11 +376,13 @@ impl<T: CpuReal> Engine for CpuEngine<T> {
     }
 
     fn run(&mut self, recording: &Recording) -> Result<(), EngineError> {
+        self.collect_released();
         let _flush = T::FLUSH_SUBNORMALS.then(flush::FlushSubnormals::enable);
         recording.ops().iter().try_for_each(|op| self.execute(op))
     }
 
     fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {
+        self.collect_released();
         tensors
             .iter()
             .map(|&t| Ok(self.values(t)?.iter().map(|v| v.as_f64()).collect()))

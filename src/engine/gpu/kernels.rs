@@ -27,6 +27,10 @@ pub const SHADER_FILES: &[(&str, &str)] = &[
     ("momentum", include_str!("../../../shaders/momentum.wgsl")),
     ("adam", include_str!("../../../shaders/adam.wgsl")),
     ("jacobi", include_str!("../../../shaders/jacobi.wgsl")),
+    (
+        "device_scalar",
+        include_str!("../../../shaders/device_scalar.wgsl"),
+    ),
 ];
 
 /// The full source of a kernel file as compiled: common snippets, then the file.
@@ -46,16 +50,20 @@ pub enum Kernel {
     Matmul { trans_a: bool, trans_b: bool },
     Activate(Activation),
     ActivateGrad(Activation),
+    ActivateGradJvp(Activation),
     Binary(BinaryOp),
     Scale,
     Axpy,
     Fill,
     Reduce(Reduction),
     SoftmaxCrossEntropy,
+    SoftmaxCrossEntropyJvp,
     Transpose,
     Momentum,
     Adam,
     JacobiRound,
+    AxpyDevice,
+    ScaleDevice,
 }
 
 impl Kernel {
@@ -70,16 +78,20 @@ impl Kernel {
         for f in Activation::ALL {
             all.push(Kernel::Activate(f));
             all.push(Kernel::ActivateGrad(f));
+            all.push(Kernel::ActivateGradJvp(f));
         }
         all.extend(BinaryOp::ALL.map(Kernel::Binary));
         all.extend([Kernel::Scale, Kernel::Axpy, Kernel::Fill]);
         all.extend(Reduction::ALL.map(Kernel::Reduce));
         all.extend([
             Kernel::SoftmaxCrossEntropy,
+            Kernel::SoftmaxCrossEntropyJvp,
             Kernel::Transpose,
             Kernel::Momentum,
             Kernel::Adam,
             Kernel::JacobiRound,
+            Kernel::AxpyDevice,
+            Kernel::ScaleDevice,
         ]);
         all
     }
@@ -89,16 +101,18 @@ impl Kernel {
             Kernel::Matmul { .. } => "matmul",
             Kernel::Activate(_)
             | Kernel::ActivateGrad(_)
+            | Kernel::ActivateGradJvp(_)
             | Kernel::Binary(_)
             | Kernel::Scale
             | Kernel::Axpy
             | Kernel::Fill => "elementwise",
             Kernel::Reduce(_) => "reduce",
-            Kernel::SoftmaxCrossEntropy => "softmax_cross_entropy",
+            Kernel::SoftmaxCrossEntropy | Kernel::SoftmaxCrossEntropyJvp => "softmax_cross_entropy",
             Kernel::Transpose => "transpose",
             Kernel::Momentum => "momentum",
             Kernel::Adam => "adam",
             Kernel::JacobiRound => "jacobi",
+            Kernel::AxpyDevice | Kernel::ScaleDevice => "device_scalar",
         }
     }
 
@@ -107,16 +121,20 @@ impl Kernel {
             Kernel::Matmul { .. } => "matmul",
             Kernel::Activate(_) => "activate",
             Kernel::ActivateGrad(_) => "activate_grad",
+            Kernel::ActivateGradJvp(_) => "activate_grad_jvp",
             Kernel::Binary(_) => "binary",
             Kernel::Scale => "scale",
             Kernel::Axpy => "axpy",
             Kernel::Fill => "fill",
             Kernel::Reduce(_) => "reduce_segments",
             Kernel::SoftmaxCrossEntropy => "softmax_cross_entropy",
+            Kernel::SoftmaxCrossEntropyJvp => "softmax_cross_entropy_jvp",
             Kernel::Transpose => "transpose",
             Kernel::Momentum => "momentum",
             Kernel::Adam => "adam",
             Kernel::JacobiRound => "jacobi_round",
+            Kernel::AxpyDevice => "axpy_device",
+            Kernel::ScaleDevice => "scale_device",
         }
     }
 
@@ -127,7 +145,9 @@ impl Kernel {
             Kernel::Matmul { trans_a, trans_b } => {
                 vec![("TRANS_A", flag(trans_a)), ("TRANS_B", flag(trans_b))]
             }
-            Kernel::Activate(f) | Kernel::ActivateGrad(f) => vec![("OP", activation_code(f))],
+            Kernel::Activate(f) | Kernel::ActivateGrad(f) | Kernel::ActivateGradJvp(f) => {
+                vec![("OP", activation_code(f))]
+            }
             Kernel::Binary(op) => vec![(
                 "OP",
                 match op {
@@ -148,10 +168,13 @@ impl Kernel {
             | Kernel::Axpy
             | Kernel::Fill
             | Kernel::SoftmaxCrossEntropy
+            | Kernel::SoftmaxCrossEntropyJvp
             | Kernel::Transpose
             | Kernel::Momentum
             | Kernel::Adam
-            | Kernel::JacobiRound => Vec::new(),
+            | Kernel::JacobiRound
+            | Kernel::AxpyDevice
+            | Kernel::ScaleDevice => Vec::new(),
         }
     }
 
@@ -161,15 +184,21 @@ impl Kernel {
             Kernel::Matmul { .. } => (1, 2),
             Kernel::Activate(_) => (1, 1),
             Kernel::ActivateGrad(_) => (1, 2),
+            // x, grad_y, dx, d_grad_y.
+            Kernel::ActivateGradJvp(_) => (1, 4),
             Kernel::Binary(_) => (1, 2),
             Kernel::Scale | Kernel::Axpy => (1, 1),
             Kernel::Fill => (1, 0),
             Kernel::Reduce(_) => (1, 1),
             Kernel::SoftmaxCrossEntropy => (2, 2),
+            // logits, labels, d_logits.
+            Kernel::SoftmaxCrossEntropyJvp => (2, 3),
             Kernel::Transpose => (1, 1),
             Kernel::Momentum => (2, 1),
             Kernel::Adam => (3, 1),
             Kernel::JacobiRound => (2, 0),
+            // x, then the scalar's num and den (x again where one is absent).
+            Kernel::AxpyDevice | Kernel::ScaleDevice => (1, 3),
         };
         Bindings { outputs, inputs }
     }
@@ -184,6 +213,7 @@ impl Kernel {
             ),
             Kernel::Activate(f) => format!("activate_{}", f.name()),
             Kernel::ActivateGrad(f) => format!("activate_grad_{}", f.name()),
+            Kernel::ActivateGradJvp(f) => format!("activate_grad_jvp_{}", f.name()),
             Kernel::Binary(op) => format!("binary_{}", op.name()),
             Kernel::Reduce(r) => format!("reduce_{}", r.name()),
             other => other.entry_point().to_string(),

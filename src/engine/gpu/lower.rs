@@ -2,7 +2,7 @@
 //! bound buffers and workgroup grid. Pure data, no wgpu calls, so it is testable on its own.
 
 use super::kernels::{Bindings, Kernel};
-use crate::engine::op::{Op, ReduceAxis, Reduction};
+use crate::engine::op::{DeviceScalar, Op, ReduceAxis, Reduction};
 use crate::engine::{EngineError, Tensor};
 use bytemuck::{Pod, Zeroable};
 
@@ -114,6 +114,84 @@ struct JacobiParams {
     _pad: [u32; 4],
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DeviceScalarParams {
+    len: u32,
+    coef: f32,
+    has_num: u32,
+    has_den: u32,
+    take_sqrt: u32,
+    _pad: [u32; 3],
+}
+
+/// Each params struct's WGSL name and the byte offset of each of its fields that the shader
+/// reads (every field but padding), for tests/shader_validation.rs to check against naga's
+/// layout of the WGSL struct of the same name.
+#[doc(hidden)]
+pub fn params_layouts() -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
+    macro_rules! layout {
+        ($ty:ident { $($field:ident),* $(,)? }) => {
+            (
+                stringify!($ty),
+                vec![$((stringify!($field), std::mem::offset_of!($ty, $field))),*],
+            )
+        };
+    }
+    vec![
+        layout!(MatmulParams {
+            m,
+            n,
+            k,
+            accumulate,
+            alpha,
+            beta
+        }),
+        layout!(ElementwiseParams { len, alpha }),
+        layout!(ReduceParams {
+            len,
+            segment_len,
+            segments
+        }),
+        layout!(SoftmaxParams {
+            rows,
+            cols,
+            grad_scale,
+            nan_bits
+        }),
+        layout!(TransposeParams { rows, cols }),
+        layout!(MomentumParams {
+            len,
+            nesterov,
+            lr,
+            momentum
+        }),
+        layout!(AdamParams {
+            len,
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            correction1,
+            correction2,
+        }),
+        layout!(JacobiParams {
+            players,
+            columns,
+            row_len,
+            round
+        }),
+        layout!(DeviceScalarParams {
+            len,
+            coef,
+            has_num,
+            has_den,
+            take_sqrt
+        }),
+    ]
+}
+
 fn words<P: Pod>(params: P) -> ParamWords {
     bytemuck::cast(params)
 }
@@ -167,6 +245,36 @@ fn elementwise(
         }),
         operands,
         workgroups: grid_1d("elementwise", len.div_ceil(256), max_per_dim)?,
+    })
+}
+
+/// A device-scalar dispatch: x, then the scalar's num and den, with x bound again in place of an
+/// absent one (the shader's flags say which to ignore).
+fn device_scalar(
+    kernel: Kernel,
+    scalar: DeviceScalar,
+    x: Tensor,
+    out: Tensor,
+    max_per_dim: u32,
+) -> Result<Dispatch, EngineError> {
+    let len = x.len();
+    Ok(Dispatch {
+        kernel,
+        params: words(DeviceScalarParams {
+            len: len as u32,
+            coef: scalar.coef as f32,
+            has_num: u32::from(scalar.num.is_some()),
+            has_den: u32::from(scalar.den.is_some()),
+            take_sqrt: u32::from(scalar.sqrt),
+            _pad: [0; 3],
+        }),
+        operands: vec![
+            Operand::Tensor(out),
+            Operand::Tensor(x),
+            Operand::Tensor(scalar.num.unwrap_or(x)),
+            Operand::Tensor(scalar.den.unwrap_or(x)),
+        ],
+        workgroups: grid_1d(kernel.entry_point(), len.div_ceil(256), max_per_dim)?,
     })
 }
 
@@ -242,6 +350,20 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
             vec![T(grad_x), T(x), T(grad_y)],
             max_per_dim,
         )?,
+        Op::ActivateGradJvp {
+            f,
+            x,
+            grad_y,
+            dx,
+            d_grad_y,
+            out,
+        } => elementwise(
+            Kernel::ActivateGradJvp(f),
+            x.len(),
+            0.0,
+            vec![T(out), T(x), T(grad_y), T(dx), T(d_grad_y)],
+            max_per_dim,
+        )?,
         Op::Binary { op, a, b, out } => elementwise(
             Kernel::Binary(op),
             a.len(),
@@ -313,6 +435,31 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
             operands: vec![T(loss), T(grad), T(logits), T(labels)],
             workgroups: grid_1d("softmax_cross_entropy", logits.rows(), max_per_dim)?,
         },
+        Op::SoftmaxCrossEntropyJvp {
+            logits,
+            labels,
+            d_logits,
+            d_loss,
+            d_grad,
+            grad_scale,
+        } => Dispatch {
+            kernel: Kernel::SoftmaxCrossEntropyJvp,
+            params: words(SoftmaxParams {
+                rows: logits.rows() as u32,
+                cols: logits.cols() as u32,
+                grad_scale: grad_scale as f32,
+                nan_bits: f32::NAN.to_bits(),
+                _pad: [0; 4],
+            }),
+            operands: vec![T(d_loss), T(d_grad), T(logits), T(labels), T(d_logits)],
+            workgroups: grid_1d("softmax_cross_entropy_jvp", logits.rows(), max_per_dim)?,
+        },
+        Op::AxpyDevice { scalar, x, y } => {
+            device_scalar(Kernel::AxpyDevice, scalar, x, y, max_per_dim)?
+        }
+        Op::ScaleDevice { scalar, x, out } => {
+            device_scalar(Kernel::ScaleDevice, scalar, x, out, max_per_dim)?
+        }
         Op::Transpose { x, out } => Dispatch {
             kernel: Kernel::Transpose,
             params: words(TransposeParams {

@@ -12,7 +12,9 @@ mod readback;
 pub use context::{GpuDevice, GpuOptions, open_device};
 pub use readback::PendingRead;
 
-use super::{Engine, EngineError, EngineInfo, ReadTicket, Recording, Tensor, check_alloc};
+use super::{
+    Engine, EngineError, EngineInfo, ReadTicket, Recording, ReleaseQueue, Tensor, check_alloc,
+};
 use kernels::{Bindings, Kernel, PARAMS_BINDING_BYTES, PARAMS_SLOT_BYTES, PipelineCache};
 use lower::{Dispatch, MAX_REDUCE_PARTIALS, Operand};
 use pool::{BufferPool, PooledBuffer};
@@ -63,6 +65,7 @@ pub struct GpuEngine {
     pipelines: PipelineCache,
     tensors: HashMap<u32, GpuTensor>,
     next_tensor_id: u32,
+    released: ReleaseQueue,
     storage_pool: BufferPool,
     staging_pool: BufferPool,
     scratch: PooledBuffer,
@@ -141,6 +144,7 @@ impl GpuEngine {
             pipelines: PipelineCache::default(),
             tensors: HashMap::new(),
             next_tensor_id: 0,
+            released: ReleaseQueue::default(),
             storage_pool,
             staging_pool: BufferPool::new(
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -433,6 +437,16 @@ impl GpuEngine {
     }
 }
 
+impl GpuEngine {
+    /// Frees what dropped owners left in the release queue (their buffers go back to the pool;
+    /// a buffer reused later is written only after the submissions that used it).
+    fn collect_released(&mut self) {
+        for tensor in self.released.take() {
+            self.free(tensor);
+        }
+    }
+}
+
 impl Engine for GpuEngine {
     fn info(&self) -> EngineInfo {
         let info = &self.adapter_info;
@@ -448,6 +462,7 @@ impl Engine for GpuEngine {
     }
 
     fn alloc(&mut self, label: &str, rows: usize, cols: usize) -> Result<Tensor, EngineError> {
+        self.collect_released();
         check_alloc(label, rows, cols)?;
         let bytes = (rows as u64).saturating_mul(cols as u64).saturating_mul(4);
         for (limit_name, limit) in [
@@ -487,7 +502,12 @@ impl Engine for GpuEngine {
         }
     }
 
+    fn release_queue(&self) -> ReleaseQueue {
+        self.released.clone()
+    }
+
     fn upload(&mut self, tensor: Tensor, values: &[f64]) -> Result<(), EngineError> {
+        self.collect_released();
         let stored = self.tensor(tensor)?;
         if values.len() != tensor.len() {
             return Err(EngineError::UploadLength {
@@ -503,6 +523,7 @@ impl Engine for GpuEngine {
     }
 
     fn run(&mut self, recording: &Recording) -> Result<(), EngineError> {
+        self.collect_released();
         let prepared = self.prepare(recording)?;
         let mut encoder = self
             .device
@@ -523,6 +544,7 @@ impl Engine for GpuEngine {
     }
 
     fn begin_read(&mut self, tensors: &[Tensor]) -> Result<ReadTicket, EngineError> {
+        self.collect_released();
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
