@@ -32,7 +32,6 @@ fn bench_engine(c: &mut Criterion, name: &str, engine: &mut dyn Engine) {
                 engine.read_one(steps.probe).expect("read")
             })
         });
-        steps.free(engine);
     }
     group.finish();
 }
@@ -47,7 +46,7 @@ fn attack_step(c: &mut Criterion) {
                     // Warm the pipelines, then time one step's kernels.
                     gpu.run(&one.recording).expect("warm-up");
                     let timings = gpu.run_timed(&one.recording).expect("timed step");
-                    one.free(&mut gpu);
+                    drop(one);
                     let total_ms: f64 = timings.iter().map(|t| t.device_ns).sum::<f64>() / 1e6;
                     println!(
                         "gpu {}: {} kernels per step, {total_ms:.3} ms of device time per step ({:.0} steps/s if kernels were all it cost)",

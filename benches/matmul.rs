@@ -7,6 +7,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use faer::{Accum, Mat, Par};
+use specdef::engine::Allocation;
 use specdef::engine::gpu::GpuEngine;
 use specdef::selftest::seeded_uniform;
 use specdef::{Engine, Recording};
@@ -31,13 +32,13 @@ fn matmul(c: &mut Criterion) {
         Ok(mut gpu) => {
             println!("GPU: {}", gpu.info());
             for n in SIZES {
-                let a = gpu
-                    .tensor_from("a", n, n, &seeded_uniform(1, n * n, 1.0))
+                // Freed when `owner` is dropped, at the end of each size.
+                let mut owner = Allocation::new(&gpu);
+                let a = (owner.tensor_from(&mut gpu, "a", n, n, &seeded_uniform(1, n * n, 1.0)))
                     .unwrap();
-                let b = gpu
-                    .tensor_from("b", n, n, &seeded_uniform(2, n * n, 1.0))
+                let b = (owner.tensor_from(&mut gpu, "b", n, n, &seeded_uniform(2, n * n, 1.0)))
                     .unwrap();
-                let out = gpu.alloc("c", n, n).unwrap();
+                let out = owner.alloc(&mut gpu, "c", n, n).unwrap();
                 let mut rec = Recording::new();
                 rec.matmul(a, b, out, false, false).unwrap();
                 group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
@@ -47,7 +48,6 @@ fn matmul(c: &mut Criterion) {
                         gpu.wait_idle().unwrap();
                     })
                 });
-                [a, b, out].into_iter().for_each(|t| gpu.free(t));
             }
         }
         Err(e) => println!("GPU: skipped ({e})"),

@@ -5,6 +5,7 @@
 //! [`engine::Op`]s into a [`engine::Recording`] and either engine executes it. See ARCHITECTURE.md.
 
 pub mod app;
+pub mod atomic_file;
 pub mod attack;
 pub mod benchmark;
 pub mod data;

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use specdef::app::ScenarioChoice;
 use specdef::attack::{OptimizerKind, train};
 use specdef::benchmark::{self, BenchRecord, BenchSettings, Workload};
-use specdef::defense::{LayerSelection, SpecDef};
+use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::gpu::GpuEngine;
 use specdef::model::{DeviceModel, HostModel, file};
@@ -82,6 +82,9 @@ enum Command {
         /// The ablation: scale singular values without compensation layers.
         #[arg(long)]
         no_compensation: bool,
+        /// The compensation form: full (I + (1/alpha - 1) U_k U_k^T) or thin (U S S~^-1 U^T).
+        #[arg(long, value_enum, default_value = "full")]
+        compensation: CompensationChoice,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long)]
@@ -142,6 +145,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         open: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompensationChoice {
+    Full,
+    Thin,
 }
 
 fn open(choice: EngineChoice) -> Result<Box<dyn Engine>> {
@@ -328,7 +337,7 @@ fn list() {
         "models:     MLP and deep linear networks: [model] widths = [64, ...], activation = relu | gelu | tanh | identity"
     );
     println!(
-        "defences:   none; specdef (alpha, k, layers = all | 0,2 | random:N); the ablation (compensate = false)"
+        "defences:   none; specdef (alpha, k, layers = all | 0,2 | random:N, compensation = full | thin); the ablation (compensate = false)"
     );
     let optimizers: Vec<&str> = OptimizerKind::ALL.iter().map(|o| o.name()).collect();
     println!(
@@ -436,7 +445,6 @@ fn add_kernel_times(gpu: &mut GpuEngine, records: &mut [BenchRecord]) -> Result<
             .iter_mut()
             .filter(|r| r.workload == workload.name())
             .for_each(|r| r.kernel_ms_per_run = Some(ms));
-        prepared.free(gpu);
     }
     Ok(())
 }
@@ -494,6 +502,7 @@ fn main() -> Result<ExitCode> {
             k,
             layers,
             no_compensation,
+            compensation,
             seed,
             out,
         } => done(defend(
@@ -503,6 +512,10 @@ fn main() -> Result<ExitCode> {
                 k,
                 layers,
                 compensate: !no_compensation,
+                compensation: match compensation {
+                    CompensationChoice::Full => CompensationForm::Full,
+                    CompensationChoice::Thin => CompensationForm::Thin,
+                },
             },
             seed,
             &out,

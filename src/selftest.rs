@@ -148,10 +148,11 @@ pub fn matmul_gflops(
     n: usize,
     repeats: usize,
 ) -> Result<f64, EngineError> {
-    let a = engine.tensor_from("a", n, n, &seeded_uniform(10, n * n, 1.0))?;
-    let b = engine.tensor_from("b", n, n, &seeded_uniform(11, n * n, 1.0))?;
-    let c = engine.alloc("c", n, n)?;
-    let probe = engine.alloc("probe", 1, 1)?;
+    let mut owner = crate::engine::Allocation::new(engine);
+    let a = owner.tensor_from(engine, "a", n, n, &seeded_uniform(10, n * n, 1.0))?;
+    let b = owner.tensor_from(engine, "b", n, n, &seeded_uniform(11, n * n, 1.0))?;
+    let c = owner.alloc(engine, "c", n, n)?;
+    let probe = owner.alloc(engine, "probe", 1, 1)?;
     let mut rec = Recording::new();
     rec.matmul(a, b, c, false, false)?;
     // Reading a 1x1 sum of C keeps the readback out of the timing.
@@ -166,6 +167,5 @@ pub fn matmul_gflops(
         seconds.push(start.elapsed().as_secs_f64());
     }
     seconds.sort_by(f64::total_cmp);
-    [a, b, c, probe].into_iter().for_each(|t| engine.free(t));
     Ok(2.0 * (n as f64).powi(3) / seconds[seconds.len() / 2] / 1e9)
 }

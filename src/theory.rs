@@ -11,16 +11,23 @@
 use crate::attack::{OptimizerKind, OptimizerState};
 use crate::data::Regression;
 use crate::engine::{Engine, EngineError, Recording};
-use crate::model::{DeviceModel, Gradients, HostLayer, HostModel, Trainable, Workspace, graph};
+use crate::model::{
+    DeviceModel, FactorRole, Gradients, HostLayer, HostModel, Trainable, Workspace, graph,
+};
 use faer::Mat;
 
-/// The exact Hessian of the regression loss of a one-layer model at its current parameters.
+/// The exact Hessian of the regression loss of a one-layer model at its current parameters; the
+/// layer is plain (`[weight]`) or SpecDef's (`[weight, compensation]`).
 pub fn exact_hessian(layer: &HostLayer, data: &Regression) -> Mat<f64> {
     let (n, d, m) = (data.samples, data.features, data.outputs);
     let x = |i: usize, l: usize| data.inputs[i * d + l];
-    let w = |k: usize, l: usize| layer.weight.values[k * d + l];
+    let weight = layer
+        .matrix(FactorRole::Weight)
+        .expect("a plain or SpecDef layer has a weight");
+    let w = |k: usize, l: usize| weight.values[k * d + l];
     let identity = crate::model::Matrix::identity(m);
-    let c_matrix = layer.compensation.as_ref().unwrap_or(&identity);
+    let compensation = layer.matrix(FactorRole::Compensation);
+    let c_matrix = compensation.unwrap_or(&identity);
     let c = |j: usize, k: usize| c_matrix.values[j * m + k];
     // A = X W^T (n x m), Z = A C^T + b.
     let a: Vec<f64> = (0..n * m)
@@ -29,11 +36,11 @@ pub fn exact_hessian(layer: &HostLayer, data: &Regression) -> Mat<f64> {
     let residual: Vec<f64> = (0..n * m)
         .map(|idx| {
             let (i, j) = (idx / m, idx % m);
-            let z: f64 = (0..m).map(|k| c(j, k) * a[i * m + k]).sum::<f64>() + layer.bias[j];
+            let z: f64 = (0..m).map(|k| c(j, k) * a[i * m + k]).sum::<f64>() + layer.bias.values[j];
             z - data.targets[i * m + j]
         })
         .collect();
-    let defended = layer.compensation.is_some();
+    let defended = compensation.is_some();
     let (w_params, b_params) = (m * d, m);
     let c_offset = w_params + b_params;
     let params = c_offset + if defended { m * m } else { 0 };
@@ -91,33 +98,26 @@ pub fn gradient_descent_diverges(
     let grads = Gradients::alloc(engine, &device)?;
     let pairs = grads.trainable_pairs(&device, Trainable::default());
     let optimizer = OptimizerState::new(engine, OptimizerKind::Sgd, pairs)?;
-    let result = (|| {
-        let mut loss_only = Recording::new();
-        graph::forward(&mut loss_only, &device, &ws)?;
-        graph::squared_error(&mut loss_only, &ws)?;
-        engine.run(&loss_only)?;
-        let initial = engine.read_one(ws.loss_sum)?[0];
-        let mut step = Recording::new();
-        graph::forward(&mut step, &device, &ws)?;
-        graph::squared_error(&mut step, &ws)?;
-        graph::backward(&mut step, &device, &ws, &grads, Trainable::default())?;
-        optimizer.record_step(&mut step, lr, 1)?;
-        // Every step is checked: above 2 / lambda_max the loss can blow up a billionfold and
-        // come back down once the sharpness drops (a catapult), which sparse checks would miss.
-        for _ in 0..steps {
-            engine.run(&step)?;
-            let loss = engine.read_one(ws.loss_sum)?[0];
-            if !loss.is_finite() || loss > 1e3 * initial {
-                return Ok(true);
-            }
+    let mut loss_only = Recording::new();
+    graph::forward(&mut loss_only, &device, &ws)?;
+    graph::squared_error(&mut loss_only, &ws)?;
+    engine.run(&loss_only)?;
+    let initial = engine.read_one(ws.loss_sum)?[0];
+    let mut step = Recording::new();
+    graph::forward(&mut step, &device, &ws)?;
+    graph::squared_error(&mut step, &ws)?;
+    graph::backward(&mut step, &device, &ws, &grads, Trainable::default())?;
+    optimizer.record_step(&mut step, lr, 1)?;
+    // Every step is checked: above 2 / lambda_max the loss can blow up a billionfold and
+    // come back down once the sharpness drops (a catapult), which sparse checks would miss.
+    for _ in 0..steps {
+        engine.run(&step)?;
+        let loss = engine.read_one(ws.loss_sum)?[0];
+        if !loss.is_finite() || loss > 1e3 * initial {
+            return Ok(true);
         }
-        Ok(false)
-    })();
-    optimizer.free(engine);
-    grads.free(engine);
-    ws.free(engine);
-    device.free(engine);
-    result
+    }
+    Ok(false)
 }
 
 /// Bisects (in log space) for the largest learning rate at which gradient descent stays stable,

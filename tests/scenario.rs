@@ -2,10 +2,10 @@
 
 mod common;
 
-use common::{gpu, run_quietly};
+use common::{every_form_model, gpu, run_quietly};
 use specdef::Engine;
 use specdef::attack::{OptimizerKind, Schedule, TrainOutcome, TrainSession, TrainSettings, train};
-use specdef::defense::{LayerSelection, SpecDef};
+use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine::cpu::CpuEngine32;
 use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec, Trainable, file};
 use specdef::report::{self, success_windows};
@@ -23,11 +23,21 @@ fn the_builtin_scenario_and_its_quick_variant_parse() {
         "one lr per decade from 1e-10 to 1"
     );
     assert_eq!(full.attack.lr_grid.values()[0], 1e-10);
+    let labels: Vec<String> = (full.defense.defenses().iter())
+        .map(|d| d.as_ref().map_or("none".to_string(), SpecDef::label))
+        .collect();
     assert_eq!(
-        full.defense.defenses().len(),
-        4,
-        "undefended and three alphas"
+        labels,
+        [
+            "none",
+            "specdef a=1e2",
+            "specdef a=1e4",
+            "specdef a=1e6",
+            "specdef-thin a=1e4"
+        ],
+        "undefended, three alphas, and the thin form at 1e4"
     );
+    assert_eq!(quick.defense.defenses().len(), 2, "undefended and 1e4 only");
     // The variant replaces only what it names.
     assert_eq!(quick.data, full.data);
 }
@@ -64,6 +74,34 @@ fn scenario_errors_name_the_field() {
     let err = Scenario::parse(&no_classes, None, "bad.toml").unwrap_err();
     assert!(err.contains("at least one class"), "{err}");
 
+    let bad_beta = base.replace(
+        "target_accuracy = 0.9\n",
+        "target_accuracy = 0.9\nhyper = { beta1 = 1.5 }\n",
+    );
+    let err = Scenario::parse(&bad_beta, None, "bad.toml").unwrap_err();
+    assert!(
+        err.contains("attack.hyper: beta1 must be in [0, 1)"),
+        "{err}"
+    );
+
+    let bad_group = base.replace(
+        "target_accuracy = 0.9\n",
+        "target_accuracy = 0.9\ngroups = { biases = { optimizer = \"sgd\", lr_scale = -1.0 } }\n",
+    );
+    let err = Scenario::parse(&bad_group, None, "bad.toml").unwrap_err();
+    assert!(err.contains("attack.groups.biases.lr_scale"), "{err}");
+
+    let unknown_group = base.replace(
+        "target_accuracy = 0.9\n",
+        "target_accuracy = 0.9\ngroups = { gates = { optimizer = \"sgd\" } }\n",
+    );
+    let err = Scenario::parse(&unknown_group, None, "bad.toml").unwrap_err();
+    assert!(err.contains("gates"), "{err}");
+
+    let bad_extra = base.replace("compensation = \"thin\"", "compensation = \"half\"");
+    let err = Scenario::parse(&bad_extra, None, "bad.toml").unwrap_err();
+    assert!(err.contains("half"), "{err}");
+
     let err = Scenario::parse("name = ", None, "bad.toml").unwrap_err();
     assert!(err.starts_with("bad.toml"), "{err}");
 }
@@ -82,6 +120,7 @@ fn sample_model(defended: bool) -> HostModel {
         k: 5,
         layers: LayerSelection::Indices(vec![0]),
         compensate: true,
+        compensation: Default::default(),
     }
     .apply(&model, 0)
     .unwrap()
@@ -108,6 +147,41 @@ fn model_files_round_trip_bit_exactly() {
         .collect();
     assert!(leftovers.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_model_with_every_layer_form_round_trips_bit_exactly() {
+    let model = every_form_model(ActivationChoice::Gelu);
+    let (loaded, defense) = file::decode(&file::encode(&model, "forms").unwrap()).unwrap();
+    assert_eq!(defense, "forms");
+    assert_eq!(loaded, model);
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn format_1_model_files_still_load_and_specdef_reproduces_them() {
+    let (base, none) = file::load(&fixture("format1-base.safetensors")).unwrap();
+    let (defended, description) = file::load(&fixture("format1-defended.safetensors")).unwrap();
+    assert_eq!(none, "none");
+    assert!(description.contains("\"alpha\":10000.0"), "{description}");
+    assert_eq!(defended.defended_layers(), vec![0]);
+    assert!(defended.layers[1].is_plain());
+    // Today's SpecDef (full form, SVD in f64) gives the file the earlier code wrote, bit for bit.
+    let again = SpecDef {
+        alpha: 1e4,
+        k: 5,
+        layers: LayerSelection::Indices(vec![0]),
+        compensate: true,
+        compensation: CompensationForm::Full,
+    }
+    .apply(&base, 0)
+    .unwrap();
+    assert_eq!(again, defended);
 }
 
 #[test]
@@ -212,7 +286,7 @@ fn outcome_without_blocking(
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
-    session.finish(engine)
+    session.finish()
 }
 
 #[test]
@@ -236,6 +310,8 @@ fn a_session_advanced_without_blocking_measures_what_blocking_training_does() {
         target_accuracy: None,
         divergence_loss: 1e3,
         trainable: Trainable::default(),
+        hyper: Default::default(),
+        groups: Default::default(),
     };
     let check = |engine: &mut dyn Engine| {
         let model = DeviceModel::upload(engine, &host).unwrap();
@@ -250,7 +326,9 @@ fn a_session_advanced_without_blocking_measures_what_blocking_training_does() {
         .unwrap();
         let stepped = outcome_without_blocking(engine, &host, &data, &settings);
         assert_eq!(stepped, blocking, "on {}", engine.info().engine);
-        assert_eq!(stepped.loss_curve.len(), 6);
+        // Step 0 (before any update), then every 10 steps.
+        let steps: Vec<usize> = stepped.loss_curve.iter().map(|p| p.0).collect();
+        assert_eq!(steps, [0, 10, 20, 30, 40, 50, 60]);
     };
     check(&mut CpuEngine32::new());
     if let Some(mut gpu) = gpu() {

@@ -9,7 +9,7 @@ use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::Engine;
 use specdef::engine::cpu::CpuEngine64;
 use specdef::linalg::{JACOBI_SWEEPS, Svd, faer_svd, jacobi_svd};
-use specdef::model::{ActivationChoice, HostModel, Matrix, ModelSpec};
+use specdef::model::{ActivationChoice, FactorRole, HostLayer, HostModel, Matrix, ModelSpec};
 
 const SHAPES: [(usize, usize); 4] = [(17, 9), (64, 48), (10, 256), (1, 1)];
 
@@ -71,6 +71,7 @@ fn specdef_through_the_gpu_svd_agrees_with_specdef_through_faer() {
         k: 5,
         layers: LayerSelection::All,
         compensate: true,
+        compensation: Default::default(),
     };
     let on_host = defence.apply(&base, 0).unwrap();
     let engine: &mut dyn Engine = &mut *gpu;
@@ -87,13 +88,15 @@ fn specdef_through_the_gpu_svd_agrees_with_specdef_through_faer() {
         .enumerate()
     {
         // The compensated product still equals W to f32 accuracy, scaled by alpha.
-        let sigma_1 = faer_svd(&original.weight).unwrap().s[0];
-        let tolerance = f32_svd_tolerance(&original.weight, sigma_1 * defence.alpha);
+        let weight = |l: &HostLayer| l.matrix(FactorRole::Weight).unwrap().clone();
+        let original = weight(original);
+        let sigma_1 = faer_svd(&original).unwrap().s[0];
+        let tolerance = f32_svd_tolerance(&original, sigma_1 * defence.alpha);
         tolerance
-            .check(&device.effective_weight().values, &original.weight.values)
+            .check(&device.effective_weight().values, &original.values)
             .unwrap_or_else(|e| panic!("layer {i}: C W~ from the GPU SVD: {e}"));
         tolerance
-            .check(&device.weight.values, &host.weight.values)
+            .check(&weight(device).values, &weight(host).values)
             .unwrap_or_else(|e| panic!("layer {i}: W~ differs from faer's: {e}"));
     }
 }

@@ -9,7 +9,8 @@ use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::CpuEngine64;
 use specdef::engine::{Engine, Recording};
 use specdef::model::{
-    ActivationChoice, DeviceModel, Gradients, HostModel, ModelSpec, Trainable, Workspace, graph,
+    ActivationChoice, DeviceModel, FactorRole, Gradients, HostModel, ModelSpec, Trainable,
+    Workspace, graph,
 };
 use specdef::theory::{exact_hessian, lambda_max, largest_stable_lr};
 
@@ -28,6 +29,7 @@ fn defend(model: &HostModel, alpha: f64) -> HostModel {
         k: 2,
         layers: LayerSelection::All,
         compensate: true,
+        compensation: Default::default(),
     }
     .apply(model, 0)
     .unwrap()
@@ -46,11 +48,11 @@ fn gradient(model: &HostModel, data: &Regression) -> Vec<f64> {
     graph::squared_error(&mut rec, &ws).unwrap();
     graph::backward(&mut rec, &device, &ws, &grads, Trainable::default()).unwrap();
     e.run(&rec).unwrap();
-    let layer = grads.layers[0];
-    let mut flat = e.read_one(layer.weight).unwrap();
+    let layer = &grads.layers[0];
+    let mut flat = e.read_one(layer.factors[0].matrix).unwrap();
     flat.extend(e.read_one(layer.bias).unwrap());
-    if let Some(c) = layer.compensation {
-        flat.extend(e.read_one(c).unwrap());
+    if let Some(c) = layer.factor(FactorRole::Compensation) {
+        flat.extend(e.read_one(c.matrix).unwrap());
     }
     flat
 }
@@ -58,11 +60,11 @@ fn gradient(model: &HostModel, data: &Regression) -> Vec<f64> {
 fn perturbed(model: &HostModel, index: usize, delta: f64) -> HostModel {
     let mut m = model.clone();
     let layer = &mut m.layers[0];
-    let (w, b) = (layer.weight.values.len(), layer.bias.len());
+    let (w, b) = (layer.factors[0].matrix.values.len(), layer.bias.cols);
     match index {
-        i if i < w => layer.weight.values[i] += delta,
-        i if i < w + b => layer.bias[i - w] += delta,
-        i => layer.compensation.as_mut().unwrap().values[i - w - b] += delta,
+        i if i < w => layer.factors[0].matrix.values[i] += delta,
+        i if i < w + b => layer.bias.values[i - w] += delta,
+        i => layer.factors[1].matrix.values[i - w - b] += delta,
     }
     m
 }

@@ -5,6 +5,8 @@ mod optimizer;
 mod schedule;
 mod train;
 
-pub use optimizer::{OptimizerKind, OptimizerState};
+pub use optimizer::{
+    GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState,
+};
 pub use schedule::Schedule;
 pub use train::{TrainOutcome, TrainSession, TrainSettings, accuracy, train};

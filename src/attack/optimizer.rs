@@ -1,24 +1,28 @@
-//! First-order optimisers with standard hyper-parameters, recorded as engine ops.
+//! First-order optimisers, recorded as engine ops, with parameter groups: each group (by the
+//! parameters' role: weights, biases, compensation, ...) can have its own optimiser, learning-rate
+//! scale and hyper-parameters. Hyper-parameters default to the reference implementations'
+//! (PyTorch's `torch.optim`): momentum 0.9 (the suite's choice; PyTorch has no default), Adam
+//! betas (0.9, 0.999), eps 1e-8, AdamW weight decay 0.01.
 
-use crate::engine::{AdamHyper, Engine, EngineError, Recording, Tensor};
+use crate::engine::{AdamHyper, Allocation, Engine, EngineError, Recording, Tensor};
+use crate::model::{ParamGroup, ParamKey};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     /// Plain gradient descent: `p -= lr g`.
     Sgd,
-    /// Heavy-ball momentum 0.9.
+    /// Heavy-ball momentum.
     Momentum,
-    /// Nesterov momentum 0.9.
+    /// Nesterov momentum.
     Nesterov,
-    /// Adam (0.9, 0.999, eps 1e-8).
+    /// Adam.
     Adam,
-    /// AdamW: Adam with decoupled weight decay 0.01.
+    /// AdamW: Adam with decoupled weight decay.
     Adamw,
 }
-
-const MOMENTUM: f64 = 0.9;
 
 impl OptimizerKind {
     pub const ALL: [OptimizerKind; 5] = [
@@ -39,20 +43,6 @@ impl OptimizerKind {
         }
     }
 
-    fn adam_hyper(self, lr: f64) -> AdamHyper {
-        AdamHyper {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: if self == OptimizerKind::Adamw {
-                0.01
-            } else {
-                0.0
-            },
-        }
-    }
-
     fn state_tensors(self) -> usize {
         match self {
             OptimizerKind::Sgd => 0,
@@ -62,59 +52,219 @@ impl OptimizerKind {
     }
 }
 
-/// An optimiser's state for a fixed list of (parameter, gradient) pairs.
-pub struct OptimizerState {
+/// Hyper-parameters, each defaulting to the reference implementation's value.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerHyper {
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    /// Momentum and Nesterov's coefficient.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Decoupled weight decay; absent: 0.01 for AdamW, 0 for the others.
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.999
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+
+impl Default for OptimizerHyper {
+    fn default() -> Self {
+        Self {
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            eps: default_eps(),
+            momentum: default_momentum(),
+            weight_decay: None,
+        }
+    }
+}
+
+impl OptimizerHyper {
+    /// The weight decay `kind` applies.
+    pub fn weight_decay_for(&self, kind: OptimizerKind) -> f64 {
+        match (self.weight_decay, kind) {
+            (Some(wd), OptimizerKind::Adamw) => wd,
+            (None, OptimizerKind::Adamw) => 0.01,
+            _ => 0.0,
+        }
+    }
+
+    fn adam(&self, kind: OptimizerKind, lr: f64) -> AdamHyper {
+        AdamHyper {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay_for(kind),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let in_unit = |name: &str, v: f64| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} must be in [0, 1), got {v}"))
+            }
+        };
+        in_unit("beta1", self.beta1)?;
+        in_unit("beta2", self.beta2)?;
+        in_unit("momentum", self.momentum)?;
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return Err(format!("eps must be positive, got {}", self.eps));
+        }
+        match self.weight_decay {
+            Some(wd) if !(wd.is_finite() && wd >= 0.0) => {
+                Err(format!("weight_decay must be >= 0, got {wd}"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// How one parameter group trains, where it differs from the run's optimiser.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSettings {
+    pub optimizer: OptimizerKind,
+    /// The group's learning rate is the run's times this.
+    #[serde(default = "one")]
+    pub lr_scale: f64,
+    /// The group's hyper-parameters; the run's when absent.
+    #[serde(default)]
+    pub hyper: Option<OptimizerHyper>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The run's optimiser and hyper-parameters, and the groups that differ from them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OptimizerConfig {
+    pub kind: Option<OptimizerKind>,
+    pub hyper: OptimizerHyper,
+    pub groups: BTreeMap<ParamGroup, GroupSettings>,
+}
+
+impl OptimizerConfig {
+    pub fn plain(kind: OptimizerKind) -> Self {
+        Self {
+            kind: Some(kind),
+            ..Self::default()
+        }
+    }
+
+    /// (optimiser, hyper-parameters, lr scale) for a group.
+    fn resolve(&self, group: ParamGroup) -> (OptimizerKind, OptimizerHyper, f64) {
+        match self.groups.get(&group) {
+            Some(g) => (g.optimizer, g.hyper.unwrap_or(self.hyper), g.lr_scale),
+            None => (self.kind.unwrap_or(OptimizerKind::Sgd), self.hyper, 1.0),
+        }
+    }
+}
+
+/// One trained tensor: its gradient, the optimiser that updates it, and that optimiser's state.
+struct Slot {
+    param: Tensor,
+    grad: Tensor,
     kind: OptimizerKind,
-    pairs: Vec<(Tensor, Tensor)>,
-    /// Per pair: velocity, or Adam's (m, v); zero-initialised.
-    state: Vec<Vec<Tensor>>,
+    hyper: OptimizerHyper,
+    lr_scale: f64,
+    /// Velocity, or Adam's (m, v); zero-initialised.
+    state: Vec<Tensor>,
+}
+
+/// An optimiser's state for a fixed list of (key, parameter, gradient); its tensors are freed
+/// when it is dropped.
+pub struct OptimizerState {
+    slots: Vec<Slot>,
+    _state: Allocation,
 }
 
 impl OptimizerState {
+    /// One optimiser with default hyper-parameters for every pair.
     pub fn new(
         engine: &mut dyn Engine,
         kind: OptimizerKind,
-        pairs: Vec<(Tensor, Tensor)>,
+        pairs: Vec<(ParamKey, Tensor, Tensor)>,
     ) -> Result<Self, EngineError> {
-        let mut state = Vec::with_capacity(pairs.len());
-        for (i, &(param, _)) in pairs.iter().enumerate() {
-            let mut tensors = Vec::new();
-            for s in 0..kind.state_tensors() {
-                let zeros = vec![0.0; param.len()];
-                let label = format!("optimizer.{}.{i}.{s}", kind.name());
-                tensors.push(engine.tensor_from(&label, param.rows(), param.cols(), &zeros)?);
-            }
-            state.push(tensors);
-        }
-        Ok(Self { kind, pairs, state })
+        Self::with_config(engine, &OptimizerConfig::plain(kind), pairs)
     }
 
-    /// Records one update of every parameter at learning rate `lr`; `step` counts from 1.
+    pub fn with_config(
+        engine: &mut dyn Engine,
+        config: &OptimizerConfig,
+        pairs: Vec<(ParamKey, Tensor, Tensor)>,
+    ) -> Result<Self, EngineError> {
+        let mut owner = Allocation::new(engine);
+        let mut slots = Vec::new();
+        for (i, (key, param, grad)) in pairs.into_iter().enumerate() {
+            let (kind, hyper, lr_scale) = config.resolve(key.group());
+            let state = (0..kind.state_tensors())
+                .map(|s| {
+                    let label = format!("optimizer.{}.{i}.{s}", kind.name());
+                    let zeros = vec![0.0; param.len()];
+                    owner.tensor_from(engine, &label, param.rows(), param.cols(), &zeros)
+                })
+                .collect::<Result<_, _>>()?;
+            slots.push(Slot {
+                param,
+                grad,
+                kind,
+                hyper,
+                lr_scale,
+                state,
+            });
+        }
+        Ok(Self {
+            slots,
+            _state: owner,
+        })
+    }
+
+    /// Records one update of every parameter at learning rate `lr` (times each group's
+    /// scale); `step` counts from 1.
     pub fn record_step(&self, rec: &mut Recording, lr: f64, step: u32) -> Result<(), EngineError> {
-        for (&(param, grad), state) in self.pairs.iter().zip(&self.state) {
-            match self.kind {
+        for slot in &self.slots {
+            let (param, grad, lr) = (slot.param, slot.grad, lr * slot.lr_scale);
+            match slot.kind {
                 OptimizerKind::Sgd => {
                     rec.axpy(-lr, grad, param)?;
                 }
                 OptimizerKind::Momentum | OptimizerKind::Nesterov => {
-                    let nesterov = self.kind == OptimizerKind::Nesterov;
-                    rec.momentum(param, grad, state[0], lr, MOMENTUM, nesterov)?;
-                }
-                OptimizerKind::Adam | OptimizerKind::Adamw => {
-                    rec.adam(
+                    let nesterov = slot.kind == OptimizerKind::Nesterov;
+                    rec.momentum(
                         param,
                         grad,
-                        (state[0], state[1]),
-                        self.kind.adam_hyper(lr),
-                        step,
+                        slot.state[0],
+                        lr,
+                        slot.hyper.momentum,
+                        nesterov,
                     )?;
+                }
+                OptimizerKind::Adam | OptimizerKind::Adamw => {
+                    let hyper = slot.hyper.adam(slot.kind, lr);
+                    rec.adam(param, grad, (slot.state[0], slot.state[1]), hyper, step)?;
                 }
             }
         }
         Ok(())
-    }
-
-    pub fn free(&self, engine: &mut dyn Engine) {
-        self.state.iter().flatten().for_each(|&t| engine.free(t));
     }
 }

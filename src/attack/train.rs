@@ -2,14 +2,17 @@
 //! into one submission; the loss and the evaluation logits are read back every `eval_every`
 //! steps only. Divergence (a non-finite loss, or one over the bound) is a measured outcome.
 
-use super::{OptimizerKind, OptimizerState, Schedule};
+use super::{
+    GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState, Schedule,
+};
 use crate::data::Dataset;
-use crate::engine::{Engine, EngineError, ReadTicket, Recording};
-use crate::model::{DeviceModel, Gradients, Trainable, Workspace, graph};
+use crate::engine::{Allocation, Engine, EngineError, Owned, ReadTicket, Recording};
+use crate::model::{DeviceModel, Gradients, ParamGroup, Trainable, Workspace, graph};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +36,22 @@ pub struct TrainSettings {
     pub divergence_loss: f64,
     #[serde(default)]
     pub trainable: Trainable,
+    /// The optimiser's hyper-parameters (the reference implementations' by default).
+    #[serde(default)]
+    pub hyper: OptimizerHyper,
+    /// Parameter groups trained with another optimiser, learning-rate scale or hyper-parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<ParamGroup, GroupSettings>,
+}
+
+impl TrainSettings {
+    pub fn optimizer_config(&self) -> OptimizerConfig {
+        OptimizerConfig {
+            kind: Some(self.optimizer),
+            hyper: self.hyper,
+            groups: self.groups.clone(),
+        }
+    }
 }
 
 fn default_schedule() -> Schedule {
@@ -50,9 +69,10 @@ fn default_divergence_loss() -> f64 {
 /// What a training run measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainOutcome {
-    /// (step, training-batch loss) at each evaluation.
+    /// (step, training-batch loss) at step 0 (before any update) and each evaluation; the loss
+    /// at step s is the one the s-th step's forward pass computed, before its update.
     pub loss_curve: Vec<(usize, f64)>,
-    /// (step, evaluation accuracy) at each evaluation.
+    /// (step, evaluation accuracy) at step 0 (before any update) and each evaluation.
     pub accuracy_curve: Vec<(usize, f64)>,
     /// The first evaluated step at which accuracy reached the target.
     pub steps_to_target: Option<usize>,
@@ -90,6 +110,7 @@ struct Batches {
     inputs: Vec<crate::Tensor>,
     labels: Vec<crate::Tensor>,
     size: usize,
+    _owner: Allocation,
 }
 
 impl Batches {
@@ -104,34 +125,21 @@ impl Batches {
         if size < data.len() {
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         }
-        let mut batches = Self {
-            inputs: Vec::new(),
-            labels: Vec::new(),
-            size,
-        };
+        let mut owner = Allocation::new(engine);
+        let (mut inputs, mut labels) = (Vec::new(), Vec::new());
         for chunk in order.chunks_exact(size) {
             let part = data.select(chunk);
-            batches.inputs.push(engine.tensor_from(
-                "batch.inputs",
-                size,
-                data.features,
-                &part.inputs,
-            )?);
-            batches.labels.push(engine.tensor_from(
-                "batch.labels",
-                size,
-                1,
-                &part.label_values(),
-            )?);
+            let features = data.features;
+            inputs.push(owner.tensor_from(engine, "batch.inputs", size, features, &part.inputs)?);
+            let values = part.label_values();
+            labels.push(owner.tensor_from(engine, "batch.labels", size, 1, &values)?);
         }
-        Ok(batches)
-    }
-
-    fn free(&self, engine: &mut dyn Engine) {
-        self.inputs
-            .iter()
-            .chain(&self.labels)
-            .for_each(|&t| engine.free(t));
+        Ok(Self {
+            inputs,
+            labels,
+            size,
+            _owner: owner,
+        })
     }
 }
 
@@ -140,12 +148,13 @@ impl Batches {
 /// `eval_every` steps and ends with the evaluation forward pass; its loss and evaluation logits
 /// are the only values read back.
 pub struct TrainSession {
+    /// Handles of the model being trained; its owner is the caller.
     model: DeviceModel,
     batches: Batches,
-    workspace: Workspace,
-    eval_ws: Workspace,
+    workspace: Owned<Workspace>,
+    eval_ws: Owned<Workspace>,
     eval_labels: Vec<usize>,
-    grads: Gradients,
+    grads: Owned<Gradients>,
     optimizer: OptimizerState,
     settings: TrainSettings,
     eval_forward: Recording,
@@ -180,9 +189,9 @@ impl TrainSession {
         let eval_ws = Workspace::alloc(engine, model, eval_data.len(), 1)?;
         engine.upload(eval_ws.inputs, &eval_data.inputs)?;
         let grads = Gradients::alloc(engine, model)?;
-        let optimizer = OptimizerState::new(
+        let optimizer = OptimizerState::with_config(
             engine,
-            settings.optimizer,
+            &settings.optimizer_config(),
             grads.trainable_pairs(model, settings.trainable),
         )?;
         let mut eval_forward = Recording::new();
@@ -223,17 +232,30 @@ impl TrainSession {
 
     /// Records and submits the next `eval_every` steps plus the evaluation pass, and starts
     /// reading their loss and logits back.
+    /// The first submission evaluates the model as it starts (step 0: the loss on the first
+    /// batch and the evaluation accuracy before any update), so curves start at step 0.
     fn submit_chunk(&mut self, engine: &mut dyn Engine) -> Result<(), EngineError> {
         let settings = &self.settings;
-        let chunk_end = (self.submitted + settings.eval_every.max(1)).min(settings.steps);
+        let chunk_end = if self.outcome.loss_curve.is_empty() {
+            0
+        } else {
+            (self.submitted + settings.eval_every.max(1)).min(settings.steps)
+        };
         let mut rec = Recording::new();
-        for s in self.submitted..chunk_end {
+        let batch = |s: usize| {
             let b = s % self.batches.inputs.len();
-            let ws = Workspace {
+            Workspace {
                 inputs: self.batches.inputs[b],
                 targets: self.batches.labels[b],
-                ..self.workspace.clone()
-            };
+                ..Workspace::clone(&self.workspace)
+            }
+        };
+        if chunk_end == 0 {
+            graph::forward(&mut rec, &self.model, &batch(0))?;
+            graph::cross_entropy(&mut rec, &batch(0))?;
+        }
+        for s in self.submitted..chunk_end {
+            let ws = batch(s);
             graph::forward(&mut rec, &self.model, &ws)?;
             graph::cross_entropy(&mut rec, &ws)?;
             graph::backward(&mut rec, &self.model, &ws, &self.grads, settings.trainable)?;
@@ -307,13 +329,9 @@ impl TrainSession {
         Ok(())
     }
 
-    /// Frees everything the run allocated (the model itself stays) and returns its outcome.
-    pub fn finish(self, engine: &mut dyn Engine) -> TrainOutcome {
-        self.optimizer.free(engine);
-        self.grads.free(engine);
-        self.eval_ws.free(engine);
-        self.workspace.free(engine);
-        self.batches.free(engine);
+    /// The run's outcome; everything the run allocated is freed with the session (the model
+    /// itself stays with its owner).
+    pub fn finish(self) -> TrainOutcome {
         self.outcome
     }
 }
@@ -329,7 +347,6 @@ pub fn train(
     seed: u64,
 ) -> Result<TrainOutcome, EngineError> {
     let mut session = TrainSession::start(engine, model, train_data, eval_data, settings, seed)?;
-    let result = session.run_to_end(engine);
-    let outcome = session.finish(engine);
-    result.map(|_| outcome)
+    session.run_to_end(engine)?;
+    Ok(session.finish())
 }

@@ -154,7 +154,6 @@ impl BenchSession {
                 self.settings.warmup_samples,
                 done.samples,
             ));
-            done.prepared.free(engine);
         }
         Ok(true)
     }

@@ -14,4 +14,4 @@ mod workload;
 
 pub use harness::{BenchSession, BenchSettings, run_blocking};
 pub use record::{BENCH_SCHEMA, BenchRecord, to_json_lines};
-pub use workload::{Prepared, Workload, prepare_attack_steps};
+pub use workload::{Derivative, Prepared, Workload, prepare_attack_steps, prepare_derivative};

@@ -3,11 +3,13 @@
 
 use crate::attack::{OptimizerKind, OptimizerState};
 use crate::defense::{DefenseError, LayerSelection, SpecDef};
-use crate::engine::{Engine, Recording, Tensor};
+use crate::engine::{Allocation, Engine, Recording, Tensor};
 use crate::model::{
-    ActivationChoice, DeviceModel, Gradients, HostModel, ModelSpec, Trainable, Workspace, graph,
+    ActivationChoice, DeviceModel, Gradients, HessianVectorProduct, HostModel, Loss, ModelSpec,
+    Trainable, Workspace, graph,
 };
 use crate::selftest::seeded_uniform;
+use std::any::Any;
 use std::error::Error;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,33 +70,25 @@ impl Workload {
     }
 }
 
-/// Frees a prepared workload's tensors.
-type Release = Box<dyn FnOnce(&mut dyn Engine)>;
-
-/// A workload on an engine: the recording to run, the tensor to read back after it, and what
-/// frees its tensors afterwards.
+/// A workload on an engine: the recording to run and the tensor to read back after it. It owns
+/// the workload's tensors (through `owners`), which are freed when it is dropped.
 pub struct Prepared {
     pub recording: Recording,
     pub probe: Tensor,
-    release: Release,
-}
-
-impl Prepared {
-    pub fn free(self, engine: &mut dyn Engine) {
-        (self.release)(engine);
-    }
+    _owners: Vec<Box<dyn Any>>,
 }
 
 fn prepare_matmul(engine: &mut dyn Engine, n: usize) -> Result<Prepared, Box<dyn Error>> {
-    let a = engine.tensor_from("bench.a", n, n, &seeded_uniform(1, n * n, 1.0))?;
-    let b = engine.tensor_from("bench.b", n, n, &seeded_uniform(2, n * n, 1.0))?;
-    let c = engine.alloc("bench.c", n, n)?;
+    let mut owner = Allocation::new(engine);
+    let a = owner.tensor_from(engine, "bench.a", n, n, &seeded_uniform(1, n * n, 1.0))?;
+    let b = owner.tensor_from(engine, "bench.b", n, n, &seeded_uniform(2, n * n, 1.0))?;
+    let c = owner.alloc(engine, "bench.c", n, n)?;
     let mut recording = Recording::new();
     recording.matmul(a, b, c, false, false)?;
     Ok(Prepared {
         recording,
         probe: c,
-        release: Box::new(move |engine| [a, b, c].into_iter().for_each(|t| engine.free(t))),
+        _owners: vec![Box::new(owner)],
     })
 }
 
@@ -112,6 +106,7 @@ fn attack_model(defended: bool) -> Result<HostModel, DefenseError> {
         k: 25,
         layers: LayerSelection::All,
         compensate: true,
+        compensation: Default::default(),
     };
     defense.apply(&base, 0)
 }
@@ -145,11 +140,62 @@ pub fn prepare_attack_steps(
     Ok(Prepared {
         recording,
         probe: ws.loss_sum,
-        release: Box::new(move |engine| {
-            optimizer.free(engine);
-            grads.free(engine);
-            ws.free(engine);
-            device.free(engine);
-        }),
+        _owners: vec![
+            Box::new(optimizer),
+            Box::new(grads),
+            Box::new(ws),
+            Box::new(device),
+        ],
+    })
+}
+
+/// What one derivative workload computes on the benchmark model's fixed batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Derivative {
+    /// Forward, loss and backward: the gradient.
+    Gradient,
+    /// The gradient and a Hessian-vector product (forward-over-reverse).
+    HessianVectorProduct,
+}
+
+/// Uploads the benchmark model and records `repeats` gradients or Hessian-vector products (every
+/// group trainable) on one fixed batch; the probe is the loss. The ratio of the two is the
+/// cost of an HVP in gradients.
+pub fn prepare_derivative(
+    engine: &mut dyn Engine,
+    defended: bool,
+    derivative: Derivative,
+    repeats: usize,
+) -> Result<Prepared, Box<dyn Error>> {
+    let device = DeviceModel::upload(engine, &attack_model(defended)?)?;
+    let ws = Workspace::alloc(engine, &device, BATCH, 1)?;
+    engine.upload(ws.inputs, &seeded_uniform(1, BATCH * 64, 1.0))?;
+    let labels: Vec<f64> = (0..BATCH).map(|i| (i % 10) as f64).collect();
+    engine.upload(ws.targets, &labels)?;
+    let trainable = Trainable::default();
+    let (one, owner): (Recording, Box<dyn Any>) = match derivative {
+        Derivative::Gradient => {
+            let grads = Gradients::alloc(engine, &device)?;
+            let mut rec = Recording::new();
+            graph::forward(&mut rec, &device, &ws)?;
+            graph::cross_entropy(&mut rec, &ws)?;
+            graph::backward(&mut rec, &device, &ws, &grads, trainable)?;
+            (rec, Box::new(grads))
+        }
+        Derivative::HessianVectorProduct => {
+            let product =
+                HessianVectorProduct::prepare(engine, &device, &ws, Loss::CrossEntropy, trainable)?;
+            for (i, &(_, v, _)) in product.slots().iter().enumerate() {
+                engine.upload(v, &seeded_uniform(10 + i as u64, v.len(), 1.0))?;
+            }
+            (product.recording.clone(), Box::new(product))
+        }
+    };
+    let mut recording = Recording::new();
+    (0..repeats).for_each(|_| recording.extend(&one));
+    Ok(Prepared {
+        recording,
+        probe: ws.loss_sum,
+        _owners: vec![owner, Box::new(ws), Box::new(device)],
     })
 }

@@ -4,4 +4,6 @@ mod layers;
 mod specdef;
 
 pub use layers::LayerSelection;
-pub use specdef::{DefenseError, SpecDef, function_preservation, relative_errors};
+pub use specdef::{
+    CompensationForm, DefenseError, SpecDef, function_preservation, relative_errors,
+};

@@ -1,13 +1,18 @@
-//! SpecDef (spectral deformation), one shot, no training. For each defended weight W (m x n):
+//! SpecDef (spectral deformation), one shot, no training: a function from a host model to a
+//! host model. For each defended weight W (m x n):
 //!   W = U S V^T (thin SVD in f64),  S~ = T S with the top-k singular values times alpha,
-//!   W~ = U S~ V^T,  C = U S S~^-1 U^T = I + (1/alpha - 1) U_k U_k^T  (m x m),
-//! so C W~ = W: the function is unchanged in exact arithmetic, sigma_1(W~) = alpha sigma_1(W).
-//! The ablation keeps W~ and drops C.
+//!   W~ = U S~ V^T,  and the compensation C (m x m) in one of two forms:
+//!     full: C = I + (1/alpha - 1) U_k U_k^T          (1 on everything outside the top k)
+//!     thin: C = U S S~^-1 U^T with the thin U (m x r) (0 outside W's column space when m > n)
+//! so C W~ = W in both: the function is unchanged in exact arithmetic, sigma_1(W~) = alpha
+//! sigma_1(W). The forms coincide for square and wide W and differ on a tall one once C or W~
+//! trains. The layer's chain becomes [weight (W~), compensation (C)]; the ablation keeps W~
+//! and drops C.
 
 use super::LayerSelection;
 use crate::engine::{Engine, EngineError};
 use crate::linalg::{Svd, faer_svd};
-use crate::model::{HostModel, Matrix, predict};
+use crate::model::{FactorOf, FactorRole, HostModel, Matrix, predict};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -17,6 +22,10 @@ pub enum DefenseError {
     Config(String),
     #[error("defence: layer {0} is already defended")]
     AlreadyDefended(usize),
+    #[error(
+        "defence: layer {layer} is {form}, SpecDef rewrites plain layers (one weight, no LoRA)"
+    )]
+    NotPlain { layer: usize, form: String },
     #[error("defence: the SVD of layer {layer} failed: {message}")]
     Svd { layer: usize, message: String },
 }
@@ -31,13 +40,51 @@ pub struct SpecDef {
     /// false: the ablation that scales singular values without the compensation layer.
     #[serde(default = "yes")]
     pub compensate: bool,
+    /// Which compensation matrix (PAPER.md section 3); `full` unless a scenario says otherwise.
+    #[serde(default)]
+    pub compensation: CompensationForm,
 }
 
 fn yes() -> bool {
     true
 }
 
+/// The two compensation forms of PAPER.md section 3.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompensationForm {
+    /// `C = I + (1/alpha - 1) U_k U_k^T`: identity outside the top-k directions.
+    #[default]
+    Full,
+    /// `C = U S S~^-1 U^T` with the thin SVD's U, the literal formula (and glm-locking's):
+    /// rank min(m, n), so it annihilates what leaves W's column space on a tall layer.
+    Thin,
+}
+
+impl CompensationForm {
+    pub fn name(self) -> &'static str {
+        match self {
+            CompensationForm::Full => "full",
+            CompensationForm::Thin => "thin",
+        }
+    }
+}
 impl SpecDef {
+    /// `specdef`, `specdef-thin` (the thin compensation form) or `specdef-ablation` (no C):
+    /// the defence's name in records, tables and plots.
+    pub fn kind_name(&self) -> &'static str {
+        match (self.compensate, self.compensation) {
+            (false, _) => "specdef-ablation",
+            (true, CompensationForm::Full) => "specdef",
+            (true, CompensationForm::Thin) => "specdef-thin",
+        }
+    }
+
+    /// `specdef a=1e4`: the defence with its alpha.
+    pub fn label(&self) -> String {
+        format!("{} a={:.0e}", self.kind_name(), self.alpha)
+    }
+
     pub fn validate(&self) -> Result<(), DefenseError> {
         if !(self.alpha.is_finite() && self.alpha > 0.0) {
             return Err(DefenseError::Config(format!(
@@ -72,21 +119,38 @@ impl SpecDef {
         let mut defended = model.clone();
         for i in chosen {
             let layer = &mut defended.layers[i];
-            if layer.compensation.is_some() {
+            if layer.factor(FactorRole::Compensation).is_some() {
                 return Err(DefenseError::AlreadyDefended(i));
             }
+            if !layer.is_plain() {
+                return Err(DefenseError::NotPlain {
+                    layer: i,
+                    form: layer.form(),
+                });
+            }
+            let weight = &layer.factors[0].matrix;
             let decomposition =
-                svd(&layer.weight).map_err(|message| DefenseError::Svd { layer: i, message })?;
-            let (weight, compensation) = deform(&decomposition, self.alpha, self.k);
-            layer.weight = weight;
-            layer.compensation = self.compensate.then_some(compensation);
+                svd(weight).map_err(|message| DefenseError::Svd { layer: i, message })?;
+            let (tilde, compensation) =
+                deform(&decomposition, self.alpha, self.k, self.compensation);
+            let factor = |role, matrix| FactorOf {
+                role,
+                matrix,
+                lora: None,
+            };
+            layer.factors = vec![factor(FactorRole::Weight, tilde)];
+            if self.compensate {
+                layer
+                    .factors
+                    .push(factor(FactorRole::Compensation, compensation));
+            }
         }
         Ok(defended)
     }
 }
 
 /// (W~, C) for one weight from its SVD (singular values largest first).
-fn deform(svd: &Svd, alpha: f64, k: usize) -> (Matrix, Matrix) {
+fn deform(svd: &Svd, alpha: f64, k: usize, form: CompensationForm) -> (Matrix, Matrix) {
     let (m, n, rank) = (svd.u.rows, svd.v.rows, svd.s.len());
     let top = k.min(rank);
     let u = |r: usize, j: usize| svd.u.values[r * rank + j];
@@ -103,9 +167,14 @@ fn deform(svd: &Svd, alpha: f64, k: usize) -> (Matrix, Matrix) {
     let compensation = (0..m * m)
         .map(|idx| {
             let (r, c) = (idx / m, idx % m);
-            let identity = if r == c { 1.0 } else { 0.0 };
-            let top_part: f64 = (0..top).map(|j| u(r, j) * u(c, j)).sum();
-            identity + (1.0 / alpha - 1.0) * top_part
+            match form {
+                CompensationForm::Full => {
+                    let identity = if r == c { 1.0 } else { 0.0 };
+                    let top_part: f64 = (0..top).map(|j| u(r, j) * u(c, j)).sum();
+                    identity + (1.0 / alpha - 1.0) * top_part
+                }
+                CompensationForm::Thin => (0..rank).map(|j| u(r, j) * u(c, j) / scale(j)).sum(),
+            }
         })
         .collect();
     (Matrix::new(m, n, tilde), Matrix::new(m, m, compensation))

@@ -1,7 +1,7 @@
 //! The thin SVD `A = U diag(s) V^T` with singular values in non-increasing order.
 
-use crate::engine::{Engine, EngineError, Recording};
-use crate::model::Matrix;
+use super::Matrix;
+use crate::engine::{Allocation, Engine, EngineError, Recording};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Svd {
@@ -79,13 +79,10 @@ pub fn jacobi_svd(engine: &mut dyn Engine, a: &Matrix, sweeps: usize) -> Result<
     let b = if wide { transpose(a) } else { a.clone() };
     let (len, columns) = (b.rows, b.cols);
     // Row j of `rows` is column j of B.
-    let rows = engine.tensor_from("jacobi.rows", columns, len, &transpose(&b).values)?;
-    let basis = engine.tensor_from(
-        "jacobi.basis",
-        columns,
-        columns,
-        &Matrix::identity(columns).values,
-    )?;
+    let mut owner = Allocation::new(engine);
+    let rows = owner.tensor_from(engine, "jacobi.rows", columns, len, &transpose(&b).values)?;
+    let identity = Matrix::identity(columns);
+    let basis = owner.tensor_from(engine, "jacobi.basis", columns, columns, &identity.values)?;
     let players = columns + columns % 2;
     let mut rec = Recording::new();
     for _ in 0..sweeps {
@@ -93,10 +90,8 @@ pub fn jacobi_svd(engine: &mut dyn Engine, a: &Matrix, sweeps: usize) -> Result<
             rec.jacobi_round(rows, basis, round as u32)?;
         }
     }
-    let result = engine.run(&rec).and_then(|_| engine.read(&[rows, basis]));
-    engine.free(rows);
-    engine.free(basis);
-    let values = result?;
+    engine.run(&rec)?;
+    let values = engine.read(&[rows, basis])?;
     let (w, vt) = (&values[0], &values[1]);
     let s: Vec<f64> = (0..columns)
         .map(|j| {

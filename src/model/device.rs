@@ -1,114 +1,88 @@
-//! A model's tensors on an engine: parameters, gradients, and the per-batch workspace of
-//! activations. Shapes follow the host model; nothing here records or runs kernels.
+//! A model's tensors on an engine: parameters, gradients (and tangents), and the per-batch
+//! workspace of activations. Every one of them is generated from the layer description
+//! (`LayerOf::try_map` over the parameter registry); nothing here records or runs kernels.
+//! Constructors return `Owned` values, which free their tensors when dropped (error paths
+//! included); the handle structs themselves (`DeviceModel`, ...) are plain, cloneable handles.
 
-use super::{HostLayer, HostModel, Matrix, ModelSpec};
-use crate::engine::{Engine, EngineError, ReadTicket, Tensor};
-use serde::{Deserialize, Serialize};
+use super::layer::{LayerOf, ParamKey, Trainable};
+use super::{HostModel, Matrix, ModelSpec};
+use crate::engine::{Allocation, Engine, EngineError, Owned, ReadTicket, Tensor};
 
-/// One layer's tensors (or their gradients, which have the same shapes).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DeviceLayer {
-    pub weight: Tensor,
-    pub bias: Tensor,
-    pub compensation: Option<Tensor>,
-}
+pub type DeviceLayer = LayerOf<Tensor>;
 
-/// Which parameter groups train. Full fine-tuning (the default) trains all of them, the
-/// compensation layers included: the regime in which SpecDef's curvature grows like alpha^2.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Trainable {
-    pub weights: bool,
-    pub biases: bool,
-    pub compensation: bool,
-}
-
-impl Default for Trainable {
-    fn default() -> Self {
-        Self {
-            weights: true,
-            biases: true,
-            compensation: true,
-        }
-    }
-}
-
+/// A model's parameters on an engine, in the shape of its host model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceModel {
     pub spec: ModelSpec,
     pub layers: Vec<DeviceLayer>,
 }
 
-fn upload_matrix(engine: &mut dyn Engine, name: &str, m: &Matrix) -> Result<Tensor, EngineError> {
-    engine.tensor_from(name, m.rows, m.cols, &m.values)
+/// Allocates one tensor per parameter of `model`, shaped like it and named `{prefix}{key}`.
+fn alloc_like(
+    engine: &mut dyn Engine,
+    model: &DeviceModel,
+    prefix: &str,
+) -> Result<(Vec<DeviceLayer>, Allocation), EngineError> {
+    let mut owner = Allocation::new(engine);
+    let layers = (model.layers.iter().enumerate())
+        .map(|(i, layer)| {
+            layer.try_map(i, &mut |key, t: &Tensor| {
+                owner.alloc(engine, &format!("{prefix}{key}"), t.rows(), t.cols())
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((layers, owner))
 }
 
-impl DeviceLayer {
-    pub fn tensors(&self) -> impl Iterator<Item = Tensor> {
-        [self.weight, self.bias]
-            .into_iter()
-            .chain(self.compensation)
-    }
-}
-
-fn free_layers(engine: &mut dyn Engine, layers: &[DeviceLayer]) {
-    layers
-        .iter()
-        .flat_map(DeviceLayer::tensors)
-        .for_each(|t| engine.free(t));
+fn all_parameters(layers: &[DeviceLayer]) -> Vec<(ParamKey, Tensor)> {
+    (layers.iter().enumerate())
+        .flat_map(|(i, l)| l.parameters(i).into_iter().map(|(k, &t)| (k, t)))
+        .collect()
 }
 
 impl DeviceModel {
-    pub fn upload(engine: &mut dyn Engine, host: &HostModel) -> Result<Self, EngineError> {
-        let mut layers = Vec::with_capacity(host.layers.len());
-        for (i, layer) in host.layers.iter().enumerate() {
-            layers.push(DeviceLayer {
-                weight: upload_matrix(engine, &format!("layers.{i}.weight"), &layer.weight)?,
-                bias: engine.tensor_from(
-                    &format!("layers.{i}.bias"),
-                    1,
-                    layer.bias.len(),
-                    &layer.bias,
-                )?,
-                compensation: match &layer.compensation {
-                    Some(c) => Some(upload_matrix(
-                        engine,
-                        &format!("layers.{i}.compensation"),
-                        c,
-                    )?),
-                    None => None,
-                },
-            });
-        }
-        Ok(Self {
+    /// Uploads a host model after checking every layer's chain (an impossible layer is refused
+    /// here, never run as something else).
+    pub fn upload(engine: &mut dyn Engine, host: &HostModel) -> Result<Owned<Self>, EngineError> {
+        host.validate().map_err(EngineError::Model)?;
+        let mut owner = Allocation::new(engine);
+        let layers = (host.layers.iter().enumerate())
+            .map(|(i, layer)| {
+                layer.try_map(i, &mut |key, m: &Matrix| {
+                    owner.tensor_from(engine, &key.name(), m.rows, m.cols, &m.values)
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(owner.owning(Self {
             spec: host.spec.clone(),
             layers,
-        })
+        }))
+    }
+
+    /// Every parameter tensor with its key, in registry order.
+    pub fn parameters(&self) -> Vec<(ParamKey, Tensor)> {
+        all_parameters(&self.layers)
     }
 
     /// Starts reading every parameter back (for `host_from`), without blocking.
     pub fn begin_download(&self, engine: &mut dyn Engine) -> Result<ReadTicket, EngineError> {
-        let tensors: Vec<Tensor> = self.layers.iter().flat_map(DeviceLayer::tensors).collect();
+        let tensors: Vec<Tensor> = self.parameters().into_iter().map(|(_, t)| t).collect();
         engine.begin_read(&tensors)
     }
 
     /// The host model from the values a `begin_download` read back (widened to f64).
     pub fn host_from(&self, values: Vec<Vec<f64>>) -> HostModel {
         let mut values = values.into_iter();
-        let mut next = |t: Tensor| {
-            Matrix::new(
-                t.rows(),
-                t.cols(),
-                values.next().expect("one value list per tensor"),
-            )
-        };
-        let layers = self
-            .layers
-            .iter()
-            .map(|layer| HostLayer {
-                weight: next(layer.weight),
-                bias: next(layer.bias).values,
-                compensation: layer.compensation.map(&mut next),
+        let layers = (self.layers.iter().enumerate())
+            .map(|(i, layer)| {
+                layer.try_map(i, &mut |_, t: &Tensor| {
+                    let v = values.next().expect("one value list per tensor");
+                    Ok::<_, std::convert::Infallible>(Matrix::new(t.rows(), t.cols(), v))
+                })
+            })
+            .map(|l| match l {
+                Ok(l) => l,
+                Err(never) => match never {},
             })
             .collect();
         HostModel {
@@ -122,79 +96,82 @@ impl DeviceModel {
         let mut ticket = self.begin_download(engine)?;
         Ok(self.host_from(engine.wait_read(&mut ticket)?))
     }
-
-    pub fn free(&self, engine: &mut dyn Engine) {
-        free_layers(engine, &self.layers);
-    }
 }
 
-/// Gradient tensors, shaped like the model's parameters.
+/// One tensor per parameter, shaped like it: gradients, or the tangents of a Hessian-vector
+/// product. Allocated for every parameter; `backward` writes the trainable ones only.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gradients {
     pub layers: Vec<DeviceLayer>,
 }
 
 impl Gradients {
-    pub fn alloc(engine: &mut dyn Engine, model: &DeviceModel) -> Result<Self, EngineError> {
-        let mut layers = Vec::with_capacity(model.layers.len());
-        for (i, layer) in model.layers.iter().enumerate() {
-            let like = |engine: &mut dyn Engine, t: Tensor, name: &str| {
-                engine.alloc(&format!("grad.layers.{i}.{name}"), t.rows(), t.cols())
-            };
-            layers.push(DeviceLayer {
-                weight: like(engine, layer.weight, "weight")?,
-                bias: like(engine, layer.bias, "bias")?,
-                compensation: match layer.compensation {
-                    Some(c) => Some(like(engine, c, "compensation")?),
-                    None => None,
-                },
-            });
-        }
-        Ok(Self { layers })
+    pub fn alloc(engine: &mut dyn Engine, model: &DeviceModel) -> Result<Owned<Self>, EngineError> {
+        Self::alloc_named(engine, model, "grad.")
     }
 
-    /// (parameter, gradient) for every trainable tensor, in a fixed order.
+    /// Like `alloc`, with the tensors' labels starting with `prefix`.
+    pub fn alloc_named(
+        engine: &mut dyn Engine,
+        model: &DeviceModel,
+        prefix: &str,
+    ) -> Result<Owned<Self>, EngineError> {
+        let (layers, owner) = alloc_like(engine, model, prefix)?;
+        Ok(owner.owning(Self { layers }))
+    }
+
+    pub fn parameters(&self) -> Vec<(ParamKey, Tensor)> {
+        all_parameters(&self.layers)
+    }
+
+    /// (key, parameter, gradient) for every trainable tensor, in registry order.
     pub fn trainable_pairs(
         &self,
         model: &DeviceModel,
         trainable: Trainable,
-    ) -> Vec<(Tensor, Tensor)> {
-        let mut pairs = Vec::new();
-        for (param, grad) in model.layers.iter().zip(&self.layers) {
-            if trainable.weights {
-                pairs.push((param.weight, grad.weight));
-            }
-            if trainable.biases {
-                pairs.push((param.bias, grad.bias));
-            }
-            if let (true, Some(p), Some(g)) = (
-                trainable.compensation,
-                param.compensation,
-                grad.compensation,
-            ) {
-                pairs.push((p, g));
-            }
-        }
-        pairs
-    }
-
-    pub fn free(&self, engine: &mut dyn Engine) {
-        free_layers(engine, &self.layers);
+    ) -> Vec<(ParamKey, Tensor, Tensor)> {
+        model
+            .parameters()
+            .into_iter()
+            .zip(self.parameters())
+            .filter(|((key, _), _)| trainable.trains(key.group()))
+            .map(|((key, param), (_, grad))| (key, param, grad))
+            .collect()
     }
 }
 
-/// Activations of one layer for one batch.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// The tensors one linear factor writes for a batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FactorBuffers {
+    /// `h_{j+1}` (batch x the factor's rows); the last factor's is the layer's `Z`.
+    pub out: Tensor,
+    pub grad_out: Tensor,
+    /// `h_j A^T` and its gradient (batch x r), for a factor with a LoRA branch.
+    pub lora: Option<(Tensor, Tensor)>,
+}
+
+/// Activations of one layer for one batch, shaped by its description.
+#[derive(Clone, Debug, PartialEq)]
 pub struct LayerBuffers {
-    /// `W~ x` before the compensation layer (defended layers only).
-    pub hidden: Option<Tensor>,
+    pub factors: Vec<FactorBuffers>,
+    /// `f(Z)` and its gradient, where an activation follows the layer.
+    pub activated: Option<(Tensor, Tensor)>,
+}
+
+impl LayerBuffers {
     /// The layer's output before the activation, `Z`.
-    pub pre: Tensor,
-    /// `f(Z)` (hidden layers with an activation only).
-    pub post: Option<Tensor>,
-    pub grad_pre: Tensor,
-    pub grad_hidden: Option<Tensor>,
-    pub grad_post: Option<Tensor>,
+    pub fn pre(&self) -> Tensor {
+        self.factors[self.factors.len() - 1].out
+    }
+
+    pub fn grad_pre(&self) -> Tensor {
+        self.factors[self.factors.len() - 1].grad_out
+    }
+
+    /// What the next layer reads: `f(Z)`, or `Z` without an activation.
+    pub fn output(&self) -> Tensor {
+        self.activated.map_or(self.pre(), |(post, _)| post)
+    }
 }
 
 /// Everything one batch needs on the engine: inputs, targets, activations, loss.
@@ -219,77 +196,64 @@ impl Workspace {
         model: &DeviceModel,
         batch: usize,
         target_cols: usize,
-    ) -> Result<Self, EngineError> {
+    ) -> Result<Owned<Self>, EngineError> {
+        let mut owner = Allocation::new(engine);
+        let mut buffer = |engine: &mut dyn Engine, name: String, cols: usize| {
+            owner.alloc(engine, &name, batch, cols)
+        };
         let spec = &model.spec;
-        let has_activation = spec.activation.activation().is_some();
-        let last = model.layers.len() - 1;
         let mut layers = Vec::with_capacity(model.layers.len());
         for (i, layer) in model.layers.iter().enumerate() {
+            let mut factors = Vec::with_capacity(layer.factors.len());
+            for factor in &layer.factors {
+                let role = factor.role.name();
+                let width = factor.matrix.rows();
+                let lora = match &factor.lora {
+                    Some(l) => Some((
+                        buffer(engine, format!("ws.{i}.{role}.lora_mid"), l.a.rows())?,
+                        buffer(engine, format!("ws.{i}.{role}.grad_lora_mid"), l.a.rows())?,
+                    )),
+                    None => None,
+                };
+                factors.push(FactorBuffers {
+                    out: buffer(engine, format!("ws.{i}.{role}.out"), width)?,
+                    grad_out: buffer(engine, format!("ws.{i}.{role}.grad_out"), width)?,
+                    lora,
+                });
+            }
             let (_, width) = spec.layer_shape(i);
-            let mut buffer = |name: &str| engine.alloc(&format!("ws.{i}.{name}"), batch, width);
-            let defended = layer.compensation.is_some();
-            let activated = has_activation && i < last;
-            layers.push(LayerBuffers {
-                hidden: if defended {
-                    Some(buffer("hidden")?)
-                } else {
-                    None
-                },
-                pre: buffer("pre")?,
-                post: if activated {
-                    Some(buffer("post")?)
-                } else {
-                    None
-                },
-                grad_pre: buffer("grad_pre")?,
-                grad_hidden: if defended {
-                    Some(buffer("grad_hidden")?)
-                } else {
-                    None
-                },
-                grad_post: if activated {
-                    Some(buffer("grad_post")?)
-                } else {
-                    None
-                },
-            });
+            let activated = match spec.activation_after(i) {
+                Some(_) => Some((
+                    buffer(engine, format!("ws.{i}.post"), width)?,
+                    buffer(engine, format!("ws.{i}.grad_post"), width)?,
+                )),
+                None => None,
+            };
+            layers.push(LayerBuffers { factors, activated });
         }
         let outputs = spec.widths[spec.widths.len() - 1];
-        Ok(Self {
+        let inputs = buffer(engine, "ws.inputs".to_string(), spec.widths[0])?;
+        let targets = buffer(engine, "ws.targets".to_string(), target_cols)?;
+        let ones = buffer(engine, "ws.ones".to_string(), 1)?;
+        let loss_rows = buffer(
+            engine,
+            "ws.loss_rows".to_string(),
+            if target_cols == 1 { 1 } else { outputs },
+        )?;
+        engine.upload(ones, &vec![1.0; batch])?;
+        let loss_sum = owner.alloc(engine, "ws.loss_sum", 1, 1)?;
+        Ok(owner.owning(Self {
             batch,
-            inputs: engine.alloc("ws.inputs", batch, spec.widths[0])?,
-            targets: engine.alloc("ws.targets", batch, target_cols)?,
-            ones: engine.tensor_from("ws.ones", batch, 1, &vec![1.0; batch])?,
+            inputs,
+            targets,
+            ones,
             layers,
-            loss_rows: engine.alloc(
-                "ws.loss_rows",
-                batch,
-                if target_cols == 1 { 1 } else { outputs },
-            )?,
-            loss_sum: engine.alloc("ws.loss_sum", 1, 1)?,
-        })
+            loss_rows,
+            loss_sum,
+        }))
     }
 
     pub fn logits(&self) -> Tensor {
-        self.layers[self.layers.len() - 1].pre
-    }
-
-    pub fn free(&self, engine: &mut dyn Engine) {
-        let mut all = vec![
-            self.inputs,
-            self.targets,
-            self.ones,
-            self.loss_rows,
-            self.loss_sum,
-        ];
-        for l in &self.layers {
-            all.extend([l.pre, l.grad_pre]);
-            all.extend(
-                [l.hidden, l.post, l.grad_hidden, l.grad_post]
-                    .into_iter()
-                    .flatten(),
-            );
-        }
-        all.into_iter().for_each(|t| engine.free(t));
+        self.layers[self.layers.len() - 1].pre()
     }
 }

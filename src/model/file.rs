@@ -1,14 +1,21 @@
-//! Model files: safetensors, f64 tensors named `layers.{i}.weight` (out x in), `layers.{i}.bias`
-//! (1 x out) and, for defended layers, `layers.{i}.compensation` (out x out). The header metadata
-//! carries `specdef.format` ("1"), `model.widths` (JSON list), `model.activation` and `defense`
-//! (JSON of the SpecDef settings, or "none"). f64 keeps the defence's f64 weights exact.
+//! Model files: safetensors, one f64 tensor per parameter, named by the parameter registry
+//! (`layers.{i}.weight` out x in, `layers.{i}.bias` 1 x out, `layers.{i}.compensation`,
+//! `layers.{i}.factor2of3`, `layers.{i}.weight.lora_a`, ...). The header metadata carries
+//! `specdef.format`, `model.widths` (JSON list), `model.activation`, `model.layers` (format 2:
+//! each layer's chain of factors, input side first, with LoRA scales) and `defense` (JSON of the
+//! defence's settings, or "none"). f64 keeps the defence's f64 weights exact. Format 1 files
+//! (plain and SpecDef layers, no `model.layers`) still load.
 
+use super::layer::{FactorOf, FactorRole, LoraOf};
 use super::{ActivationChoice, HostLayer, HostModel, Matrix, ModelSpec};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use thiserror::Error;
 
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
+/// Files of this format still load: plain layers, and SpecDef's (weight, compensation).
+pub const FORMAT_VERSION_1: &str = "1";
 
 #[derive(Debug, Error)]
 pub enum ModelFileError {
@@ -21,33 +28,28 @@ pub enum ModelFileError {
     },
 }
 
+/// One factor of a layer's chain as the header describes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FactorHeader {
+    role: String,
+    /// The LoRA branch's scale, where the factor has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lora_scale: Option<f64>,
+}
+
 fn f64_bytes(values: &[f64]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// The bytes of a model file. `defense` is a JSON description of the defence, or "none".
 pub fn encode(model: &HostModel, defense: &str) -> Result<Vec<u8>, String> {
-    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (i, layer) in model.layers.iter().enumerate() {
-        let w = &layer.weight;
-        named.push((
-            format!("layers.{i}.weight"),
-            vec![w.rows, w.cols],
-            f64_bytes(&w.values),
-        ));
-        named.push((
-            format!("layers.{i}.bias"),
-            vec![1, layer.bias.len()],
-            f64_bytes(&layer.bias),
-        ));
-        if let Some(c) = &layer.compensation {
-            named.push((
-                format!("layers.{i}.compensation"),
-                vec![c.rows, c.cols],
-                f64_bytes(&c.values),
-            ));
-        }
-    }
+    model.validate()?;
+    let named: Vec<(String, Vec<usize>, Vec<u8>)> = model
+        .parameters()
+        .into_iter()
+        .map(|(key, m)| (key.name(), vec![m.rows, m.cols], f64_bytes(&m.values)))
+        .collect();
     let views = named
         .iter()
         .map(|(name, shape, bytes)| {
@@ -55,17 +57,54 @@ pub fn encode(model: &HostModel, defense: &str) -> Result<Vec<u8>, String> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let widths = serde_json::to_string(&model.spec.widths).map_err(|e| e.to_string())?;
+    let chains: Vec<Vec<FactorHeader>> = model
+        .layers
+        .iter()
+        .map(|layer| {
+            (layer.factors.iter())
+                .map(|f| FactorHeader {
+                    role: f.role.name(),
+                    lora_scale: f.lora.as_ref().map(|l| l.scale),
+                })
+                .collect()
+        })
+        .collect();
     let metadata = [
         ("specdef.format", FORMAT_VERSION.to_string()),
-        ("model.widths", widths),
+        ("model.widths", to_json(&model.spec.widths)?),
         ("model.activation", model.spec.activation.name().to_string()),
+        ("model.layers", to_json(&chains)?),
         ("defense", defense.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string(value).map_err(|e| e.to_string())
+}
+
+/// The chains a format-1 file implies: `[weight]`, or `[weight, compensation]` where the file
+/// has the layer's compensation tensor.
+fn format_1_chains(tensors: &SafeTensors<'_>, layers: usize) -> Vec<Vec<FactorHeader>> {
+    let factor = |role: &str| FactorHeader {
+        role: role.to_string(),
+        lora_scale: None,
+    };
+    (0..layers)
+        .map(|i| {
+            let mut chain = vec![factor("weight")];
+            if tensors
+                .names()
+                .contains(&format!("layers.{i}.compensation").as_str())
+            {
+                chain.push(factor("compensation"));
+            }
+            chain
+        })
+        .collect()
 }
 
 /// Parses a model file's bytes, checking every tensor against the architecture in the header.
@@ -84,9 +123,9 @@ pub fn decode(bytes: &[u8]) -> Result<(HostModel, String), String> {
             .ok_or_else(|| format!("header metadata lacks {key:?}"))
     };
     let format = field("specdef.format")?;
-    if format != FORMAT_VERSION {
+    if format != FORMAT_VERSION && format != FORMAT_VERSION_1 {
         return Err(format!(
-            "format {format:?}, this build reads {FORMAT_VERSION:?}"
+            "format {format:?}, this build reads {FORMAT_VERSION_1:?} and {FORMAT_VERSION:?}"
         ));
     }
     let widths: Vec<usize> =
@@ -96,19 +135,32 @@ pub fn decode(bytes: &[u8]) -> Result<(HostModel, String), String> {
             .map_err(|e| format!("model.activation: {e}"))?;
     let spec = ModelSpec { widths, activation };
     spec.validate()?;
-    let read = |name: &str, rows: usize, cols: usize| -> Result<Matrix, String> {
+    let chains: Vec<Vec<FactorHeader>> = if format == FORMAT_VERSION_1 {
+        format_1_chains(&tensors, spec.layer_count())
+    } else {
+        serde_json::from_str(&field("model.layers")?).map_err(|e| format!("model.layers: {e}"))?
+    };
+    if chains.len() != spec.layer_count() {
+        return Err(format!(
+            "model.layers describes {} layers, the widths {:?} need {}",
+            chains.len(),
+            spec.widths,
+            spec.layer_count()
+        ));
+    }
+    let read = |name: &str| -> Result<Matrix, String> {
         let view = tensors
             .tensor(name)
             .map_err(|_| format!("missing tensor {name}"))?;
         if view.dtype() != Dtype::F64 {
             return Err(format!("{name} is {:?}, expected F64", view.dtype()));
         }
-        if view.shape() != [rows, cols] {
+        let &[rows, cols] = view.shape() else {
             return Err(format!(
-                "{name} has shape {:?}, the architecture needs [{rows}, {cols}]",
+                "{name} has shape {:?}, expected a matrix",
                 view.shape()
             ));
-        }
+        };
         let values = view
             .data()
             .chunks_exact(8)
@@ -116,33 +168,42 @@ pub fn decode(bytes: &[u8]) -> Result<(HostModel, String), String> {
             .collect();
         Ok(Matrix::new(rows, cols, values))
     };
-    let mut layers = Vec::with_capacity(spec.layer_count());
-    let mut expected_names = 0;
-    for i in 0..spec.layer_count() {
-        let (fan_in, fan_out) = spec.layer_shape(i);
-        let compensation_name = format!("layers.{i}.compensation");
-        let compensation = if tensors.names().contains(&compensation_name.as_str()) {
-            expected_names += 1;
-            Some(read(&compensation_name, fan_out, fan_out)?)
-        } else {
-            None
-        };
-        expected_names += 2;
-        layers.push(HostLayer {
-            weight: read(&format!("layers.{i}.weight"), fan_out, fan_in)?,
-            bias: read(&format!("layers.{i}.bias"), 1, fan_out)?.values,
-            compensation,
-        });
+    let mut layers = Vec::with_capacity(chains.len());
+    for (i, chain) in chains.iter().enumerate() {
+        let mut factors = Vec::with_capacity(chain.len());
+        for header in chain {
+            let role = FactorRole::parse(&header.role)
+                .ok_or_else(|| format!("layer {i}: unknown factor role {:?}", header.role))?;
+            let name = format!("layers.{i}.{}", role.name());
+            let lora = match header.lora_scale {
+                Some(scale) => Some(LoraOf {
+                    a: read(&format!("{name}.lora_a"))?,
+                    b: read(&format!("{name}.lora_b"))?,
+                    scale,
+                }),
+                None => None,
+            };
+            factors.push(FactorOf {
+                role,
+                matrix: read(&name)?,
+                lora,
+            });
+        }
+        let bias = read(&format!("layers.{i}.bias"))?;
+        layers.push(HostLayer { factors, bias });
     }
-    if tensors.names().len() != expected_names {
+    let model = HostModel { spec, layers };
+    // Shapes against the architecture, then no tensor the description does not name.
+    model.validate()?;
+    if tensors.names().len() != model.parameters().len() {
         let mut names: Vec<&str> = tensors.names();
         names.sort_unstable();
         return Err(format!(
-            "tensors {names:?} do not match {} layers",
-            spec.layer_count()
+            "tensors {names:?} do not match the {} layers the header describes",
+            model.layers.len()
         ));
     }
-    Ok((HostModel { spec, layers }, field("defense")?))
+    Ok((model, field("defense")?))
 }
 
 /// Writes atomically: a temporary file beside the target, then a rename, so a crash never
@@ -153,7 +214,7 @@ pub fn save(path: &Path, model: &HostModel, defense: &str) -> Result<(), ModelFi
         path: shown.clone(),
         message,
     })?;
-    crate::report::write_atomically(path, &bytes).map_err(|source| ModelFileError::Io {
+    crate::atomic_file::write_atomically(path, &bytes).map_err(|source| ModelFileError::Io {
         path: shown,
         source,
     })

@@ -1,11 +1,14 @@
 //! Forward, loss and backward of a model, recorded against the engine interface: the same
-//! recording runs on the GPU and on the CPU twins. Per layer:
-//!   plain:     Z = A W^T + 1 b^T                     dW = dZ^T A,  dA = dZ W
-//!   defended:  H = A W~^T, Z = H C^T + 1 b^T          dC = dZ^T H,  dH = dZ C,
-//!                                                      dW~ = dH^T A, dA = dH W~
-//! and db = 1^T dZ. Bias broadcast and bias gradient are matmuls with a column of ones.
+//! recording runs on the GPU and on the CPU twins. Both walk each layer's chain of factors
+//! (see `layer.rs`), whatever its form. Per factor F (with input h, output o = h F^T):
+//!   dF = do^T h,  dh = do F
+//! and with a LoRA branch o += s (h A^T) B^T, m = h A^T:
+//!   dB = s do^T m,  dm = s do B,  dA = dm^T h,  dh += dm A.
+//! Per layer, Z = h_p + 1 b^T and db = 1^T dZ: bias broadcast and bias gradient are matmuls with
+//! a column of ones, so no extra kernels are needed.
 
-use super::{DeviceModel, Gradients, Trainable, Workspace};
+use super::layer::{ParamGroup, Trainable};
+use super::{DeviceModel, Gradients, Workspace};
 use crate::engine::{BinaryOp, EngineError, Recording, ReduceAxis, Reduction, Tensor};
 
 /// The tensor layer `i` reads: the inputs, or the previous layer's (activated) output.
@@ -13,8 +16,7 @@ fn layer_input(ws: &Workspace, i: usize) -> Tensor {
     if i == 0 {
         ws.inputs
     } else {
-        let previous = &ws.layers[i - 1];
-        previous.post.unwrap_or(previous.pre)
+        ws.layers[i - 1].output()
     }
 }
 
@@ -24,21 +26,19 @@ pub fn forward(
     model: &DeviceModel,
     ws: &Workspace,
 ) -> Result<(), EngineError> {
-    let activation = model.spec.activation.activation();
     for (i, (layer, buffers)) in model.layers.iter().zip(&ws.layers).enumerate() {
-        let input = layer_input(ws, i);
-        match (layer.compensation, buffers.hidden) {
-            (Some(c), Some(hidden)) => {
-                rec.matmul(input, layer.weight, hidden, false, true)?;
-                rec.matmul(hidden, c, buffers.pre, false, true)?;
+        let mut input = layer_input(ws, i);
+        for (factor, out) in layer.factors.iter().zip(&buffers.factors) {
+            rec.matmul(input, factor.matrix, out.out, false, true)?;
+            if let (Some(lora), Some((mid, _))) = (&factor.lora, out.lora) {
+                rec.matmul(input, lora.a, mid, false, true)?;
+                rec.matmul_scaled(mid, lora.b, out.out, false, true, lora.scale, 1.0)?;
             }
-            _ => {
-                rec.matmul(input, layer.weight, buffers.pre, false, true)?;
-            }
+            input = out.out;
         }
-        rec.matmul_scaled(ws.ones, layer.bias, buffers.pre, false, false, 1.0, 1.0)?;
-        if let (Some(f), Some(post)) = (activation, buffers.post) {
-            rec.activate(f, buffers.pre, post)?;
+        rec.matmul_scaled(ws.ones, layer.bias, buffers.pre(), false, false, 1.0, 1.0)?;
+        if let (Some(f), Some((post, _))) = (model.spec.activation_after(i), buffers.activated) {
+            rec.activate(f, buffers.pre(), post)?;
         }
     }
     Ok(())
@@ -47,12 +47,12 @@ pub fn forward(
 /// Mean softmax cross-entropy against the class labels in `ws.targets`: the gradient goes to the
 /// last layer's `grad_pre`, the summed loss to `ws.loss_sum` (divide by the batch on the host).
 pub fn cross_entropy(rec: &mut Recording, ws: &Workspace) -> Result<(), EngineError> {
-    let last = ws.layers[ws.layers.len() - 1];
+    let last = &ws.layers[ws.layers.len() - 1];
     rec.softmax_cross_entropy(
-        last.pre,
+        last.pre(),
         ws.targets,
         ws.loss_rows,
-        last.grad_pre,
+        last.grad_pre(),
         1.0 / ws.batch as f64,
     )?;
     rec.reduce(Reduction::Sum, ReduceAxis::Whole, ws.loss_rows, ws.loss_sum)?;
@@ -62,9 +62,9 @@ pub fn cross_entropy(rec: &mut Recording, ws: &Workspace) -> Result<(), EngineEr
 /// Half the mean squared error against the values in `ws.targets`:
 /// loss = sum (Z - Y)^2 / (2 batch), so `ws.loss_sum` holds 2 batch loss; gradient (Z - Y) / batch.
 pub fn squared_error(rec: &mut Recording, ws: &Workspace) -> Result<(), EngineError> {
-    let last = ws.layers[ws.layers.len() - 1];
-    rec.binary(BinaryOp::Sub, last.pre, ws.targets, ws.loss_rows)?;
-    rec.scale(1.0 / ws.batch as f64, ws.loss_rows, last.grad_pre)?;
+    let last = &ws.layers[ws.layers.len() - 1];
+    rec.binary(BinaryOp::Sub, last.pre(), ws.targets, ws.loss_rows)?;
+    rec.scale(1.0 / ws.batch as f64, ws.loss_rows, last.grad_pre())?;
     rec.reduce(
         Reduction::SumOfSquares,
         ReduceAxis::Whole,
@@ -75,7 +75,7 @@ pub fn squared_error(rec: &mut Recording, ws: &Workspace) -> Result<(), EngineEr
 }
 
 /// Records the backward pass from the last layer's `grad_pre` into `grads` (trainable groups
-/// only; gradients flow through frozen layers all the same).
+/// only; gradients flow through frozen factors all the same).
 pub fn backward(
     rec: &mut Recording,
     model: &DeviceModel,
@@ -83,40 +83,56 @@ pub fn backward(
     grads: &Gradients,
     trainable: Trainable,
 ) -> Result<(), EngineError> {
-    let activation = model.spec.activation.activation();
     for i in (0..model.layers.len()).rev() {
-        let layer = model.layers[i];
-        let buffers = ws.layers[i];
-        let grad = grads.layers[i];
-        let input = layer_input(ws, i);
-        let d_pre = buffers.grad_pre;
-        if trainable.biases {
-            rec.matmul(ws.ones, d_pre, grad.bias, true, false)?;
+        let (layer, buffers, grad) = (&model.layers[i], &ws.layers[i], &grads.layers[i]);
+        if trainable.trains(ParamGroup::Biases) {
+            rec.matmul(ws.ones, buffers.grad_pre(), grad.bias, true, false)?;
         }
-        // The gradient that reaches W (dH for a defended layer, dZ otherwise).
-        let d_linear = match (layer.compensation, buffers.hidden, buffers.grad_hidden) {
-            (Some(c), Some(hidden), Some(d_hidden)) => {
-                if let (true, Some(grad_c)) = (trainable.compensation, grad.compensation) {
-                    rec.matmul(d_pre, hidden, grad_c, true, false)?;
-                }
-                rec.matmul(d_pre, c, d_hidden, false, false)?;
-                d_hidden
+        for j in (0..layer.factors.len()).rev() {
+            let (factor, out, grad_factor) =
+                (&layer.factors[j], &buffers.factors[j], &grad.factors[j]);
+            let input = if j == 0 {
+                layer_input(ws, i)
+            } else {
+                buffers.factors[j - 1].out
+            };
+            let d_out = out.grad_out;
+            if trainable.trains(factor.role.group()) {
+                rec.matmul(d_out, input, grad_factor.matrix, true, false)?;
             }
-            _ => d_pre,
-        };
-        if trainable.weights {
-            rec.matmul(d_linear, input, grad.weight, true, false)?;
-        }
-        if i > 0 {
-            let previous = ws.layers[i - 1];
-            match (activation, previous.grad_post) {
-                (Some(f), Some(d_post)) => {
-                    rec.matmul(d_linear, layer.weight, d_post, false, false)?;
-                    rec.activate_grad(f, previous.pre, d_post, previous.grad_pre)?;
+            let lora = match (&factor.lora, out.lora, &grad_factor.lora) {
+                (Some(lora), Some((mid, d_mid)), Some(grad_lora)) => {
+                    if trainable.trains(ParamGroup::Lora) {
+                        rec.matmul_scaled(d_out, mid, grad_lora.b, true, false, lora.scale, 0.0)?;
+                    }
+                    rec.matmul_scaled(d_out, lora.b, d_mid, false, false, lora.scale, 0.0)?;
+                    if trainable.trains(ParamGroup::Lora) {
+                        rec.matmul(d_mid, input, grad_lora.a, true, false)?;
+                    }
+                    Some((lora.a, d_mid))
                 }
-                _ => {
-                    rec.matmul(d_linear, layer.weight, previous.grad_pre, false, false)?;
+                _ => None,
+            };
+            // Where the gradient of this factor's input goes: the previous factor's output,
+            // or the previous layer's (through its activation); nowhere for the model's input.
+            let (d_input, activation) = if j > 0 {
+                (buffers.factors[j - 1].grad_out, None)
+            } else if i > 0 {
+                let previous = &ws.layers[i - 1];
+                match previous.activated {
+                    Some((_, d_post)) => (d_post, model.spec.activation_after(i - 1)),
+                    None => (previous.grad_pre(), None),
                 }
+            } else {
+                continue;
+            };
+            rec.matmul(d_out, factor.matrix, d_input, false, false)?;
+            if let Some((a, d_mid)) = lora {
+                rec.matmul_scaled(d_mid, a, d_input, false, false, 1.0, 1.0)?;
+            }
+            if let Some(f) = activation {
+                let previous = &ws.layers[i - 1];
+                rec.activate_grad(f, previous.pre(), d_input, previous.grad_pre())?;
             }
         }
     }

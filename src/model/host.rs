@@ -1,77 +1,57 @@
-//! Models on the host in f64: seeded initialisation, the form the defence rewrites and model
-//! files store. Parameter names follow the model-file scheme: `layers.{i}.weight` (out x in),
-//! `layers.{i}.bias` (1 x out), `layers.{i}.compensation` (out x out, defended layers only).
+//! Models on the host in f64: seeded initialisation, the form defences and adaptive attacks
+//! rewrite (functions from a host model to a host model) and model files store.
 
 use super::ModelSpec;
+use super::layer::{FactorOf, FactorRole, LayerOf, ParamKey, check_layer};
+pub use crate::linalg::Matrix;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// A row-major f64 matrix.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Matrix {
-    pub rows: usize,
-    pub cols: usize,
-    pub values: Vec<f64>,
-}
-
-impl Matrix {
-    pub fn new(rows: usize, cols: usize, values: Vec<f64>) -> Self {
-        assert_eq!(values.len(), rows * cols, "matrix values for {rows}x{cols}");
-        Self { rows, cols, values }
-    }
-
-    pub fn zeros(rows: usize, cols: usize) -> Self {
-        Self::new(rows, cols, vec![0.0; rows * cols])
-    }
-
-    pub fn identity(n: usize) -> Self {
-        let mut m = Self::zeros(n, n);
-        (0..n).for_each(|i| m.values[i * n + i] = 1.0);
-        m
-    }
-
-    pub fn to_faer(&self) -> faer::Mat<f64> {
-        faer::Mat::from_fn(self.rows, self.cols, |i, j| self.values[i * self.cols + j])
-    }
-
-    pub fn from_faer(m: faer::MatRef<'_, f64>) -> Self {
-        let (rows, cols) = (m.nrows(), m.ncols());
-        let mut values = Vec::with_capacity(rows * cols);
-        for i in 0..rows {
-            for j in 0..cols {
-                values.push(m[(i, j)]);
-            }
-        }
-        Self::new(rows, cols, values)
-    }
-
-    /// `self * other` in f64.
-    pub fn matmul(&self, other: &Matrix) -> Matrix {
-        Matrix::from_faer((self.to_faer() * other.to_faer()).as_ref())
-    }
-}
-
-/// One layer: `y = W x + b`, or for a defended layer `y = C (W~ x) + b` (bias after C).
-#[derive(Clone, Debug, PartialEq)]
-pub struct HostLayer {
-    pub weight: Matrix,
-    pub bias: Vec<f64>,
-    pub compensation: Option<Matrix>,
-}
+/// A layer on the host: the chain's matrices, LoRA branches and bias in f64.
+pub type HostLayer = LayerOf<Matrix>;
+pub type HostFactor = FactorOf<Matrix>;
 
 impl HostLayer {
-    /// The matrix the layer applies: `C W~` for a defended layer, else `W`.
-    pub fn effective_weight(&self) -> Matrix {
-        match &self.compensation {
-            Some(c) => c.matmul(&self.weight),
-            None => self.weight.clone(),
+    /// `y = W x + b`.
+    pub fn plain(weight: Matrix, bias: Vec<f64>) -> Self {
+        let outputs = bias.len();
+        Self {
+            factors: vec![FactorOf {
+                role: FactorRole::Weight,
+                matrix: weight,
+                lora: None,
+            }],
+            bias: Matrix::new(1, outputs, bias),
         }
+    }
+
+    /// The matrix the layer applies: the product of its chain (output side first), LoRA
+    /// branches included; `C W~` for a SpecDef layer, `W` for a plain one.
+    pub fn effective_weight(&self) -> Matrix {
+        let mut product: Option<Matrix> = None;
+        for factor in &self.factors {
+            let mut matrix = factor.matrix.clone();
+            if let Some(lora) = &factor.lora {
+                let low_rank = lora.b.matmul(&lora.a);
+                for (m, l) in matrix.values.iter_mut().zip(&low_rank.values) {
+                    *m += lora.scale * l;
+                }
+            }
+            product = Some(match product {
+                None => matrix,
+                Some(p) => matrix.matmul(&p),
+            });
+        }
+        product.expect("a checked layer has at least one factor")
+    }
+
+    /// The stored matrix of a role (`W~` for `weight` in a SpecDef layer).
+    pub fn matrix(&self, role: FactorRole) -> Option<&Matrix> {
+        self.factor(role).map(|f| &f.matrix)
     }
 
     pub fn parameter_count(&self) -> usize {
-        self.weight.values.len()
-            + self.bias.len()
-            + self.compensation.as_ref().map_or(0, |c| c.values.len())
+        self.parameters(0).iter().map(|(_, m)| m.values.len()).sum()
     }
 }
 
@@ -98,11 +78,7 @@ impl HostModel {
                 let values = (0..fan_out * fan_in)
                     .map(|_| rng.random_range(-bound..=bound))
                     .collect();
-                HostLayer {
-                    weight: Matrix::new(fan_out, fan_in, values),
-                    bias: vec![0.0; fan_out],
-                    compensation: None,
-                }
+                HostLayer::plain(Matrix::new(fan_out, fan_in, values), vec![0.0; fan_out])
             })
             .collect();
         Self {
@@ -115,9 +91,37 @@ impl HostModel {
         self.layers.iter().map(HostLayer::parameter_count).sum()
     }
 
+    /// Layers whose chain has a compensation factor (SpecDef's).
     pub fn defended_layers(&self) -> Vec<usize> {
         (0..self.layers.len())
-            .filter(|&i| self.layers[i].compensation.is_some())
+            .filter(|&i| self.layers[i].factor(FactorRole::Compensation).is_some())
             .collect()
+    }
+
+    /// Every parameter with its registry key, layer by layer in registry order.
+    pub fn parameters(&self) -> Vec<(ParamKey, &Matrix)> {
+        (self.layers.iter().enumerate())
+            .flat_map(|(i, layer)| layer.parameters(i))
+            .collect()
+    }
+
+    /// A parameter by its registry key, mutably.
+    pub fn parameter_mut(&mut self, key: ParamKey) -> Option<&mut Matrix> {
+        self.layers.get_mut(key.layer)?.parameter_mut(key.role)
+    }
+
+    /// Checks every layer's chain against the architecture (see `check_layer`).
+    pub fn validate(&self) -> Result<(), String> {
+        self.spec.validate()?;
+        if self.layers.len() != self.spec.layer_count() {
+            return Err(format!(
+                "{} layers, the widths {:?} need {}",
+                self.layers.len(),
+                self.spec.widths,
+                self.spec.layer_count()
+            ));
+        }
+        (self.layers.iter().enumerate())
+            .try_for_each(|(i, layer)| check_layer(layer, i, self.spec.layer_shape(i)))
     }
 }

@@ -1,15 +1,22 @@
-//! Models: deep linear networks and MLPs built from `Linear` and `DefendedLinear` layers.
-//! `HostModel` holds the weights in f64 on the host (initialisation, the defence, model files);
-//! `DeviceModel` holds them on an engine, where `graph` records forward, loss and backward.
+//! Models: deep linear networks and MLPs whose layers are data (`layer.rs`: a chain of linear
+//! factors with roles, optional LoRA branches, a bias). `HostModel` holds the weights in f64 on
+//! the host (initialisation, defences, adaptive attacks, model files); `DeviceModel` holds them
+//! on an engine, where `graph` records forward, loss and backward.
 
 mod device;
 pub mod file;
 pub mod graph;
 mod host;
+mod hvp;
+pub mod layer;
 mod predict;
 mod spec;
 
-pub use device::{DeviceModel, Gradients, Trainable, Workspace};
-pub use host::{HostLayer, HostModel, Matrix};
+pub use device::{DeviceLayer, DeviceModel, FactorBuffers, Gradients, LayerBuffers, Workspace};
+pub use host::{HostFactor, HostLayer, HostModel, Matrix};
+pub use hvp::{HessianVectorProduct, Loss};
+pub use layer::{
+    FactorOf, FactorRole, LayerOf, LoraOf, ParamGroup, ParamKey, ParamRole, Shaped, Trainable,
+};
 pub use predict::{PendingPredict, predict, predict_device, take_read};
 pub use spec::{ActivationChoice, ModelSpec};

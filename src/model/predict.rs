@@ -2,7 +2,7 @@
 //! loops, as a readback to poll.
 
 use super::{DeviceModel, HostModel, Workspace, graph};
-use crate::engine::{Engine, EngineError, ReadTicket, Recording};
+use crate::engine::{Engine, EngineError, Owned, ReadTicket, Recording};
 
 /// Polls a ticket, or waits for it when `block` (native only for the GPU).
 pub fn take_read(
@@ -17,11 +17,11 @@ pub fn take_read(
     }
 }
 
-/// A forward pass in flight; its tensors are freed when the logits are taken.
+/// A forward pass in flight; its tensors are freed when it is dropped.
 pub struct PendingPredict {
-    workspace: Workspace,
+    _workspace: Owned<Workspace>,
     /// The model, when this prediction uploaded it.
-    uploaded: Option<DeviceModel>,
+    _uploaded: Option<Owned<DeviceModel>>,
     ticket: ReadTicket,
 }
 
@@ -34,24 +34,16 @@ impl PendingPredict {
     ) -> Result<Self, EngineError> {
         let rows = inputs.len() / model.spec.widths[0];
         let workspace = Workspace::alloc(engine, model, rows, 1)?;
-        let ticket = (|| {
-            engine.upload(workspace.inputs, inputs)?;
-            let mut rec = Recording::new();
-            graph::forward(&mut rec, model, &workspace)?;
-            engine.run(&rec)?;
-            engine.begin_read(&[workspace.logits()])
-        })();
-        match ticket {
-            Ok(ticket) => Ok(Self {
-                workspace,
-                uploaded: None,
-                ticket,
-            }),
-            Err(e) => {
-                workspace.free(engine);
-                Err(e)
-            }
-        }
+        engine.upload(workspace.inputs, inputs)?;
+        let mut rec = Recording::new();
+        graph::forward(&mut rec, model, &workspace)?;
+        engine.run(&rec)?;
+        let ticket = engine.begin_read(&[workspace.logits()])?;
+        Ok(Self {
+            _workspace: workspace,
+            _uploaded: None,
+            ticket,
+        })
     }
 
     /// Uploads a host model for the purpose and starts its forward pass.
@@ -61,16 +53,9 @@ impl PendingPredict {
         inputs: &[f64],
     ) -> Result<Self, EngineError> {
         let device = DeviceModel::upload(engine, model)?;
-        match Self::start_device(engine, &device, inputs) {
-            Ok(mut pending) => {
-                pending.uploaded = Some(device);
-                Ok(pending)
-            }
-            Err(e) => {
-                device.free(engine);
-                Err(e)
-            }
-        }
+        let mut pending = Self::start_device(engine, &device, inputs)?;
+        pending._uploaded = Some(device);
+        Ok(pending)
     }
 
     /// The logits (`rows x outputs`, row-major) once there.
@@ -79,14 +64,7 @@ impl PendingPredict {
         engine: &mut dyn Engine,
         block: bool,
     ) -> Result<Option<Vec<f64>>, EngineError> {
-        let Some(mut values) = take_read(engine, &mut self.ticket, block)? else {
-            return Ok(None);
-        };
-        self.workspace.free(engine);
-        if let Some(device) = self.uploaded.take() {
-            device.free(engine);
-        }
-        Ok(Some(values.remove(0)))
+        Ok(take_read(engine, &mut self.ticket, block)?.map(|mut values| values.remove(0)))
     }
 }
 

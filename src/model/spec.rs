@@ -52,6 +52,15 @@ impl ModelSpec {
         (self.widths[i], self.widths[i + 1])
     }
 
+    /// The activation after layer `i`: the model's, on every layer but the last.
+    pub fn activation_after(&self, i: usize) -> Option<Activation> {
+        if i + 1 < self.layer_count() {
+            self.activation.activation()
+        } else {
+            None
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.widths.len() < 2 {
             return Err(format!(

@@ -37,10 +37,37 @@ impl Default for CompareSettings {
 pub const OUTCOME_METRICS: [&str; 3] =
     ["reached_target", "steps_to_target", "utility_after_defense"];
 
-/// The identity of a run: everything that defines it, nothing about what computed it.
+/// The identity of a run: everything that defines it, nothing about what computed it. Fields
+/// that older files lack count as their defaults then (the reference hyper-parameters, the
+/// groups the `train_*` flags name plus the later groups, which trained by default).
 fn run_key(r: &RunRecord) -> String {
+    let default_decay = if r.optimizer == "adamw" { 0.01 } else { 0.0 };
+    let hyper = format!(
+        "b1={:e},b2={:e},eps={:e},m={:e},wd={:e}",
+        r.beta1.unwrap_or(0.9),
+        r.beta2.unwrap_or(0.999),
+        r.eps.unwrap_or(1e-8),
+        r.momentum.unwrap_or(0.9),
+        r.weight_decay.unwrap_or(default_decay)
+    );
+    let trainable = if r.trainable.is_empty() {
+        let flags = [
+            (r.train_weights, "weights"),
+            (r.train_biases, "biases"),
+            (r.train_compensation, "compensation"),
+        ];
+        let mut groups: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
+        groups.extend(["factors", "injected", "lora"]);
+        groups.join(",")
+    } else {
+        r.trainable.clone()
+    };
+    let groups = match r.optimizer_groups.as_str() {
+        "" => "{}",
+        g => g,
+    };
     format!(
-        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={},{},{}",
+        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}",
         r.scenario,
         r.variant.clone().unwrap_or_default(),
         r.seed,
@@ -55,9 +82,6 @@ fn run_key(r: &RunRecord) -> String {
         r.batch_size,
         r.eval_every,
         r.target_accuracy,
-        r.train_weights,
-        r.train_biases,
-        r.train_compensation
     )
 }
 

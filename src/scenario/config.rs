@@ -1,10 +1,11 @@
 //! Scenario files: TOML, unknown fields rejected, a base with named variants whose tables are
 //! merged over the base (`[variants.quick]`). Errors name the file, the variant and the field.
 
-use crate::attack::{OptimizerKind, Schedule, TrainSettings};
-use crate::defense::{LayerSelection, SpecDef};
-use crate::model::{ModelSpec, Trainable};
+use crate::attack::{GroupSettings, OptimizerHyper, OptimizerKind, Schedule, TrainSettings};
+use crate::defense::{CompensationForm, LayerSelection, SpecDef};
+use crate::model::{ModelSpec, ParamGroup, Trainable};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub const DEFAULT_SCENARIO: &str = include_str!("default.toml");
 
@@ -29,7 +30,8 @@ pub struct DataConfig {
     pub test_fraction: f64,
 }
 
-/// The defences compared with the undefended model: SpecDef at each alpha.
+/// The defences compared with the undefended model: SpecDef at each alpha, then any `extra`
+/// SpecDef settings (for example the thin compensation form at one alpha).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DefenseGrid {
@@ -39,6 +41,12 @@ pub struct DefenseGrid {
     /// false: the ablation without compensation layers.
     #[serde(default = "yes")]
     pub compensate: bool,
+    /// The compensation form of the alpha grid's defences (`full` or `thin`).
+    #[serde(default)]
+    pub compensation: CompensationForm,
+    /// More defences, each with its own settings, after the alpha grid's.
+    #[serde(default)]
+    pub extra: Vec<SpecDef>,
     /// Where the defence's SVD runs: `host` (f64, faer; the default) or `engine` (the one-sided
     /// Jacobi SVD on the run's engine, WGSL on the GPU).
     #[serde(default)]
@@ -67,8 +75,10 @@ impl DefenseGrid {
                     k: self.k,
                     layers: self.layers.clone(),
                     compensate: self.compensate,
+                    compensation: self.compensation,
                 })
             }))
+            .chain(self.extra.iter().cloned().map(Some))
             .collect()
     }
 }
@@ -115,6 +125,13 @@ pub struct AttackGrid {
     pub trainable: Trainable,
     #[serde(default = "default_divergence_loss")]
     pub divergence_loss: f64,
+    /// Every optimiser's hyper-parameters (the reference implementations' by default).
+    #[serde(default)]
+    pub hyper: OptimizerHyper,
+    /// Parameter groups trained otherwise than the run's optimiser (`[attack.groups.biases]
+    /// optimizer = "adamw"`).
+    #[serde(default)]
+    pub groups: BTreeMap<ParamGroup, GroupSettings>,
 }
 
 fn default_eval_every() -> usize {
@@ -141,6 +158,8 @@ impl AttackGrid {
             target_accuracy: Some(self.target_accuracy),
             divergence_loss: self.divergence_loss,
             trainable: self.trainable,
+            hyper: self.hyper,
+            groups: self.groups.clone(),
         }
     }
 }
@@ -251,6 +270,31 @@ impl Scenario {
             if !(alpha.is_finite() && *alpha > 0.0) {
                 return Err(format!("defense.alphas must be positive, got {alpha}"));
             }
+        }
+        let hypers = std::iter::once(("attack.hyper".to_string(), &self.attack.hyper)).chain(
+            (self.attack.groups.iter()).filter_map(|(g, s)| {
+                Some((
+                    format!("attack.groups.{}.hyper", g.name()),
+                    s.hyper.as_ref()?,
+                ))
+            }),
+        );
+        for (field, hyper) in hypers {
+            hyper.validate().map_err(|e| format!("{field}: {e}"))?;
+        }
+        for (group, settings) in &self.attack.groups {
+            if !(settings.lr_scale.is_finite() && settings.lr_scale > 0.0) {
+                return Err(format!(
+                    "attack.groups.{}.lr_scale must be positive, got {}",
+                    group.name(),
+                    settings.lr_scale
+                ));
+            }
+        }
+        for (i, extra) in self.defense.extra.iter().enumerate() {
+            extra
+                .validate()
+                .map_err(|e| format!("defense.extra[{i}]: {e}"))?;
         }
         Ok(())
     }

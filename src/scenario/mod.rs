@@ -1,15 +1,17 @@
 //! Scenarios: what to run (TOML), the runner that runs it, and the result records it produces.
 
 mod config;
+mod outcome;
 mod record;
 mod runner;
 mod session;
+mod task;
 
 pub use config::{
     AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario, SvdPlacement,
 };
+pub use outcome::{DefenseSummary, LayerSigma, RunError, ScenarioOutcome, layer_sigmas};
 pub use record::{RECORD_SCHEMA, RunRecord, finite};
-pub use runner::{
-    DefenseSummary, LayerSigma, RunError, RunSettings, ScenarioOutcome, TaskData, run_scenario,
-};
+pub use runner::{RunSettings, run_scenario};
 pub use session::ScenarioSession;
+pub use task::TaskData;

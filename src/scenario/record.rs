@@ -20,8 +20,12 @@ pub struct RunRecord {
     pub driver: String,
     pub device_type: String,
     // The defence.
-    /// "none", "specdef" or "specdef-ablation" (no compensation layers).
+    /// "none", "specdef", "specdef-thin" (thin compensation form) or "specdef-ablation" (no
+    /// compensation layers).
     pub defense: String,
+    /// "full" or "thin" where the defence has compensation layers (absent in older files).
+    #[serde(default)]
+    pub compensation_form: Option<String>,
     pub alpha: Option<f64>,
     pub k: Option<usize>,
     pub layers: Option<String>,
@@ -32,6 +36,20 @@ pub struct RunRecord {
     pub optimizer: String,
     pub lr: f64,
     pub schedule: String,
+    /// The run optimiser's hyper-parameters (absent in older files).
+    #[serde(default)]
+    pub beta1: Option<f64>,
+    #[serde(default)]
+    pub beta2: Option<f64>,
+    #[serde(default)]
+    pub eps: Option<f64>,
+    #[serde(default)]
+    pub momentum: Option<f64>,
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// Parameter groups trained otherwise, as JSON (`{}` when none; absent in older files).
+    #[serde(default)]
+    pub optimizer_groups: String,
     pub steps: usize,
     pub batch_size: Option<usize>,
     pub eval_every: usize,
@@ -39,6 +57,9 @@ pub struct RunRecord {
     pub train_weights: bool,
     pub train_biases: bool,
     pub train_compensation: bool,
+    /// Every parameter group that trained, comma-separated (absent in older files).
+    #[serde(default)]
+    pub trainable: String,
     // What it measured.
     pub reached_target: bool,
     pub steps_to_target: Option<usize>,
@@ -66,7 +87,7 @@ impl RunRecord {
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,wall_ms"
+        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -92,6 +113,7 @@ impl RunRecord {
             text(&self.driver),
             text(&self.device_type),
             text(&self.defense),
+            text(&self.compensation_form.clone().unwrap_or_default()),
             opt(self.alpha),
             opt(self.k),
             text(&self.layers.clone().unwrap_or_default()),
@@ -101,6 +123,12 @@ impl RunRecord {
             text(&self.optimizer),
             self.lr.to_string(),
             text(&self.schedule),
+            opt(self.beta1),
+            opt(self.beta2),
+            opt(self.eps),
+            opt(self.momentum),
+            opt(self.weight_decay),
+            text(&self.optimizer_groups),
             self.steps.to_string(),
             opt(self.batch_size),
             self.eval_every.to_string(),
@@ -108,6 +136,7 @@ impl RunRecord {
             self.train_weights.to_string(),
             self.train_biases.to_string(),
             self.train_compensation.to_string(),
+            text(&self.trainable),
             self.reached_target.to_string(),
             opt(self.steps_to_target),
             self.diverged.to_string(),

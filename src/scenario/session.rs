@@ -7,14 +7,15 @@
 //! function preservation from the same logits) -> for each optimiser and learning rate: attack,
 //! then the attacked model's utility.
 
-use super::runner::{
-    DefenseSummary, RunError, ScenarioOutcome, TaskData, label_of, layer_sigmas, record,
+use super::outcome::{label_of, record};
+use super::{
+    DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement, TaskData,
+    layer_sigmas,
 };
-use super::{RunRecord, Scenario, SvdPlacement};
 use crate::attack::{TrainOutcome, TrainSession, accuracy};
 use crate::defense::{SpecDef, relative_errors};
 use crate::engine::cpu::{CpuEngine32, CpuEngine64};
-use crate::engine::{Engine, EngineInfo, ReadTicket};
+use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
 use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
 use crate::model::file;
 use crate::model::{DeviceModel, HostModel, PendingPredict, predict, take_read};
@@ -23,11 +24,11 @@ use web_time::Instant;
 
 enum Stage {
     Pretrain {
-        device: DeviceModel,
+        device: Owned<DeviceModel>,
         session: TrainSession,
     },
     Download {
-        device: DeviceModel,
+        device: Owned<DeviceModel>,
         ticket: ReadTicket,
     },
     BaseUtility {
@@ -39,12 +40,12 @@ enum Stage {
         eval: PendingPredict,
     },
     Attack {
-        device: DeviceModel,
+        device: Owned<DeviceModel>,
         session: TrainSession,
         started: Instant,
     },
     AttackUtility {
-        device: DeviceModel,
+        device: Owned<DeviceModel>,
         outcome: TrainOutcome,
         eval: PendingPredict,
         started: Instant,
@@ -316,7 +317,7 @@ impl ScenarioSession {
             } => {
                 let moved = drive(&mut session, engine, block)?;
                 if session.is_finished() {
-                    session.finish(engine);
+                    session.finish();
                     let ticket = device.begin_download(engine)?;
                     (Stage::Download { device, ticket }, true)
                 } else {
@@ -328,7 +329,6 @@ impl ScenarioSession {
                     None => (Stage::Download { device, ticket }, false),
                     Some(values) => {
                         let model = device.host_from(values);
-                        device.free(engine);
                         if let Some(path) = &self.cache_file {
                             if let Some(dir) = path.parent() {
                                 let _ = std::fs::create_dir_all(dir);
@@ -387,7 +387,7 @@ impl ScenarioSession {
             } => {
                 let moved = drive(&mut session, engine, block)?;
                 if session.is_finished() {
-                    let outcome = session.finish(engine);
+                    let outcome = session.finish();
                     let eval = PendingPredict::start_device(
                         engine,
                         &device,
@@ -429,7 +429,6 @@ impl ScenarioSession {
                     false,
                 ),
                 Some(logits) => {
-                    device.free(engine);
                     let utility_after_attack = accuracy(&logits, &self.data.utility_test.labels);
                     let (optimizer, lr) = self.current_attack();
                     let settings = self.scenario.attack.settings(optimizer, lr);

@@ -4,8 +4,12 @@
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::gpu::GpuEngine;
+use specdef::model::{
+    ActivationChoice, FactorOf, FactorRole, HostModel, LoraOf, Matrix, ModelSpec,
+};
 use specdef::scenario::{RunSettings, Scenario, ScenarioOutcome, run_scenario};
 use specdef::{Engine, Tolerance};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -110,4 +114,62 @@ pub fn run_quietly(
         },
     )
     .unwrap()
+}
+
+/// A model with every layer form: layer 0 a weight with a LoRA branch, layer 1 a 3-factor chain
+/// whose middle factor has a LoRA branch, layer 2 SpecDef's [W~, C] with an injected layer after.
+/// Widths 6-9-7-4 with `activation`.
+pub fn every_form_model(activation: ActivationChoice) -> HostModel {
+    let spec = ModelSpec {
+        widths: vec![6, 9, 7, 4],
+        activation,
+    };
+    let mut model = HostModel::init(&spec, 21);
+    let mut r = rng(22);
+    let mut matrix = |rows: usize, cols: usize, scale: f64| {
+        Matrix::new(rows, cols, uniform(&mut r, rows * cols, scale))
+    };
+    let factor = |role, matrix, lora| FactorOf { role, matrix, lora };
+    let lora = |a, b| Some(LoraOf { a, b, scale: 0.5 });
+    // Non-zero biases so their gradients are not trivially checked at zero.
+    for layer in &mut model.layers {
+        layer.bias = Matrix::new(
+            1,
+            layer.bias.cols,
+            uniform(&mut rng(23), layer.bias.cols, 0.3),
+        );
+    }
+    model.layers[0].factors[0].lora = lora(matrix(2, 6, 0.5), matrix(9, 2, 0.5));
+    model.layers[1].factors = vec![
+        factor(
+            FactorRole::Factor { index: 1, of: 3 },
+            matrix(5, 9, 0.6),
+            None,
+        ),
+        factor(
+            FactorRole::Factor { index: 2, of: 3 },
+            matrix(8, 5, 0.6),
+            lora(matrix(3, 5, 0.5), matrix(8, 3, 0.5)),
+        ),
+        factor(
+            FactorRole::Factor { index: 3, of: 3 },
+            matrix(7, 8, 0.6),
+            None,
+        ),
+    ];
+    let defended = SpecDef {
+        alpha: 10.0,
+        k: 2,
+        layers: LayerSelection::Indices(vec![2]),
+        compensate: true,
+        compensation: CompensationForm::Thin,
+    }
+    .apply(&model, 0)
+    .unwrap();
+    let mut model = defended;
+    model.layers[2]
+        .factors
+        .push(factor(FactorRole::Injected, Matrix::identity(4), None));
+    model.validate().unwrap();
+    model
 }

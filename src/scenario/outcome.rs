@@ -1,0 +1,154 @@
+//! What a scenario run produces: the per-defence summaries, one record per attack run (built
+//! here from a summary and a training outcome), the outcome of the whole run, and the errors
+//! that stop one.
+
+use super::{RECORD_SCHEMA, RunRecord, Scenario, finite};
+use crate::attack::{TrainOutcome, TrainSettings};
+use crate::data::DataError;
+use crate::defense::{DefenseError, SpecDef};
+use crate::engine::{EngineError, EngineInfo};
+use crate::linalg::faer_svd;
+use crate::model::file::ModelFileError;
+use crate::model::{FactorRole, HostModel, Matrix};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Defense(#[from] DefenseError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    ModelFile(#[from] ModelFileError),
+    #[error("SVD of a layer for sigma_1: {0}")]
+    Svd(String),
+}
+
+/// What one defence did before any attack.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DefenseSummary {
+    pub label: String,
+    pub defense: Option<SpecDef>,
+    pub parameter_count: usize,
+    pub utility_after_defense: f64,
+    /// (engine, max, mean) relative output error against the undefended model in f64, the run
+    /// engine first: the precision frontier of the defence, per backend.
+    pub function_error: Vec<(String, f64, f64)>,
+    /// Per layer, the largest singular value of the function's weight (`C W~`, equal to `W`)
+    /// and of the stored weight `W~` the attacker's gradient steps move: `alpha` apart where
+    /// SpecDef defends the layer.
+    pub sigma_1: Vec<LayerSigma>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerSigma {
+    pub layer: usize,
+    pub effective: f64,
+    pub stored: f64,
+}
+
+/// sigma_1 of every layer's effective and stored weight, in f64.
+pub fn layer_sigmas(model: &HostModel) -> Result<Vec<LayerSigma>, String> {
+    let sigma_1 = |m: &Matrix| faer_svd(m).map(|svd| svd.s.first().copied().unwrap_or(0.0));
+    model
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(layer, l)| {
+            Ok(LayerSigma {
+                layer,
+                effective: sigma_1(&l.effective_weight())?,
+                stored: sigma_1(l.matrix(FactorRole::Weight).unwrap_or(&l.factors[0].matrix))?,
+            })
+        })
+        .collect()
+}
+
+pub struct ScenarioOutcome {
+    pub scenario: Scenario,
+    pub variant: Option<String>,
+    pub engine: EngineInfo,
+    pub utility_before_defense: f64,
+    pub pretrain_from_cache: bool,
+    pub defenses: Vec<DefenseSummary>,
+    pub records: Vec<RunRecord>,
+}
+
+pub(super) fn label_of(defense: &Option<SpecDef>) -> String {
+    defense.as_ref().map_or("none".to_string(), SpecDef::label)
+}
+
+/// The record of one attack run; the function error is the run engine's (the summary's first).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn record(
+    scenario: &Scenario,
+    variant: Option<String>,
+    info: &EngineInfo,
+    summary: &DefenseSummary,
+    (optimizer, lr): (&str, f64),
+    attack: &TrainSettings,
+    outcome: TrainOutcome,
+    (utility_before_defense, utility_after_attack): (f64, f64),
+    wall_ms: f64,
+) -> RunRecord {
+    let defense = summary.defense.as_ref();
+    let (_, function_error_max, function_error_mean) = summary.function_error[0].clone();
+    RunRecord {
+        schema: RECORD_SCHEMA.to_string(),
+        crate_version: env!("CARGO_PKG_VERSION").to_string(),
+        scenario: scenario.name.clone(),
+        variant,
+        seed: scenario.seed,
+        engine: info.engine.clone(),
+        backend: info.backend.clone(),
+        adapter: info.adapter.clone(),
+        driver: info.driver.clone(),
+        device_type: info.device_type.clone(),
+        defense: defense.map_or("none", SpecDef::kind_name).to_string(),
+        compensation_form: defense
+            .filter(|d| d.compensate)
+            .map(|d| d.compensation.name().to_string()),
+        alpha: defense.map(|d| d.alpha),
+        k: defense.map(|d| d.k),
+        layers: defense.map(|d| d.layers.to_string()),
+        parameter_count: summary.parameter_count,
+        function_error_max,
+        function_error_mean,
+        optimizer: optimizer.to_string(),
+        lr,
+        schedule: format!("{:?}", attack.schedule).to_lowercase(),
+        beta1: Some(attack.hyper.beta1),
+        beta2: Some(attack.hyper.beta2),
+        eps: Some(attack.hyper.eps),
+        momentum: Some(attack.hyper.momentum),
+        weight_decay: Some(attack.hyper.weight_decay_for(attack.optimizer)),
+        optimizer_groups: serde_json::to_string(&attack.groups).unwrap_or_default(),
+        steps: attack.steps,
+        batch_size: attack.batch_size,
+        eval_every: attack.eval_every,
+        target_accuracy: attack.target_accuracy.unwrap_or(f64::NAN),
+        train_weights: attack.trainable.weights,
+        train_biases: attack.trainable.biases,
+        train_compensation: attack.trainable.compensation,
+        trainable: attack.trainable.describe(),
+        reached_target: outcome.steps_to_target.is_some(),
+        steps_to_target: outcome.steps_to_target,
+        diverged: outcome.diverged_at.is_some(),
+        diverged_at: outcome.diverged_at,
+        steps_run: outcome.steps_run,
+        final_harmful_accuracy: outcome.final_accuracy,
+        final_loss: finite(outcome.final_loss),
+        utility_before_defense,
+        utility_after_defense: summary.utility_after_defense,
+        utility_after_attack,
+        wall_ms,
+        loss_curve: outcome
+            .loss_curve
+            .iter()
+            .map(|&(step, loss)| (step, finite(loss)))
+            .collect(),
+        accuracy_curve: outcome.accuracy_curve,
+    }
+}
