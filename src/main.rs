@@ -8,12 +8,12 @@ use specdef::app::ScenarioChoice;
 use specdef::attack::{OptimizerKind, train};
 use specdef::benchmark::{self, BenchRecord, BenchSettings, Workload};
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
-use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::gpu::GpuEngine;
+use specdef::engine_choice::{self, EngineChoice};
 use specdef::model::{DeviceModel, HostModel, file};
-use specdef::report;
 use specdef::scenario::{DEFAULT_SCENARIO, RunSettings, Scenario, TaskData, run_scenario};
 use specdef::{Engine, selftest};
+use specdef::{report, run_folder};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -26,18 +26,6 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum EngineChoice {
-    /// A hardware GPU if there is one, else the CPU engine in f32 (faster than a software GPU)
-    Auto,
-    /// WGSL on wgpu, any adapter (WGPU_BACKEND and WGPU_ADAPTER_NAME pick it), lavapipe included
-    Gpu,
-    /// The CPU twins in f32
-    Cpu,
-    /// The CPU twins in f64 (the reference)
-    Cpu64,
 }
 
 #[derive(Subcommand)]
@@ -153,26 +141,14 @@ enum CompensationChoice {
     Thin,
 }
 
+/// The engine `--engine` asks for, by the library's policy; its note (why the CPU engine computes
+/// where `auto` looked for a GPU) goes to stderr. Only `gpu` without an adapter fails.
 fn open(choice: EngineChoice) -> Result<Box<dyn Engine>> {
-    Ok(match choice {
-        EngineChoice::Gpu => Box::new(GpuEngine::new().context("opening the GPU engine")?),
-        EngineChoice::Cpu => Box::new(CpuEngine32::new()),
-        EngineChoice::Cpu64 => Box::new(CpuEngine64::new()),
-        EngineChoice::Auto => match GpuEngine::new() {
-            Ok(gpu) if gpu.adapter_info().device_type != wgpu::DeviceType::Cpu => Box::new(gpu),
-            Ok(gpu) => {
-                eprintln!(
-                    "note: the only adapter is the software GPU '{}'; using the faster CPU engine (f32). --engine gpu runs on it anyway.",
-                    gpu.adapter_info().name
-                );
-                Box::new(CpuEngine32::new())
-            }
-            Err(e) => {
-                eprintln!("note: no GPU ({e}); using the CPU engine (f32)");
-                Box::new(CpuEngine32::new())
-            }
-        },
-    })
+    let opened = engine_choice::open(choice).context("opening the GPU engine")?;
+    if let Some(note) = opened.note {
+        eprintln!("note: {note}");
+    }
+    Ok(opened.engine)
 }
 
 fn load_scenario(path: Option<&Path>, variant: Option<&str>) -> Result<Scenario> {
@@ -231,37 +207,12 @@ fn run(
     )?;
     bar.finish_and_clear();
 
-    let tables = format!(
-        "{}\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
-        report::main_table(&outcome.records),
-        report::success_window_table(&outcome.records),
-        report::precision_table(&outcome.defenses)
-    );
-    println!("\n{tables}");
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let jsonl = report::to_json_lines(&outcome.records)?;
-    for (name, bytes) in [
-        ("runs.jsonl", jsonl.as_bytes()),
-        ("runs.csv", report::to_csv(&outcome.records).as_bytes()),
-        ("tables.txt", tables.as_bytes()),
-    ] {
-        let path = out.join(name);
-        report::write_atomically(&path, bytes)
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    let plots = report::plots::render_all(&outcome.records)
-        .map_err(|e| anyhow::anyhow!("drawing plots: {e}"))?;
-    for (name, svg) in &plots {
-        let path = out.join(name);
-        report::write_atomically(&path, svg.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    let names: Vec<&str> = plots.iter().map(|(name, _)| name.as_str()).collect();
     println!(
-        "wrote {}/: runs.jsonl, runs.csv, tables.txt, {}",
-        out.display(),
-        names.join(", ")
+        "\n{}",
+        run_folder::tables(&outcome.records, &outcome.defenses)
     );
+    let written = run_folder::write(out, &outcome.records, &outcome.defenses)?;
+    println!("wrote {}/: {}", out.display(), written.join(", "));
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use common::run_quietly;
 use specdef::app::{CustomRun, LoadedResults, ScenarioChoice, SpecdefApp};
 use specdef::attack::OptimizerKind;
 use specdef::engine::cpu::CpuEngine32;
-use specdef::report;
 use specdef::scenario::{RunRecord, Scenario};
+use specdef::{report, run_folder};
 use std::time::Duration;
 
 fn without_wall_time(mut records: Vec<RunRecord>) -> Vec<RunRecord> {
@@ -84,6 +84,39 @@ fn a_custom_run_attacks_once_per_defence_with_the_chosen_settings() {
         (records[1].k, records[1].layers.as_deref()),
         (Some(10), Some("0,2"))
     );
+
+    // "Save results" natively writes the result folder `specdef run --out` writes, with the
+    // defences' summaries of the finished scenario in its tables.
+    let folder = std::env::temp_dir().join(format!("specdef-app-save-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&folder);
+    app.set_results_folder(folder.clone());
+    let message = app.save_results();
+    assert!(message.starts_with("wrote"), "{message}");
+    let read = |name: &str| {
+        std::fs::read_to_string(folder.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    assert_eq!(read("runs.jsonl"), app.results_jsonl());
+    assert_eq!(read("runs.csv"), report::to_csv(&records));
+    for (name, svg) in report::plots::render_all(&records).unwrap() {
+        assert_eq!(read(&name), svg, "{name}");
+        assert!(message.contains(&name), "{message}");
+    }
+    let header = "function preservation";
+    let tables = read("tables.txt");
+    let without_summaries = run_folder::tables(&records, &[]);
+    let (before, after) = tables.split_once(header).unwrap();
+    assert_eq!(before, without_summaries.split_once(header).unwrap().0);
+    assert!(
+        after.lines().count()
+            > without_summaries
+                .split_once(header)
+                .unwrap()
+                .1
+                .lines()
+                .count(),
+        "the tables list the defences:\n{tables}"
+    );
+    let _ = std::fs::remove_dir_all(&folder);
 }
 
 #[test]

@@ -1,9 +1,12 @@
-//! Which engine the app computes on: the GPU engine on eframe's own wgpu device where that device
-//! can run compute shaders, the f32 CPU engine otherwise, with a note saying which and why.
+//! Which engine the app computes on: the library's policy ([`crate::engine_choice::decide`])
+//! applied to eframe's renderer. The GPU engine runs on eframe's own wgpu device where that device
+//! can run compute shaders, any adapter (as `--engine gpu`); otherwise the f32 CPU engine
+//! computes, with the policy's reason in the note, since a window cannot refuse to open.
 
 use crate::engine::Engine;
 use crate::engine::cpu::CpuEngine32;
 use crate::engine::gpu::GpuEngine;
+use crate::engine_choice::{CpuReason, Decision, EngineChoice, EngineKind, cpu_engine, decide};
 
 /// What to call the adapter where wgpu leaves its name or driver blank, as it does on WebGPU
 /// (the browser tells the page instead: vendor, architecture, browser version).
@@ -14,52 +17,43 @@ pub struct AdapterLabels {
 }
 
 /// The engine for a window or page whose renderer made `render_state` (None: not the wgpu
-/// renderer). `force_cpu` is the user's choice (`specdef gui --cpu`, `?engine=cpu`).
+/// renderer), and the note saying what computes and why. `force_cpu` is the user's choice
+/// (`specdef gui --cpu`, `?engine=cpu`).
 pub fn engine_for(
     render_state: Option<&eframe::egui_wgpu::RenderState>,
     force_cpu: bool,
     labels: Option<AdapterLabels>,
 ) -> (Box<dyn Engine>, String) {
-    let cpu = |why: String| -> (Box<dyn Engine>, String) {
-        (
-            Box::new(CpuEngine32::new()),
-            format!("computing on the CPU engine (f32): {why}"),
-        )
+    let choice = if force_cpu {
+        EngineChoice::Cpu
+    } else {
+        EngineChoice::Gpu
     };
-    if force_cpu {
-        return cpu("as asked".to_string());
-    }
-    let Some(state) = render_state else {
-        return cpu("the renderer has no wgpu device".to_string());
-    };
-    let mut info = state.adapter.get_info();
-    if let Some(labels) = labels {
-        if info.name.trim().is_empty() {
-            info.name = labels.name;
-        }
-        if info.driver.trim().is_empty() {
-            info.driver = labels.driver;
-        }
-    }
-    match info.backend {
-        wgpu::Backend::Vulkan
-        | wgpu::Backend::Metal
-        | wgpu::Backend::Dx12
-        | wgpu::Backend::BrowserWebGpu => {
-            let engine = GpuEngine::from_device(state.device.clone(), state.queue.clone(), info);
-            let note = format!("computing on {}", engine.info());
-            (Box::new(engine), note)
-        }
-        // WebGL2 (the browser without WebGPU) has no compute shaders; the engine never uses GL.
-        other => cpu(format!(
-            "the window draws with {} ({}), which has no compute shaders for the engine{}",
-            other.to_str(),
-            info.name,
-            if cfg!(target_arch = "wasm32") {
-                "; this browser offers no WebGPU"
-            } else {
-                ""
+    let info = render_state.map(|state| {
+        let mut info = state.adapter.get_info();
+        if let Some(labels) = labels {
+            if info.name.trim().is_empty() {
+                info.name = labels.name;
             }
+            if info.driver.trim().is_empty() {
+                info.driver = labels.driver;
+            }
+        }
+        info
+    });
+    let adapter = info.as_ref().ok_or("the renderer has no wgpu device");
+    let decision = decide(choice, adapter).unwrap_or_else(|reason: CpuReason| Decision {
+        engine: EngineKind::Cpu32,
+        reason: Some(reason),
+    });
+    let engine: Box<dyn Engine> = match (decision.engine, render_state, info) {
+        (EngineKind::Gpu, Some(state), Some(info)) => Box::new(GpuEngine::from_device(
+            state.device.clone(),
+            state.queue.clone(),
+            info,
         )),
-    }
+        (kind, ..) => cpu_engine(kind).unwrap_or_else(|| Box::new(CpuEngine32::new())),
+    };
+    let note = decision.note(engine.as_ref());
+    (engine, note)
 }

@@ -6,6 +6,8 @@
 mod engine_choice;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
+#[cfg(target_arch = "wasm32")]
+mod page;
 mod results_file;
 mod scenario_choice;
 mod views;
@@ -81,12 +83,33 @@ impl SpecdefApp {
     /// In the browser, computing runs in a task of its own between frames.
     fn drive(&self) {
         #[cfg(target_arch = "wasm32")]
-        web::drive(Rc::clone(&self.work), WORK_SLICE);
+        {
+            let work = Rc::clone(&self.work);
+            let log = Rc::clone(&self.work);
+            page::drive(
+                move || work.borrow_mut().work(WORK_SLICE),
+                move |line| log.borrow_mut().log.push(line),
+            );
+        }
     }
 
     /// Saves each scenario's results as soon as it finishes (a download in the browser).
     pub fn save_when_finished(&mut self) {
         self.work.borrow_mut().save_when_finished = true;
+    }
+
+    /// Saves the results shown, as "Save results" does: natively the folder `specdef run --out`
+    /// writes (see [`set_results_folder`](Self::set_results_folder)), in the browser the JSON
+    /// lines as a download. Returns what it told the user (also in the log).
+    pub fn save_results(&mut self) -> String {
+        self.work.borrow_mut().save_results()
+    }
+
+    /// Where "Save results" writes natively (default `specdef-app-results` in the working
+    /// directory).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn set_results_folder(&mut self, folder: std::path::PathBuf) {
+        self.work.borrow_mut().results_folder = folder;
     }
 
     /// Shows a results file instead of the last scenario.
@@ -116,6 +139,12 @@ impl SpecdefApp {
     /// The custom run's settings (`ScenarioChoice::Custom`).
     pub fn custom_run(&mut self) -> &mut CustomRun {
         &mut self.custom
+    }
+
+    /// The attack (optimiser, lr) whose curves are shown, and why it is that one (the user's
+    /// choice, else the attack fastest to the target against the undefended model).
+    pub fn shown_attack(&self) -> Option<((String, f64), &'static str)> {
+        views::shown_attack(self.work.borrow().shown.records(), &self.curves)
     }
 
     /// The results as the JSON lines the CLI writes.
@@ -152,9 +181,8 @@ impl SpecdefApp {
                 !work.bench_records.is_empty(),
             )
         };
-        if save_button(ui, has_runs, "Save results", "`specdef run`") {
-            let message = results_file::save(results_file::RUNS_NAME, &self.results_jsonl());
-            self.work.borrow_mut().log.push(message);
+        if save_button(ui, has_runs, "Save results", results_file::RUNS_SAVED_AS) {
+            self.save_results();
         }
         ui.label(egui::RichText::new("Drop a runs.jsonl file on the window to view it.").small());
         ui.separator();
@@ -166,7 +194,12 @@ impl SpecdefApp {
         {
             self.start_bench();
         }
-        if save_button(ui, has_bench, "Save benchmark", "`specdef bench`") {
+        if save_button(
+            ui,
+            has_bench,
+            "Save benchmark",
+            "the JSON lines `specdef bench` writes",
+        ) {
             let message = results_file::save(results_file::BENCH_NAME, &self.bench_jsonl());
             self.work.borrow_mut().log.push(message);
         }
@@ -215,10 +248,10 @@ impl SpecdefApp {
     }
 }
 
-/// A save button; `writer` names the command whose JSON lines it saves.
-fn save_button(ui: &mut egui::Ui, enabled: bool, label: &str, writer: &str) -> bool {
+/// A save button; `saves` says what it saves.
+fn save_button(ui: &mut egui::Ui, enabled: bool, label: &str, saves: &str) -> bool {
     ui.add_enabled(enabled, egui::Button::new(label))
-        .on_hover_text(format!("the JSON lines {writer} writes"))
+        .on_hover_text(saves)
         .clicked()
 }
 

@@ -1,16 +1,42 @@
-//! Results in and out of the app: saved as the JSON lines the CLI writes (a file natively, a
-//! download in the browser), and loaded back for viewing from a file dropped on the window (or
-//! `specdef gui --open FILE`). Browsers read dropped files asynchronously, so loads arrive through
-//! an inbox the app drains each frame.
+//! Results in and out of the app: saved natively as the result folder `specdef run --out` writes
+//! (the library's `run_folder`), in the browser as a download of its JSON lines; and loaded back
+//! for viewing from a file dropped on the window (or `specdef gui --open FILE`). Browsers read
+//! dropped files asynchronously, so loads arrive through an inbox the app drains each frame.
 
 use crate::report;
 use crate::scenario::RunRecord;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// The names saved files get.
+/// The names saved files get: the results' JSON lines (downloaded in the browser) and the
+/// benchmark's.
+#[cfg(target_arch = "wasm32")]
 pub const RUNS_NAME: &str = "specdef-app-runs.jsonl";
 pub const BENCH_NAME: &str = "specdef-app-bench.jsonl";
+/// The folder the native app saves results in, unless told otherwise.
+#[cfg(not(target_arch = "wasm32"))]
+pub const RUNS_FOLDER: &str = "specdef-app-results";
+
+/// What "Save results" saves, for its tooltip.
+#[cfg(not(target_arch = "wasm32"))]
+pub const RUNS_SAVED_AS: &str =
+    "the folder `specdef run --out` writes: runs.jsonl, runs.csv, tables.txt and the plots";
+#[cfg(target_arch = "wasm32")]
+pub const RUNS_SAVED_AS: &str = "the JSON lines `specdef run` writes (runs.jsonl)";
+
+/// Writes the result folder of `records` and `defenses` into `folder`, as `specdef run --out`
+/// does; returns what to tell the user.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save_runs(
+    folder: &std::path::Path,
+    records: &[RunRecord],
+    defenses: &[crate::scenario::DefenseSummary],
+) -> String {
+    match crate::run_folder::write(folder, records, defenses) {
+        Ok(names) => format!("wrote {}/: {}", folder.display(), names.join(", ")),
+        Err(e) => format!("could not save the results in {}: {e}", folder.display()),
+    }
+}
 
 /// Writes `jsonl` as `name` (in the working directory natively, a download in the browser);
 /// returns what to tell the user.
@@ -24,7 +50,7 @@ pub fn save(name: &str, jsonl: &str) -> String {
         }
     }
     #[cfg(target_arch = "wasm32")]
-    match super::web::download(name, jsonl) {
+    match super::page::download(name, jsonl) {
         Ok(()) => format!("downloaded {name}"),
         Err(e) => format!("could not download {name}: {e}"),
     }

@@ -40,19 +40,25 @@ pub struct CurveSelection {
     pub chosen: Option<(String, f64)>,
 }
 
-/// The attack that wins fastest against the undefended model: where the defence's effect shows.
-fn most_telling_attack(records: &[RunRecord]) -> Option<(String, f64)> {
-    records
-        .iter()
-        .filter(|r| r.defense == "none")
-        .filter_map(|r| Some((r.steps_to_target?, r)))
-        .min_by_key(|(steps, _)| *steps)
-        .map(|(_, r)| (r.optimizer.clone(), r.lr))
+/// The attack (optimiser, lr) that wins fastest against the undefended model, where the
+/// defence's effect shows, by the rule of the CLI's loss plots ([`report::fastest_run`]): fewest
+/// steps to the target, ties to the lower final loss; where no attack reached the target, the
+/// lowest final loss. With a line saying which rule chose it.
+fn most_telling_attack(records: &[RunRecord]) -> Option<((String, f64), &'static str)> {
+    let (run, chosen) = report::fastest_run(records.iter().filter(|r| r.defense == "none"))?;
+    let why = match chosen {
+        report::ChosenBy::FastestToTarget => {
+            "the fastest to the target against the undefended model"
+        }
+        report::ChosenBy::LowestFinalLoss => {
+            "no attack reached the target against the undefended model: the lowest final loss"
+        }
+    };
+    Some(((run.optimizer.clone(), run.lr), why))
 }
 
-/// Loss and harmful-accuracy curves of one attack (optimiser, lr) against each defence, side by
-/// side: how much slower the attack is under SpecDef.
-pub fn attack_curves(ui: &mut egui::Ui, records: &[RunRecord], selection: &mut CurveSelection) {
+/// Every attack (optimiser, lr) in the records, in first-seen order.
+fn attacks(records: &[RunRecord]) -> Vec<(String, f64)> {
     let mut attacks: Vec<(String, f64)> = Vec::new();
     for r in records {
         if !attacks
@@ -62,15 +68,37 @@ pub fn attack_curves(ui: &mut egui::Ui, records: &[RunRecord], selection: &mut C
             attacks.push((r.optimizer.clone(), r.lr));
         }
     }
-    let Some(first) = attacks.first() else {
+    attacks
+}
+
+/// The attack the curve plots show, and why: the user's choice, else the most telling attack,
+/// else the first.
+pub fn shown_attack(
+    records: &[RunRecord],
+    selection: &CurveSelection,
+) -> Option<((String, f64), &'static str)> {
+    let attacks = attacks(records);
+    let first = attacks.first()?;
+    Some(
+        match selection
+            .chosen
+            .clone()
+            .filter(|chosen| attacks.contains(chosen))
+        {
+            Some(chosen) => (chosen, "as chosen"),
+            None => most_telling_attack(records)
+                .unwrap_or_else(|| (first.clone(), "the first attack run")),
+        },
+    )
+}
+
+/// Loss and harmful-accuracy curves of one attack (optimiser, lr) against each defence, side by
+/// side: how much slower the attack is under SpecDef.
+pub fn attack_curves(ui: &mut egui::Ui, records: &[RunRecord], selection: &mut CurveSelection) {
+    let Some(((optimizer, lr), why)) = shown_attack(records, selection) else {
         return;
     };
-    let (optimizer, lr) = selection
-        .chosen
-        .clone()
-        .filter(|chosen| attacks.contains(chosen))
-        .or_else(|| most_telling_attack(records))
-        .unwrap_or_else(|| first.clone());
+    let attacks = attacks(records);
     ui.horizontal(|ui| {
         ui.label("attack:");
         egui::ComboBox::from_id_salt("attack_curves")
@@ -86,6 +114,7 @@ pub fn attack_curves(ui: &mut egui::Ui, records: &[RunRecord], selection: &mut C
                     }
                 }
             });
+        ui.label(egui::RichText::new(why).small());
     });
     let runs: Vec<&RunRecord> = records
         .iter()

@@ -1,17 +1,16 @@
-//! The browser entry point and the page around the app. web/index.html holds one canvas; the
-//! address chooses what happens at load (`?run=quick|full|custom` starts a scenario at once,
-//! `?save` downloads its results when it ends, `?bench` runs the benchmark, `?engine=cpu`
-//! computes on the CPU engine). For scripts (the headless browser test) the app writes `PASS ...`
-//! or `FAIL ...` into the page title when a scenario or benchmark ends and leaves the results, as
+//! The browser entry point, and nothing else: the app's own modules never import from here (the
+//! page helpers they share are in `page.rs`). web/index.html holds one canvas; the address
+//! chooses what happens at load (`?run=quick|full|custom` starts a scenario at once, `?save`
+//! downloads its results when it ends, `?bench` runs the benchmark, `?engine=cpu` computes on
+//! the CPU engine). For scripts (the headless browser test) the app writes `PASS ...` or
+//! `FAIL ...` into the page title when a scenario or benchmark ends and leaves the results, as
 //! JSON lines, in `window.specdefResults` and `window.specdefBench`.
 
-use super::work::Work;
-use super::{AdapterLabels, ScenarioChoice, SpecdefApp, engine_for};
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use super::page::{self, js_error, window};
+use super::{SpecdefApp, engine_for};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_time::{Duration, Instant};
+use web_time::Duration;
 
 /// How often the page redraws while computing. A software renderer (SwiftShader) draws on the
 /// same cores that compute, and a frame of the app costs it about as much as seconds of work
@@ -23,163 +22,9 @@ fn redraw_interval(render_state: Option<&eframe::egui_wgpu::RenderState>) -> Dur
     Duration::from_millis(if software { 2000 } else { 250 })
 }
 
-thread_local! {
-    static DRIVING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `work` slice by slice in a task of its own until it is done, yielding to the page between
-/// slices so GPU readbacks complete and frames are drawn. One such task at a time.
-pub fn drive(work: Rc<RefCell<Work>>, slice: Duration) {
-    if DRIVING.with(|driving| driving.replace(true)) {
-        return;
-    }
-    wasm_bindgen_futures::spawn_local(async move {
-        // Where the time goes: computing in the page, or waiting for the adapter.
-        let started = Instant::now();
-        let mut in_page = Duration::ZERO;
-        loop {
-            let slice_started = Instant::now();
-            let more = work.borrow_mut().work(slice);
-            in_page += slice_started.elapsed();
-            if !more {
-                break;
-            }
-            next_task().await;
-        }
-        let wall = started.elapsed().as_secs_f64();
-        work.borrow_mut().log.push(format!(
-            "{wall:.1} s, of which {:.1} s in the page (recording and encoding; on the CPU engine, all of the computing), the rest waiting for the adapter",
-            in_page.as_secs_f64()
-        ));
-        DRIVING.with(|driving| driving.set(false));
-    });
-}
-
-/// Resolves in a later task of the page's event loop (a zero timeout).
-async fn next_task() {
-    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        if let Ok(window) = window() {
-            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
-        }
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-}
-
-struct PageOptions {
-    run: Option<ScenarioChoice>,
-    save: bool,
-    bench: bool,
-    force_cpu: bool,
-}
-
-fn window() -> Result<web_sys::Window, String> {
-    web_sys::window().ok_or_else(|| "no window".to_string())
-}
-
-fn js_error(e: JsValue) -> String {
-    e.as_string().unwrap_or_else(|| format!("{e:?}"))
-}
-
-fn page_options() -> Result<PageOptions, String> {
-    let search = window()?.location().search().map_err(js_error)?;
-    let params = web_sys::UrlSearchParams::new_with_str(&search).map_err(js_error)?;
-    let run = match params.get("run") {
-        None => None,
-        Some(name) => Some(
-            ScenarioChoice::from_name(&name)
-                .ok_or_else(|| format!("?run={name}: expected quick, full or custom"))?,
-        ),
-    };
-    let force_cpu = match params.get("engine").as_deref() {
-        None | Some("auto") => false,
-        Some("cpu") => true,
-        Some(other) => return Err(format!("?engine={other}: expected auto or cpu")),
-    };
-    Ok(PageOptions {
-        run,
-        save: params.has("save"),
-        bench: params.has("bench"),
-        force_cpu,
-    })
-}
-
-fn set_global(name: &str, value: &JsValue) {
-    if let Ok(window) = window() {
-        let _ = js_sys::Reflect::set(&window, &JsValue::from_str(name), value);
-    }
-}
-
-/// Tells the page how a scenario or benchmark ended: the title for whoever waits on it, the
-/// results for whoever reads them.
-pub fn announce(passed: bool, message: &str, results_jsonl: &str, bench_jsonl: &str) {
-    set_global("specdefResults", &JsValue::from_str(results_jsonl));
-    set_global("specdefBench", &JsValue::from_str(bench_jsonl));
-    set_title(&format!(
-        "{} {message}",
-        if passed { "PASS" } else { "FAIL" }
-    ));
-}
-
-fn set_title(title: &str) {
-    if let Some(document) = window().ok().and_then(|w| w.document()) {
-        document.set_title(title);
-    }
-}
-
-/// Offers `text` as a file download named `name`.
-pub fn download(name: &str, text: &str) -> Result<(), String> {
-    let parts = js_sys::Array::of1(&JsValue::from_str(text));
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type("application/x-ndjson");
-    let blob =
-        web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).map_err(js_error)?;
-    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(js_error)?;
-    let document = window()?.document().ok_or("no document")?;
-    let anchor: web_sys::HtmlAnchorElement = document
-        .create_element("a")
-        .map_err(js_error)?
-        .dyn_into()
-        .map_err(|_| "an <a> that is not an anchor")?;
-    anchor.set_href(&url);
-    anchor.set_download(name);
-    anchor.click();
-    web_sys::Url::revoke_object_url(&url).map_err(js_error)
-}
-
-fn get(object: &JsValue, key: &str) -> Option<JsValue> {
-    js_sys::Reflect::get(object, &JsValue::from_str(key))
-        .ok()
-        .filter(|v| !v.is_undefined() && !v.is_null())
-}
-
-/// The adapter as the page sees it (`GPUAdapter.info`) and the browser's version, for the records:
-/// wgpu leaves both blank on WebGPU.
-async fn adapter_labels() -> Option<AdapterLabels> {
-    let navigator: JsValue = window().ok()?.navigator().into();
-    let gpu = get(&navigator, "gpu")?;
-    let request: js_sys::Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
-    let promise: js_sys::Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
-    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
-    let info = get(&adapter, "info")?;
-    let parts: Vec<String> = ["vendor", "architecture", "device", "description"]
-        .iter()
-        .filter_map(|key| get(&info, key)?.as_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    let user_agent = window().ok()?.navigator().user_agent().unwrap_or_default();
-    let browser = user_agent
-        .split(' ')
-        .find(|token| token.contains("Chrome/") || token.starts_with("Firefox/"))
-        .unwrap_or(&user_agent);
-    Some(AdapterLabels {
-        name: parts.join(" "),
-        driver: format!("WebGPU in {browser}"),
-    })
-}
-
 async fn run() -> Result<(), String> {
-    let options = page_options()?;
-    let labels = adapter_labels().await;
+    let options = page::page_options()?;
+    let labels = page::adapter_labels().await;
     let document = window()?.document().ok_or("no document")?;
     let canvas: web_sys::HtmlCanvasElement = document
         .get_element_by_id("specdef_canvas")
@@ -194,12 +39,8 @@ async fn run() -> Result<(), String> {
                 let (engine, note) =
                     engine_for(cc.wgpu_render_state.as_ref(), options.force_cpu, labels);
                 // When the app could first draw, and on what it computes: for load-time checks.
-                set_global("specdefEngine", &JsValue::from_str(&note));
-                let now = window()
-                    .ok()
-                    .and_then(|w| w.performance())
-                    .map_or(0.0, |p| p.now());
-                set_global("specdefReadyMs", &JsValue::from_f64(now));
+                page::set_global("specdefEngine", &JsValue::from_str(&note));
+                page::set_global("specdefReadyMs", &JsValue::from_f64(page::now_ms()));
                 let mut app = SpecdefApp::new(engine, note);
                 app.redraw_while_running = redraw_interval(cc.wgpu_render_state.as_ref());
                 if options.save {
@@ -221,14 +62,7 @@ async fn run() -> Result<(), String> {
 pub fn start() {
     wasm_bindgen_futures::spawn_local(async {
         if let Err(e) = run().await {
-            set_title(&format!("FAIL specdef could not start: {e}"));
-            if let Some(status) = window()
-                .ok()
-                .and_then(|w| w.document())
-                .and_then(|d| d.get_element_by_id("specdef_status"))
-            {
-                status.set_text_content(Some(&format!("specdef could not start: {e}")));
-            }
+            page::show_start_failure(&e);
         }
     });
 }

@@ -51,6 +51,9 @@ pub struct Work {
     pub log: Vec<String>,
     /// Save a scenario's results as soon as it finishes (the page's `?save`).
     pub save_when_finished: bool,
+    /// Where results are saved natively.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub results_folder: std::path::PathBuf,
 }
 
 impl Work {
@@ -64,6 +67,8 @@ impl Work {
             error: None,
             log: Vec::new(),
             save_when_finished: false,
+            #[cfg(not(target_arch = "wasm32"))]
+            results_folder: results_file::RUNS_FOLDER.into(),
         }
     }
 
@@ -165,8 +170,7 @@ impl Work {
             };
             self.shown = Shown::Finished(Box::new(session.into_outcome()));
             if self.save_when_finished {
-                let saved = results_file::save(results_file::RUNS_NAME, &self.results_jsonl());
-                self.log.push(saved);
+                self.save_results();
             }
             let message = format!(
                 "scenario finished: {} attack runs",
@@ -210,9 +214,24 @@ impl Work {
         #[cfg(not(target_arch = "wasm32"))]
         eprintln!("{message}");
         #[cfg(target_arch = "wasm32")]
-        super::web::announce(passed, &message, &self.results_jsonl(), &self.bench_jsonl());
+        super::page::announce(passed, &message, &self.results_jsonl(), &self.bench_jsonl());
         let _ = passed;
         self.log.push(message);
+    }
+
+    /// Saves the results shown (natively the result folder, in the browser a download of the
+    /// JSON lines) and logs what happened; returns the same line.
+    pub fn save_results(&mut self) -> String {
+        #[cfg(not(target_arch = "wasm32"))]
+        let message = results_file::save_runs(
+            &self.results_folder,
+            self.shown.records(),
+            self.shown.summaries(),
+        );
+        #[cfg(target_arch = "wasm32")]
+        let message = results_file::save(results_file::RUNS_NAME, &self.results_jsonl());
+        self.log.push(message.clone());
+        message
     }
 
     /// The results as the JSON lines the CLI writes.

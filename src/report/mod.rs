@@ -26,6 +26,43 @@ pub(crate) fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> 
     seen
 }
 
+/// How [`fastest_run`] chose its run, for a legend or a title to say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChosenBy {
+    /// The fewest steps to the target (ties: the lower final loss).
+    FastestToTarget,
+    /// No run reached the target: the lowest final loss instead.
+    LowestFinalLoss,
+}
+
+/// The attack's best of `runs` (say, one optimiser's learning rates against one defence): the run
+/// fastest to the target (fewest `steps_to_target`, ties broken by the lower final loss, then the
+/// first), or, where none reached the target, the lowest final loss. None where no run reached
+/// the target and none has a final loss (all diverged).
+pub fn fastest_run<'a>(
+    runs: impl IntoIterator<Item = &'a RunRecord>,
+) -> Option<(&'a RunRecord, ChosenBy)> {
+    let runs: Vec<&RunRecord> = runs.into_iter().collect();
+    let loss = |r: &RunRecord| {
+        r.final_loss
+            .filter(|l| l.is_finite())
+            .unwrap_or(f64::INFINITY)
+    };
+    let fastest = runs
+        .iter()
+        .filter_map(|&r| Some((r.steps_to_target?, r)))
+        .min_by(|(steps_a, a), (steps_b, b)| {
+            steps_a.cmp(steps_b).then(loss(a).total_cmp(&loss(b)))
+        });
+    if let Some((_, run)) = fastest {
+        return Some((run, ChosenBy::FastestToTarget));
+    }
+    runs.into_iter()
+        .filter(|r| r.final_loss.is_some_and(f64::is_finite))
+        .min_by(|a, b| loss(a).total_cmp(&loss(b)))
+        .map(|run| (run, ChosenBy::LowestFinalLoss))
+}
+
 /// JSON lines: one record per line.
 pub fn to_json_lines(records: &[RunRecord]) -> Result<String, serde_json::Error> {
     let mut out = String::new();

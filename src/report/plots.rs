@@ -1,7 +1,8 @@
 //! SVG plots of a scenario's records: loss curves (per optimiser, each defence's attack at the
-//! learning rate that reached the lowest loss) and steps to target against the learning rate.
+//! learning rate fastest to the target, see [`super::fastest_run`]) and steps to target against
+//! the learning rate.
 
-use super::distinct;
+use super::{ChosenBy, distinct, fastest_run};
 use crate::scenario::RunRecord;
 use plotters::prelude::*;
 
@@ -16,49 +17,90 @@ pub fn render_all(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotEr
     Ok(plots)
 }
 
-/// One SVG per optimiser: `loss_<optimizer>.svg`.
+/// A log axis's tick label: `1e-3`, `2e-1` (plotters' own labels mix `1e-5` with `0.0001` and
+/// print `0.30000000000000004`).
+fn log_tick(value: &f64) -> String {
+    format!("{value:.0e}")
+}
+
+/// Whole decades around `lo..hi` (positive), so the log axis always has labelled powers of ten
+/// (plotters labels none in a range like 1.2..2.9). Widened by a hair, so that rounding in
+/// plotters' tick placement (`log10(0.01)` is not quite -2) keeps both end decades labelled.
+fn decades(lo: f64, hi: f64) -> (f64, f64) {
+    let lo = 10f64.powf(lo.log10().floor());
+    let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
+    (lo * (1.0 - 1e-9), hi * (1.0 + 1e-9))
+}
+
+/// One series' legend: the learning rate and why it is the one shown.
+fn legend(run: &RunRecord, chosen: ChosenBy) -> String {
+    match (chosen, run.steps_to_target) {
+        (ChosenBy::FastestToTarget, Some(steps)) => format!(
+            "{} lr={:.0e}: target at step {steps}",
+            run.defense_label(),
+            run.lr
+        ),
+        _ => format!(
+            "{} lr={:.0e}: target not reached, lowest final loss",
+            run.defense_label(),
+            run.lr
+        ),
+    }
+}
+
+/// One SVG per optimiser: `loss_<optimizer>.svg`, each defence's loss curve at its learning rate
+/// fastest to the target (the lowest final loss where none reached it, as the legend says). The
+/// curve starts at the first step the run recorded; the axis at step 0.
 pub fn loss_curves(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotError> {
     let mut plots = Vec::new();
     for optimizer in distinct(records.iter().map(|r| r.optimizer.clone())) {
         let mut svg = String::new();
-        let best: Vec<&RunRecord> = distinct(records.iter().map(RunRecord::defense_label))
-            .into_iter()
-            .filter_map(|defense| {
-                records
-                    .iter()
-                    .filter(|r| r.optimizer == optimizer && r.defense_label() == defense)
-                    .filter(|r| r.final_loss.is_some())
-                    .min_by(|a, b| {
-                        a.final_loss
-                            .unwrap_or(f64::MAX)
-                            .total_cmp(&b.final_loss.unwrap_or(f64::MAX))
-                    })
-            })
-            .collect();
+        let best: Vec<(&RunRecord, ChosenBy)> =
+            distinct(records.iter().map(RunRecord::defense_label))
+                .into_iter()
+                .filter_map(|defense| {
+                    fastest_run(
+                        records
+                            .iter()
+                            .filter(|r| r.optimizer == optimizer && r.defense_label() == defense),
+                    )
+                })
+                .collect();
         let points = |r: &RunRecord| -> Vec<(f64, f64)> {
             r.loss_curve
                 .iter()
-                .filter_map(|&(step, loss)| loss.filter(|l| *l > 0.0).map(|l| (step as f64, l)))
+                .filter_map(|&(step, loss)| {
+                    loss.filter(|l| l.is_finite() && *l > 0.0)
+                        .map(|l| (step as f64, l))
+                })
                 .collect()
         };
-        let all: Vec<(f64, f64)> = best.iter().flat_map(|r| points(r)).collect();
+        let all: Vec<(f64, f64)> = best.iter().flat_map(|(r, _)| points(r)).collect();
         let max_step = all.iter().map(|p| p.0).fold(1.0, f64::max);
         let (lo, hi) = all.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
             (lo.min(p.1), hi.max(p.1))
         });
-        let (lo, hi) = if lo < hi {
-            (lo * 0.8, hi * 1.25)
+        let (lo, hi) = if lo <= hi {
+            decades(lo, hi)
         } else {
             (1e-3, 10.0)
         };
+        let fallback = best
+            .iter()
+            .any(|(_, chosen)| *chosen == ChosenBy::LowestFinalLoss);
+        let caption = format!(
+            "harmful fine-tune, {optimizer}: per defence, the lr fastest to the target{}",
+            if fallback {
+                " (lowest final loss where none reached it)"
+            } else {
+                ""
+            }
+        );
         {
             let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
             root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(&root)
-                .caption(
-                    format!("harmful fine-tune, {optimizer}: best lr per defence"),
-                    ("sans-serif", 22),
-                )
+                .caption(caption, ("sans-serif", 22))
                 .margin(16)
                 .x_label_area_size(40)
                 .y_label_area_size(70)
@@ -67,12 +109,14 @@ pub fn loss_curves(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotE
                 .configure_mesh()
                 .x_desc("step")
                 .y_desc("training loss")
+                .x_label_formatter(&|step| format!("{step:.0}"))
+                .y_label_formatter(&log_tick)
                 .draw()?;
-            for (i, r) in best.iter().enumerate() {
+            for (i, (r, chosen)) in best.iter().enumerate() {
                 let color = Palette99::pick(i).to_rgba();
                 chart
                     .draw_series(LineSeries::new(points(r), color.stroke_width(2)))?
-                    .label(format!("{} lr={:.0e}", r.defense_label(), r.lr))
+                    .label(legend(r, *chosen))
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
             }
             chart
