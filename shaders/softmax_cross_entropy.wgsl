@@ -49,18 +49,9 @@ fn reduce_scratch(local_index: u32, take_max: bool) -> f32 {
     return result;
 }
 
-@compute @workgroup_size(64)
-fn softmax_cross_entropy(
-    @builtin(workgroup_id) workgroup_id: vec3<u32>,
-    @builtin(num_workgroups) num_workgroups: vec3<u32>,
-    @builtin(local_invocation_index) local_index: u32,
-) {
-    let row = flat_workgroup_id(workgroup_id, num_workgroups);
-    if row >= params.rows {
-        return;
-    }
-    let base = row * params.cols;
-
+// The row's largest logit and sum_j exp(logit_j - max): the stable softmax's two reductions,
+// shared by the loss and its tangent.
+fn row_max_and_sum(base: u32, local_index: u32) -> vec2<f32> {
     var row_max = LOWEST_F32;
     for (var j = local_index; j < params.cols; j += INVOCATIONS) {
         row_max = max(row_max, logits[base + j]);
@@ -74,6 +65,24 @@ fn softmax_cross_entropy(
     }
     scratch[local_index] = sum;
     sum = reduce_scratch(local_index, false);
+    return vec2<f32>(row_max, sum);
+}
+
+@compute @workgroup_size(64)
+fn softmax_cross_entropy(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let row = flat_workgroup_id(workgroup_id, num_workgroups);
+    if row >= params.rows {
+        return;
+    }
+    let base = row * params.cols;
+
+    let stats = row_max_and_sum(base, local_index);
+    let row_max = stats.x;
+    let sum = stats.y;
 
     let label_value = labels[row];
     let valid = label_value >= 0.0 && label_value < f32(params.cols);
@@ -102,19 +111,9 @@ fn softmax_cross_entropy_jvp(
     }
     let base = row * params.cols;
 
-    var row_max = LOWEST_F32;
-    for (var j = local_index; j < params.cols; j += INVOCATIONS) {
-        row_max = max(row_max, logits[base + j]);
-    }
-    scratch[local_index] = row_max;
-    row_max = reduce_scratch(local_index, true);
-
-    var sum = 0.0;
-    for (var j = local_index; j < params.cols; j += INVOCATIONS) {
-        sum += exp(logits[base + j] - row_max);
-    }
-    scratch[local_index] = sum;
-    sum = reduce_scratch(local_index, false);
+    let stats = row_max_and_sum(base, local_index);
+    let row_max = stats.x;
+    let sum = stats.y;
 
     // s = (sum_j e_j d_j) / sum_j e_j.
     var weighted = 0.0;

@@ -3,7 +3,7 @@
 
 use crate::attack::{OptimizerKind, OptimizerState};
 use crate::defense::{DefenseError, LayerSelection, SpecDef};
-use crate::engine::{Allocation, Engine, Recording, Tensor};
+use crate::engine::{Allocation, Engine, Owned, Recording, Tensor};
 use crate::model::{
     ActivationChoice, DeviceModel, Gradients, HessianVectorProduct, HostModel, Loss, ModelSpec,
     Trainable, Workspace, graph,
@@ -111,6 +111,19 @@ fn attack_model(defended: bool) -> Result<HostModel, DefenseError> {
     defense.apply(&base, 0)
 }
 
+/// The benchmark model on the engine with its fixed batch of seeded inputs and labels.
+fn benchmark_batch(
+    engine: &mut dyn Engine,
+    defended: bool,
+) -> Result<(Owned<DeviceModel>, Owned<Workspace>), Box<dyn Error>> {
+    let device = DeviceModel::upload(engine, &attack_model(defended)?)?;
+    let ws = Workspace::alloc(engine, &device, BATCH, 1)?;
+    engine.upload(ws.inputs, &seeded_uniform(1, BATCH * 64, 1.0))?;
+    let labels: Vec<f64> = (0..BATCH).map(|i| (i % 10) as f64).collect();
+    engine.upload(ws.targets, &labels)?;
+    Ok((device, ws))
+}
+
 /// Uploads the benchmark model and records `steps` Adam steps (C and W~ both trained where
 /// defended) on one fixed batch; the probe is the loss.
 pub fn prepare_attack_steps(
@@ -118,11 +131,7 @@ pub fn prepare_attack_steps(
     defended: bool,
     steps: usize,
 ) -> Result<Prepared, Box<dyn Error>> {
-    let device = DeviceModel::upload(engine, &attack_model(defended)?)?;
-    let ws = Workspace::alloc(engine, &device, BATCH, 1)?;
-    engine.upload(ws.inputs, &seeded_uniform(1, BATCH * 64, 1.0))?;
-    let labels: Vec<f64> = (0..BATCH).map(|i| (i % 10) as f64).collect();
-    engine.upload(ws.targets, &labels)?;
+    let (device, ws) = benchmark_batch(engine, defended)?;
     let grads = Gradients::alloc(engine, &device)?;
     let trainable = Trainable::default();
     let optimizer = OptimizerState::new(
@@ -167,11 +176,7 @@ pub fn prepare_derivative(
     derivative: Derivative,
     repeats: usize,
 ) -> Result<Prepared, Box<dyn Error>> {
-    let device = DeviceModel::upload(engine, &attack_model(defended)?)?;
-    let ws = Workspace::alloc(engine, &device, BATCH, 1)?;
-    engine.upload(ws.inputs, &seeded_uniform(1, BATCH * 64, 1.0))?;
-    let labels: Vec<f64> = (0..BATCH).map(|i| (i % 10) as f64).collect();
-    engine.upload(ws.targets, &labels)?;
+    let (device, ws) = benchmark_batch(engine, defended)?;
     let trainable = Trainable::default();
     let (one, owner): (Recording, Box<dyn Any>) = match derivative {
         Derivative::Gradient => {

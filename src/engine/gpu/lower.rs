@@ -300,6 +300,17 @@ fn reduce_segments(
     })
 }
 
+/// The params of both softmax cross-entropy kernels (the loss and its tangent).
+fn softmax_params(logits: Tensor, grad_scale: f64) -> ParamWords {
+    words(SoftmaxParams {
+        rows: logits.rows() as u32,
+        cols: logits.cols() as u32,
+        grad_scale: grad_scale as f32,
+        nan_bits: f32::NAN.to_bits(),
+        _pad: [0; 4],
+    })
+}
+
 /// The dispatches that execute `op`. `max_per_dim` is the adapter's
 /// `max_compute_workgroups_per_dimension`.
 pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
@@ -425,13 +436,7 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
             grad_scale,
         } => Dispatch {
             kernel: Kernel::SoftmaxCrossEntropy,
-            params: words(SoftmaxParams {
-                rows: logits.rows() as u32,
-                cols: logits.cols() as u32,
-                grad_scale: grad_scale as f32,
-                nan_bits: f32::NAN.to_bits(),
-                _pad: [0; 4],
-            }),
+            params: softmax_params(logits, grad_scale),
             operands: vec![T(loss), T(grad), T(logits), T(labels)],
             workgroups: grid_1d("softmax_cross_entropy", logits.rows(), max_per_dim)?,
         },
@@ -444,13 +449,7 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
             grad_scale,
         } => Dispatch {
             kernel: Kernel::SoftmaxCrossEntropyJvp,
-            params: words(SoftmaxParams {
-                rows: logits.rows() as u32,
-                cols: logits.cols() as u32,
-                grad_scale: grad_scale as f32,
-                nan_bits: f32::NAN.to_bits(),
-                _pad: [0; 4],
-            }),
+            params: softmax_params(logits, grad_scale),
             operands: vec![T(d_loss), T(d_grad), T(logits), T(labels), T(d_logits)],
             workgroups: grid_1d("softmax_cross_entropy_jvp", logits.rows(), max_per_dim)?,
         },
