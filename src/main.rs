@@ -105,8 +105,9 @@ enum Command {
     Selftest {
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [EngineChoice::Gpu, EngineChoice::Cpu])]
         engine: Vec<EngineChoice>,
-        #[arg(long, default_value_t = 1024)]
-        matmul_size: usize,
+        /// The side of the timed square matmul (1 to 8192: three 8192^2 f32 matrices are 805 MB).
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=8192))]
+        matmul_size: u32,
     },
     /// Measure matmul GFLOP/s and attack steps/s with the in-app harness (the browser's too), and
     /// write them as JSON lines (schema specdef.bench/1).
@@ -274,6 +275,7 @@ fn read_records(path: &Path) -> Result<Vec<specdef::scenario::RunRecord>> {
 
 /// Disagreeing files are a result, not an error: the report says what differs, the exit code 1.
 fn compare(first: &Path, second: &Path, settings: report::CompareSettings) -> Result<ExitCode> {
+    settings.validate().map_err(anyhow::Error::msg)?;
     let comparison = report::compare(&read_records(first)?, &read_records(second)?, &settings);
     print!("{}", comparison.report());
     Ok(if comparison.all_agree() {
@@ -314,7 +316,8 @@ fn open_unless_no_gpu(choice: EngineChoice) -> Result<Option<Box<dyn Engine>>> {
     }
 }
 
-fn run_selftest(engines: &[EngineChoice], matmul_size: usize) -> Result<()> {
+fn run_selftest(engines: &[EngineChoice], matmul_size: u32) -> Result<()> {
+    let matmul_size = matmul_size as usize;
     let mut failures = 0;
     for &choice in engines {
         let Some(mut engine) = open_unless_no_gpu(choice)? else {

@@ -136,6 +136,25 @@ fn the_command_exits_zero_only_when_the_files_agree() {
     let different = run(&pa, &pb);
     assert_eq!(different.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&different.stdout).contains("DIFF final_harmful_accuracy"));
+    // Tolerances that would make every run agree (NaN) or equal runs differ (negative) are
+    // refused before any file is read.
+    for (flag, value) in [
+        ("--loss-rel", "NaN"),
+        ("--loss-abs", "-1e-3"),
+        ("--accuracy-abs", "inf"),
+    ] {
+        let refused = Command::new(env!("CARGO_BIN_EXE_specdef"))
+            .args(["compare".as_ref(), pa.as_os_str(), pb.as_os_str()])
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{flag}={value}: {stderr}");
+        assert!(
+            stderr.contains(flag) && stderr.contains("finite number >= 0"),
+            "{stderr}"
+        );
+    }
     std::fs::write(dir.join("bad.jsonl"), "{ not json").unwrap();
     let bad = run(&pa, &dir.join("bad.jsonl"));
     assert_eq!(bad.status.code(), Some(1));

@@ -2,7 +2,7 @@
 // `node web/serve.mjs DIR [PORT]`; imported by web/e2e.mjs (port 0: any free port).
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
-import { extname, join, normalize, resolve } from "node:path";
+import { extname, isAbsolute, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
 const TYPES = {
@@ -16,9 +16,19 @@ const TYPES = {
 export function serve(dir, port) {
   const root = resolve(dir);
   const server = createServer(async (request, response) => {
-    const path = decodeURIComponent(new URL(request.url, "http://127.0.0.1").pathname);
-    const file = normalize(join(root, path === "/" ? "index.html" : path));
-    if (!file.startsWith(root)) {
+    let path;
+    try {
+      path = decodeURIComponent(new URL(request.url, "http://127.0.0.1").pathname);
+    } catch {
+      // A malformed URL (`GET /%`) is the client's error, never the end of the server.
+      response.writeHead(400, { "content-type": "text/plain" }).end("malformed URL\n");
+      return;
+    }
+    const file = join(root, path === "/" ? "index.html" : path);
+    // Inside the root means a relative path that does not climb out of it; a prefix test would
+    // let `/..%2Fdist-secret/` through to a sibling folder whose name starts with the root's.
+    const inside = relative(root, file);
+    if (inside === "" || inside.startsWith("..") || isAbsolute(inside)) {
       response.writeHead(403).end();
       return;
     }

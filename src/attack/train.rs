@@ -45,6 +45,66 @@ pub struct TrainSettings {
 }
 
 impl TrainSettings {
+    /// Checks every field before any work, naming it as `{table}.{field}` (`pretrain.lr`,
+    /// `attack.batch_size`): a run with a zero batch, a NaN target or a negative learning rate
+    /// is refused, never run as something else.
+    pub fn validate(&self, table: &str) -> Result<(), String> {
+        let positive = |field: &str, value: f64| {
+            if value.is_finite() && value > 0.0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{table}.{field} must be a positive number, got {value}"
+                ))
+            }
+        };
+        positive("lr", self.lr)?;
+        let at_least_one = |field: &str, value: usize| {
+            if value >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{table}.{field} must be at least 1, got {value}"))
+            }
+        };
+        at_least_one("steps", self.steps)?;
+        at_least_one("eval_every", self.eval_every)?;
+        if let Some(batch) = self.batch_size {
+            at_least_one("batch_size", batch)?;
+        }
+        if let Some(target) = self.target_accuracy
+            && !(0.0..=1.0).contains(&target)
+        {
+            return Err(format!(
+                "{table}.target_accuracy must be in [0, 1], got {target}"
+            ));
+        }
+        if self.divergence_loss.is_nan() || self.divergence_loss <= 0.0 {
+            return Err(format!(
+                "{table}.divergence_loss must be a positive number (inf: only non-finite losses \
+                 diverge), got {}",
+                self.divergence_loss
+            ));
+        }
+        self.hyper
+            .validate()
+            .map_err(|e| format!("{table}.hyper: {e}"))?;
+        for (group, settings) in &self.groups {
+            let field = format!("{table}.groups.{}", group.name());
+            if !(settings.lr_scale.is_finite() && settings.lr_scale > 0.0) {
+                return Err(format!(
+                    "{field}.lr_scale must be positive, got {}",
+                    settings.lr_scale
+                ));
+            }
+            if let Some(hyper) = &settings.hyper {
+                hyper
+                    .validate()
+                    .map_err(|e| format!("{field}.hyper: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn optimizer_config(&self) -> OptimizerConfig {
         OptimizerConfig {
             kind: Some(self.optimizer),

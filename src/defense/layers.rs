@@ -60,8 +60,10 @@ impl FromStr for LayerSelection {
             return n
                 .trim()
                 .parse()
+                .ok()
+                .filter(|&n| n >= 1)
                 .map(LayerSelection::Random)
-                .map_err(|_| format!("layers {s:?}: random:N needs a count N"));
+                .ok_or_else(|| format!("layers {s:?}: random:N needs a count N >= 1"));
         }
         s.split(',')
             .map(|part| part.trim().parse::<usize>())
@@ -107,6 +109,8 @@ mod tests {
         assert_eq!("0, 2".parse(), Ok(LayerSelection::Indices(vec![0, 2])));
         assert_eq!("random:2".parse(), Ok(LayerSelection::Random(2)));
         assert!("first".parse::<LayerSelection>().is_err());
+        let none = "random:0".parse::<LayerSelection>().unwrap_err();
+        assert!(none.contains("N >= 1"), "{none}");
         assert_eq!(LayerSelection::All.resolve(3, 0), Ok(vec![0, 1, 2]));
         let err = LayerSelection::Indices(vec![5]).resolve(3, 0).unwrap_err();
         assert!(err.contains("unknown layer 5"), "{err}");

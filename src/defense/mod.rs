@@ -5,5 +5,6 @@ mod specdef;
 
 pub use layers::LayerSelection;
 pub use specdef::{
-    CompensationForm, DefenseError, SpecDef, function_preservation, relative_errors,
+    CompensationForm, DefenseError, F64_COMPENSATION_BOUND, SpecDef, function_preservation,
+    relative_errors,
 };

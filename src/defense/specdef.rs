@@ -28,6 +28,16 @@ pub enum DefenseError {
     NotPlain { layer: usize, form: String },
     #[error("defence: the SVD of layer {layer} failed: {message}")]
     Svd { layer: usize, message: String },
+    #[error(
+        "defence: alpha {alpha:e} is beyond what f64 can compensate: on layer {layer}, C W~ differs \
+         from W by {error:.1e} of W's largest entry (the bound is {bound:.0e}); use a smaller alpha"
+    )]
+    Precision {
+        layer: usize,
+        alpha: f64,
+        error: f64,
+        bound: f64,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,18 +108,32 @@ impl SpecDef {
         Ok(())
     }
 
-    /// The defended copy of `model`, with the SVD in f64 on the host (faer).
+    /// The defended copy of `model`, with the SVD in f64 on the host (faer). Refused where
+    /// `C W~` is further from `W` in f64 than `F64_COMPENSATION_BOUND` (an alpha f64 cannot
+    /// compensate).
     pub fn apply(&self, model: &HostModel, seed: u64) -> Result<HostModel, DefenseError> {
-        self.apply_with(model, seed, &mut |w| faer_svd(w))
+        self.defend(model, seed, &mut |w| faer_svd(w), true)
     }
 
     /// The defended copy of `model`, with the SVD from `svd` (for example `jacobi_svd` on the
-    /// GPU engine, where the whole run stays on the GPU).
+    /// GPU engine, where the whole run stays on the GPU). An f32 SVD's error is amplified by
+    /// alpha into `C W~ - W`; that is a measured outcome here (the function error each run
+    /// records), not a reason to refuse.
     pub fn apply_with(
         &self,
         model: &HostModel,
         seed: u64,
         svd: &mut dyn FnMut(&Matrix) -> Result<Svd, String>,
+    ) -> Result<HostModel, DefenseError> {
+        self.defend(model, seed, svd, false)
+    }
+
+    fn defend(
+        &self,
+        model: &HostModel,
+        seed: u64,
+        svd: &mut dyn FnMut(&Matrix) -> Result<Svd, String>,
+        check_f64_compensation: bool,
     ) -> Result<HostModel, DefenseError> {
         self.validate()?;
         let chosen = self
@@ -129,10 +153,29 @@ impl SpecDef {
                 });
             }
             let weight = &layer.factors[0].matrix;
+            if weight.values.iter().any(|v| !v.is_finite()) {
+                return Err(DefenseError::Svd {
+                    layer: i,
+                    message: "the weight has non-finite entries (a diverged or corrupt model)"
+                        .to_string(),
+                });
+            }
             let decomposition =
                 svd(weight).map_err(|message| DefenseError::Svd { layer: i, message })?;
             let (tilde, compensation) =
                 deform(&decomposition, self.alpha, self.k, self.compensation);
+            if self.compensate && check_f64_compensation {
+                let error = compensation_error(weight, &tilde, &compensation);
+                // NaN (an overflow) is refused too.
+                if error.is_nan() || error > F64_COMPENSATION_BOUND {
+                    return Err(DefenseError::Precision {
+                        layer: i,
+                        alpha: self.alpha,
+                        error,
+                        bound: F64_COMPENSATION_BOUND,
+                    });
+                }
+            }
             let factor = |role, matrix| FactorOf {
                 role,
                 matrix,
@@ -147,6 +190,28 @@ impl SpecDef {
         }
         Ok(defended)
     }
+}
+
+/// How far `C W~` may be from `W` in f64, relative to W's largest entry, before the defence is
+/// refused: f64 leaves about alpha * 1e-16 * sqrt(width) of it, so alphas up to about 1e11 pass
+/// (the paper's 1e9 included) and alphas whose compensation undoes nothing (1e38, 1e300) do not.
+/// The function error the defence leaves on each engine is measured and recorded per run.
+pub const F64_COMPENSATION_BOUND: f64 = 1e-3;
+
+/// max |C W~ - W| / max |W|, computed in f64.
+fn compensation_error(weight: &Matrix, tilde: &Matrix, compensation: &Matrix) -> f64 {
+    let product = compensation.matmul(tilde);
+    let scale = weight.values.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    let worst = (product.values.iter().zip(&weight.values))
+        .map(|(p, w)| (p - w).abs())
+        .fold(0.0f64, |a, d| {
+            if d.is_nan() || a.is_nan() {
+                f64::NAN
+            } else {
+                a.max(d)
+            }
+        });
+    worst / scale.max(f64::MIN_POSITIVE)
 }
 
 /// (W~, C) for one weight from its SVD (singular values largest first).

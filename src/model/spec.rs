@@ -52,6 +52,19 @@ impl ModelSpec {
         (self.widths[i], self.widths[i + 1])
     }
 
+    /// The parameter count with a compensation layer on every layer (the most any defence
+    /// adds), or None where it overflows.
+    pub fn parameter_bound(&self) -> Option<u64> {
+        self.widths.windows(2).try_fold(0u64, |total, pair| {
+            let (n, m) = (pair[0] as u64, pair[1] as u64);
+            let layer = m
+                .checked_mul(n)?
+                .checked_add(m)?
+                .checked_add(m.checked_mul(m)?)?;
+            total.checked_add(layer)
+        })
+    }
+
     /// The activation after layer `i`: the model's, on every layer but the last.
     pub fn activation_after(&self, i: usize) -> Option<Activation> {
         if i + 1 < self.layer_count() {

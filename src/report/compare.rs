@@ -33,6 +33,24 @@ impl Default for CompareSettings {
     }
 }
 
+impl CompareSettings {
+    /// Refuses tolerances that would make the comparison fail open: a NaN tolerance makes
+    /// every `|a - b| <= tol` false and so, where it is negated, every run agree; a negative
+    /// one makes equal values disagree. The message names the command-line flag.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, value) in [
+            ("--loss-rel", self.loss.rel),
+            ("--loss-abs", self.loss.abs),
+            ("--accuracy-abs", self.accuracy_abs),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("{flag} must be a finite number >= 0, got {value}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The metrics `outcomes_only` judges.
 pub const OUTCOME_METRICS: [&str; 3] =
     ["reached_target", "steps_to_target", "utility_after_defense"];

@@ -9,6 +9,14 @@ use std::collections::BTreeMap;
 
 pub const DEFAULT_SCENARIO: &str = include_str!("default.toml");
 
+/// The most parameters a scenario's model may have (with a compensation layer on every layer):
+/// a run keeps the host model in f64, the device model, gradients and optimiser state, so
+/// 1e8 parameters already ask for several GB.
+pub const MAX_PARAMETERS: u64 = 100_000_000;
+
+/// The most learning rates one grid may hold.
+pub const MAX_GRID_POINTS: usize = 10_000;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
@@ -257,44 +265,79 @@ impl Scenario {
                 self.data.test_fraction
             ));
         }
-        let grid = &self.attack.lr_grid;
-        if !(grid.from > 0.0 && grid.to >= grid.from && grid.per_decade > 0) {
+        let classes = &self.data;
+        for (name, list) in [
+            ("utility_classes", &classes.utility_classes),
+            ("harmful_classes", &classes.harmful_classes),
+        ] {
+            if let Some((i, class)) =
+                (list.iter().enumerate()).find(|(i, c)| list[..*i].contains(c))
+            {
+                return Err(format!(
+                    "data.{name} names class {class} twice (at {} and {i})",
+                    list.iter().position(|c| c == class).unwrap_or(0)
+                ));
+            }
+        }
+        if let Some(shared) =
+            (classes.harmful_classes.iter()).find(|c| classes.utility_classes.contains(c))
+        {
             return Err(format!(
-                "attack.lr_grid needs 0 < from <= to and per_decade >= 1, got {grid:?}"
+                "data: class {shared} is in both utility_classes and harmful_classes; the attack \
+                 must learn classes the released model was not trained on"
+            ));
+        }
+        let parameters = self.model.parameter_bound();
+        if parameters.is_none_or(|p| p > MAX_PARAMETERS) {
+            return Err(format!(
+                "model.widths {:?} describe {} parameters with compensation layers; at most {} \
+                 ({} GB in f64) fit the several copies a run keeps",
+                self.model.widths,
+                parameters.map_or("more than 2^64".to_string(), |p| p.to_string()),
+                MAX_PARAMETERS,
+                MAX_PARAMETERS * 8 / 1_000_000_000
+            ));
+        }
+        self.pretrain.validate("pretrain")?;
+        let grid = &self.attack.lr_grid;
+        let finite = grid.from.is_finite() && grid.to.is_finite();
+        if !(finite && grid.from > 0.0 && grid.to >= grid.from && grid.per_decade > 0) {
+            return Err(format!(
+                "attack.lr_grid needs finite 0 < from <= to and per_decade >= 1, got {grid:?}"
+            ));
+        }
+        let points = ((grid.to / grid.from).log10() * grid.per_decade as f64).round() + 1.0;
+        if points > MAX_GRID_POINTS as f64 {
+            return Err(format!(
+                "attack.lr_grid gives {points} learning rates; at most {MAX_GRID_POINTS}"
             ));
         }
         if self.attack.optimizers.is_empty() {
             return Err("attack.optimizers is empty".to_string());
         }
+        (self.attack)
+            .settings(self.attack.optimizers[0], grid.from)
+            .validate("attack")?;
         for alpha in &self.defense.alphas {
             if !(alpha.is_finite() && *alpha > 0.0) {
                 return Err(format!("defense.alphas must be positive, got {alpha}"));
             }
         }
-        let hypers = std::iter::once(("attack.hyper".to_string(), &self.attack.hyper)).chain(
-            (self.attack.groups.iter()).filter_map(|(g, s)| {
-                Some((
-                    format!("attack.groups.{}.hyper", g.name()),
-                    s.hyper.as_ref()?,
-                ))
-            }),
-        );
-        for (field, hyper) in hypers {
-            hyper.validate().map_err(|e| format!("{field}: {e}"))?;
+        if self.defense.k == 0 {
+            return Err("defense.k must be at least 1".to_string());
         }
-        for (group, settings) in &self.attack.groups {
-            if !(settings.lr_scale.is_finite() && settings.lr_scale > 0.0) {
-                return Err(format!(
-                    "attack.groups.{}.lr_scale must be positive, got {}",
-                    group.name(),
-                    settings.lr_scale
-                ));
-            }
-        }
+        // Layers are checked against the model now, not after pretraining.
+        let layers = self.model.layer_count();
+        (self.defense.layers)
+            .resolve(layers, self.seed)
+            .map_err(|e| format!("defense.layers: {e}"))?;
         for (i, extra) in self.defense.extra.iter().enumerate() {
             extra
                 .validate()
                 .map_err(|e| format!("defense.extra[{i}]: {e}"))?;
+            (extra.layers)
+                .resolve(layers, self.seed)
+                .map_err(|e| format!("defense.extra[{i}].layers: {e}"))?;
         }
         Ok(())
     }
