@@ -164,12 +164,6 @@ fn load_scenario(path: Option<&Path>, variant: Option<&str>) -> Result<Scenario>
     parsed.map_err(anyhow::Error::msg)
 }
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("SPECDEF_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("specdef-cache"))
-}
-
 fn run(
     scenario_path: Option<&Path>,
     choice: EngineChoice,
@@ -195,13 +189,20 @@ fn run(
         bar.set_position(done as u64);
         bar.set_message(what.to_string());
     };
-    let mut log = |line: &str| bar.println(line);
+    // Notes (cache hits, retraining and why) reach stderr even where the bar is hidden (no TTY).
+    let mut log = |line: &str| {
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+    };
     let outcome = run_scenario(
         engine.as_mut(),
         &scenario,
         &mut RunSettings {
             variant,
-            cache_dir: Some(cache_dir()),
+            cache_dir: specdef::scenario::default_cache_dir(),
             progress: &mut progress,
             log: &mut log,
         },

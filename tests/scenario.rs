@@ -384,3 +384,104 @@ fn a_scenario_advanced_without_blocking_records_what_the_blocking_runner_does() 
         check(&mut *gpu);
     }
 }
+
+/// Starts a session on `small_scenario` with a cache folder, returning it and its notes.
+fn cached_session(engine: &mut dyn Engine, dir: &std::path::Path) -> (ScenarioSession, String) {
+    let mut session =
+        ScenarioSession::start(engine, &small_scenario(), None, Some(dir.to_path_buf())).unwrap();
+    let notes = session.drain_notes().join("\n");
+    (session, notes)
+}
+
+/// Runs a session to the end and returns its records.
+fn finish(mut session: ScenarioSession, engine: &mut dyn Engine) -> Vec<RunRecord> {
+    while !session.is_done() {
+        session.advance(engine, true).unwrap();
+    }
+    session.into_outcome().records
+}
+
+#[test]
+fn the_pretraining_cache_is_never_trusted_blindly() {
+    let dir = std::env::temp_dir().join(format!("specdef-cache-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let engine = &mut CpuEngine32::new();
+    // First run: pretrains and caches, and its records say so.
+    let (first, notes) = cached_session(engine, &dir);
+    assert!(notes.contains("pretraining"), "{notes}");
+    let fresh = finish(first, engine);
+    assert!(fresh.iter().all(|r| r.pretrain_from_cache == Some(false)));
+    let cached: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let path = &cached[0];
+    let genuine = std::fs::read(path).unwrap();
+    // Second run: the cache is used, and the records match the first run's outcomes.
+    let (second, notes) = cached_session(engine, &dir);
+    assert!(notes.contains("pretrained model from cache"), "{notes}");
+    let reused = finish(second, engine);
+    assert!(reused.iter().all(|r| r.pretrain_from_cache == Some(true)));
+    for (a, b) in fresh.iter().zip(&reused) {
+        assert_eq!(
+            (a.steps_to_target, a.utility_after_attack),
+            (b.steps_to_target, b.utility_after_attack)
+        );
+    }
+    // A planted model of the right shape, a tampered weight, NaN weights: each is retrained.
+    let (model, _) = file::decode(&genuine).unwrap();
+    let planted = HostModel::init(&model.spec, 99);
+    let mut tampered = model.clone();
+    tampered.layers[0].factors[0].matrix.values[0] += 1.0;
+    let mut broken = model.clone();
+    broken.layers[1].bias.values[0] = f64::NAN;
+    let metadata = file::metadata(&genuine).unwrap();
+    let keep = |name: &'static str| (name, metadata[name].clone());
+    let cases = [
+        (
+            "planted",
+            file::encode(&planted, "none").unwrap(),
+            "key differs",
+        ),
+        (
+            "tampered",
+            file::encode_with(
+                &tampered,
+                "none",
+                &[keep("specdef.cache_key"), keep("specdef.checksum")],
+            )
+            .unwrap(),
+            "checksum",
+        ),
+        (
+            "non-finite",
+            file::encode_with(
+                &broken,
+                "none",
+                &[
+                    keep("specdef.cache_key"),
+                    ("specdef.checksum", file::parameter_checksum(&broken)),
+                ],
+            )
+            .unwrap(),
+            "non-finite",
+        ),
+        ("garbage", b"not a model".to_vec(), "not a valid model file"),
+    ];
+    for (case, bytes, why) in cases {
+        std::fs::write(path, bytes).unwrap();
+        let (session, notes) = cached_session(engine, &dir);
+        assert!(
+            notes.contains(why) && notes.contains("retraining"),
+            "{case}: {notes}"
+        );
+        let records = finish(session, engine);
+        assert!(records.iter().all(|r| r.pretrain_from_cache == Some(false)));
+        // Retrained: the same outcomes as the first run, not the planted model's.
+        for (a, b) in fresh.iter().zip(&records) {
+            assert_eq!(a.utility_before_defense, b.utility_before_defense, "{case}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

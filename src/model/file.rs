@@ -44,6 +44,15 @@ fn f64_bytes(values: &[f64]) -> Vec<u8> {
 
 /// The bytes of a model file. `defense` is a JSON description of the defence, or "none".
 pub fn encode(model: &HostModel, defense: &str) -> Result<Vec<u8>, String> {
+    encode_with(model, defense, &[])
+}
+
+/// `encode` with more header metadata (for example a cache's key and checksum).
+pub fn encode_with(
+    model: &HostModel,
+    defense: &str,
+    extra: &[(&str, String)],
+) -> Result<Vec<u8>, String> {
     model.validate()?;
     let named: Vec<(String, Vec<usize>, Vec<u8>)> = model
         .parameters()
@@ -77,6 +86,7 @@ pub fn encode(model: &HostModel, defense: &str) -> Result<Vec<u8>, String> {
         ("defense", defense.to_string()),
     ]
     .into_iter()
+    .chain(extra.iter().cloned())
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| e.to_string())
@@ -105,6 +115,37 @@ fn format_1_chains(tensors: &SafeTensors<'_>, layers: usize) -> Vec<Vec<FactorHe
             chain
         })
         .collect()
+}
+
+/// The header metadata of a model file's bytes (every key, the specdef ones and any other).
+pub fn metadata(bytes: &[u8]) -> Result<std::collections::HashMap<String, String>, String> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    Ok(header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect())
+}
+
+/// A checksum of a model's parameters (FNV-1a over their f64 bytes in registry order, with the
+/// tensor names): equal for bit-identical models, different after any change of a weight.
+pub fn parameter_checksum(model: &HostModel) -> String {
+    let hash =
+        model
+            .parameters()
+            .into_iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |hash, (key, matrix)| {
+                let bytes = key
+                    .name()
+                    .into_bytes()
+                    .into_iter()
+                    .chain(f64_bytes(&matrix.values));
+                bytes.fold(hash, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                })
+            });
+    format!("{hash:016x}")
 }
 
 /// Parses a model file's bytes, checking every tensor against the architecture in the header.

@@ -1,5 +1,6 @@
 //! Scenarios: what to run (TOML), the runner that runs it, and the result records it produces.
 
+mod cache;
 mod config;
 mod outcome;
 mod record;
@@ -7,6 +8,7 @@ mod runner;
 mod session;
 mod task;
 
+pub use cache::{PretrainCache, default_cache_dir};
 pub use config::{
     AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario, SvdPlacement,
 };

@@ -143,6 +143,7 @@ pub(super) fn record(
         utility_before_defense,
         utility_after_defense: summary.utility_after_defense,
         utility_after_attack,
+        pretrain_from_cache: None,
         wall_ms,
         loss_curve: outcome
             .loss_curve

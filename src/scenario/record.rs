@@ -71,6 +71,9 @@ pub struct RunRecord {
     pub utility_before_defense: f64,
     pub utility_after_defense: f64,
     pub utility_after_attack: f64,
+    /// Whether the released model came from the pretraining cache (absent in older files).
+    #[serde(default)]
+    pub pretrain_from_cache: Option<bool>,
     pub wall_ms: f64,
     pub loss_curve: Vec<(usize, Option<f64>)>,
     pub accuracy_curve: Vec<(usize, f64)>,
@@ -87,7 +90,7 @@ impl RunRecord {
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,wall_ms"
+        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -147,6 +150,7 @@ impl RunRecord {
             self.utility_before_defense.to_string(),
             self.utility_after_defense.to_string(),
             self.utility_after_attack.to_string(),
+            opt(self.pretrain_from_cache),
             format!("{:.1}", self.wall_ms),
         ]
         .join(",")

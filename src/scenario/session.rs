@@ -7,6 +7,7 @@
 //! function preservation from the same logits) -> for each optimiser and learning rate: attack,
 //! then the attacked model's utility.
 
+use super::cache::PretrainCache;
 use super::outcome::{label_of, record};
 use super::{
     DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement, TaskData,
@@ -17,7 +18,6 @@ use crate::defense::{SpecDef, relative_errors};
 use crate::engine::cpu::{CpuEngine32, CpuEngine64};
 use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
 use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
-use crate::model::file;
 use crate::model::{DeviceModel, HostModel, PendingPredict, predict, take_read};
 use std::path::PathBuf;
 use web_time::Instant;
@@ -60,7 +60,7 @@ pub struct ScenarioSession {
     data: TaskData,
     defenses: Vec<Option<SpecDef>>,
     lrs: Vec<f64>,
-    cache_file: Option<PathBuf>,
+    cache: Option<PretrainCache>,
     stage: Stage,
     base: Option<HostModel>,
     from_cache: bool,
@@ -71,13 +71,6 @@ pub struct ScenarioSession {
     summaries: Vec<DefenseSummary>,
     records: Vec<RunRecord>,
     notes: Vec<String>,
-}
-
-/// FNV-1a: a stable 64-bit hash for cache keys (std's hasher may change between releases).
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Moves a training run on: to its end when blocking, else by one non-blocking step.
@@ -112,8 +105,7 @@ impl ScenarioSession {
             serde_json::to_string(&scenario.pretrain).unwrap_or_default(),
             scenario.seed
         );
-        let cache_file =
-            cache_dir.map(|dir| dir.join(format!("pretrain-{:016x}.safetensors", fnv1a(&key))));
+        let cache = cache_dir.map(|dir| PretrainCache::new(&dir, key));
         let mut session = Self {
             data: TaskData::load(scenario)?,
             defenses: scenario.defense.defenses(),
@@ -121,7 +113,7 @@ impl ScenarioSession {
             scenario: scenario.clone(),
             variant,
             info,
-            cache_file,
+            cache,
             stage: Stage::Done,
             base: None,
             from_cache: false,
@@ -159,25 +151,10 @@ impl ScenarioSession {
     }
 
     fn cached_model(&mut self) -> Option<HostModel> {
-        let path = self.cache_file.as_ref().filter(|p| p.exists())?;
-        match file::load(path) {
-            Ok((model, _)) if model.spec == self.scenario.model => {
-                self.notes
-                    .push(format!("pretrained model from cache {}", path.display()));
-                self.from_cache = true;
-                Some(model)
-            }
-            Ok(_) => {
-                self.notes
-                    .push(format!("cache {} is stale: retraining", path.display()));
-                None
-            }
-            Err(e) => {
-                self.notes
-                    .push(format!("cache unreadable ({e}): retraining"));
-                None
-            }
-        }
+        let (model, note) = self.cache.as_ref()?.load(&self.scenario.model);
+        self.notes.extend(note);
+        self.from_cache = model.is_some();
+        model
     }
 
     /// The released model is known: measure its utility next.
@@ -329,14 +306,11 @@ impl ScenarioSession {
                     None => (Stage::Download { device, ticket }, false),
                     Some(values) => {
                         let model = device.host_from(values);
-                        if let Some(path) = &self.cache_file {
-                            if let Some(dir) = path.parent() {
-                                let _ = std::fs::create_dir_all(dir);
-                            }
-                            if let Err(e) = file::save(path, &model, "none") {
-                                self.notes
-                                    .push(format!("could not cache the pretrained model: {e}"));
-                            }
+                        if let Some(cache) = &self.cache
+                            && let Err(e) = cache.store(&model)
+                        {
+                            self.notes
+                                .push(format!("could not cache the pretrained model: {e}"));
                         }
                         (self.released(engine, model)?, true)
                     }
@@ -433,7 +407,7 @@ impl ScenarioSession {
                     let (optimizer, lr) = self.current_attack();
                     let settings = self.scenario.attack.settings(optimizer, lr);
                     let summary = self.summaries.last().expect("a defence before its attacks");
-                    self.records.push(record(
+                    let mut run = record(
                         &self.scenario,
                         self.variant.clone(),
                         &self.info,
@@ -443,7 +417,9 @@ impl ScenarioSession {
                         outcome,
                         (self.utility_before, utility_after_attack),
                         started.elapsed().as_secs_f64() * 1e3,
-                    ));
+                    );
+                    run.pretrain_from_cache = Some(self.from_cache);
+                    self.records.push(run);
                     let next = if self.records.len().is_multiple_of(self.runs_per_defense()) {
                         self.next_defense()
                     } else {

@@ -1,0 +1,104 @@
+//! The pretraining cache: the released model, kept between runs under a hash of what produced
+//! it (crate version, engine, data, model, pretraining settings, seed). It is never trusted
+//! blindly: the file carries the whole key and a checksum of its parameters, and a file whose
+//! key or checksum does not match, or whose weights are not finite, is retrained, with a note
+//! saying why. By default it lives in the user's cache folder, not a world-writable one.
+
+use crate::model::{HostModel, ModelSpec, file};
+use std::path::{Path, PathBuf};
+
+const KEY_FIELD: &str = "specdef.cache_key";
+const CHECKSUM_FIELD: &str = "specdef.checksum";
+
+/// `$SPECDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/specdef`, else `~/.cache/specdef`; None where
+/// none is known (the run then pretrains without a cache).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("SPECDEF_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("specdef")))
+        .or_else(|| var("HOME").map(|d| d.join(".cache").join("specdef")))
+}
+
+/// FNV-1a: a stable 64-bit hash for file names (std's hasher may change between releases).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One cache entry: where it lives and the key it must carry.
+pub struct PretrainCache {
+    file: PathBuf,
+    key: String,
+}
+
+impl PretrainCache {
+    pub fn new(dir: &Path, key: String) -> Self {
+        Self {
+            file: dir.join(format!("pretrain-{:016x}.safetensors", fnv1a(&key))),
+            key,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+
+    /// The cached model where there is one that can be trusted; else None and, where a file
+    /// was there, why it was not used.
+    pub fn load(&self, spec: &ModelSpec) -> (Option<HostModel>, Option<String>) {
+        let shown = self.file.display();
+        let bytes = match std::fs::read(&self.file) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, None),
+            Err(e) => {
+                return (
+                    None,
+                    Some(format!("cache {shown} unreadable ({e}): retraining")),
+                );
+            }
+        };
+        let refuse = |why: String| (None, Some(format!("cache {shown} {why}: retraining")));
+        let (model, metadata) = match file::decode(&bytes).and_then(|(m, _)| {
+            let metadata = file::metadata(&bytes)?;
+            Ok((m, metadata))
+        }) {
+            Ok(found) => found,
+            Err(e) => return refuse(format!("is not a valid model file ({e})")),
+        };
+        if metadata.get(KEY_FIELD) != Some(&self.key) {
+            return refuse("was written for another configuration (its key differs)".to_string());
+        }
+        if metadata.get(CHECKSUM_FIELD) != Some(&file::parameter_checksum(&model)) {
+            return refuse("does not match its checksum".to_string());
+        }
+        if &model.spec != spec {
+            return refuse("holds another architecture".to_string());
+        }
+        if (model.parameters().iter()).any(|(_, m)| m.values.iter().any(|v| !v.is_finite())) {
+            return refuse("has non-finite weights".to_string());
+        }
+        (
+            Some(model),
+            Some(format!("pretrained model from cache {shown}")),
+        )
+    }
+
+    /// Writes the model with its key and checksum (atomically).
+    pub fn store(&self, model: &HostModel) -> Result<(), String> {
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let extra = [
+            (KEY_FIELD, self.key.clone()),
+            (CHECKSUM_FIELD, file::parameter_checksum(model)),
+        ];
+        let bytes = file::encode_with(model, "none", &extra)?;
+        crate::atomic_file::write_atomically(&self.file, &bytes)
+            .map_err(|e| format!("{}: {e}", self.file.display()))
+    }
+}
