@@ -12,6 +12,7 @@ pub mod data;
 pub mod defense;
 pub mod engine;
 pub mod engine_choice;
+pub mod fnv;
 pub mod linalg;
 pub mod model;
 pub mod report;

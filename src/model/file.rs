@@ -131,20 +131,13 @@ pub fn metadata(bytes: &[u8]) -> Result<std::collections::HashMap<String, String
 /// A checksum of a model's parameters (FNV-1a over their f64 bytes in registry order, with the
 /// tensor names): equal for bit-identical models, different after any change of a weight.
 pub fn parameter_checksum(model: &HostModel) -> String {
-    let hash =
-        model
-            .parameters()
+    let bytes = (model.parameters().into_iter()).flat_map(|(key, matrix)| {
+        key.name()
+            .into_bytes()
             .into_iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |hash, (key, matrix)| {
-                let bytes = key
-                    .name()
-                    .into_bytes()
-                    .into_iter()
-                    .chain(f64_bytes(&matrix.values));
-                bytes.fold(hash, |h, b| {
-                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-                })
-            });
+            .chain(f64_bytes(&matrix.values))
+    });
+    let hash = crate::fnv::fnv1a(bytes);
     format!("{hash:016x}")
 }
 

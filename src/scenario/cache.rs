@@ -23,13 +23,6 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|d| d.join(".cache").join("specdef")))
 }
 
-/// FNV-1a: a stable 64-bit hash for file names (std's hasher may change between releases).
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// One cache entry: where it lives and the key it must carry.
 pub struct PretrainCache {
     file: PathBuf,
@@ -39,7 +32,10 @@ pub struct PretrainCache {
 impl PretrainCache {
     pub fn new(dir: &Path, key: String) -> Self {
         Self {
-            file: dir.join(format!("pretrain-{:016x}.safetensors", fnv1a(&key))),
+            file: dir.join(format!(
+                "pretrain-{:016x}.safetensors",
+                crate::fnv::fnv1a(key.bytes())
+            )),
             key,
         }
     }
