@@ -6,6 +6,8 @@
 
 pub mod app;
 pub mod atomic_file;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod atomic_folder;
 pub mod attack;
 pub mod benchmark;
 pub mod data;

@@ -11,9 +11,10 @@ use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine::gpu::GpuEngine;
 use specdef::engine_choice::{self, EngineChoice};
 use specdef::model::{DeviceModel, HostModel, file};
+use specdef::report;
+use specdef::run_folder::{self, ResultFolder};
 use specdef::scenario::{DEFAULT_SCENARIO, RunSettings, Scenario, TaskData, run_scenario};
 use specdef::{Engine, selftest};
-use specdef::{report, run_folder};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -152,6 +153,12 @@ fn open(choice: EngineChoice) -> Result<Box<dyn Engine>> {
     Ok(opened.engine)
 }
 
+/// Refuses an output path that cannot be written, before the work that would fill it.
+fn writable(out: &Path) -> Result<()> {
+    specdef::atomic_file::check_writable(out)
+        .with_context(|| format!("cannot write {}", out.display()))
+}
+
 fn load_scenario(path: Option<&Path>, variant: Option<&str>) -> Result<Scenario> {
     let parsed = match path {
         None => Scenario::builtin(variant),
@@ -171,6 +178,9 @@ fn run(
     variant: Option<String>,
 ) -> Result<()> {
     let scenario = load_scenario(scenario_path, variant.as_deref())?;
+    // Claimed before the work: a second run into the folder, or a folder that cannot be
+    // written, is refused now rather than after the runs.
+    let folder = ResultFolder::claim(out)?;
     let mut engine = open(choice)?;
     println!(
         "scenario {}{} on {}",
@@ -213,7 +223,7 @@ fn run(
         "\n{}",
         run_folder::tables(&outcome.records, &outcome.defenses)
     );
-    let written = run_folder::write(out, &outcome.records, &outcome.defenses)?;
+    let written = folder.publish(&outcome.records, &outcome.defenses)?;
     println!("wrote {}/: {}", out.display(), written.join(", "));
     Ok(())
 }
@@ -225,6 +235,7 @@ fn train_released(
     out: &Path,
 ) -> Result<()> {
     let scenario = load_scenario(scenario_path, quick.then_some("quick"))?;
+    writable(out)?;
     let mut engine = open(choice)?;
     let data = TaskData::load(&scenario)?;
     let host = HostModel::init(&scenario.model, scenario.seed);
@@ -254,6 +265,7 @@ fn defend(model: &Path, defense: SpecDef, seed: u64, out: &Path) -> Result<()> {
     if existing != "none" {
         bail!("{} is already defended ({existing})", model.display());
     }
+    writable(out)?;
     let defended = defense.apply(&host, seed)?;
     file::save(out, &defended, &serde_json::to_string(&defense)?)?;
     println!(
@@ -348,6 +360,7 @@ fn run_selftest(engines: &[EngineChoice], matmul_size: u32) -> Result<()> {
 
 fn run_bench(engines: &[EngineChoice], out: &Path, samples: usize) -> Result<()> {
     anyhow::ensure!(samples > 0, "--samples must be at least 1");
+    writable(out)?;
     let settings = BenchSettings {
         samples,
         ..BenchSettings::default()

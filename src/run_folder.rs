@@ -1,6 +1,7 @@
 //! The result folder of a scenario, written by `specdef run --out DIR` and by the native app's
-//! "Save results": `runs.jsonl`, `runs.csv`, `tables.txt` and the SVG plots, each written
-//! atomically. The browser cannot write folders; it downloads the JSON lines instead.
+//! "Save results": `runs.jsonl`, `runs.csv`, `tables.txt` and the SVG plots, written as one set
+//! (`atomic_folder`): a reader sees the old set or the new one, never a mix. The browser cannot
+//! write folders; it downloads the JSON lines instead.
 
 use crate::report;
 use crate::scenario::{DefenseSummary, RunRecord};
@@ -25,56 +26,77 @@ pub fn tables(records: &[RunRecord], defenses: &[DefenseSummary]) -> String {
 #[cfg(not(target_arch = "wasm32"))]
 #[derive(Debug, thiserror::Error)]
 pub enum RunFolderError {
-    #[error("creating {}: {source}", path.display())]
-    Create {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("writing {}: {source}", path.display())]
-    Write {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Folder(#[from] crate::atomic_folder::FolderError),
     #[error("writing JSON lines: {0}")]
     Json(#[from] serde_json::Error),
     #[error("drawing plots: {0}")]
     Plot(String),
 }
 
-/// Writes the result folder `out` (created where missing) of the records and the defences'
-/// summaries (those of a `ScenarioOutcome`; none for a loaded results file): the JSON lines, the
-/// CSV and the tables, then the plots. Returns the names of the files written, in that order.
+/// Whether a file belongs to a result set (so a folder of them may be replaced whole): the
+/// files `write` writes, and the temporary files earlier versions could leave.
+pub fn is_result_file(name: &str) -> bool {
+    [RUNS_JSONL, RUNS_CSV, TABLES_TXT].contains(&name)
+        || name.ends_with(".svg")
+        || (name.starts_with('.') && name.ends_with(".tmp"))
+}
+
+/// A result folder claimed before the work: locked against a second run into it, its place
+/// checked writable, its old set kept until `publish` switches the new one in whole.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct ResultFolder(crate::atomic_folder::FolderClaim);
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ResultFolder {
+    /// Claims `out`: refused while another process writes it, where it cannot be written, or
+    /// where it holds files that are not a result set's.
+    pub fn claim(out: &std::path::Path) -> Result<Self, RunFolderError> {
+        Ok(Self(crate::atomic_folder::FolderClaim::claim(
+            out,
+            is_result_file,
+        )?))
+    }
+
+    /// Writes the set (the JSON lines, the CSV, the tables, then the plots) and switches it in:
+    /// the folder then holds exactly these files. Returns their names in that order.
+    pub fn publish(
+        self,
+        records: &[RunRecord],
+        defenses: &[DefenseSummary],
+    ) -> Result<Vec<String>, RunFolderError> {
+        let jsonl = report::to_json_lines(records)?;
+        let tables = tables(records, defenses);
+        let plots =
+            report::plots::render_all(records).map_err(|e| RunFolderError::Plot(e.to_string()))?;
+        let mut written = Vec::new();
+        for (name, bytes) in [
+            (RUNS_JSONL, jsonl.as_bytes()),
+            (RUNS_CSV, report::to_csv(records).as_bytes()),
+            (TABLES_TXT, tables.as_bytes()),
+        ]
+        .into_iter()
+        .chain(
+            plots
+                .iter()
+                .map(|(name, svg)| (name.as_str(), svg.as_bytes())),
+        ) {
+            self.0.write(name, bytes)?;
+            written.push(name.to_string());
+        }
+        self.0.publish()?;
+        Ok(written)
+    }
+}
+
+/// Writes the result folder `out` of the records and the defences' summaries (those of a
+/// `ScenarioOutcome`; none for a loaded results file) as one set: `ResultFolder::claim`, then
+/// `publish`.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn write(
     out: &std::path::Path,
     records: &[RunRecord],
     defenses: &[DefenseSummary],
 ) -> Result<Vec<String>, RunFolderError> {
-    std::fs::create_dir_all(out).map_err(|source| RunFolderError::Create {
-        path: out.to_path_buf(),
-        source,
-    })?;
-    let write_file = |name: &str, bytes: &[u8]| {
-        let path = out.join(name);
-        report::write_atomically(&path, bytes)
-            .map_err(|source| RunFolderError::Write { path, source })
-    };
-    let jsonl = report::to_json_lines(records)?;
-    let tables = tables(records, defenses);
-    let mut written = Vec::new();
-    for (name, bytes) in [
-        (RUNS_JSONL, jsonl.as_bytes()),
-        (RUNS_CSV, report::to_csv(records).as_bytes()),
-        (TABLES_TXT, tables.as_bytes()),
-    ] {
-        write_file(name, bytes)?;
-        written.push(name.to_string());
-    }
-    let plots =
-        report::plots::render_all(records).map_err(|e| RunFolderError::Plot(e.to_string()))?;
-    for (name, svg) in plots {
-        write_file(&name, svg.as_bytes())?;
-        written.push(name);
-    }
-    Ok(written)
+    ResultFolder::claim(out)?.publish(records, defenses)
 }
