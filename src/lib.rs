@@ -10,6 +10,7 @@ pub mod atomic_file;
 pub mod atomic_folder;
 pub mod attack;
 pub mod benchmark;
+pub mod curvature;
 pub mod data;
 pub mod defense;
 pub mod engine;
@@ -21,6 +22,7 @@ pub mod report;
 pub mod run_folder;
 pub mod scenario;
 pub mod selftest;
+pub mod stable_step;
 pub mod theory;
 pub mod tolerance;
 

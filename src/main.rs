@@ -1,6 +1,8 @@
 //! The specdef command line. The work is in the library; this file parses arguments, picks the
 //! engine, shows progress and prints.
 
+mod cli;
+
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -120,6 +122,73 @@ enum Command {
         /// Measured samples per workload (after 2 warm-up samples).
         #[arg(long, default_value_t = 5)]
         samples: usize,
+    },
+    /// The loss Hessian of a model on a stated batch: sigma_1, the extreme eigenvalues, the
+    /// trace, the heaviest blocks, a lower bound and the predicted largest stable SGD step.
+    Curvature {
+        #[arg(long)]
+        model: PathBuf,
+        #[command(flatten)]
+        batch: cli::curvature::BatchArgs,
+        #[command(flatten)]
+        freeze: cli::curvature::FreezeArgs,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        /// Power iteration stops once the Rayleigh quotient moved by at most this (relative) in
+        /// 3 iterations in a row. Below ~1e-6 the f32 engines' rounding keeps it moving.
+        #[arg(long, default_value_t = 1e-5)]
+        tolerance: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// sigma_1 of the loss Hessian against SpecDef's alpha (compensation trainable and frozen),
+    /// with fitted log-log slopes: writes sigma_vs_alpha.json and sigma_vs_alpha.svg.
+    CurvatureAlpha {
+        /// The released (undefended) model, e.g. from `specdef train`.
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long, value_delimiter = ',', default_values_t = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6])]
+        alphas: Vec<f64>,
+        #[arg(long, default_value_t = 25)]
+        k: usize,
+        #[command(flatten)]
+        batch: cli::curvature::BatchArgs,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        #[arg(long, default_value = "out/curvature")]
+        out: PathBuf,
+    },
+    /// For SGD on every model of a scenario (undefended and each defence): the largest learning
+    /// rate that does not diverge, by bisection between the grid's last stable and first
+    /// diverging rate, beside the prediction 2 / sigma_1.
+    StableStep {
+        /// The released (undefended) model, e.g. from `specdef train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// The scenario whose defences, attack budget and grid are used (the built-in one).
+        #[arg(long, value_name = "SCENARIO.toml")]
+        scenario: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        /// Bisect until first diverging / largest stable is at most this.
+        #[arg(long, default_value_t = 1.1)]
+        ratio: f64,
+        /// Also write the rows as JSON.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
+    /// Write a task's data as a safetensors file (`inputs` n x d, `labels` n), so a batch can be
+    /// checked with another tool (and read back by `specdef curvature --data`).
+    ExportData {
+        #[arg(long, value_enum)]
+        task: cli::curvature::TaskChoice,
+        #[arg(long, value_enum)]
+        split: cli::curvature::SplitChoice,
+        #[arg(long, value_name = "SCENARIO.toml")]
+        scenario: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Print the adapter the GPU engine would use, and its limits.
     Info,
@@ -519,6 +588,50 @@ fn main() -> Result<ExitCode> {
             out,
             samples,
         } => done(run_bench(&engine, &out, samples)),
+        Command::Curvature {
+            model,
+            batch,
+            freeze,
+            engine,
+            tolerance,
+            json,
+        } => done(cli::curvature::curvature(
+            &model, &batch, &freeze, engine, tolerance, json,
+        )),
+        Command::CurvatureAlpha {
+            model,
+            alphas,
+            k,
+            batch,
+            engine,
+            out,
+        } => done(cli::curvature::curvature_alpha(
+            &model, &alphas, k, &batch, engine, &out,
+        )),
+        Command::StableStep {
+            model,
+            scenario,
+            engine,
+            ratio,
+            json,
+        } => done(cli::curvature::stable_step(
+            &model,
+            scenario.as_deref(),
+            engine,
+            ratio,
+            json.as_deref(),
+        )),
+        Command::ExportData {
+            task,
+            split,
+            scenario,
+            out,
+        } => done(cli::curvature::export_data(
+            task,
+            split,
+            scenario.as_deref(),
+            &out,
+        )),
         Command::Info => done(print_info()),
         Command::Gui {
             cpu,

@@ -1,6 +1,7 @@
 //! Data sets: the embedded UCI digits (a real classification task) and seeded splits of it.
 
 mod digits;
+pub mod file;
 mod split;
 mod synthetic;
 

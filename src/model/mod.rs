@@ -11,6 +11,7 @@ mod hvp;
 pub mod layer;
 mod predict;
 mod spec;
+pub mod spectrum;
 
 pub use device::{DeviceLayer, DeviceModel, FactorBuffers, Gradients, LayerBuffers, Workspace};
 pub use host::{HostFactor, HostLayer, HostModel, Matrix};
@@ -20,3 +21,7 @@ pub use layer::{
 };
 pub use predict::{PendingPredict, predict, predict_device, take_read};
 pub use spec::{ActivationChoice, ModelSpec};
+pub use spectrum::{
+    Lanczos, LanczosSettings, PowerIteration, PowerSettings, SpectrumError, TraceEstimate,
+    TraceSettings, hutchinson_trace, lanczos, power_iteration, rademacher_probes,
+};

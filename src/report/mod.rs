@@ -4,6 +4,7 @@
 mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
+pub mod sigma_plot;
 mod table;
 
 pub use crate::atomic_file::write_atomically;

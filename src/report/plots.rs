@@ -19,14 +19,14 @@ pub fn render_all(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotEr
 
 /// A log axis's tick label: `1e-3`, `2e-1` (plotters' own labels mix `1e-5` with `0.0001` and
 /// print `0.30000000000000004`).
-fn log_tick(value: &f64) -> String {
+pub(super) fn log_tick(value: &f64) -> String {
     format!("{value:.0e}")
 }
 
 /// Whole decades around `lo..hi` (positive), so the log axis always has labelled powers of ten
 /// (plotters labels none in a range like 1.2..2.9). Widened by a hair, so that rounding in
 /// plotters' tick placement (`log10(0.01)` is not quite -2) keeps both end decades labelled.
-fn decades(lo: f64, hi: f64) -> (f64, f64) {
+pub(super) fn decades(lo: f64, hi: f64) -> (f64, f64) {
     let lo = 10f64.powf(lo.log10().floor());
     let hi = 10f64.powf(hi.log10().ceil()).max(lo * 10.0);
     (lo * (1.0 - 1e-9), hi * (1.0 + 1e-9))

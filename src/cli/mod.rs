@@ -1,0 +1,3 @@
+//! The command line's larger commands, one file per family.
+
+pub mod curvature;

@@ -1,0 +1,185 @@
+//! `specdef export-data` and `specdef curvature` through the command line: the exported file
+//! holds exactly the task's split, a batch read from a file measures the same Hessian as the
+//! same rows taken from the task, and bad data files are refused naming what is wrong.
+
+use specdef::data::file as data_file;
+use specdef::scenario::{Scenario, TaskData};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("specdef-curvature-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn specdef(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_specdef"))
+        .args(args)
+        .env("SPECDEF_CACHE_DIR", scratch().join("cache"))
+        .output()
+        .expect("running specdef")
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn curvature_json(model: &Path, batch: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "curvature",
+        "--model",
+        path(model),
+        "--engine",
+        "cpu64",
+        "--json",
+    ];
+    args.extend_from_slice(batch);
+    serde_json::from_str(&ok(specdef(&args))).expect("--json prints one JSON report")
+}
+
+#[test]
+fn a_batch_from_an_exported_file_measures_the_same_hessian_as_the_task_rows() {
+    let dir = scratch();
+    let model = dir.join("base.safetensors");
+    ok(specdef(&[
+        "train",
+        "--quick",
+        "--engine",
+        "cpu",
+        "--out",
+        path(&model),
+    ]));
+
+    let exported = dir.join("harmful-train.safetensors");
+    ok(specdef(&[
+        "export-data",
+        "--task",
+        "harmful",
+        "--split",
+        "train",
+        "--out",
+        path(&exported),
+    ]));
+    let file = data_file::decode(&std::fs::read(&exported).unwrap()).unwrap();
+    let task = TaskData::load(&Scenario::builtin(None).unwrap()).unwrap();
+    assert_eq!(
+        file, task.harmful_train,
+        "the file is the split, row for row"
+    );
+
+    let rows = 48;
+    let first: Vec<usize> = (0..rows).collect();
+    let subset = dir.join("subset.safetensors");
+    std::fs::write(
+        &subset,
+        data_file::encode(&task.harmful_train.select(&first)).unwrap(),
+    )
+    .unwrap();
+    let from_file = curvature_json(&model, &["--data", path(&subset)]);
+    let from_task = curvature_json(&model, &["--samples", &rows.to_string()]);
+    assert_eq!(from_file["samples"], rows);
+    for field in ["sigma_1", "top_eigenvalues", "trace", "block_lower_bound"] {
+        assert_eq!(from_file[field], from_task[field], "{field}");
+    }
+    let sigma_1 = from_task["sigma_1"].as_f64().unwrap();
+    assert!(sigma_1 > 0.0 && sigma_1.is_finite());
+    let predicted = from_task["predicted_stable_sgd_lr"].as_f64().unwrap();
+    assert!((predicted * sigma_1 - 2.0).abs() < 1e-12);
+    // Freezing groups changes what the Hessian is over.
+    let frozen = curvature_json(
+        &model,
+        &["--samples", &rows.to_string(), "--freeze", "biases"],
+    );
+    assert!(frozen["parameters"].as_u64() < from_task["parameters"].as_u64());
+}
+
+#[test]
+fn bad_data_files_and_flags_are_refused_naming_what_is_wrong() {
+    let dir = scratch();
+    let model = dir.join("tiny.safetensors");
+    ok(specdef(&[
+        "train",
+        "--quick",
+        "--engine",
+        "cpu",
+        "--out",
+        path(&model),
+    ]));
+    let task = TaskData::load(&Scenario::builtin(None).unwrap()).unwrap();
+    let mut wrong_labels = task.harmful_test.select(&[0, 1, 2]);
+    wrong_labels.labels[1] = 12;
+    let mut wrong_width = task.harmful_test.select(&[0, 1]);
+    wrong_width.features = 32;
+    wrong_width.inputs.truncate(64);
+    let not_safetensors = dir.join("junk.safetensors");
+    std::fs::write(&not_safetensors, b"not a data file").unwrap();
+    let files = [
+        (
+            "label past the classes",
+            data_file::encode(&wrong_labels).unwrap(),
+            &["label 12", "row 1"][..],
+        ),
+        (
+            "too few features",
+            data_file::encode(&wrong_width).unwrap(),
+            &["32 input features", "64"][..],
+        ),
+    ];
+    for (case, bytes, expected) in files {
+        let file = dir.join(format!("{}.safetensors", case.replace(' ', "-")));
+        std::fs::write(&file, bytes).unwrap();
+        let output = specdef(&[
+            "curvature",
+            "--model",
+            path(&model),
+            "--engine",
+            "cpu",
+            "--data",
+            path(&file),
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{case}: {stderr}");
+        for needle in expected {
+            assert!(
+                stderr.contains(needle),
+                "{case}: {needle:?} not in {stderr}"
+            );
+        }
+    }
+    let refusals: [(&str, Vec<&str>, &[&str]); 3] = [
+        (
+            "not a safetensors file",
+            vec!["--data", path(&not_safetensors)],
+            &["junk.safetensors", "not a safetensors file"],
+        ),
+        (
+            "unknown group",
+            vec!["--freeze", "gates"],
+            &["gates", "compensation"],
+        ),
+        ("zero tolerance", vec!["--tolerance", "0"], &["--tolerance"]),
+    ];
+    for (case, extra, expected) in refusals {
+        let mut args = vec!["curvature", "--model", path(&model), "--engine", "cpu"];
+        args.extend(extra);
+        let output = specdef(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{case}: {stderr}");
+        for needle in expected {
+            assert!(
+                stderr.contains(needle),
+                "{case}: {needle:?} not in {stderr}"
+            );
+        }
+    }
+}
