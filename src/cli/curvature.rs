@@ -307,7 +307,8 @@ pub fn curvature_alpha(
     let fits = curvature::sigma_slopes(&points);
     println!(
         "log-log slopes over alpha >= 10: C trainable {:.2}, C frozen {:.2}",
-        fits.c_trainable, fits.c_frozen
+        fits.c_trainable + 0.0,
+        fits.c_frozen + 0.0
     );
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let json = serde_json::to_string_pretty(&serde_json::json!({
