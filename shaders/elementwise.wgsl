@@ -1,5 +1,5 @@
 // Elementwise kernels: activations and their derivatives, the tangent of the activation
-// gradient, binary ops, scale, axpy, fill.
+// gradient, binary ops, unary ops (abs, sign), scale, axpy, the moving average, fill.
 // One invocation per element; OP (a pipeline constant) picks the function, so each variant is
 // its own pipeline with no branch at run time.
 
@@ -7,7 +7,8 @@ struct ElementwiseParams {
     len: u32,
     _pad: u32,
     alpha: f32,
-    _pad2: f32,
+    // 1 - alpha, computed in f64 on the host (read by ema only).
+    one_minus_alpha: f32,
 }
 
 override OP: u32 = 0u;
@@ -19,6 +20,9 @@ const TANH: u32 = 2u;
 const ADD: u32 = 0u;
 const SUB: u32 = 1u;
 const MUL: u32 = 2u;
+
+const ABS: u32 = 0u;
+const SIGN: u32 = 1u;
 
 const GELU_SCALE: f32 = 0.7978845608028654; // sqrt(2 / pi)
 const GELU_CUBIC: f32 = 0.044715;
@@ -154,6 +158,28 @@ fn binary(
     }
 }
 
+// out = |in0|, or sign(in0): 1 above 0, -1 below, 0 at 0 (and for NaN, where comparisons are
+// false; the builtin sign leaves NaN to the implementation).
+@compute @workgroup_size(256)
+fn unary(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        let x = in0[i];
+        switch OP {
+            case ABS: {
+                out[i] = abs(x);
+            }
+            default: {
+                out[i] = select(select(0.0, -1.0, x < 0.0), 1.0, x > 0.0);
+            }
+        }
+    }
+}
+
 // out = alpha * in0
 @compute @workgroup_size(256)
 fn scale(
@@ -177,6 +203,20 @@ fn axpy(
     let i = element_index(workgroup_id, num_workgroups, local_index);
     if i < params.len {
         out[i] = out[i] + params.alpha * in0[i];
+    }
+}
+
+// The exponential moving average, in place: out = alpha * out + (1 - alpha) * in0, alpha the
+// decay (beta), 1 - alpha from the host.
+@compute @workgroup_size(256)
+fn ema(
+    @builtin(workgroup_id) workgroup_id: vec3<u32>,
+    @builtin(num_workgroups) num_workgroups: vec3<u32>,
+    @builtin(local_invocation_index) local_index: u32,
+) {
+    let i = element_index(workgroup_id, num_workgroups, local_index);
+    if i < params.len {
+        out[i] = params.alpha * out[i] + params.one_minus_alpha * in0[i];
     }
 }
 

@@ -5,7 +5,10 @@ mod common;
 
 use common::{gpu, rng, uniform};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
-use specdef::engine::{Activation, BinaryOp, DeviceScalar, Recording};
+use specdef::engine::{
+    Activation, AdaHessianHyper, BinaryOp, DampingHyper, DeviceScalar, Recording, SophiaHyper,
+    UnaryOp, tangent_recording,
+};
 use specdef::{Engine, EngineError, Tolerance};
 
 /// Runs an engine-behaviour check on the CPU engines and, where present, the GPU engine.
@@ -120,6 +123,202 @@ fn tangent_and_device_scalar_ops_refuse_bad_shapes_and_aliasing() {
         "axpy_device",
         "must not alias",
     );
+}
+
+#[test]
+fn second_order_optimiser_ops_refuse_bad_shapes_aliasing_and_bad_hyper_parameters() {
+    let mut cpu = CpuEngine64::new();
+    let p = cpu.alloc("p", 3, 4).unwrap();
+    let g = cpu.alloc("g", 3, 4).unwrap();
+    let h = cpu.alloc("h", 3, 4).unwrap();
+    let m = cpu.alloc("m", 3, 4).unwrap();
+    let v = cpu.alloc("v", 3, 4).unwrap();
+    let wide = cpu.alloc("wide", 3, 5).unwrap();
+    let rows = cpu.alloc("rows", 3, 1).unwrap();
+    let one = cpu.alloc("one", 1, 1).unwrap();
+    let two = cpu.alloc("two", 1, 1).unwrap();
+    let three = cpu.alloc("three", 1, 1).unwrap();
+    let has = |result: Result<&mut Recording, EngineError>, op: &str, text: &str| {
+        let m = result.map(|_| ()).unwrap_err().to_string();
+        assert!(m.starts_with(&format!("{op}: ")) && m.contains(text), "{m}");
+    };
+    let ada = AdaHessianHyper::default();
+    let sophia = SophiaHyper::default();
+    let damping = DampingHyper::default();
+
+    let mut rec = Recording::new();
+    rec.abs(p, g)
+        .unwrap()
+        .sign(p, g)
+        .unwrap()
+        .ema(0.9, p, g)
+        .unwrap();
+    rec.rademacher(p, 1, 2);
+    rec.sample_categorical(p, rows, 1, 2).unwrap();
+    rec.adahessian(p, g, h, (m, v), ada, 1).unwrap();
+    rec.sophia(p, g, h, m, sophia).unwrap();
+    rec.damping_update(one, two, three, damping).unwrap();
+    // actual and predicted may be one tensor (both are read only).
+    rec.damping_update(one, two, two, damping).unwrap();
+    assert_eq!(rec.len(), 9, "the valid ops were recorded");
+
+    has(
+        Recording::new().abs(p, wide),
+        "abs",
+        "x and out must have the same shape",
+    );
+    has(Recording::new().sign(p, p), "sign", "must not alias");
+    has(
+        Recording::new().unary(UnaryOp::Abs, p, p),
+        "abs",
+        "must not alias",
+    );
+    has(Recording::new().ema(0.9, p, p), "ema", "must not alias");
+    has(
+        Recording::new().ema(0.9, p, wide),
+        "ema",
+        "x and avg must have the same shape",
+    );
+    has(
+        Recording::new().sample_categorical(p, one, 1, 2),
+        "sample_categorical",
+        "labels_out must be 3x1",
+    );
+    has(
+        Recording::new().adahessian(p, g, wide, (m, v), ada, 1),
+        "adahessian",
+        "param and hess_diag must have the same shape",
+    );
+    has(
+        Recording::new().adahessian(p, g, h, (m, g), ada, 1),
+        "adahessian",
+        "must not alias",
+    );
+    has(
+        Recording::new().adahessian(p, g, h, (m, m), ada, 1),
+        "adahessian",
+        "must not alias",
+    );
+    let too_strong = AdaHessianHyper {
+        hessian_power: 1.5,
+        ..ada
+    };
+    has(
+        Recording::new().adahessian(p, g, h, (m, v), too_strong, 1),
+        "adahessian",
+        "hessian_power must be in [0, 1], got 1.5",
+    );
+    has(
+        Recording::new().sophia(p, g, wide, m, sophia),
+        "sophia",
+        "param and hess must have the same shape",
+    );
+    has(
+        Recording::new().sophia(p, g, h, h, sophia),
+        "sophia",
+        "must not alias",
+    );
+    has(
+        Recording::new().damping_update(rows, two, three, damping),
+        "damping_update",
+        "lambda must be 1x1",
+    );
+    has(
+        Recording::new().damping_update(one, one, three, damping),
+        "damping_update",
+        "must not alias",
+    );
+    let inverted = DampingHyper {
+        min_lambda: 2.0,
+        max_lambda: 1.0,
+        ..damping
+    };
+    has(
+        Recording::new().damping_update(one, two, three, inverted),
+        "damping_update",
+        "min_lambda (2) must not exceed max_lambda (1)",
+    );
+}
+
+/// The tangent rules of the new elementwise ops, against their definitions: d|x| = sign(x) dx,
+/// sign and random draws have zero tangents, the moving average's is the moving average of the
+/// tangents; optimiser and damping updates are refused by name.
+#[test]
+fn tangents_of_abs_ema_and_random_draws_and_refusals_of_updates() {
+    let mut e = CpuEngine64::new();
+    let xs = [-2.0, -0.5, 0.0, 0.75, 3.0, 1.5];
+    let dxs = [1.0, -2.0, 5.0, 0.5, -1.0, 2.0];
+    let avg0 = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
+    let d_avg0 = [1.0, 1.0, -1.0, 0.0, 2.0, 0.5];
+    let x = e.tensor_from("x", 2, 3, &xs).unwrap();
+    let dx = e.tensor_from("dx", 2, 3, &dxs).unwrap();
+    let avg = e.tensor_from("avg", 2, 3, &avg0).unwrap();
+    let d_avg = e.tensor_from("d_avg", 2, 3, &d_avg0).unwrap();
+    let abs = e.alloc("abs", 2, 3).unwrap();
+    let sign = e.alloc("sign", 2, 3).unwrap();
+    let probe = e.alloc("probe", 2, 3).unwrap();
+    let labels = e.alloc("labels", 2, 1).unwrap();
+    let mut primal = Recording::new();
+    primal.abs(x, abs).unwrap().sign(x, sign).unwrap();
+    primal.ema(0.75, x, avg).unwrap();
+    primal.rademacher(probe, 1, 2);
+    primal.sample_categorical(x, labels, 1, 3).unwrap();
+    let tangent = tangent_recording(&mut e, &primal, &[(x, dx), (avg, d_avg)]);
+    // avg is written by the ema, and a seed may not be written: seed a copy's tangent instead.
+    assert!(tangent.is_err());
+    let avg_copy = e.tensor_from("avg_copy", 2, 3, &avg0).unwrap();
+    let mut primal = Recording::new();
+    primal.abs(x, abs).unwrap().sign(x, sign).unwrap();
+    primal.scale(1.0, avg_copy, avg).unwrap();
+    primal.ema(0.75, x, avg).unwrap();
+    primal.rademacher(probe, 1, 2);
+    primal.sample_categorical(x, labels, 1, 3).unwrap();
+    let tangent = tangent_recording(&mut e, &primal, &[(x, dx), (avg_copy, d_avg)]).unwrap();
+    e.run(&tangent.recording).unwrap();
+    let d_abs = e.read_one(tangent.tangent_of(abs).unwrap()).unwrap();
+    let expected: Vec<f64> = xs
+        .iter()
+        .zip(&dxs)
+        .map(|(x, dx)| if *x == 0.0 { 0.0 } else { x.signum() * dx })
+        .collect();
+    assert_eq!(d_abs, expected);
+    let d_avg_after = e.read_one(tangent.tangent_of(avg).unwrap()).unwrap();
+    let expected: Vec<f64> = d_avg0
+        .iter()
+        .zip(&dxs)
+        .map(|(da, dx)| 0.75 * da + 0.25 * dx)
+        .collect();
+    Tolerance::new(1e-15, 1e-15)
+        .check(&d_avg_after, &expected)
+        .unwrap();
+    for zero in [sign, probe, labels] {
+        assert!(tangent.tangent_of(zero).is_none());
+    }
+
+    let (g, h, m, v) = (dx, avg_copy, abs, sign);
+    let one = e.tensor_from("one", 1, 1, &[1.0]).unwrap();
+    let two = e.tensor_from("two", 1, 1, &[-1.0]).unwrap();
+    let three = e.tensor_from("three", 1, 1, &[-2.0]).unwrap();
+    let mut updates: Vec<(&str, Recording)> = Vec::new();
+    let mut rec = Recording::new();
+    rec.adahessian(x, g, h, (m, v), AdaHessianHyper::default(), 1)
+        .unwrap();
+    updates.push(("adahessian", rec));
+    let mut rec = Recording::new();
+    rec.sophia(x, g, h, m, SophiaHyper::default()).unwrap();
+    updates.push(("sophia", rec));
+    let mut rec = Recording::new();
+    rec.damping_update(one, two, three, DampingHyper::default())
+        .unwrap();
+    updates.push(("damping_update", rec));
+    for (op, rec) in updates {
+        let err = tangent_recording(&mut e, &rec, &[(x, dx)]).err().unwrap();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!("{op}: has no tangent rule")),
+            "{message}"
+        );
+    }
 }
 
 #[test]

@@ -4,9 +4,12 @@
 
 mod common;
 
-use common::{check_on_every_engine, rng, uniform};
+use common::{check_on_every_engine, gpu, rng, uniform};
+use specdef::engine::cpu::random;
+use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::{
-    Activation, AdamHyper, BinaryOp, DeviceScalar, Engine, Recording, ReduceAxis, Reduction,
+    Activation, AdaHessianHyper, AdamHyper, BinaryOp, DampingHyper, DeviceScalar, Engine,
+    Recording, ReduceAxis, Reduction, SophiaHyper, UnaryOp,
 };
 use specdef::tolerance::{Tolerance, rms};
 
@@ -663,4 +666,486 @@ fn power_iteration_runs_in_one_submission_with_device_scalars() {
         values
     };
     check_on_every_engine("power iteration", rounding, body);
+}
+
+/// Runs `body` on the f32 engines: the CPU f32 twin always, the GPU where there is one.
+fn on_f32_engines(mut body: impl FnMut(&mut dyn Engine)) {
+    body(&mut CpuEngine32::new());
+    if let Some(mut gpu) = gpu() {
+        body(&mut *gpu);
+    }
+}
+
+fn rademacher_values(
+    e: &mut dyn Engine,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+    stream: u64,
+) -> Vec<f64> {
+    let out = e.alloc("probe", rows, cols).unwrap();
+    let mut rec = Recording::new();
+    rec.rademacher(out, seed, stream);
+    e.run(&rec).unwrap();
+    let values = e.read_one(out).unwrap();
+    e.free(out);
+    values
+}
+
+/// Rademacher probes are the same bits on every engine (the hash is u32 arithmetic), balanced,
+/// uncorrelated between neighbours, and different for different streams and seeds (including
+/// seeds and streams that differ only in their high 32-bit words).
+#[test]
+fn rademacher_probes_are_identical_on_every_engine_and_balanced() {
+    let (rows, cols) = (100, 100);
+    let len = rows * cols;
+    let seed = 0x0123_4567_89ab_cdef;
+    let cases = [
+        (seed, 0),
+        (seed, 1),
+        (seed, 1 << 40),
+        (seed ^ (1 << 50), 0),
+        (0, 0),
+    ];
+    let mut draws = Vec::new();
+    for (seed, stream) in cases {
+        let body = |e: &mut dyn Engine| rademacher_values(e, rows, cols, seed, stream);
+        check_on_every_engine(
+            &format!("rademacher seed={seed:#x} stream={stream:#x}"),
+            Tolerance::EXACT,
+            body,
+        );
+        let values = body(&mut CpuEngine64::new());
+        assert!(values.iter().all(|&v| v == 1.0 || v == -1.0));
+        // Mean and lag-1 correlation: standard deviation 1/sqrt(10^4) = 0.01 each, so 0.05 is
+        // five standard deviations.
+        let mean = values.iter().sum::<f64>() / len as f64;
+        assert!(mean.abs() < 0.05, "mean {mean} for {seed:#x}/{stream:#x}");
+        let lag1 = values.windows(2).map(|w| w[0] * w[1]).sum::<f64>() / (len - 1) as f64;
+        assert!(lag1.abs() < 0.05, "lag-1 correlation {lag1}");
+        draws.push(values);
+    }
+    for i in 0..draws.len() {
+        for j in 0..i {
+            // Independent vectors agree on half their entries (standard deviation 0.005).
+            let agree = draws[i]
+                .iter()
+                .zip(&draws[j])
+                .filter(|(a, b)| a == b)
+                .count();
+            let fraction = agree as f64 / len as f64;
+            assert!(
+                (0.46..0.54).contains(&fraction),
+                "cases {i} and {j} agree on {fraction} of their entries"
+            );
+        }
+    }
+}
+
+/// The inverse-CDF margin of each row: how far (as a probability) the row's uniform lies from
+/// the nearest boundary of the f64 softmax CDF, computed independently of the kernels.
+fn cdf_margins(logits: &[f64], cols: usize, seed: u64, stream: u64) -> Vec<f64> {
+    logits
+        .chunks(cols)
+        .enumerate()
+        .map(|(r, row)| {
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = row.iter().map(|l| (l - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            let u = random::uniform(seed, stream, r as u32);
+            let mut cumulative = 0.0;
+            let mut margin = f64::INFINITY;
+            for w in &weights[..cols - 1] {
+                cumulative += w / total;
+                margin = margin.min((u - cumulative).abs());
+            }
+            margin
+        })
+        .collect()
+}
+
+fn sampled_labels(
+    e: &mut dyn Engine,
+    logits: &[f64],
+    rows: usize,
+    cols: usize,
+    seed: u64,
+    stream: u64,
+) -> Vec<f64> {
+    let tl = e.tensor_from("logits", rows, cols, logits).unwrap();
+    let labels = e.alloc("labels", rows, 1).unwrap();
+    let mut rec = Recording::new();
+    rec.sample_categorical(tl, labels, seed, stream).unwrap();
+    e.run(&rec).unwrap();
+    let values = e.read_one(labels).unwrap();
+    e.free(tl);
+    e.free(labels);
+    values
+}
+
+/// The f32 engines draw the f64 engine's labels wherever the row's uniform is more than 1e-5
+/// from a CDF boundary (f32 rounding of exp and of the running sums moves a boundary by about
+/// 1e-6 at most in these rows); nearer a boundary a label may differ, and those rows are a tiny
+/// fraction (at most 2e-5 (cols - 1) of them in expectation).
+#[test]
+fn sampled_labels_agree_across_engines_away_from_cdf_boundaries() {
+    let (seed, stream) = (0xfeed_5eed_0000_0001, 7);
+    // 1000 classes cut into 64 chunks of 16 (the last ones short or empty); a single class; a
+    // logit of 90 that would overflow exp unshifted.
+    for (rows, cols, scale) in [
+        (4000, 10, 3.0),
+        (300, 1000, 2.0),
+        (50, 1, 1.0),
+        (500, 3, 4.0),
+    ] {
+        let mut logits = uniform(&mut rng((rows * cols) as u64), rows * cols, scale);
+        logits[0] = 90.0;
+        let reference = sampled_labels(&mut CpuEngine64::new(), &logits, rows, cols, seed, stream);
+        assert!(
+            reference
+                .iter()
+                .all(|&l| l >= 0.0 && l < cols as f64 && l.fract() == 0.0),
+            "labels are class indices"
+        );
+        let margins = cdf_margins(&logits, cols, seed, stream);
+        on_f32_engines(|e| {
+            let name = e.info().engine;
+            let labels = sampled_labels(e, &logits, rows, cols, seed, stream);
+            let differing: Vec<usize> = (0..rows).filter(|&r| labels[r] != reference[r]).collect();
+            for &r in &differing {
+                assert!(
+                    margins[r] <= 1e-5,
+                    "{name} {rows}x{cols}: row {r} drew {} against {} with its uniform {} from a boundary",
+                    labels[r],
+                    reference[r],
+                    margins[r]
+                );
+            }
+            assert!(
+                differing.len() * 1000 <= rows,
+                "{name} {rows}x{cols}: {} of {rows} labels differ",
+                differing.len()
+            );
+        });
+    }
+}
+
+/// Rows with a NaN or +inf logit, or no finite logit, get a NaN label on every engine; a class
+/// at -inf is never drawn.
+#[test]
+fn sampled_labels_of_non_finite_rows() {
+    let cols = 3;
+    let inf = f64::INFINITY;
+    let logits = [
+        0.0,
+        f64::NAN,
+        1.0, // NaN
+        0.0,
+        inf,
+        1.0, // +inf
+        -inf,
+        -inf,
+        -inf, // nothing finite
+        -inf,
+        0.0,
+        -inf, // only class 1 can be drawn
+        0.5,
+        -inf,
+        0.5, // class 0 or 2
+    ];
+    let rows = logits.len() / cols;
+    let body = |e: &mut dyn Engine| {
+        let labels = sampled_labels(e, &logits, rows, cols, 3, 4);
+        let name = e.info().engine;
+        assert!(labels[..3].iter().all(|l| l.is_nan()), "{name}: {labels:?}");
+        assert_eq!(labels[3], 1.0, "{name}");
+        assert!(labels[4] == 0.0 || labels[4] == 2.0, "{name}: {labels:?}");
+        labels
+    };
+    check_on_every_engine("sample_categorical non-finite rows", Tolerance::EXACT, body);
+}
+
+/// Many rows with the same logits: the frequency of each class matches its softmax probability
+/// within 4.5 standard errors, on every engine; a class at -inf is never drawn.
+#[test]
+fn sampled_label_frequencies_match_the_softmax() {
+    let base = [1.0, -0.5, 2.0, 0.0, 0.3, f64::NEG_INFINITY];
+    let cols = base.len();
+    let rows = 20_000;
+    let logits: Vec<f64> = (0..rows).flat_map(|_| base).collect();
+    let max = 2.0;
+    let total: f64 = base.iter().map(|l| (l - max).exp()).sum();
+    let probabilities: Vec<f64> = base.iter().map(|l| (l - max).exp() / total).collect();
+    let check = |e: &mut dyn Engine| {
+        let name = e.info().engine;
+        let labels = sampled_labels(e, &logits, rows, cols, 11, 12);
+        for (j, &p) in probabilities.iter().enumerate() {
+            let count = labels.iter().filter(|&&l| l == j as f64).count();
+            let frequency = count as f64 / rows as f64;
+            let standard_error = (p * (1.0 - p) / rows as f64).sqrt();
+            assert!(
+                (frequency - p).abs() <= 4.5 * standard_error,
+                "{name}: class {j} drawn with frequency {frequency}, probability {p}"
+            );
+        }
+    };
+    check(&mut CpuEngine64::new());
+    on_f32_engines(check);
+}
+
+#[test]
+fn unary_ops_and_moving_averages() {
+    let (rows, cols) = (17, 33);
+    let mut x = uniform(&mut rng(91), rows * cols, 3.0);
+    // Exact zeros of both signs, and values of f32's normal range near zero.
+    x[..4].copy_from_slice(&[0.0, -0.0, 1e-30, -1e-30]);
+    for op in UnaryOp::ALL {
+        let body = |e: &mut dyn Engine| {
+            let tx = e.tensor_from("x", rows, cols, &x).unwrap();
+            let out = e.alloc("out", rows, cols).unwrap();
+            let mut rec = Recording::new();
+            rec.unary(op, tx, out).unwrap();
+            e.run(&rec).unwrap();
+            e.read_one(out).unwrap()
+        };
+        // |x| is exact on the rounded input; sign is exact.
+        let tolerance = match op {
+            UnaryOp::Abs => Tolerance::f32_rounding(),
+            UnaryOp::Sign => Tolerance::EXACT,
+        };
+        check_on_every_engine(&format!("unary {}", op.name()), tolerance, body);
+    }
+    let xs: Vec<Vec<f64>> = (0..5)
+        .map(|s| uniform(&mut rng(92 + s), rows * cols, 1.0))
+        .collect();
+    let avg0 = uniform(&mut rng(97), rows * cols, 1.0);
+    for beta in [0.0, 0.9, 0.999, 1.0] {
+        let body = |e: &mut dyn Engine| {
+            let avg = e.tensor_from("avg", rows, cols, &avg0).unwrap();
+            let tx = e.alloc("x", rows, cols).unwrap();
+            for x in &xs {
+                e.upload(tx, x).unwrap();
+                let mut rec = Recording::new();
+                rec.ema(beta, tx, avg).unwrap();
+                e.run(&rec).unwrap();
+            }
+            e.read_one(avg).unwrap()
+        };
+        // Five steps of two products and a sum of values of size ~1 that may cancel; beta and
+        // 1 - beta are each one rounding from f64.
+        let tolerance =
+            Tolerance::f32_elementwise(4 * xs.len()).plus(Tolerance::f32_sum(2 * xs.len(), 1.0));
+        check_on_every_engine(&format!("ema beta={beta}"), tolerance, body);
+    }
+}
+
+fn adahessian_hyper(hessian_power: f64, weight_decay: f64) -> AdaHessianHyper {
+    AdaHessianHyper {
+        lr: 0.05,
+        hessian_power,
+        weight_decay,
+        ..AdaHessianHyper::default()
+    }
+}
+
+#[test]
+fn adahessian_updates_over_several_steps() {
+    let (rows, cols) = (17, 33);
+    let len = rows * cols;
+    let p0 = uniform(&mut rng(101), len, 1.0);
+    let grads: Vec<Vec<f64>> = (0..5)
+        .map(|s| uniform(&mut rng(110 + s), len, 1.0))
+        .collect();
+    // Hessian-diagonal estimates of either sign and magnitude in [0.2, 1.5].
+    let diags: Vec<Vec<f64>> = (0..5)
+        .map(|s| {
+            uniform(&mut rng(120 + s), len, 1.0)
+                .into_iter()
+                .map(|u| u.signum() * (0.2 + 1.3 * u.abs()))
+                .collect()
+        })
+        .collect();
+    for (power, weight_decay) in [(1.0, 0.0), (1.0, 0.01), (0.5, 0.0), (0.0, 0.0)] {
+        let hyper = adahessian_hyper(power, weight_decay);
+        let body = |e: &mut dyn Engine| {
+            let p = e.tensor_from("param", rows, cols, &p0).unwrap();
+            let m = e.tensor_from("m", rows, cols, &vec![0.0; len]).unwrap();
+            let v = e.tensor_from("v", rows, cols, &vec![0.0; len]).unwrap();
+            let g = e.alloc("grad", rows, cols).unwrap();
+            let d = e.alloc("hess_diag", rows, cols).unwrap();
+            for (step, (grad, diag)) in grads.iter().zip(&diags).enumerate() {
+                e.upload(g, grad).unwrap();
+                e.upload(d, diag).unwrap();
+                let mut rec = Recording::new();
+                rec.adahessian(p, g, d, (m, v), hyper, step as u32 + 1)
+                    .unwrap();
+                e.run(&rec).unwrap();
+            }
+            e.read(&[p, m, v]).unwrap().concat()
+        };
+        // Each step moves a parameter by about lr |m_hat| / |D| <= 0.25; the moments, a sqrt, a
+        // pow (power 1/2: a few ulp), two divisions add a few roundings per step, and
+        // 1 - beta2 in f32 is 1.3e-5 off relatively (as in Adam).
+        check_on_every_engine(
+            &format!("adahessian power={power} weight_decay={weight_decay}"),
+            Tolerance::f32_transcendental(1.0),
+            body,
+        );
+    }
+}
+
+fn sophia_hyper() -> SophiaHyper {
+    SophiaHyper {
+        lr: 0.01,
+        // rho * batch_size = 0.8: |m| / (0.8 h) is above 1 for about half the entries.
+        batch_size: 20.0,
+        ..SophiaHyper::default()
+    }
+}
+
+/// Sophia's parameters after five steps against the f64 twin, and on every engine each step
+/// moves each entry by at most lr beyond its weight decay (the clip), by exactly lr where the
+/// Hessian average is 0.
+#[test]
+fn sophia_updates_over_several_steps_and_never_move_more_than_lr() {
+    let (rows, cols) = (17, 33);
+    let len = rows * cols;
+    let hyper = sophia_hyper();
+    let p0 = uniform(&mut rng(131), len, 1.0);
+    let m0 = uniform(&mut rng(132), len, 0.1);
+    let grads: Vec<Vec<f64>> = (0..5)
+        .map(|s| uniform(&mut rng(140 + s), len, 1.0))
+        .collect();
+    // Hessian averages in [0, 0.1], a tenth of them exactly 0.
+    let hess: Vec<Vec<f64>> = (0..5)
+        .map(|s| {
+            uniform(&mut rng(150 + s), len, 1.0)
+                .into_iter()
+                .enumerate()
+                .map(|(i, u)| if i % 10 == 0 { 0.0 } else { 0.05 * (1.0 + u) })
+                .collect()
+        })
+        .collect();
+    let body = |e: &mut dyn Engine| {
+        let name = e.info().engine;
+        let p = e.tensor_from("param", rows, cols, &p0).unwrap();
+        let m = e.tensor_from("m", rows, cols, &m0).unwrap();
+        let g = e.alloc("grad", rows, cols).unwrap();
+        let h = e.alloc("hess", rows, cols).unwrap();
+        let (mut clipped, mut unclipped) = (0, 0);
+        for (grad, hess) in grads.iter().zip(&hess) {
+            e.upload(g, grad).unwrap();
+            e.upload(h, hess).unwrap();
+            let before = e.read_one(p).unwrap();
+            let mut rec = Recording::new();
+            rec.sophia(p, g, h, m, hyper).unwrap();
+            e.run(&rec).unwrap();
+            let after = e.read_one(p).unwrap();
+            let m_now = e.read_one(m).unwrap();
+            for i in 0..len {
+                let decayed = before[i] * hyper.decay_factor();
+                let moved = (after[i] - decayed).abs();
+                // The f32 engines round the decayed parameter and the difference (2^-23 |p|).
+                let rounding = 2f64.powi(-22) * before[i].abs();
+                assert!(
+                    moved <= hyper.lr * (1.0 + 1e-6) + rounding,
+                    "{name}: entry {i} moved {moved}, over lr {}",
+                    hyper.lr
+                );
+                if hess[i] == 0.0 && m_now[i] != 0.0 {
+                    assert!(
+                        (moved - hyper.lr).abs() <= 1e-6 * hyper.lr + rounding,
+                        "{name}: {moved}"
+                    );
+                }
+                if moved >= hyper.lr * (1.0 - 1e-6) {
+                    clipped += 1;
+                } else {
+                    unclipped += 1;
+                }
+            }
+        }
+        assert!(
+            clipped > len && unclipped > len,
+            "{name}: {clipped} clipped, {unclipped} not"
+        );
+        e.read(&[p, m]).unwrap().concat()
+    };
+    // Five steps of a product, a moving average, a division and a clip: a few roundings each of
+    // values of size ~1 (the parameters) and lr (the step).
+    check_on_every_engine("sophia", Tolerance::f32_sum(20, 1.0), body);
+}
+
+/// Every branch of the damping rule, each case as its own 1x1 tensors in one recording:
+/// (name, lambda, actual, predicted, expected lambda).
+#[test]
+fn damping_update_takes_every_branch() {
+    let hyper = DampingHyper::default();
+    let (increase, decrease) = (1.5, 2.0 / 3.0);
+    let cases: [(&str, f64, f64, f64, f64); 12] = [
+        ("good step (rho 0.9)", 1.0, -0.9, -1.0, decrease),
+        ("fair step (rho 0.5)", 1.0, -0.5, -1.0, 1.0),
+        ("poor step (rho 0.1)", 1.0, -0.1, -1.0, increase),
+        ("rho exactly 1/4", 2.0, -0.25, -1.0, 2.0),
+        ("rho exactly 3/4", 2.0, -0.75, -1.0, 2.0),
+        ("loss went up", 1.0, 0.1, -1.0, increase),
+        ("predicted 0", 1.0, -1.0, 0.0, increase),
+        ("predicted an increase", 1.0, 0.4, 0.5, increase),
+        ("actual NaN", 1.0, f64::NAN, -1.0, increase),
+        ("rho infinite", 1.0, f64::NEG_INFINITY, -1.0, increase),
+        ("clamped at max", 0.9e8, -0.1, -1.0, 1e8),
+        ("clamped at min", 1.2e-8, -0.9, -1.0, 1e-8),
+    ];
+    let body = |e: &mut dyn Engine| {
+        let name = e.info().engine;
+        let mut rec = Recording::new();
+        let mut lambdas = Vec::new();
+        for &(_, lambda, actual, predicted, _) in &cases {
+            let l = e.tensor_from("lambda", 1, 1, &[lambda]).unwrap();
+            let a = e.tensor_from("actual", 1, 1, &[actual]).unwrap();
+            let p = e.tensor_from("predicted", 1, 1, &[predicted]).unwrap();
+            rec.damping_update(l, a, p, hyper).unwrap();
+            lambdas.push(l);
+        }
+        e.run(&rec).unwrap();
+        let got = e.read(&lambdas).unwrap().concat();
+        for (&(case, .., expected), &value) in cases.iter().zip(&got) {
+            Tolerance::f32_elementwise(2)
+                .check(&[value], &[expected])
+                .unwrap_or_else(|err| panic!("{name}: {case}: {err}"));
+        }
+        got
+    };
+    // One product and a clamp: the f32 engines round lambda, the factor and the product.
+    check_on_every_engine("damping_update", Tolerance::f32_elementwise(3), body);
+}
+
+/// Damping updates chain on the device: ten poor steps in one submission multiply lambda by
+/// 1.5^10, then clamp at the maximum.
+#[test]
+fn damping_updates_chain_in_one_submission() {
+    let hyper = DampingHyper {
+        max_lambda: 50.0,
+        ..DampingHyper::default()
+    };
+    let body = |e: &mut dyn Engine| {
+        let l = e.tensor_from("lambda", 1, 1, &[1.0]).unwrap();
+        let a = e.tensor_from("actual", 1, 1, &[-0.1]).unwrap();
+        let p = e.tensor_from("predicted", 1, 1, &[-1.0]).unwrap();
+        let mut rec = Recording::new();
+        let mut trace = Vec::new();
+        for steps in [5, 5] {
+            for _ in 0..steps {
+                rec.damping_update(l, a, p, hyper).unwrap();
+            }
+            e.run(&rec).unwrap();
+            trace.push(e.read_one(l).unwrap()[0]);
+            rec = Recording::new();
+        }
+        trace
+    };
+    let expected = [1.5f64.powi(5), 50.0];
+    let got = body(&mut CpuEngine64::new());
+    Tolerance::new(0.0, 1e-12).check(&got, &expected).unwrap();
+    check_on_every_engine("damping chain", Tolerance::f32_elementwise(10), body);
 }

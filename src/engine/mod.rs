@@ -11,7 +11,10 @@ mod tangent;
 mod tensor;
 
 pub use error::EngineError;
-pub use op::{Activation, AdamHyper, BinaryOp, DeviceScalar, Op, ReduceAxis, Reduction};
+pub use op::{
+    Activation, AdaHessianHyper, AdamHyper, BinaryOp, DampingHyper, DeviceScalar, Op, ReduceAxis,
+    Reduction, SophiaHyper, UnaryOp,
+};
 pub use owned::{Allocation, Owned, ReleaseQueue};
 pub use recording::Recording;
 pub use tangent::{TangentRecording, tangent_recording};

@@ -44,6 +44,25 @@ impl BinaryOp {
     }
 }
 
+/// Elementwise unary operations `out = f(x)` outside the activations (no backward kernel of
+/// their own): `abs`, and `sign` (1 for x > 0, -1 for x < 0, 0 for 0 and NaN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Abs,
+    Sign,
+}
+
+impl UnaryOp {
+    pub const ALL: [UnaryOp; 2] = [UnaryOp::Abs, UnaryOp::Sign];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+        }
+    }
+}
+
 /// What a reduction computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reduction {
@@ -206,6 +225,70 @@ pub enum Op {
         hyper: AdamHyper,
         step: u32,
     },
+    /// `out = f(x)` elementwise (see [`UnaryOp`]).
+    Unary {
+        op: UnaryOp,
+        x: Tensor,
+        out: Tensor,
+    },
+    /// Exponential moving average, in place: `avg = beta avg + (1 - beta) x`, with `1 - beta`
+    /// computed in f64 on the host (so a beta near 1 keeps its complement's precision in f32).
+    Ema {
+        beta: f64,
+        x: Tensor,
+        avg: Tensor,
+    },
+    /// `out[i] = +1 or -1`, from bit 31 of [`random_bits`](crate::engine::cpu::random::random_bits)
+    /// `(seed, stream, i)` (clear: +1): a counter-based hash in u32 arithmetic, the same bits on
+    /// every engine.
+    Rademacher {
+        out: Tensor,
+        seed: u64,
+        stream: u64,
+    },
+    /// For each row r of `logits` (`rows x classes`), a class drawn from `softmax(logits[r])` by
+    /// the inverse CDF: with `e_j = exp(logits[r][j] - max_j logits[r][j])`, `c_j` their running
+    /// sums and `u` the 24-bit uniform in [0, 1) of `(seed, stream, r)`
+    /// ([`uniform`](crate::engine::cpu::random::uniform)), the label is the smallest `j` with
+    /// `u c_last < c_j`. Written as a float into `labels` (`rows x 1`), as
+    /// `SoftmaxCrossEntropy` reads labels. A row with a NaN or +inf logit (or only -inf ones)
+    /// gets a NaN label. Engines agree except where `u` lies within rounding of a CDF boundary.
+    SampleCategorical {
+        logits: Tensor,
+        labels: Tensor,
+        seed: u64,
+        stream: u64,
+    },
+    /// AdaHessian (Yao et al. 2021), in place, at optimiser step `step` (from 1); see
+    /// [`AdaHessianHyper`]. `hess_diag` is the Hessian-diagonal estimate D (already averaged
+    /// over whatever blocks the caller averages).
+    AdaHessian {
+        param: Tensor,
+        grad: Tensor,
+        hess_diag: Tensor,
+        m: Tensor,
+        v: Tensor,
+        hyper: AdaHessianHyper,
+        step: u32,
+    },
+    /// Sophia's clipped update (Liu et al. 2023, SophiaG), in place; see [`SophiaHyper`]. `hess`
+    /// is the caller's moving average of `g_hat^2` (kept with `Ema`), which the update scales by
+    /// `rho * batch_size`.
+    Sophia {
+        param: Tensor,
+        grad: Tensor,
+        hess: Tensor,
+        m: Tensor,
+        hyper: SophiaHyper,
+    },
+    /// Levenberg-Marquardt damping for Newton-CG (Martens 2010), on 1x1 tensors, in place on
+    /// `lambda`; see [`DampingHyper`].
+    DampingUpdate {
+        lambda: Tensor,
+        actual: Tensor,
+        predicted: Tensor,
+        hyper: DampingHyper,
+    },
 }
 
 /// A scalar computed on the device from 1x1 tensors: `coef * r`, or `coef * sqrt(r)` when `sqrt`,
@@ -275,6 +358,180 @@ impl AdamHyper {
     }
 }
 
+/// AdaHessian's hyper-parameters (Yao et al. 2021, "ADAHESSIAN: An Adaptive Second Order
+/// Optimizer for Machine Learning"; reference implementation github.com/amirgholami/adahessian).
+/// With D the Hessian-diagonal estimate, g the gradient and t the step (from 1):
+///
+/// ```text
+/// m = beta1 m + (1 - beta1) g
+/// v = beta2 v + (1 - beta2) D^2
+/// denom = sqrt(v)^k / sqrt(1 - beta2^t)^k + eps          (k = hessian_power)
+/// param -= lr (m / (1 - beta1^t) / denom + weight_decay param)
+/// ```
+///
+/// The weight decay is decoupled (added to the update, not to the gradient), as the reference
+/// applies it. The reference's defaults: `lr` 0.15, betas (0.9, 0.999), `eps` 1e-4,
+/// `weight_decay` 0, `hessian_power` 1 ([`Default`] gives these); it accepts `hessian_power` in
+/// [0, 1] only, and so does the recording.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdaHessianHyper {
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub hessian_power: f64,
+}
+
+impl Default for AdaHessianHyper {
+    fn default() -> Self {
+        Self {
+            lr: 0.15,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-4,
+            weight_decay: 0.0,
+            hessian_power: 1.0,
+        }
+    }
+}
+
+/// The scalars of one AdaHessian step, folded on the host in f64 (both engines read these).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdaHessianScalars {
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: f64,
+    /// `lr * weight_decay`.
+    pub decay: f64,
+    /// `sqrt(1 - beta2^t)^k`, k the Hessian power.
+    pub correction2_power: f64,
+}
+
+impl AdaHessianHyper {
+    /// The bias corrections `(1 - beta1^t, 1 - beta2^t)` at step `t`.
+    pub fn corrections(&self, step: u32) -> (f64, f64) {
+        let t = step.max(1) as i32;
+        (1.0 - self.beta1.powi(t), 1.0 - self.beta2.powi(t))
+    }
+
+    /// The host-side scalars of step `t`: the update is then
+    /// `param -= step_size m / denom + decay param`, `denom = sqrt(v)^k / correction2_power + eps`.
+    pub fn scalars(&self, step: u32) -> AdaHessianScalars {
+        let (c1, c2) = self.corrections(step);
+        AdaHessianScalars {
+            step_size: self.lr / c1,
+            decay: self.lr * self.weight_decay,
+            correction2_power: crate::engine::cpu::optimizer::hessian_power(
+                c2.sqrt(),
+                self.hessian_power,
+            ),
+        }
+    }
+}
+
+/// Sophia's hyper-parameters (Liu et al. 2023, "Sophia: A Scalable Stochastic Second-order
+/// Optimizer for Language Model Pre-training"; reference implementation SophiaG in
+/// github.com/Liuhong99/Sophia). Per step, with g the gradient and h the caller's moving
+/// average of `g_hat^2`, `g_hat` the gradient of the loss on labels sampled from the model's own
+/// logits (`Recording::sample_categorical`) averaged over `batch_size` samples:
+///
+/// ```text
+/// param *= 1 - lr weight_decay                               (decoupled weight decay)
+/// m = beta1 m + (1 - beta1) g
+/// ratio = min(|m| / (rho batch_size h + eps), 1)
+/// param -= lr sign(m) ratio                                   (sign(0) = 0)
+/// ```
+///
+/// so no entry moves by more than `lr` beyond its decay, for `h >= 0` (an average of squares
+/// is; the reference does not guard a negative h, and neither does this kernel). The
+/// Gauss-Newton-Bartlett estimate of the Hessian diagonal is `batch_size * g_hat^2`; as the
+/// reference does, h averages `g_hat^2` alone and the factor `batch_size` enters here. The
+/// average itself, `h = beta2 h + (1 - beta2) g_hat^2` every k steps (k = 10 in the reference's
+/// training script), is not part of this kernel: callers record `g_hat^2` with
+/// `binary(Mul, ..)` and the average with `Recording::ema(beta2, ..)`.
+/// The reference's defaults ([`Default`]): `lr` 1e-4, betas (0.965, 0.99), `rho` 0.04,
+/// `weight_decay` 0.1, `batch_size` 5120 (its `step(bs=5120)`; its training script passes the
+/// tokens per step), `eps` 1e-15 (written into its update as a constant).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SophiaHyper {
+    pub lr: f64,
+    /// The gradient's moving-average coefficient.
+    pub beta1: f64,
+    /// The Hessian average's coefficient: for the caller's `ema`, not read by the kernel.
+    pub beta2: f64,
+    /// The clipping threshold's scale: `rho * batch_size * h` is the curvature an update of
+    /// size 1 (before `lr`) needs.
+    pub rho: f64,
+    pub weight_decay: f64,
+    /// The reference's `bs`: the samples (tokens) per step that `g_hat` averages over, so that
+    /// `batch_size * h` is the Gauss-Newton-Bartlett Hessian-diagonal estimate.
+    pub batch_size: f64,
+    /// Keeps the denominator positive where h is 0.
+    pub eps: f64,
+}
+
+impl Default for SophiaHyper {
+    fn default() -> Self {
+        Self {
+            lr: 1e-4,
+            beta1: 0.965,
+            beta2: 0.99,
+            rho: 0.04,
+            weight_decay: 0.1,
+            batch_size: 5120.0,
+            eps: 1e-15,
+        }
+    }
+}
+
+impl SophiaHyper {
+    /// `1 - lr weight_decay`, the factor of the decoupled weight decay (f64 on the host).
+    pub fn decay_factor(&self) -> f64 {
+        1.0 - self.lr * self.weight_decay
+    }
+
+    /// `rho batch_size`, the scale of h in the denominator (f64 on the host).
+    pub fn curvature_scale(&self) -> f64 {
+        self.rho * self.batch_size
+    }
+}
+
+/// Levenberg-Marquardt damping of Newton-CG (Martens 2010, "Deep learning via Hessian-free
+/// optimization", section 4.1). With `rho = actual / predicted`, `actual = L(theta + d) -
+/// L(theta)` and `predicted = g.d + d.(H d) / 2` the quadratic model's change (both negative
+/// for a good step):
+///
+/// ```text
+/// lambda *= increase   where predicted >= 0, rho is not finite, or rho < lower_ratio
+/// lambda *= decrease   where rho > upper_ratio
+/// lambda  = clamp(lambda, min_lambda, max_lambda)
+/// ```
+///
+/// (NaN in `predicted` counts as not negative.) Defaults ([`Default`]): `increase` 3/2,
+/// `decrease` 2/3, ratios 1/4 and 3/4 (Martens'), lambda in [1e-8, 1e8].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DampingHyper {
+    pub increase: f64,
+    pub decrease: f64,
+    pub lower_ratio: f64,
+    pub upper_ratio: f64,
+    pub min_lambda: f64,
+    pub max_lambda: f64,
+}
+
+impl Default for DampingHyper {
+    fn default() -> Self {
+        Self {
+            increase: 1.5,
+            decrease: 2.0 / 3.0,
+            lower_ratio: 0.25,
+            upper_ratio: 0.75,
+            min_lambda: 1e-8,
+            max_lambda: 1e8,
+        }
+    }
+}
+
 impl Op {
     /// The kernel family's name, as used in timings and errors.
     pub fn kernel_name(&self) -> &'static str {
@@ -296,6 +553,13 @@ impl Op {
             Op::Momentum { .. } => "momentum",
             Op::Adam { .. } => "adam",
             Op::JacobiRound { .. } => "jacobi_round",
+            Op::Unary { .. } => "unary",
+            Op::Ema { .. } => "ema",
+            Op::Rademacher { .. } => "rademacher",
+            Op::SampleCategorical { .. } => "sample_categorical",
+            Op::AdaHessian { .. } => "adahessian",
+            Op::Sophia { .. } => "sophia",
+            Op::DampingUpdate { .. } => "damping_update",
         }
     }
 
@@ -350,6 +614,31 @@ impl Op {
                 param, grad, m, v, ..
             } => vec![param, grad, m, v],
             Op::JacobiRound { rows, basis, .. } => vec![rows, basis],
+            Op::Unary { x, out, .. } => vec![x, out],
+            Op::Ema { x, avg, .. } => vec![x, avg],
+            Op::Rademacher { out, .. } => vec![out],
+            Op::SampleCategorical { logits, labels, .. } => vec![logits, labels],
+            Op::AdaHessian {
+                param,
+                grad,
+                hess_diag,
+                m,
+                v,
+                ..
+            } => vec![param, grad, hess_diag, m, v],
+            Op::Sophia {
+                param,
+                grad,
+                hess,
+                m,
+                ..
+            } => vec![param, grad, hess, m],
+            Op::DampingUpdate {
+                lambda,
+                actual,
+                predicted,
+                ..
+            } => vec![lambda, actual, predicted],
         }
     }
 }

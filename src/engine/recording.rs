@@ -2,7 +2,10 @@
 //! Keeping the list apart from the engine keeps algorithm code free of wgpu calls and lets the
 //! GPU engine submit many steps in one command buffer.
 
-use super::op::{Activation, AdamHyper, BinaryOp, DeviceScalar, Op, ReduceAxis, Reduction};
+use super::op::{
+    Activation, AdaHessianHyper, AdamHyper, BinaryOp, DampingHyper, DeviceScalar, Op, ReduceAxis,
+    Reduction, SophiaHyper, UnaryOp,
+};
 use super::{EngineError, Tensor};
 
 #[derive(Clone, Debug, Default)]
@@ -417,6 +420,168 @@ impl Recording {
             v,
             hyper,
             step,
+        });
+        Ok(self)
+    }
+
+    /// `out = f(x)` elementwise (`abs`, `sign`).
+    pub fn unary(&mut self, op: UnaryOp, x: Tensor, out: Tensor) -> Result<&mut Self, EngineError> {
+        same_shape(op.name(), "x and out", x, out)?;
+        distinct(op.name(), &[out], &[x])?;
+        self.ops.push(Op::Unary { op, x, out });
+        Ok(self)
+    }
+
+    /// `out = |x|` elementwise.
+    pub fn abs(&mut self, x: Tensor, out: Tensor) -> Result<&mut Self, EngineError> {
+        self.unary(UnaryOp::Abs, x, out)
+    }
+
+    /// `out = sign(x)` elementwise: 1, -1, or 0 at 0 (and NaN).
+    pub fn sign(&mut self, x: Tensor, out: Tensor) -> Result<&mut Self, EngineError> {
+        self.unary(UnaryOp::Sign, x, out)
+    }
+
+    /// In place `avg = beta avg + (1 - beta) x` (`x` and `avg` distinct).
+    pub fn ema(&mut self, beta: f64, x: Tensor, avg: Tensor) -> Result<&mut Self, EngineError> {
+        same_shape("ema", "x and avg", x, avg)?;
+        distinct("ema", &[avg], &[x])?;
+        self.ops.push(Op::Ema { beta, x, avg });
+        Ok(self)
+    }
+
+    /// Fills `out` with +1/-1 from a counter-based hash of `(seed, stream, index)`: the same
+    /// values on every engine (see `Op::Rademacher`). Use a different `stream` per probe.
+    pub fn rademacher(&mut self, out: Tensor, seed: u64, stream: u64) -> &mut Self {
+        self.ops.push(Op::Rademacher { out, seed, stream });
+        self
+    }
+
+    /// Draws one class per row of `logits` from its softmax into `labels_out` (`rows x 1`, class
+    /// indices as floats, as `softmax_cross_entropy` reads them); see `Op::SampleCategorical`.
+    /// The row's uniform comes from the hash `rademacher` uses, at index r: give the two
+    /// different streams.
+    pub fn sample_categorical(
+        &mut self,
+        logits: Tensor,
+        labels_out: Tensor,
+        seed: u64,
+        stream: u64,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "sample_categorical";
+        per_row(op, "labels_out", logits, labels_out)?;
+        distinct(op, &[labels_out], &[logits])?;
+        self.ops.push(Op::SampleCategorical {
+            logits,
+            labels: labels_out,
+            seed,
+            stream,
+        });
+        Ok(self)
+    }
+
+    /// AdaHessian's update at optimiser step `step` (from 1), in place on `param`, `m` and `v`;
+    /// see [`AdaHessianHyper`].
+    pub fn adahessian(
+        &mut self,
+        param: Tensor,
+        grad: Tensor,
+        hess_diag: Tensor,
+        (m, v): (Tensor, Tensor),
+        hyper: AdaHessianHyper,
+        step: u32,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "adahessian";
+        same_shape(op, "param and grad", param, grad)?;
+        same_shape(op, "param and hess_diag", param, hess_diag)?;
+        same_shape(op, "param and m", param, m)?;
+        same_shape(op, "param and v", param, v)?;
+        distinct(op, &[param, m, v], &[grad, hess_diag])?;
+        if !(0.0..=1.0).contains(&hyper.hessian_power) {
+            return Err(shape_error(
+                op,
+                format!(
+                    "hessian_power must be in [0, 1], got {}",
+                    hyper.hessian_power
+                ),
+            ));
+        }
+        self.ops.push(Op::AdaHessian {
+            param,
+            grad,
+            hess_diag,
+            m,
+            v,
+            hyper,
+            step,
+        });
+        Ok(self)
+    }
+
+    /// Sophia's clipped update, in place on `param` and `m`; `hess` is the caller's moving
+    /// average of `g_hat^2` (the Gauss-Newton-Bartlett estimate over `batch_size`). See
+    /// [`SophiaHyper`].
+    pub fn sophia(
+        &mut self,
+        param: Tensor,
+        grad: Tensor,
+        hess: Tensor,
+        m: Tensor,
+        hyper: SophiaHyper,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "sophia";
+        same_shape(op, "param and grad", param, grad)?;
+        same_shape(op, "param and hess", param, hess)?;
+        same_shape(op, "param and m", param, m)?;
+        distinct(op, &[param, m], &[grad, hess])?;
+        self.ops.push(Op::Sophia {
+            param,
+            grad,
+            hess,
+            m,
+            hyper,
+        });
+        Ok(self)
+    }
+
+    /// Levenberg-Marquardt damping from the actual and predicted loss changes, in place on
+    /// `lambda`; all three 1x1. See [`DampingHyper`].
+    pub fn damping_update(
+        &mut self,
+        lambda: Tensor,
+        actual: Tensor,
+        predicted: Tensor,
+        hyper: DampingHyper,
+    ) -> Result<&mut Self, EngineError> {
+        let op = "damping_update";
+        for (what, t) in [
+            ("lambda", lambda),
+            ("actual", actual),
+            ("predicted", predicted),
+        ] {
+            if t.shape() != (1, 1) {
+                return Err(shape_error(op, format!("{what} must be 1x1, got {t}")));
+            }
+        }
+        distinct(op, &[lambda], &[actual, predicted])?;
+        // WGSL's clamp is indeterminate for low > high.
+        if hyper.min_lambda.is_nan()
+            || hyper.max_lambda.is_nan()
+            || hyper.min_lambda > hyper.max_lambda
+        {
+            return Err(shape_error(
+                op,
+                format!(
+                    "min_lambda ({}) must not exceed max_lambda ({})",
+                    hyper.min_lambda, hyper.max_lambda
+                ),
+            ));
+        }
+        self.ops.push(Op::DampingUpdate {
+            lambda,
+            actual,
+            predicted,
+            hyper,
         });
         Ok(self)
     }

@@ -8,7 +8,7 @@
 //! output, so buffers reused across a recording stay correct. A tensor whose tangent is known to
 //! be zero has none (`tangent_of` is `None`) and its terms are skipped, not computed as zeros.
 
-use super::op::{Op, Reduction};
+use super::op::{Op, Reduction, UnaryOp};
 use super::{Allocation, BinaryOp, Engine, EngineError, Recording, Tensor};
 use std::collections::{HashMap, HashSet};
 
@@ -45,7 +45,8 @@ fn not_differentiable(op: &Op) -> EngineError {
     EngineError::Shape {
         op: op.kernel_name(),
         message: "has no tangent rule (forward-mode differentiation covers model forward, \
-                  loss and backward ops, not optimiser updates or SVD rounds)"
+                  loss and backward ops and the elementwise ops, not optimiser updates, \
+                  damping updates, device-scalar steps or SVD rounds)"
             .to_string(),
     }
 }
@@ -281,7 +282,59 @@ impl Transform<'_> {
                 }
                 None => self.zero(out),
             },
-            _ => return Err(not_differentiable(op)),
+            // d|x| = sign(x) dx (the subgradient 0 at 0, as relu's derivative there).
+            Op::Unary {
+                op: UnaryOp::Abs,
+                x,
+                out,
+            } => match self.live(x) {
+                Some(dx) => {
+                    let sign = self.scratch(x)?;
+                    let d_out = self.output(op, out)?;
+                    let rec = &mut self.recording;
+                    rec.sign(x, sign)?.binary(BinaryOp::Mul, sign, dx, d_out)?;
+                }
+                None => self.zero(out),
+            },
+            // Piecewise constant: the derivative is 0 wherever it exists.
+            Op::Unary {
+                op: UnaryOp::Sign,
+                out,
+                ..
+            } => self.zero(out),
+            // Linear: d avg = beta d avg + (1 - beta) dx.
+            Op::Ema { beta, x, avg } => match (self.live(x), self.live(avg)) {
+                (None, None) => {}
+                (Some(dx), Some(_)) => {
+                    let d_avg = self.output(op, avg)?;
+                    self.recording.ema(beta, dx, d_avg)?;
+                }
+                (Some(dx), None) => {
+                    let d_avg = self.output(op, avg)?;
+                    self.recording.scale(1.0 - beta, dx, d_avg)?;
+                }
+                (None, Some(_)) => {
+                    // d avg = beta d avg, through a copy (outputs never alias inputs).
+                    let d_avg = self.output(op, avg)?;
+                    let copy = self.scratch(avg)?;
+                    let rec = &mut self.recording;
+                    rec.scale(1.0, d_avg, copy)?.scale(beta, copy, d_avg)?;
+                }
+            },
+            // Random draws depend on no tensor (rademacher) or are piecewise constant in the
+            // logits (sampled labels): zero tangents.
+            Op::Rademacher { out, .. } => self.zero(out),
+            Op::SampleCategorical { labels, .. } => self.zero(labels),
+            Op::ActivateGradJvp { .. }
+            | Op::SoftmaxCrossEntropyJvp { .. }
+            | Op::AxpyDevice { .. }
+            | Op::ScaleDevice { .. }
+            | Op::Momentum { .. }
+            | Op::Adam { .. }
+            | Op::AdaHessian { .. }
+            | Op::Sophia { .. }
+            | Op::DampingUpdate { .. }
+            | Op::JacobiRound { .. } => return Err(not_differentiable(op)),
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod sigma_plot;
 mod table;
 

@@ -8,8 +8,11 @@ use plotters::prelude::*;
 
 type PlotError = Box<dyn std::error::Error>;
 
+/// A curve of the plot: its legend, the value it draws from each point, its colour.
+type Series = (&'static str, fn(&SigmaPoint) -> f64, RGBColor);
+
 pub fn sigma_vs_alpha(points: &[SigmaPoint], slopes: &SigmaSlopes) -> Result<String, PlotError> {
-    let series: [(&str, fn(&SigmaPoint) -> f64, RGBColor); 4] = [
+    let series: [Series; 4] = [
         (
             "sigma_1(H), C trainable",
             |p| p.c_trainable,

@@ -1,8 +1,9 @@
 //! CPU twins of shaders/elementwise.wgsl: activations and their first and second derivatives,
-//! the tangent of the activation gradient, binary ops, scale, axpy and fill.
+//! the tangent of the activation gradient, binary ops, unary ops (abs, sign), scale, axpy, the
+//! moving average and fill.
 
 use super::CpuReal;
-use crate::engine::op::{Activation, BinaryOp};
+use crate::engine::op::{Activation, BinaryOp, UnaryOp};
 
 /// sqrt(2 / pi), the GELU tanh-approximation constant.
 const GELU_SCALE: f64 = 0.797_884_560_802_865_4;
@@ -120,4 +121,21 @@ pub fn axpy<T: CpuReal>(alpha: T, x: &[T], y: &mut [T]) {
 
 pub fn fill<T: CpuReal>(value: T, out: &mut [T]) {
     out.iter_mut().for_each(|o| *o = value);
+}
+
+/// `out = |x|` or `sign(x)` (1, -1, or 0 at 0 and for NaN).
+pub fn unary<T: CpuReal>(op: UnaryOp, x: &[T], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o = match op {
+            UnaryOp::Abs => x.abs(),
+            UnaryOp::Sign => super::optimizer::sign(x),
+        };
+    }
+}
+
+/// `avg = beta avg + one_minus_beta x`, `one_minus_beta = 1 - beta` from the host.
+pub fn ema<T: CpuReal>(beta: T, one_minus_beta: T, x: &[T], avg: &mut [T]) {
+    for (a, &x) in avg.iter_mut().zip(x) {
+        *a = beta * *a + one_minus_beta * x;
+    }
 }

@@ -1,12 +1,14 @@
 //! The CPU engine: executes recordings with the CPU twin of every WGSL kernel, in f64 (the ground
 //! truth every GPU result is checked against) or f32.
 
+pub mod damping;
 pub mod device_scalar;
 pub mod elementwise;
 mod flush;
 pub mod jacobi;
 pub mod matmul;
 pub mod optimizer;
+pub mod random;
 mod real;
 pub mod reduce;
 pub mod softmax_cross_entropy;
@@ -310,6 +312,77 @@ impl<T: CpuReal> CpuEngine<T> {
                 self.restore(v, v_state);
                 result
             }
+            Op::Unary { op, x, out } => {
+                self.with_output(out, &[x], |inp, out| elementwise::unary(op, inp[0], out))
+            }
+            Op::Ema { beta, x, avg } => self.with_output(avg, &[x], |inp, out| {
+                elementwise::ema(T::of_f64(beta), T::of_f64(1.0 - beta), inp[0], out)
+            }),
+            Op::Rademacher { out, seed, stream } => {
+                self.with_output(out, &[], |_, out| random::rademacher(seed, stream, out))
+            }
+            Op::SampleCategorical {
+                logits,
+                labels,
+                seed,
+                stream,
+            } => self.with_output(labels, &[logits], |inp, out| {
+                random::sample_categorical(inp[0], logits.cols(), seed, stream, out)
+            }),
+            Op::AdaHessian {
+                param,
+                grad,
+                hess_diag,
+                m,
+                v,
+                hyper,
+                step,
+            } => {
+                let mut m_state = self.take(m)?;
+                let mut v_state = match self.take(v) {
+                    Ok(state) => state,
+                    Err(e) => {
+                        self.restore(m, m_state);
+                        return Err(e);
+                    }
+                };
+                let result = self.with_output(param, &[grad, hess_diag], |inp, out| {
+                    optimizer::adahessian(
+                        out,
+                        &mut m_state,
+                        &mut v_state,
+                        inp[0],
+                        inp[1],
+                        &hyper,
+                        step,
+                    )
+                });
+                self.restore(m, m_state);
+                self.restore(v, v_state);
+                result
+            }
+            Op::Sophia {
+                param,
+                grad,
+                hess,
+                m,
+                hyper,
+            } => {
+                let mut m_state = self.take(m)?;
+                let result = self.with_output(param, &[grad, hess], |inp, out| {
+                    optimizer::sophia(out, &mut m_state, inp[0], inp[1], &hyper)
+                });
+                self.restore(m, m_state);
+                result
+            }
+            Op::DampingUpdate {
+                lambda,
+                actual,
+                predicted,
+                hyper,
+            } => self.with_output(lambda, &[actual, predicted], |inp, out| {
+                out[0] = damping::damping_update(out[0], inp[0][0], inp[1][0], &hyper)
+            }),
         }
     }
 }

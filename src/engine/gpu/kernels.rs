@@ -2,7 +2,7 @@
 //! creates each pipeline once. Shader metadata (files, entry points, pipeline constants, binding
 //! counts) lives here and nowhere else; tests/shader_validation.rs checks it against shaders/.
 
-use crate::engine::op::{Activation, BinaryOp, Reduction};
+use crate::engine::op::{Activation, BinaryOp, Reduction, UnaryOp};
 use std::collections::HashMap;
 
 /// Snippets prepended to every kernel (WGSL has no include).
@@ -31,6 +31,13 @@ pub const SHADER_FILES: &[(&str, &str)] = &[
         "device_scalar",
         include_str!("../../../shaders/device_scalar.wgsl"),
     ),
+    ("random", include_str!("../../../shaders/random.wgsl")),
+    (
+        "adahessian",
+        include_str!("../../../shaders/adahessian.wgsl"),
+    ),
+    ("sophia", include_str!("../../../shaders/sophia.wgsl")),
+    ("damping", include_str!("../../../shaders/damping.wgsl")),
 ];
 
 /// The full source of a kernel file as compiled: common snippets, then the file.
@@ -64,6 +71,13 @@ pub enum Kernel {
     JacobiRound,
     AxpyDevice,
     ScaleDevice,
+    Unary(UnaryOp),
+    Ema,
+    Rademacher,
+    SampleCategorical,
+    AdaHessian,
+    Sophia,
+    DampingUpdate,
 }
 
 impl Kernel {
@@ -93,6 +107,15 @@ impl Kernel {
             Kernel::AxpyDevice,
             Kernel::ScaleDevice,
         ]);
+        all.extend(UnaryOp::ALL.map(Kernel::Unary));
+        all.extend([
+            Kernel::Ema,
+            Kernel::Rademacher,
+            Kernel::SampleCategorical,
+            Kernel::AdaHessian,
+            Kernel::Sophia,
+            Kernel::DampingUpdate,
+        ]);
         all
     }
 
@@ -105,7 +128,9 @@ impl Kernel {
             | Kernel::Binary(_)
             | Kernel::Scale
             | Kernel::Axpy
-            | Kernel::Fill => "elementwise",
+            | Kernel::Fill
+            | Kernel::Unary(_)
+            | Kernel::Ema => "elementwise",
             Kernel::Reduce(_) => "reduce",
             Kernel::SoftmaxCrossEntropy | Kernel::SoftmaxCrossEntropyJvp => "softmax_cross_entropy",
             Kernel::Transpose => "transpose",
@@ -113,6 +138,10 @@ impl Kernel {
             Kernel::Adam => "adam",
             Kernel::JacobiRound => "jacobi",
             Kernel::AxpyDevice | Kernel::ScaleDevice => "device_scalar",
+            Kernel::Rademacher | Kernel::SampleCategorical => "random",
+            Kernel::AdaHessian => "adahessian",
+            Kernel::Sophia => "sophia",
+            Kernel::DampingUpdate => "damping",
         }
     }
 
@@ -135,6 +164,13 @@ impl Kernel {
             Kernel::JacobiRound => "jacobi_round",
             Kernel::AxpyDevice => "axpy_device",
             Kernel::ScaleDevice => "scale_device",
+            Kernel::Unary(_) => "unary",
+            Kernel::Ema => "ema",
+            Kernel::Rademacher => "rademacher",
+            Kernel::SampleCategorical => "sample_categorical",
+            Kernel::AdaHessian => "adahessian",
+            Kernel::Sophia => "sophia",
+            Kernel::DampingUpdate => "damping_update",
         }
     }
 
@@ -164,6 +200,13 @@ impl Kernel {
                     Reduction::Max => 2.0,
                 },
             )],
+            Kernel::Unary(op) => vec![(
+                "OP",
+                match op {
+                    UnaryOp::Abs => 0.0,
+                    UnaryOp::Sign => 1.0,
+                },
+            )],
             Kernel::Scale
             | Kernel::Axpy
             | Kernel::Fill
@@ -174,7 +217,13 @@ impl Kernel {
             | Kernel::Adam
             | Kernel::JacobiRound
             | Kernel::AxpyDevice
-            | Kernel::ScaleDevice => Vec::new(),
+            | Kernel::ScaleDevice
+            | Kernel::Ema
+            | Kernel::Rademacher
+            | Kernel::SampleCategorical
+            | Kernel::AdaHessian
+            | Kernel::Sophia
+            | Kernel::DampingUpdate => Vec::new(),
         }
     }
 
@@ -199,6 +248,18 @@ impl Kernel {
             Kernel::JacobiRound => (2, 0),
             // x, then the scalar's num and den (x again where one is absent).
             Kernel::AxpyDevice | Kernel::ScaleDevice => (1, 3),
+            Kernel::Unary(_) => (1, 1),
+            // avg (in place), x.
+            Kernel::Ema => (1, 1),
+            Kernel::Rademacher => (1, 0),
+            // labels, logits.
+            Kernel::SampleCategorical => (1, 1),
+            // param, m, v; grad, hess_diag.
+            Kernel::AdaHessian => (3, 2),
+            // param, m; grad, hess.
+            Kernel::Sophia => (2, 2),
+            // lambda; actual, predicted.
+            Kernel::DampingUpdate => (1, 2),
         };
         Bindings { outputs, inputs }
     }
@@ -216,6 +277,7 @@ impl Kernel {
             Kernel::ActivateGradJvp(f) => format!("activate_grad_jvp_{}", f.name()),
             Kernel::Binary(op) => format!("binary_{}", op.name()),
             Kernel::Reduce(r) => format!("reduce_{}", r.name()),
+            Kernel::Unary(op) => format!("unary_{}", op.name()),
             other => other.entry_point().to_string(),
         }
     }
@@ -244,7 +306,7 @@ impl Bindings {
 /// Size of one dispatch's uniform slot: every params struct fits in it, and it is a multiple of
 /// every adapter's `min_uniform_buffer_offset_alignment` (at most 256 by the WebGPU spec).
 pub const PARAMS_SLOT_BYTES: u64 = 256;
-/// The bytes of each slot the shaders read (the largest params struct is 24 bytes, padded).
+/// The bytes of each slot the shaders read (the largest params struct is 32 bytes).
 pub const PARAMS_BINDING_BYTES: u64 = 32;
 
 /// Creates shader modules, layouts and pipelines on first use and keeps them.

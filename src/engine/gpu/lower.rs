@@ -2,6 +2,7 @@
 //! bound buffers and workgroup grid. Pure data, no wgpu calls, so it is testable on its own.
 
 use super::kernels::{Bindings, Kernel};
+use crate::engine::cpu::random::split_u64;
 use crate::engine::op::{DeviceScalar, Op, ReduceAxis, Reduction};
 use crate::engine::{EngineError, Tensor};
 use bytemuck::{Pod, Zeroable};
@@ -51,7 +52,9 @@ struct ElementwiseParams {
     len: u32,
     _pad: u32,
     alpha: f32,
-    _pad2: [u32; 5],
+    /// `1 - alpha` in f64, rounded (the moving average reads it).
+    one_minus_alpha: f32,
+    _pad2: [u32; 4],
 }
 
 #[repr(C)]
@@ -106,6 +109,56 @@ struct AdamParams {
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
+struct RandomParams {
+    len: u32,
+    cols: u32,
+    seed_lo: u32,
+    seed_hi: u32,
+    stream_lo: u32,
+    stream_hi: u32,
+    nan_bits: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AdaHessianParams {
+    len: u32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    step_size: f32,
+    decay: f32,
+    correction2_power: f32,
+    hessian_power: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct SophiaParams {
+    len: u32,
+    lr: f32,
+    beta1: f32,
+    decay_factor: f32,
+    curvature_scale: f32,
+    eps: f32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DampingParams {
+    increase: f32,
+    decrease: f32,
+    lower_ratio: f32,
+    upper_ratio: f32,
+    min_lambda: f32,
+    max_lambda: f32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
 struct JacobiParams {
     players: u32,
     columns: u32,
@@ -147,7 +200,11 @@ pub fn params_layouts() -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
             alpha,
             beta
         }),
-        layout!(ElementwiseParams { len, alpha }),
+        layout!(ElementwiseParams {
+            len,
+            alpha,
+            one_minus_alpha
+        }),
         layout!(ReduceParams {
             len,
             segment_len,
@@ -188,6 +245,41 @@ pub fn params_layouts() -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
             has_num,
             has_den,
             take_sqrt
+        }),
+        layout!(RandomParams {
+            len,
+            cols,
+            seed_lo,
+            seed_hi,
+            stream_lo,
+            stream_hi,
+            nan_bits
+        }),
+        layout!(AdaHessianParams {
+            len,
+            beta1,
+            beta2,
+            eps,
+            step_size,
+            decay,
+            correction2_power,
+            hessian_power
+        }),
+        layout!(SophiaParams {
+            len,
+            lr,
+            beta1,
+            decay_factor,
+            curvature_scale,
+            eps
+        }),
+        layout!(DampingParams {
+            increase,
+            decrease,
+            lower_ratio,
+            upper_ratio,
+            min_lambda,
+            max_lambda
         }),
     ]
 }
@@ -241,7 +333,8 @@ fn elementwise(
             len: len as u32,
             _pad: 0,
             alpha: alpha as f32,
-            _pad2: [0; 5],
+            one_minus_alpha: (1.0 - alpha) as f32,
+            _pad2: [0; 4],
         }),
         operands,
         workgroups: grid_1d("elementwise", len.div_ceil(256), max_per_dim)?,
@@ -297,6 +390,22 @@ fn reduce_segments(
         }),
         operands: vec![out, x],
         workgroups: grid_1d("reduce", segments, max_per_dim)?,
+    })
+}
+
+/// The params of both random kernels: `len` elements (rademacher) or rows (sample_categorical).
+fn random_params(len: usize, cols: usize, seed: u64, stream: u64) -> ParamWords {
+    let (seed_lo, seed_hi) = split_u64(seed);
+    let (stream_lo, stream_hi) = split_u64(stream);
+    words(RandomParams {
+        len: len as u32,
+        cols: cols as u32,
+        seed_lo,
+        seed_hi,
+        stream_lo,
+        stream_hi,
+        nan_bits: f32::NAN.to_bits(),
+        _pad: 0,
     })
 }
 
@@ -518,6 +627,98 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
                 workgroups: grid_1d("adam", param.len().div_ceil(256), max_per_dim)?,
             }
         }
+        Op::Unary { op, x, out } => elementwise(
+            Kernel::Unary(op),
+            x.len(),
+            0.0,
+            vec![T(out), T(x)],
+            max_per_dim,
+        )?,
+        Op::Ema { beta, x, avg } => {
+            elementwise(Kernel::Ema, x.len(), beta, vec![T(avg), T(x)], max_per_dim)?
+        }
+        Op::Rademacher { out, seed, stream } => Dispatch {
+            kernel: Kernel::Rademacher,
+            params: random_params(out.len(), 1, seed, stream),
+            operands: vec![T(out)],
+            workgroups: grid_1d("rademacher", out.len().div_ceil(256), max_per_dim)?,
+        },
+        Op::SampleCategorical {
+            logits,
+            labels,
+            seed,
+            stream,
+        } => Dispatch {
+            kernel: Kernel::SampleCategorical,
+            params: random_params(logits.rows(), logits.cols(), seed, stream),
+            operands: vec![T(labels), T(logits)],
+            workgroups: grid_1d("sample_categorical", logits.rows(), max_per_dim)?,
+        },
+        Op::AdaHessian {
+            param,
+            grad,
+            hess_diag,
+            m,
+            v,
+            hyper,
+            step,
+        } => {
+            let scalars = hyper.scalars(step);
+            Dispatch {
+                kernel: Kernel::AdaHessian,
+                params: words(AdaHessianParams {
+                    len: param.len() as u32,
+                    beta1: hyper.beta1 as f32,
+                    beta2: hyper.beta2 as f32,
+                    eps: hyper.eps as f32,
+                    step_size: scalars.step_size as f32,
+                    decay: scalars.decay as f32,
+                    correction2_power: scalars.correction2_power as f32,
+                    hessian_power: hyper.hessian_power as f32,
+                }),
+                operands: vec![T(param), T(m), T(v), T(grad), T(hess_diag)],
+                workgroups: grid_1d("adahessian", param.len().div_ceil(256), max_per_dim)?,
+            }
+        }
+        Op::Sophia {
+            param,
+            grad,
+            hess,
+            m,
+            hyper,
+        } => Dispatch {
+            kernel: Kernel::Sophia,
+            params: words(SophiaParams {
+                len: param.len() as u32,
+                lr: hyper.lr as f32,
+                beta1: hyper.beta1 as f32,
+                decay_factor: hyper.decay_factor() as f32,
+                curvature_scale: hyper.curvature_scale() as f32,
+                eps: hyper.eps as f32,
+                _pad: [0; 2],
+            }),
+            operands: vec![T(param), T(m), T(grad), T(hess)],
+            workgroups: grid_1d("sophia", param.len().div_ceil(256), max_per_dim)?,
+        },
+        Op::DampingUpdate {
+            lambda,
+            actual,
+            predicted,
+            hyper,
+        } => Dispatch {
+            kernel: Kernel::DampingUpdate,
+            params: words(DampingParams {
+                increase: hyper.increase as f32,
+                decrease: hyper.decrease as f32,
+                lower_ratio: hyper.lower_ratio as f32,
+                upper_ratio: hyper.upper_ratio as f32,
+                min_lambda: hyper.min_lambda as f32,
+                max_lambda: hyper.max_lambda as f32,
+                _pad: [0; 2],
+            }),
+            operands: vec![T(lambda), T(actual), T(predicted)],
+            workgroups: [1, 1, 1],
+        },
         Op::JacobiRound { rows, basis, round } => {
             let columns = rows.rows();
             let players = columns + columns % 2;
