@@ -9,7 +9,7 @@ use crate::engine::{Engine, EngineError};
 use crate::linalg::faer_svd;
 use crate::model::spectrum::{
     LanczosSettings, PowerSettings, SpectrumError, TraceSettings, hutchinson_trace, lanczos,
-    power_iteration, rademacher_probes,
+    power_iteration, preconditioned_power_iteration, rademacher_probes,
 };
 use crate::model::{DeviceModel, HessianVectorProduct, HostModel, Loss, Trainable, Workspace};
 use serde::Serialize;
@@ -113,6 +113,9 @@ pub struct CurvatureReport {
     pub factor_spectra: Vec<FactorSpectrum>,
     /// 2 / sigma_1: gradient descent on the local quadratic diverges at any larger step.
     pub predicted_stable_sgd_lr: f64,
+    /// Adam's preconditioned sharpness, where asked for (`specdef curvature --adam-lr`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adam: Option<AdamSharpness>,
 }
 
 /// Measures the Hessian of the mean cross-entropy of `model` on `batch`.
@@ -159,6 +162,7 @@ pub fn measure(
         block_lower_bound,
         factor_spectra: factor_spectra(model)?,
         predicted_stable_sgd_lr: 2.0 / sigma_1,
+        adam: None,
     })
 }
 
@@ -365,4 +369,129 @@ pub fn sigma_slopes(points: &[SigmaPoint]) -> SigmaSlopes {
         weight_sigma_1: slope(&|p| p.weight_sigma_1),
         from_alpha: fitted.iter().map(|p| p.alpha).fold(f64::INFINITY, f64::min),
     }
+}
+
+/// Adam's preconditioned sharpness after a run of full-batch Adam on the batch.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AdamSharpness {
+    pub lr: f64,
+    pub steps: usize,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub loss_before: f64,
+    pub loss_after: f64,
+    /// The largest |eigenvalue| of P^-1 H at the state reached, with Adam's preconditioner
+    /// P = (1 - beta1^t) diag(sqrt(v_t / (1 - beta2^t)) + eps) (Cohen et al. 2022's definition).
+    pub preconditioned_sharpness: f64,
+    pub power_converged: bool,
+    /// (2 + 2 beta1) / ((1 - beta1) lr): where Cohen et al. 2022 report it settles (38 / lr for
+    /// beta1 = 0.9).
+    pub edge_of_stability: f64,
+}
+
+/// The Adam run before the preconditioned sharpness is measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamRun {
+    pub lr: f64,
+    pub steps: usize,
+    pub hyper: crate::attack::OptimizerHyper,
+}
+
+/// Trains a copy of `model` with full-batch Adam on `batch` for `steps` steps at `lr` (one
+/// submission, the loss read before and after), then measures lambda_max(P^-1 H) there by
+/// preconditioned power iteration.
+pub fn adam_sharpness(
+    engine: &mut dyn Engine,
+    model: &HostModel,
+    batch: &Dataset,
+    trainable: Trainable,
+    run: &AdamRun,
+    power: &PowerSettings,
+) -> Result<AdamSharpness, CurvatureError> {
+    let AdamRun { lr, steps, hyper } = *run;
+    use crate::engine::{AdamHyper, Allocation, Recording};
+    use crate::model::{Gradients, graph};
+    check_batch(model, batch)?;
+    let device = DeviceModel::upload(engine, model)?;
+    let ws = Workspace::alloc(engine, &device, batch.len(), 1)?;
+    engine.upload(ws.inputs, &batch.inputs)?;
+    engine.upload(ws.targets, &batch.label_values())?;
+    let grads = Gradients::alloc(engine, &device)?;
+    let pairs = grads.trainable_pairs(&device, trainable);
+    if pairs.is_empty() {
+        return Err(CurvatureError::NothingTrainable);
+    }
+    let mut moments = Allocation::new(engine);
+    let state = pairs
+        .iter()
+        .map(|(key, param, _)| {
+            let zeros = vec![0.0; param.len()];
+            let (rows, cols) = param.shape();
+            Ok((
+                moments.tensor_from(engine, &format!("sharpness.m.{key}"), rows, cols, &zeros)?,
+                moments.tensor_from(engine, &format!("sharpness.v.{key}"), rows, cols, &zeros)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    let adam = AdamHyper {
+        lr,
+        beta1: hyper.beta1,
+        beta2: hyper.beta2,
+        eps: hyper.eps,
+        weight_decay: 0.0,
+    };
+    let loss = |engine: &mut dyn Engine| -> Result<f64, EngineError> {
+        let mut rec = Recording::new();
+        graph::forward(&mut rec, &device, &ws)?;
+        graph::cross_entropy(&mut rec, &ws)?;
+        engine.run(&rec)?;
+        Ok(engine.read_one(ws.loss_sum)?[0] / batch.len() as f64)
+    };
+    let loss_before = loss(engine)?;
+    let mut rec = Recording::new();
+    for step in 1..=steps as u32 {
+        graph::forward(&mut rec, &device, &ws)?;
+        graph::cross_entropy(&mut rec, &ws)?;
+        graph::backward(&mut rec, &device, &ws, &grads, trainable)?;
+        for (&(_, param, grad), &(m, v)) in pairs.iter().zip(&state) {
+            rec.adam(param, grad, (m, v), adam, step)?;
+        }
+    }
+    engine.run(&rec)?;
+    let loss_after = loss(engine)?;
+
+    // D = P^-1/2 from the second moments, read once.
+    let (c1, c2) = adam.corrections(steps as u32);
+    let second: Vec<_> = state.iter().map(|s| s.1).collect();
+    let mut scaling_owner = Allocation::new(engine);
+    let mut scaling_of = std::collections::HashMap::new();
+    for ((key, param, _), v) in pairs.iter().zip(engine.read(&second)?) {
+        let d: Vec<f64> = v
+            .iter()
+            .map(|&v| 1.0 / (c1 * ((v / c2).sqrt() + hyper.eps)).sqrt())
+            .collect();
+        let (rows, cols) = param.shape();
+        let label = format!("sharpness.scaling.{key}");
+        scaling_of.insert(
+            *key,
+            scaling_owner.tensor_from(engine, &label, rows, cols, &d)?,
+        );
+    }
+    let product =
+        HessianVectorProduct::prepare(engine, &device, &ws, Loss::CrossEntropy, trainable)?;
+    let scaling: Vec<_> = product.slots().iter().map(|s| scaling_of[&s.0]).collect();
+    let sharpness = preconditioned_power_iteration(engine, &product, &scaling, power)?;
+    Ok(AdamSharpness {
+        lr,
+        steps,
+        beta1: hyper.beta1,
+        beta2: hyper.beta2,
+        eps: hyper.eps,
+        loss_before,
+        loss_after,
+        preconditioned_sharpness: sharpness.sigma_1(),
+        power_converged: sharpness.converged,
+        edge_of_stability: (2.0 + 2.0 * hyper.beta1) / ((1.0 - hyper.beta1) * lr),
+    })
 }

@@ -132,6 +132,8 @@ enum Command {
         batch: cli::curvature::BatchArgs,
         #[command(flatten)]
         freeze: cli::curvature::FreezeArgs,
+        #[command(flatten)]
+        adam: cli::curvature::AdamArgs,
         #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
         engine: EngineChoice,
         /// Power iteration stops once the Rayleigh quotient moved by at most this (relative) in
@@ -592,11 +594,12 @@ fn main() -> Result<ExitCode> {
             model,
             batch,
             freeze,
+            adam,
             engine,
             tolerance,
             json,
         } => done(cli::curvature::curvature(
-            &model, &batch, &freeze, engine, tolerance, json,
+            &model, &batch, &freeze, &adam, engine, tolerance, json,
         )),
         Command::CurvatureAlpha {
             model,

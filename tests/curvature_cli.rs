@@ -95,6 +95,21 @@ fn a_batch_from_an_exported_file_measures_the_same_hessian_as_the_task_rows() {
     assert!(sigma_1 > 0.0 && sigma_1.is_finite());
     let predicted = from_task["predicted_stable_sgd_lr"].as_f64().unwrap();
     assert!((predicted * sigma_1 - 2.0).abs() < 1e-12);
+    // Adam's preconditioned sharpness after a short full-batch run, beside 38 / lr.
+    let adam = curvature_json(
+        &model,
+        &["--samples", "16", "--adam-lr", "1e-3", "--adam-steps", "5"],
+    );
+    let adam = &adam["adam"];
+    assert_eq!(adam["steps"], 5);
+    let edge = adam["edge_of_stability"].as_f64().unwrap();
+    assert!((edge - 38.0 / 1e-3).abs() < 1e-6 * edge, "{adam}");
+    let sharpness = adam["preconditioned_sharpness"].as_f64().unwrap();
+    assert!(sharpness.is_finite() && sharpness > 0.0, "{adam}");
+    assert!(
+        adam["loss_after"].as_f64() < adam["loss_before"].as_f64(),
+        "{adam}"
+    );
     // Freezing groups changes what the Hessian is over.
     let frozen = curvature_json(
         &model,

@@ -4,8 +4,9 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use specdef::attack::OptimizerHyper;
 use specdef::attack::{OptimizerKind, train};
-use specdef::curvature::{self, CurvatureReport, CurvatureSettings, SigmaPoint};
+use specdef::curvature::{self, AdamRun, CurvatureReport, CurvatureSettings, SigmaPoint};
 use specdef::data::{Dataset, file as data_file};
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine_choice::EngineChoice;
@@ -135,14 +136,31 @@ pub fn export_data(
     Ok(())
 }
 
+/// Adam's preconditioned sharpness, measured after a full-batch Adam run on the batch.
+#[derive(Args, Clone, Debug)]
+pub struct AdamArgs {
+    /// Also measure lambda_max(P^-1 H) after `--adam-steps` full-batch Adam steps at this rate
+    /// (PyTorch's betas and eps), beside Cohen et al.'s (2 + 2 beta1) / ((1 - beta1) lr).
+    #[arg(long, value_name = "LR")]
+    pub adam_lr: Option<f64>,
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub adam_steps: usize,
+}
+
 pub fn curvature(
     model_path: &Path,
     batch: &BatchArgs,
     freeze: &FreezeArgs,
+    adam: &AdamArgs,
     choice: EngineChoice,
     tolerance: f64,
     json: bool,
 ) -> Result<()> {
+    if let Some(lr) = adam.adam_lr
+        && !(lr.is_finite() && lr > 0.0)
+    {
+        bail!("--adam-lr must be a positive number, got {lr}");
+    }
     if !(tolerance.is_finite() && tolerance > 0.0) {
         bail!("--tolerance must be a positive number, got {tolerance}");
     }
@@ -157,8 +175,23 @@ pub fn curvature(
         },
         ..CurvatureSettings::default()
     };
-    let report = curvature::measure(engine.as_mut(), &model, &data, &settings)
+    let mut report = curvature::measure(engine.as_mut(), &model, &data, &settings)
         .with_context(|| format!("measuring the Hessian of {}", model_path.display()))?;
+    if let Some(lr) = adam.adam_lr {
+        let run = AdamRun {
+            lr,
+            steps: adam.adam_steps,
+            hyper: OptimizerHyper::default(),
+        };
+        report.adam = Some(curvature::adam_sharpness(
+            engine.as_mut(),
+            &model,
+            &data,
+            settings.trainable,
+            &run,
+            &settings.power,
+        )?);
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -226,6 +259,23 @@ fn print_report(report: &CurvatureReport, model: &Path, defense: &str, batch: &s
         "  predicted largest stable SGD step 2 / sigma_1 = {:.4e}",
         report.predicted_stable_sgd_lr
     );
+    if let Some(adam) = &report.adam {
+        println!(
+            "  after {} full-batch Adam steps at lr {:.1e} (loss {:.4} -> {:.4}): preconditioned sharpness {:.4e}{} against (2 + 2 beta1) / ((1 - beta1) lr) = {:.4e} (ratio {:.2})",
+            adam.steps,
+            adam.lr,
+            adam.loss_before,
+            adam.loss_after,
+            adam.preconditioned_sharpness,
+            if adam.power_converged {
+                ""
+            } else {
+                " (NOT converged)"
+            },
+            adam.edge_of_stability,
+            adam.preconditioned_sharpness / adam.edge_of_stability
+        );
+    }
 }
 
 /// sigma_1 against alpha, with C trainable and frozen.

@@ -23,5 +23,6 @@ pub use predict::{PendingPredict, predict, predict_device, take_read};
 pub use spec::{ActivationChoice, ModelSpec};
 pub use spectrum::{
     Lanczos, LanczosSettings, PowerIteration, PowerSettings, SpectrumError, TraceEstimate,
-    TraceSettings, hutchinson_trace, lanczos, power_iteration, rademacher_probes,
+    TraceSettings, hutchinson_trace, lanczos, power_iteration, preconditioned_power_iteration,
+    rademacher_probes,
 };

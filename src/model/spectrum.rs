@@ -190,6 +190,41 @@ pub fn power_iteration(
     product: &HessianVectorProduct,
     settings: &PowerSettings,
 ) -> Result<PowerIteration, SpectrumError> {
+    power_iteration_of(engine, product, None, settings)
+}
+
+/// The largest |eigenvalue| of `P^-1 H` for a diagonal preconditioner `P`, given as `scaling`
+/// = `P^-1/2` (one tensor per slot of the product, shaped like it): power iteration on the
+/// symmetric `D H D` with `D = diag(scaling)`, which has the same eigenvalues. Each iteration
+/// writes `D x` into the product's v, runs it, and forms `D H D x` on the device; otherwise as
+/// [`power_iteration`] (chunks, stopping rule, one readback per chunk).
+pub fn preconditioned_power_iteration(
+    engine: &mut dyn Engine,
+    product: &HessianVectorProduct,
+    scaling: &[Tensor],
+    settings: &PowerSettings,
+) -> Result<PowerIteration, SpectrumError> {
+    let slots = product.slots();
+    if scaling.len() != slots.len()
+        || scaling
+            .iter()
+            .zip(slots)
+            .any(|(d, s)| d.shape() != s.1.shape())
+    {
+        return Err(SpectrumError::Settings(
+            "the preconditioner's scaling must have one tensor per parameter, shaped like it"
+                .to_string(),
+        ));
+    }
+    power_iteration_of(engine, product, Some(scaling), settings)
+}
+
+fn power_iteration_of(
+    engine: &mut dyn Engine,
+    product: &HessianVectorProduct,
+    scaling: Option<&[Tensor]>,
+    settings: &PowerSettings,
+) -> Result<PowerIteration, SpectrumError> {
     for (name, value) in [
         ("chunk", settings.chunk),
         ("max_iterations", settings.max_iterations),
@@ -209,21 +244,50 @@ pub fn power_iteration(
     let quotients = (0..chunk)
         .map(|i| owner.alloc(engine, &format!("spectrum.power.rayleigh.{i}"), 1, 1))
         .collect::<Result<Vec<_>, _>>()?;
+    // With a preconditioner the iterate x and D H D x live in tensors of their own; without
+    // one, x is the product's v and H x its H v.
+    let (x, mx) = match scaling {
+        None => (vectors.v.clone(), vectors.hv.clone()),
+        Some(_) => {
+            let own = |owner: &mut Allocation, engine: &mut dyn Engine, name: &str| {
+                (vectors.v.iter().enumerate())
+                    .map(|(b, t)| {
+                        let label = format!("spectrum.power.{name}.{b}");
+                        owner.alloc(engine, &label, t.rows(), t.cols())
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            (
+                own(&mut owner, engine, "x")?,
+                own(&mut owner, engine, "dhdx")?,
+            )
+        }
+    };
     let record_chunk = |len: usize| -> Result<Recording, EngineError> {
         let mut rec = Recording::new();
         for &quotient in &quotients[..len] {
+            if let Some(d) = scaling {
+                for b in 0..x.len() {
+                    rec.binary(BinaryOp::Mul, x[b], d[b], vectors.v[b])?;
+                }
+            }
             rec.extend(&product.recording);
-            reducer.dot(&mut rec, &vectors.v, &vectors.hv, quotient)?;
-            reducer.sum_of_squares(&mut rec, &vectors.hv, norm_sq)?;
-            for (&hv, &v) in vectors.hv.iter().zip(&vectors.v) {
-                rec.scale_device(DeviceScalar::inverse_sqrt(1.0, norm_sq), hv, v)?;
+            if let Some(d) = scaling {
+                for b in 0..x.len() {
+                    rec.binary(BinaryOp::Mul, vectors.hv[b], d[b], mx[b])?;
+                }
+            }
+            reducer.dot(&mut rec, &x, &mx, quotient)?;
+            reducer.sum_of_squares(&mut rec, &mx, norm_sq)?;
+            for (&m, &x) in mx.iter().zip(&x) {
+                rec.scale_device(DeviceScalar::inverse_sqrt(1.0, norm_sq), m, x)?;
             }
         }
         Ok(rec)
     };
     upload_blocks(
         engine,
-        &vectors.v,
+        &x,
         &random_unit_vector(settings.seed, vectors.len()),
     )?;
     let full_chunk = record_chunk(chunk)?;
