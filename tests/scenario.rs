@@ -312,6 +312,7 @@ fn a_session_advanced_without_blocking_measures_what_blocking_training_does() {
         trainable: Trainable::default(),
         hyper: Default::default(),
         groups: Default::default(),
+        second_order: Default::default(),
     };
     let check = |engine: &mut dyn Engine| {
         let model = DeviceModel::upload(engine, &host).unwrap();

@@ -1,12 +1,17 @@
-//! Attacks: fine-tuning the released model toward the harmful task with first-order optimisers
-//! over learning-rate sweeps.
+//! Attacks: fine-tuning the released model toward the harmful task with first-order and
+//! second-order optimisers over learning-rate sweeps.
 
 mod optimizer;
 mod schedule;
+mod second_order;
 mod train;
 
 pub use optimizer::{
     GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState,
 };
 pub use schedule::Schedule;
+pub use second_order::{
+    AdaHessianSettings, HessianAverage, MuonSettings, NEWTON_SCHULZ, NewtonCgSettings,
+    SecondOrderConfig, SecondOrderHyper, SecondOrderState, SophiaEstimator, SophiaSettings,
+};
 pub use train::{TrainOutcome, TrainSession, TrainSettings, accuracy, train};

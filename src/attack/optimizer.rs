@@ -22,15 +22,29 @@ pub enum OptimizerKind {
     Adam,
     /// AdamW: Adam with decoupled weight decay.
     Adamw,
+    /// Muon: momentum orthogonalised by Newton-Schulz on matrices, AdamW on biases
+    /// (`second_order.rs`).
+    Muon,
+    /// AdaHessian: Adam-like with a Hutchinson estimate of the Hessian's diagonal.
+    Adahessian,
+    /// Sophia: clipped steps preconditioned by a Hessian-diagonal estimate.
+    Sophia,
+    /// Damped Newton-CG (Hessian-free) with Levenberg-Marquardt damping.
+    #[serde(rename = "newton-cg")]
+    NewtonCg,
 }
 
 impl OptimizerKind {
-    pub const ALL: [OptimizerKind; 5] = [
+    pub const ALL: [OptimizerKind; 9] = [
         OptimizerKind::Sgd,
         OptimizerKind::Momentum,
         OptimizerKind::Nesterov,
         OptimizerKind::Adam,
         OptimizerKind::Adamw,
+        OptimizerKind::Muon,
+        OptimizerKind::Adahessian,
+        OptimizerKind::Sophia,
+        OptimizerKind::NewtonCg,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +54,27 @@ impl OptimizerKind {
             OptimizerKind::Nesterov => "nesterov",
             OptimizerKind::Adam => "adam",
             OptimizerKind::Adamw => "adamw",
+            OptimizerKind::Muon => "muon",
+            OptimizerKind::Adahessian => "adahessian",
+            OptimizerKind::Sophia => "sophia",
+            OptimizerKind::NewtonCg => "newton-cg",
+        }
+    }
+
+    /// Run by `SecondOrderState` (`second_order.rs`) rather than `OptimizerState`: Muon (per
+    /// matrix, no curvature products), AdaHessian, Sophia and Newton-CG. They update the whole
+    /// model as one, so parameter groups are refused with them.
+    pub fn is_second_order(self) -> bool {
+        match self {
+            OptimizerKind::Sgd
+            | OptimizerKind::Momentum
+            | OptimizerKind::Nesterov
+            | OptimizerKind::Adam
+            | OptimizerKind::Adamw => false,
+            OptimizerKind::Muon
+            | OptimizerKind::Adahessian
+            | OptimizerKind::Sophia
+            | OptimizerKind::NewtonCg => true,
         }
     }
 
@@ -48,6 +83,11 @@ impl OptimizerKind {
             OptimizerKind::Sgd => 0,
             OptimizerKind::Momentum | OptimizerKind::Nesterov => 1,
             OptimizerKind::Adam | OptimizerKind::Adamw => 2,
+            // Their state lives in `SecondOrderState`.
+            OptimizerKind::Muon
+            | OptimizerKind::Adahessian
+            | OptimizerKind::Sophia
+            | OptimizerKind::NewtonCg => 0,
         }
     }
 }
@@ -96,11 +136,13 @@ impl Default for OptimizerHyper {
 }
 
 impl OptimizerHyper {
-    /// The weight decay `kind` applies.
+    /// The weight decay `kind` applies from these hyper-parameters (Muon's: that of the AdamW
+    /// that trains its biases; the other second-order optimisers' decay is in
+    /// `[attack.second_order]`).
     pub fn weight_decay_for(&self, kind: OptimizerKind) -> f64 {
         match (self.weight_decay, kind) {
-            (Some(wd), OptimizerKind::Adamw) => wd,
-            (None, OptimizerKind::Adamw) => 0.01,
+            (Some(wd), OptimizerKind::Adamw | OptimizerKind::Muon) => wd,
+            (None, OptimizerKind::Adamw | OptimizerKind::Muon) => 0.01,
             _ => 0.0,
         }
     }
@@ -217,6 +259,16 @@ impl OptimizerState {
         let mut slots = Vec::new();
         for (i, (key, param, grad)) in pairs.into_iter().enumerate() {
             let (kind, hyper, lr_scale) = config.resolve(key.group());
+            if kind.is_second_order() {
+                return Err(EngineError::Shape {
+                    op: "optimizer",
+                    message: format!(
+                        "{} ({key}) is a second-order optimiser: SecondOrderState (the training \
+                         session) runs it, for the whole model",
+                        kind.name()
+                    ),
+                });
+            }
             let state = (0..kind.state_tensors())
                 .map(|s| {
                     let label = format!("optimizer.{}.{i}.{s}", kind.name());
@@ -263,6 +315,10 @@ impl OptimizerState {
                     let hyper = slot.hyper.adam(slot.kind, lr);
                     rec.adam(param, grad, (slot.state[0], slot.state[1]), hyper, step)?;
                 }
+                OptimizerKind::Muon
+                | OptimizerKind::Adahessian
+                | OptimizerKind::Sophia
+                | OptimizerKind::NewtonCg => unreachable!("refused by with_config"),
             }
         }
         Ok(())

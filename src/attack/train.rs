@@ -4,10 +4,11 @@
 
 use super::{
     GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState, Schedule,
+    SecondOrderConfig, SecondOrderHyper, SecondOrderState,
 };
 use crate::data::Dataset;
 use crate::engine::{Allocation, Engine, EngineError, Owned, ReadTicket, Recording};
-use crate::model::{DeviceModel, Gradients, ParamGroup, Trainable, Workspace, graph};
+use crate::model::{DeviceModel, Gradients, Loss, ParamGroup, Trainable, Workspace, graph};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -42,6 +43,10 @@ pub struct TrainSettings {
     /// Parameter groups trained with another optimiser, learning-rate scale or hyper-parameters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub groups: BTreeMap<ParamGroup, GroupSettings>,
+    /// The second-order optimisers' hyper-parameters (the reference implementations' by
+    /// default; left out of the serialised settings then, so cache keys stay as they were).
+    #[serde(default, skip_serializing_if = "SecondOrderHyper::is_default")]
+    pub second_order: SecondOrderHyper,
 }
 
 impl TrainSettings {
@@ -88,8 +93,28 @@ impl TrainSettings {
         self.hyper
             .validate()
             .map_err(|e| format!("{table}.hyper: {e}"))?;
+        self.second_order
+            .validate()
+            .map_err(|e| format!("{table}.second_order.{e}"))?;
+        if self.optimizer.is_second_order() && !self.groups.is_empty() {
+            let names: Vec<&str> = self.groups.keys().map(|g| g.name()).collect();
+            return Err(format!(
+                "{table}.groups ({}) cannot be combined with the second-order optimiser {}: it \
+                 updates the whole model as one (Muon already trains biases with AdamW); remove \
+                 the groups or use a first-order optimiser",
+                names.join(", "),
+                self.optimizer.name()
+            ));
+        }
         for (group, settings) in &self.groups {
             let field = format!("{table}.groups.{}", group.name());
+            if settings.optimizer.is_second_order() {
+                return Err(format!(
+                    "{field}.optimizer: {} is a second-order optimiser, which trains the whole \
+                     model or nothing; a group takes sgd, momentum, nesterov, adam or adamw",
+                    settings.optimizer.name()
+                ));
+            }
             if !(settings.lr_scale.is_finite() && settings.lr_scale > 0.0) {
                 return Err(format!(
                     "{field}.lr_scale must be positive, got {}",
@@ -110,6 +135,17 @@ impl TrainSettings {
             kind: Some(self.optimizer),
             hyper: self.hyper,
             groups: self.groups.clone(),
+        }
+    }
+
+    /// The state settings of a second-order run (probes and sampled labels drawn from `seed`).
+    pub fn second_order_config(&self, seed: u64) -> SecondOrderConfig {
+        SecondOrderConfig {
+            kind: self.optimizer,
+            hyper: self.hyper,
+            second_order: self.second_order,
+            trainable: self.trainable,
+            seed,
         }
     }
 }
@@ -203,6 +239,18 @@ impl Batches {
     }
 }
 
+/// How a session's steps update the model.
+enum Stepper {
+    /// Forward, loss and backward on the batch, then each parameter's first-order update.
+    FirstOrder {
+        grads: Owned<Gradients>,
+        optimizer: OptimizerState,
+    },
+    /// A step of `second_order.rs` (its own gradients and Hessian-vector products), on the
+    /// session's workspace.
+    SecondOrder(Box<SecondOrderState>),
+}
+
 /// A training run that advances one submission at a time: `advance` never blocks, so a UI frame
 /// can drive it (in the browser, GPU readbacks finish only between frames). Each submission holds
 /// `eval_every` steps and ends with the evaluation forward pass; its loss and evaluation logits
@@ -214,8 +262,7 @@ pub struct TrainSession {
     workspace: Owned<Workspace>,
     eval_ws: Owned<Workspace>,
     eval_labels: Vec<usize>,
-    grads: Owned<Gradients>,
-    optimizer: OptimizerState,
+    stepper: Stepper,
     settings: TrainSettings,
     eval_forward: Recording,
     /// Steps submitted so far.
@@ -248,12 +295,23 @@ impl TrainSession {
         let workspace = Workspace::alloc(engine, model, batches.size, 1)?;
         let eval_ws = Workspace::alloc(engine, model, eval_data.len(), 1)?;
         engine.upload(eval_ws.inputs, &eval_data.inputs)?;
-        let grads = Gradients::alloc(engine, model)?;
-        let optimizer = OptimizerState::with_config(
-            engine,
-            &settings.optimizer_config(),
-            grads.trainable_pairs(model, settings.trainable),
-        )?;
+        let stepper = if settings.optimizer.is_second_order() {
+            Stepper::SecondOrder(Box::new(SecondOrderState::new(
+                engine,
+                model,
+                &workspace,
+                Loss::CrossEntropy,
+                &settings.second_order_config(seed),
+            )?))
+        } else {
+            let grads = Gradients::alloc(engine, model)?;
+            let optimizer = OptimizerState::with_config(
+                engine,
+                &settings.optimizer_config(),
+                grads.trainable_pairs(model, settings.trainable),
+            )?;
+            Stepper::FirstOrder { grads, optimizer }
+        };
         let mut eval_forward = Recording::new();
         graph::forward(&mut eval_forward, model, &eval_ws)?;
         Ok(Self {
@@ -262,8 +320,7 @@ impl TrainSession {
             workspace,
             eval_ws,
             eval_labels: eval_data.labels.clone(),
-            grads,
-            optimizer,
+            stepper,
             settings: settings.clone(),
             eval_forward,
             submitted: 0,
@@ -316,11 +373,18 @@ impl TrainSession {
         }
         for s in self.submitted..chunk_end {
             let ws = batch(s);
-            graph::forward(&mut rec, &self.model, &ws)?;
-            graph::cross_entropy(&mut rec, &ws)?;
-            graph::backward(&mut rec, &self.model, &ws, &self.grads, settings.trainable)?;
             let lr = settings.schedule.lr_at(settings.lr, s, settings.steps);
-            self.optimizer.record_step(&mut rec, lr, s as u32 + 1)?;
+            match &self.stepper {
+                Stepper::FirstOrder { grads, optimizer } => {
+                    graph::forward(&mut rec, &self.model, &ws)?;
+                    graph::cross_entropy(&mut rec, &ws)?;
+                    graph::backward(&mut rec, &self.model, &ws, grads, settings.trainable)?;
+                    optimizer.record_step(&mut rec, lr, s as u32 + 1)?;
+                }
+                Stepper::SecondOrder(state) => {
+                    state.record_step(&mut rec, &ws, lr, s as u32 + 1)?
+                }
+            }
         }
         rec.extend(&self.eval_forward);
         engine.run(&rec)?;

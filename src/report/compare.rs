@@ -85,7 +85,7 @@ fn run_key(r: &RunRecord) -> String {
         g => g,
     };
     format!(
-        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}",
+        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}|second_order={}",
         r.scenario,
         r.variant.clone().unwrap_or_default(),
         r.seed,
@@ -100,6 +100,7 @@ fn run_key(r: &RunRecord) -> String {
         r.batch_size,
         r.eval_every,
         r.target_accuracy,
+        r.second_order.as_deref().unwrap_or_default(),
     )
 }
 

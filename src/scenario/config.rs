@@ -1,7 +1,9 @@
 //! Scenario files: TOML, unknown fields rejected, a base with named variants whose tables are
 //! merged over the base (`[variants.quick]`). Errors name the file, the variant and the field.
 
-use crate::attack::{GroupSettings, OptimizerHyper, OptimizerKind, Schedule, TrainSettings};
+use crate::attack::{
+    GroupSettings, OptimizerHyper, OptimizerKind, Schedule, SecondOrderHyper, TrainSettings,
+};
 use crate::defense::{CompensationForm, LayerSelection, SpecDef};
 use crate::model::{ModelSpec, ParamGroup, Trainable};
 use serde::{Deserialize, Serialize};
@@ -140,6 +142,10 @@ pub struct AttackGrid {
     /// optimizer = "adamw"`).
     #[serde(default)]
     pub groups: BTreeMap<ParamGroup, GroupSettings>,
+    /// The second-order optimisers' hyper-parameters (`[attack.second_order.muon]`,
+    /// `.adahessian`, `.sophia`, `.newton_cg`; the reference implementations' by default).
+    #[serde(default, skip_serializing_if = "SecondOrderHyper::is_default")]
+    pub second_order: SecondOrderHyper,
 }
 
 fn default_eval_every() -> usize {
@@ -168,6 +174,7 @@ impl AttackGrid {
             trainable: self.trainable,
             hyper: self.hyper,
             groups: self.groups.clone(),
+            second_order: self.second_order,
         }
     }
 }
@@ -315,9 +322,12 @@ impl Scenario {
         if self.attack.optimizers.is_empty() {
             return Err("attack.optimizers is empty".to_string());
         }
-        (self.attack)
-            .settings(self.attack.optimizers[0], grid.from)
-            .validate("attack")?;
+        // Every optimiser: some settings (groups) are refused with some optimisers only.
+        for &optimizer in &self.attack.optimizers {
+            (self.attack)
+                .settings(optimizer, grid.from)
+                .validate("attack")?;
+        }
         for alpha in &self.defense.alphas {
             if !(alpha.is_finite() && *alpha > 0.0) {
                 return Err(format!("defense.alphas must be positive, got {alpha}"));

@@ -125,6 +125,7 @@ pub(super) fn record(
         momentum: Some(attack.hyper.momentum),
         weight_decay: Some(attack.hyper.weight_decay_for(attack.optimizer)),
         optimizer_groups: serde_json::to_string(&attack.groups).unwrap_or_default(),
+        second_order: (attack.second_order).describe(attack.optimizer, &attack.hyper),
         steps: attack.steps,
         batch_size: attack.batch_size,
         eval_every: attack.eval_every,

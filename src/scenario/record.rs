@@ -50,6 +50,10 @@ pub struct RunRecord {
     /// Parameter groups trained otherwise, as JSON (`{}` when none; absent in older files).
     #[serde(default)]
     pub optimizer_groups: String,
+    /// A second-order optimiser's effective settings (`[attack.second_order.<optimiser>]`, and
+    /// for Muon the AdamW of its biases), as JSON; absent for first-order runs and older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_order: Option<String>,
     pub steps: usize,
     pub batch_size: Option<usize>,
     pub eval_every: usize,
@@ -90,7 +94,7 @@ impl RunRecord {
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
+        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -132,6 +136,7 @@ impl RunRecord {
             opt(self.momentum),
             opt(self.weight_decay),
             text(&self.optimizer_groups),
+            text(self.second_order.as_deref().unwrap_or_default()),
             self.steps.to_string(),
             opt(self.batch_size),
             self.eval_every.to_string(),

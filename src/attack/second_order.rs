@@ -1,0 +1,1145 @@
+//! Second-order and curvature-aware optimisers: Muon, AdaHessian, Sophia and damped Newton-CG.
+//! Each step is recorded as engine ops into the caller's recording (the training session's one
+//! submission per `eval_every` steps): gradients, Hessian-vector products, Newton-Schulz and
+//! conjugate-gradient iterations, damping, all of it with device scalars (`DeviceScalar` over
+//! 1x1 reductions), so a step never reads anything back.
+//!
+//! Hessian-vector products come from one [`HessianVectorProduct`] prepared on a base workspace:
+//! for each step the batch's inputs and targets are copied into that workspace, the probe is
+//! written into the product's v tensors, and the product's recording is appended (forward,
+//! loss, backward and their tangents: the gradient and H v together). Running it several times
+//! in a step (Newton-CG) recomputes the forward pass each time.
+//!
+//! References (hyper-parameter defaults are theirs; see [`SecondOrderHyper`]):
+//! - Muon: K. Jordan et al. 2024, github.com/KellerJordan/Muon (`muon.py`): momentum as a
+//!   moving average (`m = beta m + (1 - beta) g`), Nesterov `u = (1 - beta) g + beta m`, five
+//!   quintic Newton-Schulz iterations with (a, b, c) = (3.4445, -4.7750, 2.0315) on
+//!   `u / (|u|_F + eps)` (transposed when taller than wide), scaled by `max(1, rows/cols)^0.5`.
+//!   Non-matrix parameters (biases) are trained by AdamW, as its `MuonWithAuxAdam` does.
+//! - AdaHessian: Yao et al. 2021, github.com/amirgholami/adahessian: the Hutchinson diagonal
+//!   `D = z * (H z)` with a fresh Rademacher z every step, then the `adahessian` kernel.
+//! - Sophia (SophiaG): Liu et al. 2023, github.com/Liuhong99/Sophia: the Gauss-Newton-Bartlett
+//!   estimate (labels sampled from the model's own softmax, `batch * g_hat^2`) or Hutchinson's
+//!   `z * (H z)`, refreshed every k steps into `h = ema(beta2)`, then the clipped `sophia` kernel.
+//! - Newton-CG: Martens 2010 ("Deep learning via Hessian-free optimization"): CG on
+//!   `(H + lambda I) d = -g` from d = 0, Levenberg-Marquardt damping from the reduction ratio.
+
+use super::{OptimizerHyper, OptimizerKind};
+use crate::engine::{
+    Activation, AdaHessianHyper, AdamHyper, Allocation, BinaryOp, DampingHyper, DeviceScalar,
+    Engine, EngineError, Owned, Recording, ReduceAxis, Reduction, SophiaHyper, Tensor,
+};
+use crate::model::{
+    DeviceModel, Gradients, HessianVectorProduct, Loss, ParamKey, Trainable, Workspace, graph,
+};
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------------------------------------
+// Hyper-parameters
+
+/// `[attack.second_order]` (or `[pretrain.second_order]`): the second-order optimisers'
+/// hyper-parameters, one table per optimiser, each field defaulting to its reference value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondOrderHyper {
+    #[serde(default)]
+    pub muon: MuonSettings,
+    #[serde(default)]
+    pub adahessian: AdaHessianSettings,
+    #[serde(default)]
+    pub sophia: SophiaSettings,
+    #[serde(default)]
+    pub newton_cg: NewtonCgSettings,
+}
+
+/// Muon's hyper-parameters (the reference `Muon`'s defaults). Biases train with AdamW on
+/// `[attack.hyper]`'s betas, eps and weight decay (0.01 when unset), at the run's rate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MuonSettings {
+    #[serde(default = "muon_momentum")]
+    pub momentum: f64,
+    #[serde(default = "yes")]
+    pub nesterov: bool,
+    /// Newton-Schulz iterations.
+    #[serde(default = "ns_steps")]
+    pub ns_steps: u32,
+    /// Decoupled weight decay of the matrices: `p *= 1 - lr weight_decay` before the update.
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+fn muon_momentum() -> f64 {
+    0.95
+}
+fn yes() -> bool {
+    true
+}
+fn ns_steps() -> u32 {
+    5
+}
+
+impl Default for MuonSettings {
+    fn default() -> Self {
+        Self {
+            momentum: muon_momentum(),
+            nesterov: true,
+            ns_steps: ns_steps(),
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Over what AdaHessian averages |D| within a matrix.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HessianAverage {
+    /// Each entry its own (block size 1: the reference's choice for 2-D tensors).
+    None,
+    /// Each output row's mean of |D| (the "spatial averaging" over a row of a weight matrix;
+    /// biases are never averaged).
+    #[default]
+    Rows,
+}
+
+/// AdaHessian's hyper-parameters (the reference's defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaHessianSettings {
+    #[serde(default = "beta1")]
+    pub beta1: f64,
+    #[serde(default = "beta2")]
+    pub beta2: f64,
+    #[serde(default = "adahessian_eps")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default = "one")]
+    pub hessian_power: f64,
+    #[serde(default)]
+    pub average: HessianAverage,
+}
+
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn adahessian_eps() -> f64 {
+    1e-4
+}
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for AdaHessianSettings {
+    fn default() -> Self {
+        Self {
+            beta1: beta1(),
+            beta2: beta2(),
+            eps: adahessian_eps(),
+            weight_decay: 0.0,
+            hessian_power: 1.0,
+            average: HessianAverage::Rows,
+        }
+    }
+}
+
+/// Which Hessian-diagonal estimate Sophia keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SophiaEstimator {
+    /// Gauss-Newton-Bartlett (SophiaG): `batch * g_hat^2`, g_hat the gradient of the loss
+    /// against labels sampled from the model's own softmax. Cross-entropy only.
+    #[default]
+    Gnb,
+    /// Hutchinson (Sophia-H): `z * (H z)`, negative entries counted as 0 in the update.
+    Hutchinson,
+}
+
+/// Sophia's hyper-parameters (the reference SophiaG's defaults; the estimate is refreshed every
+/// `update_every` steps as in its training script).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SophiaSettings {
+    #[serde(default = "sophia_beta1")]
+    pub beta1: f64,
+    #[serde(default = "sophia_beta2")]
+    pub beta2: f64,
+    #[serde(default = "sophia_rho")]
+    pub rho: f64,
+    #[serde(default = "sophia_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "sophia_update_every")]
+    pub update_every: u32,
+    #[serde(default)]
+    pub estimator: SophiaEstimator,
+}
+
+fn sophia_beta1() -> f64 {
+    0.965
+}
+fn sophia_beta2() -> f64 {
+    0.99
+}
+fn sophia_rho() -> f64 {
+    0.04
+}
+fn sophia_weight_decay() -> f64 {
+    0.1
+}
+fn sophia_update_every() -> u32 {
+    10
+}
+
+impl Default for SophiaSettings {
+    fn default() -> Self {
+        Self {
+            beta1: sophia_beta1(),
+            beta2: sophia_beta2(),
+            rho: sophia_rho(),
+            weight_decay: sophia_weight_decay(),
+            update_every: sophia_update_every(),
+            estimator: SophiaEstimator::Gnb,
+        }
+    }
+}
+
+/// Damped Newton-CG's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewtonCgSettings {
+    /// CG iterations per step (one Hessian-vector product each).
+    #[serde(default = "cg_iterations")]
+    pub cg_iterations: u32,
+    /// The Levenberg-Marquardt damping lambda at the first step (then adapted every step by the
+    /// reduction ratio, within [1e-8, 1e8]); 0 is the undamped first step. The default, 45, is
+    /// Martens' (`initlambda = 45.0` in his released Hessian-free code, whose curvature is per
+    /// training case, as the mean loss's Hessian here): a first step about `g / 45`, becoming
+    /// Newton's as lambda shrinks by 2/3 per step the quadratic model predicts well.
+    #[serde(default = "initial_damping")]
+    pub initial_damping: f64,
+    /// Undo, on the device, a step that increased the batch's loss (a trust-region rejection).
+    #[serde(default = "yes")]
+    pub reject_uphill: bool,
+}
+
+fn cg_iterations() -> u32 {
+    10
+}
+fn initial_damping() -> f64 {
+    45.0
+}
+
+impl Default for NewtonCgSettings {
+    fn default() -> Self {
+        Self {
+            cg_iterations: cg_iterations(),
+            initial_damping: initial_damping(),
+            reject_uphill: true,
+        }
+    }
+}
+
+impl SecondOrderHyper {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks every field, naming a bad one `muon.momentum` (the caller prefixes the table).
+    pub fn validate(&self) -> Result<(), String> {
+        let in_unit = |name: &str, v: f64| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{name} must be in [0, 1), got {v}"))
+            }
+        };
+        let non_negative = |name: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a finite number >= 0, got {v}"))
+            }
+        };
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a positive number, got {v}"))
+            }
+        };
+        let m = &self.muon;
+        in_unit("muon.momentum", m.momentum)?;
+        if !(1..=100).contains(&m.ns_steps) {
+            return Err(format!(
+                "muon.ns_steps must be in 1..=100, got {}",
+                m.ns_steps
+            ));
+        }
+        non_negative("muon.weight_decay", m.weight_decay)?;
+        let a = &self.adahessian;
+        in_unit("adahessian.beta1", a.beta1)?;
+        in_unit("adahessian.beta2", a.beta2)?;
+        positive("adahessian.eps", a.eps)?;
+        non_negative("adahessian.weight_decay", a.weight_decay)?;
+        if !(0.0..=1.0).contains(&a.hessian_power) {
+            return Err(format!(
+                "adahessian.hessian_power must be in [0, 1], got {}",
+                a.hessian_power
+            ));
+        }
+        let s = &self.sophia;
+        in_unit("sophia.beta1", s.beta1)?;
+        in_unit("sophia.beta2", s.beta2)?;
+        positive("sophia.rho", s.rho)?;
+        non_negative("sophia.weight_decay", s.weight_decay)?;
+        if s.update_every == 0 {
+            return Err("sophia.update_every must be at least 1, got 0".to_string());
+        }
+        let n = &self.newton_cg;
+        if !(1..=1000).contains(&n.cg_iterations) {
+            return Err(format!(
+                "newton_cg.cg_iterations must be in 1..=1000, got {}",
+                n.cg_iterations
+            ));
+        }
+        non_negative("newton_cg.initial_damping", n.initial_damping)?;
+        Ok(())
+    }
+
+    /// The settings `kind` uses, as JSON (for records); None for first-order optimisers. Muon's
+    /// include the AdamW that trains its biases.
+    pub fn describe(&self, kind: OptimizerKind, hyper: &OptimizerHyper) -> Option<String> {
+        let value = match kind {
+            OptimizerKind::Muon => {
+                let mut value = serde_json::to_value(self.muon).ok()?;
+                let adamw = AdamWOfMuon::new(hyper);
+                value["adamw"] = serde_json::to_value(adamw).ok()?;
+                value
+            }
+            OptimizerKind::Adahessian => serde_json::to_value(self.adahessian).ok()?,
+            OptimizerKind::Sophia => serde_json::to_value(self.sophia).ok()?,
+            OptimizerKind::NewtonCg => serde_json::to_value(self.newton_cg).ok()?,
+            OptimizerKind::Sgd
+            | OptimizerKind::Momentum
+            | OptimizerKind::Nesterov
+            | OptimizerKind::Adam
+            | OptimizerKind::Adamw => return None,
+        };
+        Some(value.to_string())
+    }
+}
+
+/// The AdamW that trains Muon's non-matrix parameters, for records.
+#[derive(Serialize)]
+struct AdamWOfMuon {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+}
+
+impl AdamWOfMuon {
+    fn new(hyper: &OptimizerHyper) -> Self {
+        Self {
+            beta1: hyper.beta1,
+            beta2: hyper.beta2,
+            eps: hyper.eps,
+            weight_decay: hyper.weight_decay_for(OptimizerKind::Adamw),
+        }
+    }
+}
+
+/// What a second-order optimiser's state is built from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecondOrderConfig {
+    /// Muon, AdaHessian, Sophia or Newton-CG.
+    pub kind: OptimizerKind,
+    /// `[attack.hyper]`: the AdamW of Muon's biases.
+    pub hyper: OptimizerHyper,
+    pub second_order: SecondOrderHyper,
+    pub trainable: Trainable,
+    /// The seed of the Rademacher probes and the sampled labels (with the step as the stream).
+    pub seed: u64,
+}
+
+impl SecondOrderConfig {
+    /// `kind` with every hyper-parameter at its default, every parameter trained.
+    pub fn new(kind: OptimizerKind) -> Self {
+        Self {
+            kind,
+            hyper: OptimizerHyper::default(),
+            second_order: SecondOrderHyper::default(),
+            trainable: Trainable::default(),
+            seed: 0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+/// Newton-Schulz's quintic coefficients (Muon's reference).
+pub const NEWTON_SCHULZ: (f64, f64, f64) = (3.4445, -4.7750, 2.0315);
+
+/// `|G|_F + 1e-7` in the reference; here `sqrt(|G|_F^2 + MUON_EPS_SQ)`, which guards a zero
+/// update the same way (and differs from it by under 1e-7 / |G|_F relatively).
+const MUON_EPS_SQ: f64 = 1e-14;
+
+/// Added to CG's `r.r` and `p.(A p)` accumulators, so a converged (zero) residual gives steps
+/// of 0 rather than 0/0. Far below any curvature or residual that matters (and above f32's
+/// smallest normal number).
+const CG_PAD: f64 = 1e-30;
+
+/// Sophia's denominator guard (the reference's constant).
+const SOPHIA_EPS: f64 = 1e-15;
+
+/// Per-parameter state, by optimiser.
+enum SlotState {
+    /// Muon on a matrix: momentum, the update, the Newton-Schulz iterates (r' x c' with r' <= c':
+    /// transposed when the matrix is taller than wide), X X^T and `b A + c A A` (r' x r').
+    Muon {
+        momentum: Tensor,
+        update: Tensor,
+        iterates: [Tensor; 2],
+        gram: Tensor,
+        poly: Tensor,
+        transposed: bool,
+        /// `max(1, rows/cols)^0.5`.
+        shape_factor: f64,
+    },
+    /// AdamW (Muon's biases): (m, v).
+    Adam { m: Tensor, v: Tensor },
+    /// AdaHessian: (m, v), the estimate D, and for row averaging |D|, its row sums and a row of
+    /// ones (1 x cols) that broadcasts them back.
+    AdaHessian {
+        m: Tensor,
+        v: Tensor,
+        diag: Tensor,
+        rows: Option<(Tensor, Tensor, Tensor)>,
+    },
+    /// Sophia: momentum, the averaged estimate h, max(h, 0), the step's estimate, and (GNB) the
+    /// gradient against sampled labels.
+    Sophia {
+        m: Tensor,
+        h: Tensor,
+        h_positive: Tensor,
+        estimate: Tensor,
+        sampled_grad: Option<Tensor>,
+    },
+    /// Newton-CG: the solution d, the residual r, a scratch tensor.
+    NewtonCg {
+        d: Tensor,
+        r: Tensor,
+        scratch: Tensor,
+    },
+}
+
+struct Slot {
+    key: ParamKey,
+    param: Tensor,
+    grad: Tensor,
+    /// The product's (v, H v) for this parameter, where the optimiser uses one.
+    probe: Option<(Tensor, Tensor)>,
+    state: SlotState,
+}
+
+/// 1x1 tensors of a step's device scalars.
+struct Scalars {
+    /// Muon's `MUON_EPS_SQ` (a constant, written when allocated).
+    muon_eps: Tensor,
+    /// A reduction's result before it is accumulated.
+    partial: Tensor,
+    /// Newton-CG: the damping lambda (kept across steps), the loss sum before the step, the
+    /// actual and predicted changes, the two `r.r`, `p.(A p)`, `g.d`, `d.(H d)`, the rejection
+    /// factor and the sign scratch.
+    lambda: Tensor,
+    loss_before: Tensor,
+    actual: Tensor,
+    predicted: Tensor,
+    rr: [Tensor; 2],
+    curvature: Tensor,
+    gd: Tensor,
+    dhd: Tensor,
+    undo: Tensor,
+    sign: Tensor,
+}
+
+/// A second-order optimiser's state over the trainable parameters of one model, with the
+/// Hessian-vector product it needs (prepared on the workspace given to [`new`](Self::new)); its
+/// tensors are freed when it is dropped.
+pub struct SecondOrderState {
+    config: SecondOrderConfig,
+    model: DeviceModel,
+    /// The workspace the Hessian-vector product runs on; batches are copied into it.
+    base: Workspace,
+    loss: Loss,
+    product: Option<HessianVectorProduct>,
+    /// The gradients every pass writes: the product's where there is one.
+    grads: Gradients,
+    /// Sophia-GNB: the labels sampled from the model's softmax, and their gradients.
+    sampled: Option<(Tensor, Gradients)>,
+    slots: Vec<Slot>,
+    scalars: Scalars,
+    _grads: Option<Owned<Gradients>>,
+    _sampled_grads: Option<Owned<Gradients>>,
+    _state: Allocation,
+}
+
+/// The loss per unit of `ws.loss_sum`: `graph` leaves the batch's summed cross-entropy, or the
+/// summed squares (twice the batch's half squared error), there.
+fn loss_per_sum(loss: Loss, batch: usize) -> f64 {
+    match loss {
+        Loss::CrossEntropy => 1.0 / batch as f64,
+        Loss::SquaredError => 0.5 / batch as f64,
+    }
+}
+
+/// `lambda` as a device scalar: `coef * lambda[0]`.
+fn scaled_by(coef: f64, tensor: Tensor) -> DeviceScalar {
+    DeviceScalar {
+        coef,
+        num: Some(tensor),
+        den: None,
+        sqrt: false,
+    }
+}
+
+impl SecondOrderState {
+    /// Allocates the state of `config.kind` for the trainable parameters of `model`, and the
+    /// Hessian-vector product of `loss` on `ws` where the optimiser needs one (AdaHessian,
+    /// Sophia's Hutchinson estimate, Newton-CG).
+    pub fn new(
+        engine: &mut dyn Engine,
+        model: &DeviceModel,
+        ws: &Workspace,
+        loss: Loss,
+        config: &SecondOrderConfig,
+    ) -> Result<Self, EngineError> {
+        let kind = config.kind;
+        if !kind.is_second_order() {
+            return Err(EngineError::Shape {
+                op: "second_order",
+                message: format!("{} is a first-order optimiser", kind.name()),
+            });
+        }
+        let sophia = config.second_order.sophia;
+        let needs_product = match kind {
+            OptimizerKind::Adahessian | OptimizerKind::NewtonCg => true,
+            OptimizerKind::Sophia => sophia.estimator == SophiaEstimator::Hutchinson,
+            _ => false,
+        };
+        if kind == OptimizerKind::Sophia
+            && sophia.estimator == SophiaEstimator::Gnb
+            && loss != Loss::CrossEntropy
+        {
+            return Err(EngineError::Shape {
+                op: "sophia",
+                message: "the Gauss-Newton-Bartlett estimate samples class labels: it needs the \
+                          cross-entropy loss (use estimator = \"hutchinson\")"
+                    .to_string(),
+            });
+        }
+        let trainable = config.trainable;
+        let product = if needs_product {
+            Some(HessianVectorProduct::prepare(
+                engine, model, ws, loss, trainable,
+            )?)
+        } else {
+            None
+        };
+        let (grads, own_grads) = match &product {
+            Some(p) => (Gradients::clone(&p.gradients), None),
+            None => {
+                let g = Gradients::alloc(engine, model)?;
+                (Gradients::clone(&g), Some(g))
+            }
+        };
+        let mut owner = Allocation::new(engine);
+        let (sampled, sampled_grads) =
+            if kind == OptimizerKind::Sophia && sophia.estimator == SophiaEstimator::Gnb {
+                let labels = owner.alloc(engine, "sophia.sampled_labels", ws.batch, 1)?;
+                let g = Gradients::alloc_named(engine, model, "sophia.sampled_grad.")?;
+                (Some((labels, Gradients::clone(&g))), Some(g))
+            } else {
+                (None, None)
+            };
+        let pairs = grads.trainable_pairs(model, trainable);
+        let probes: Vec<Option<(Tensor, Tensor)>> = match &product {
+            Some(p) => {
+                let slots = p.slots();
+                if slots.len() != pairs.len()
+                    || slots.iter().zip(&pairs).any(|(s, pair)| s.0 != pair.0)
+                {
+                    return Err(EngineError::Shape {
+                        op: "second_order",
+                        message: "the Hessian-vector product's parameters are not the trained ones"
+                            .to_string(),
+                    });
+                }
+                slots.iter().map(|&(_, v, hv)| Some((v, hv))).collect()
+            }
+            None => vec![None; pairs.len()],
+        };
+        let sampled_pairs: Vec<Option<Tensor>> = match &sampled {
+            Some((_, g)) => g
+                .trainable_pairs(model, trainable)
+                .into_iter()
+                .map(|(_, _, grad)| Some(grad))
+                .collect(),
+            None => vec![None; pairs.len()],
+        };
+        let mut slots = Vec::with_capacity(pairs.len());
+        for (i, (((key, param, grad), probe), sampled_grad)) in
+            pairs.into_iter().zip(probes).zip(sampled_pairs).enumerate()
+        {
+            let (rows, cols) = param.shape();
+            let zeros = |engine: &mut dyn Engine,
+                         owner: &mut Allocation,
+                         what: &str,
+                         r: usize,
+                         c: usize| {
+                let label = format!("{}.{i}.{what}", kind.name());
+                owner.tensor_from(engine, &label, r, c, &vec![0.0; r * c])
+            };
+            let state = match kind {
+                OptimizerKind::Muon if key.group().is_matrix() => {
+                    let transposed = rows > cols;
+                    let (r, c) = if transposed {
+                        (cols, rows)
+                    } else {
+                        (rows, cols)
+                    };
+                    SlotState::Muon {
+                        momentum: zeros(engine, &mut owner, "momentum", rows, cols)?,
+                        update: zeros(engine, &mut owner, "update", rows, cols)?,
+                        iterates: [
+                            zeros(engine, &mut owner, "x0", r, c)?,
+                            zeros(engine, &mut owner, "x1", r, c)?,
+                        ],
+                        gram: zeros(engine, &mut owner, "gram", r, r)?,
+                        poly: zeros(engine, &mut owner, "poly", r, r)?,
+                        transposed,
+                        shape_factor: (rows as f64 / cols as f64).max(1.0).sqrt(),
+                    }
+                }
+                OptimizerKind::Muon => SlotState::Adam {
+                    m: zeros(engine, &mut owner, "adam_m", rows, cols)?,
+                    v: zeros(engine, &mut owner, "adam_v", rows, cols)?,
+                },
+                OptimizerKind::Adahessian => {
+                    let average = config.second_order.adahessian.average == HessianAverage::Rows
+                        && key.group().is_matrix();
+                    let row_tensors = if average {
+                        let ones = owner.tensor_from(
+                            engine,
+                            &format!("adahessian.{i}.ones"),
+                            1,
+                            cols,
+                            &vec![1.0; cols],
+                        )?;
+                        Some((
+                            zeros(engine, &mut owner, "abs", rows, cols)?,
+                            zeros(engine, &mut owner, "row_sums", rows, 1)?,
+                            ones,
+                        ))
+                    } else {
+                        None
+                    };
+                    SlotState::AdaHessian {
+                        m: zeros(engine, &mut owner, "m", rows, cols)?,
+                        v: zeros(engine, &mut owner, "v", rows, cols)?,
+                        diag: zeros(engine, &mut owner, "diag", rows, cols)?,
+                        rows: row_tensors,
+                    }
+                }
+                OptimizerKind::Sophia => SlotState::Sophia {
+                    m: zeros(engine, &mut owner, "m", rows, cols)?,
+                    h: zeros(engine, &mut owner, "h", rows, cols)?,
+                    h_positive: zeros(engine, &mut owner, "h_positive", rows, cols)?,
+                    estimate: zeros(engine, &mut owner, "estimate", rows, cols)?,
+                    sampled_grad,
+                },
+                OptimizerKind::NewtonCg => SlotState::NewtonCg {
+                    d: zeros(engine, &mut owner, "d", rows, cols)?,
+                    r: zeros(engine, &mut owner, "r", rows, cols)?,
+                    scratch: zeros(engine, &mut owner, "scratch", rows, cols)?,
+                },
+                _ => unreachable!("checked: a second-order optimiser"),
+            };
+            slots.push(Slot {
+                key,
+                param,
+                grad,
+                probe,
+                state,
+            });
+        }
+        let mut scalar = |name: &str, value: f64| {
+            owner.tensor_from(engine, &format!("second_order.{name}"), 1, 1, &[value])
+        };
+        let scalars = Scalars {
+            muon_eps: scalar("muon_eps", MUON_EPS_SQ)?,
+            partial: scalar("partial", 0.0)?,
+            lambda: scalar("lambda", config.second_order.newton_cg.initial_damping)?,
+            loss_before: scalar("loss_before", 0.0)?,
+            actual: scalar("actual", 0.0)?,
+            predicted: scalar("predicted", 0.0)?,
+            rr: [scalar("rr0", 0.0)?, scalar("rr1", 0.0)?],
+            curvature: scalar("curvature", 0.0)?,
+            gd: scalar("gd", 0.0)?,
+            dhd: scalar("dhd", 0.0)?,
+            undo: scalar("undo", 0.0)?,
+            sign: scalar("sign", 0.0)?,
+        };
+        Ok(Self {
+            config: config.clone(),
+            model: model.clone(),
+            base: ws.clone(),
+            loss,
+            product,
+            grads,
+            sampled,
+            slots,
+            scalars,
+            _grads: own_grads,
+            _sampled_grads: sampled_grads,
+            _state: owner,
+        })
+    }
+
+    /// (key, gradient tensor) of every trained parameter: after a step, the gradient that step
+    /// used.
+    pub fn gradients(&self) -> Vec<(ParamKey, Tensor)> {
+        self.slots.iter().map(|s| (s.key, s.grad)).collect()
+    }
+
+    /// (key, the curvature estimate of the last step): AdaHessian's D (after any row
+    /// averaging), Sophia's averaged h. Empty for Muon and Newton-CG.
+    pub fn curvature_estimates(&self) -> Vec<(ParamKey, Tensor)> {
+        (self.slots.iter())
+            .filter_map(|s| match s.state {
+                SlotState::AdaHessian { diag, .. } => Some((s.key, diag)),
+                SlotState::Sophia { h, .. } => Some((s.key, h)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Newton-CG's damping lambda (1x1), adapted every step.
+    pub fn damping(&self) -> Option<Tensor> {
+        (self.config.kind == OptimizerKind::NewtonCg).then_some(self.scalars.lambda)
+    }
+
+    /// Records one step (`step` counts from 1) at learning rate `lr` on the batch `batch`: the
+    /// base workspace itself, or a copy of it whose `inputs` and `targets` name another batch
+    /// (as the training session's are). `loss_sum` ends holding the batch's loss before the
+    /// update, as a first-order step leaves it.
+    pub fn record_step(
+        &self,
+        rec: &mut Recording,
+        batch: &Workspace,
+        lr: f64,
+        step: u32,
+    ) -> Result<(), EngineError> {
+        let rest_of_batch = Workspace {
+            inputs: self.base.inputs,
+            targets: self.base.targets,
+            ..batch.clone()
+        };
+        if rest_of_batch != self.base
+            || batch.inputs.shape() != self.base.inputs.shape()
+            || batch.targets.shape() != self.base.targets.shape()
+        {
+            return Err(EngineError::Shape {
+                op: "second_order",
+                message: "the batch must be the state's workspace, or a copy of it naming other \
+                          inputs and targets of the same shapes"
+                    .to_string(),
+            });
+        }
+        match self.config.kind {
+            OptimizerKind::Muon => self.muon_step(rec, batch, lr, step),
+            OptimizerKind::Adahessian => self.adahessian_step(rec, batch, lr, step),
+            OptimizerKind::Sophia => self.sophia_step(rec, batch, lr, step),
+            OptimizerKind::NewtonCg => self.newton_step(rec, batch, lr),
+            _ => unreachable!("checked in new"),
+        }
+    }
+
+    /// Copies the batch's inputs and targets into the base workspace (where the product runs).
+    fn load_batch(&self, rec: &mut Recording, batch: &Workspace) -> Result<(), EngineError> {
+        if batch.inputs != self.base.inputs {
+            rec.scale(1.0, batch.inputs, self.base.inputs)?;
+        }
+        if batch.targets != self.base.targets {
+            rec.scale(1.0, batch.targets, self.base.targets)?;
+        }
+        Ok(())
+    }
+
+    /// Forward, loss and backward on `ws` into the gradients.
+    fn gradient_pass(&self, rec: &mut Recording, ws: &Workspace) -> Result<(), EngineError> {
+        graph::forward(rec, &self.model, ws)?;
+        self.loss.record(rec, ws)?;
+        graph::backward(rec, &self.model, ws, &self.grads, self.config.trainable)?;
+        Ok(())
+    }
+
+    /// The Rademacher stream of slot `slot` at step `step`.
+    fn stream(step: u32, slot: usize) -> u64 {
+        (u64::from(step) << 32) | slot as u64
+    }
+
+    /// Fills the product's v tensors with Rademacher probes and appends the product.
+    fn hutchinson_product(&self, rec: &mut Recording, step: u32) -> Result<(), EngineError> {
+        let product = self
+            .product
+            .as_ref()
+            .expect("a product where Hutchinson runs");
+        for (i, slot) in self.slots.iter().enumerate() {
+            let (v, _) = slot.probe.expect("a probe per slot");
+            rec.rademacher(v, self.config.seed, Self::stream(step, i));
+        }
+        rec.extend(&product.recording);
+        Ok(())
+    }
+
+    fn muon_step(
+        &self,
+        rec: &mut Recording,
+        batch: &Workspace,
+        lr: f64,
+        step: u32,
+    ) -> Result<(), EngineError> {
+        self.gradient_pass(rec, batch)?;
+        let muon = self.config.second_order.muon;
+        let (a, b, c) = NEWTON_SCHULZ;
+        let hyper = &self.config.hyper;
+        let sum_sq = self.scalars.partial;
+        for slot in &self.slots {
+            let (param, grad) = (slot.param, slot.grad);
+            match slot.state {
+                SlotState::Muon {
+                    momentum,
+                    update,
+                    iterates,
+                    gram,
+                    poly,
+                    transposed,
+                    shape_factor,
+                } => {
+                    if muon.weight_decay != 0.0 {
+                        // p *= 1 - lr weight_decay (the update buffer as scratch: the update
+                        // does not depend on p, so decaying first changes nothing).
+                        rec.scale(-lr * muon.weight_decay, param, update)?;
+                        rec.axpy(1.0, update, param)?;
+                    }
+                    let beta = muon.momentum;
+                    rec.ema(beta, grad, momentum)?;
+                    if muon.nesterov {
+                        rec.scale(1.0 - beta, grad, update)?;
+                        rec.axpy(beta, momentum, update)?;
+                    } else {
+                        rec.scale(1.0, momentum, update)?;
+                    }
+                    // X = U / |U|_F, on U^T where U is taller than wide.
+                    let [mut x, mut next] = iterates;
+                    let source = if transposed {
+                        rec.transpose(update, next)?;
+                        next
+                    } else {
+                        update
+                    };
+                    rec.reduce(Reduction::SumOfSquares, ReduceAxis::Whole, source, sum_sq)?;
+                    rec.axpy(1.0, self.scalars.muon_eps, sum_sq)?;
+                    rec.scale_device(DeviceScalar::inverse_sqrt(1.0, sum_sq), source, x)?;
+                    for _ in 0..muon.ns_steps {
+                        // A = X X^T; B = b A + c A A; X <- a X + B X.
+                        rec.matmul(x, x, gram, false, true)?;
+                        rec.matmul_scaled(gram, gram, poly, false, false, c, 0.0)?;
+                        rec.axpy(b, gram, poly)?;
+                        rec.matmul(poly, x, next, false, false)?;
+                        rec.axpy(a, x, next)?;
+                        std::mem::swap(&mut x, &mut next);
+                    }
+                    let orthogonal = if transposed {
+                        rec.transpose(x, update)?;
+                        update
+                    } else {
+                        x
+                    };
+                    rec.axpy(-lr * shape_factor, orthogonal, param)?;
+                }
+                SlotState::Adam { m, v } => {
+                    let adam = AdamHyper {
+                        lr,
+                        beta1: hyper.beta1,
+                        beta2: hyper.beta2,
+                        eps: hyper.eps,
+                        weight_decay: hyper.weight_decay_for(OptimizerKind::Adamw),
+                    };
+                    rec.adam(param, grad, (m, v), adam, step)?;
+                }
+                _ => unreachable!("Muon's slots"),
+            }
+        }
+        Ok(())
+    }
+
+    fn adahessian_step(
+        &self,
+        rec: &mut Recording,
+        batch: &Workspace,
+        lr: f64,
+        step: u32,
+    ) -> Result<(), EngineError> {
+        self.load_batch(rec, batch)?;
+        self.hutchinson_product(rec, step)?;
+        let settings = self.config.second_order.adahessian;
+        let hyper = AdaHessianHyper {
+            lr,
+            beta1: settings.beta1,
+            beta2: settings.beta2,
+            eps: settings.eps,
+            weight_decay: settings.weight_decay,
+            hessian_power: settings.hessian_power,
+        };
+        for slot in &self.slots {
+            let SlotState::AdaHessian { m, v, diag, rows } = slot.state else {
+                unreachable!("AdaHessian's slots")
+            };
+            let (z, hz) = slot.probe.expect("a probe per slot");
+            rec.binary(BinaryOp::Mul, z, hz, diag)?;
+            if let Some((abs, row_sums, ones)) = rows {
+                // Each row's mean |D|, broadcast back over the row: (row sums) (1^T) / cols.
+                rec.abs(diag, abs)?;
+                rec.reduce(Reduction::Sum, ReduceAxis::PerRow, abs, row_sums)?;
+                let cols = diag.cols() as f64;
+                rec.matmul_scaled(row_sums, ones, diag, false, false, 1.0 / cols, 0.0)?;
+            }
+            rec.adahessian(slot.param, slot.grad, diag, (m, v), hyper, step)?;
+        }
+        Ok(())
+    }
+
+    fn sophia_step(
+        &self,
+        rec: &mut Recording,
+        batch: &Workspace,
+        lr: f64,
+        step: u32,
+    ) -> Result<(), EngineError> {
+        let settings = self.config.second_order.sophia;
+        let refresh = (step.max(1) - 1).is_multiple_of(settings.update_every);
+        let hutchinson = settings.estimator == SophiaEstimator::Hutchinson;
+        match (refresh, hutchinson) {
+            (true, true) => {
+                self.load_batch(rec, batch)?;
+                self.hutchinson_product(rec, step)?;
+                for slot in &self.slots {
+                    let SlotState::Sophia { estimate, .. } = slot.state else {
+                        unreachable!("Sophia's slots")
+                    };
+                    let (z, hz) = slot.probe.expect("a probe per slot");
+                    rec.binary(BinaryOp::Mul, z, hz, estimate)?;
+                }
+            }
+            (true, false) => {
+                // One forward; the loss against labels drawn from the model's own softmax and
+                // its gradient first, then the batch's own loss and gradient.
+                let (labels, sampled_grads) = self.sampled.as_ref().expect("GNB's labels");
+                graph::forward(rec, &self.model, batch)?;
+                let stream = (u64::from(step) << 32) | 0xffff_ffff;
+                rec.sample_categorical(batch.logits(), *labels, self.config.seed, stream)?;
+                let sampled_ws = Workspace {
+                    targets: *labels,
+                    ..batch.clone()
+                };
+                graph::cross_entropy(rec, &sampled_ws)?;
+                let trainable = self.config.trainable;
+                graph::backward(rec, &self.model, &sampled_ws, sampled_grads, trainable)?;
+                for slot in &self.slots {
+                    let SlotState::Sophia {
+                        estimate,
+                        sampled_grad,
+                        ..
+                    } = slot.state
+                    else {
+                        unreachable!("Sophia's slots")
+                    };
+                    let g_hat = sampled_grad.expect("GNB's gradient");
+                    // batch * g_hat^2: the batch factor is the kernel's `batch_size`.
+                    rec.binary(BinaryOp::Mul, g_hat, g_hat, estimate)?;
+                }
+                self.loss.record(rec, batch)?;
+                graph::backward(rec, &self.model, batch, &self.grads, trainable)?;
+            }
+            (false, _) => self.gradient_pass(rec, batch)?,
+        }
+        let hyper = SophiaHyper {
+            lr,
+            beta1: settings.beta1,
+            beta2: settings.beta2,
+            rho: settings.rho,
+            weight_decay: settings.weight_decay,
+            batch_size: if hutchinson { 1.0 } else { batch.batch as f64 },
+            eps: SOPHIA_EPS,
+        };
+        for slot in &self.slots {
+            let SlotState::Sophia {
+                m,
+                h,
+                h_positive,
+                estimate,
+                ..
+            } = slot.state
+            else {
+                unreachable!("Sophia's slots")
+            };
+            if refresh {
+                rec.ema(settings.beta2, estimate, h)?;
+            }
+            // max(h, 0): Hutchinson's estimate can be negative, and the clip needs h >= 0.
+            rec.activate(Activation::Relu, h, h_positive)?;
+            rec.sophia(slot.param, slot.grad, h_positive, m, hyper)?;
+        }
+        Ok(())
+    }
+
+    /// `out = pad + sum over slots of a . b` (`b` None: `|a|^2`).
+    fn dot(
+        &self,
+        rec: &mut Recording,
+        pairs: &[(Tensor, Option<Tensor>, Tensor)],
+        out: Tensor,
+        pad: f64,
+    ) -> Result<(), EngineError> {
+        let partial = self.scalars.partial;
+        rec.fill(pad, out);
+        for &(a, b, scratch) in pairs {
+            match b {
+                Some(b) => {
+                    rec.binary(BinaryOp::Mul, a, b, scratch)?;
+                    rec.reduce(Reduction::Sum, ReduceAxis::Whole, scratch, partial)?;
+                }
+                None => {
+                    rec.reduce(Reduction::SumOfSquares, ReduceAxis::Whole, a, partial)?;
+                }
+            }
+            rec.axpy(1.0, partial, out)?;
+        }
+        Ok(())
+    }
+
+    fn newton_step(
+        &self,
+        rec: &mut Recording,
+        batch: &Workspace,
+        lr: f64,
+    ) -> Result<(), EngineError> {
+        let product = self.product.as_ref().expect("Newton-CG's product");
+        let settings = self.config.second_order.newton_cg;
+        let s = &self.scalars;
+        self.load_batch(rec, batch)?;
+        let base = &self.base;
+        // The gradient and the loss before the step.
+        self.gradient_pass(rec, base)?;
+        rec.scale(1.0, base.loss_sum, s.loss_before)?;
+        struct Cg {
+            p: Tensor,
+            ap: Tensor,
+            d: Tensor,
+            r: Tensor,
+            scratch: Tensor,
+            grad: Tensor,
+            param: Tensor,
+        }
+        let cg: Vec<Cg> = (self.slots.iter())
+            .map(|slot| {
+                let SlotState::NewtonCg { d, r, scratch } = slot.state else {
+                    unreachable!("Newton-CG's slots")
+                };
+                let (p, ap) = slot.probe.expect("a probe per slot");
+                Cg {
+                    p,
+                    ap,
+                    d,
+                    r,
+                    scratch,
+                    grad: slot.grad,
+                    param: slot.param,
+                }
+            })
+            .collect();
+        // d = 0, r = -g, p = r.
+        for c in &cg {
+            rec.fill(0.0, c.d);
+            rec.scale(-1.0, c.grad, c.r)?;
+            rec.scale(1.0, c.r, c.p)?;
+        }
+        let residual: Vec<_> = cg.iter().map(|c| (c.r, None, c.scratch)).collect();
+        let curvature: Vec<_> = cg.iter().map(|c| (c.p, Some(c.ap), c.scratch)).collect();
+        let [mut rr, mut rr_next] = s.rr;
+        self.dot(rec, &residual, rr, CG_PAD)?;
+        let iterations = settings.cg_iterations;
+        for i in 0..iterations {
+            // A p = H p + lambda p (the product recomputes the gradient on the way: unchanged).
+            rec.extend(&product.recording);
+            for c in &cg {
+                rec.axpy_device(scaled_by(1.0, s.lambda), c.p, c.ap)?;
+            }
+            self.dot(rec, &curvature, s.curvature, CG_PAD)?;
+            // alpha = r.r / p.A p; d += alpha p; r -= alpha A p.
+            for c in &cg {
+                rec.axpy_device(DeviceScalar::ratio(1.0, rr, s.curvature), c.p, c.d)?;
+                rec.axpy_device(DeviceScalar::ratio(-1.0, rr, s.curvature), c.ap, c.r)?;
+            }
+            if i + 1 < iterations {
+                // beta = r'.r' / r.r; p = r' + beta p.
+                self.dot(rec, &residual, rr_next, CG_PAD)?;
+                for c in &cg {
+                    rec.scale_device(DeviceScalar::ratio(1.0, rr_next, rr), c.p, c.scratch)?;
+                    rec.binary(BinaryOp::Add, c.r, c.scratch, c.p)?;
+                }
+                std::mem::swap(&mut rr, &mut rr_next);
+            }
+        }
+        // The quadratic model's change along the step lr d: lr g.d + lr^2 d.(H d) / 2, with
+        // H d from one more product.
+        for c in &cg {
+            rec.scale(1.0, c.d, c.p)?;
+        }
+        rec.extend(&product.recording);
+        let hd: Vec<_> = cg.iter().map(|c| (c.d, Some(c.ap), c.scratch)).collect();
+        let gd: Vec<_> = cg.iter().map(|c| (c.grad, Some(c.d), c.scratch)).collect();
+        self.dot(rec, &hd, s.dhd, 0.0)?;
+        self.dot(rec, &gd, s.gd, 0.0)?;
+        rec.scale(lr, s.gd, s.predicted)?;
+        rec.axpy(0.5 * lr * lr, s.dhd, s.predicted)?;
+        // The step, and the loss after it.
+        for c in &cg {
+            rec.axpy(lr, c.d, c.param)?;
+        }
+        graph::forward(rec, &self.model, base)?;
+        self.loss.record(rec, base)?;
+        let per_sum = loss_per_sum(self.loss, base.batch);
+        rec.scale(per_sum, base.loss_sum, s.actual)?;
+        rec.axpy(-per_sum, s.loss_before, s.actual)?;
+        rec.damping_update(s.lambda, s.actual, s.predicted, DampingHyper::default())?;
+        if settings.reject_uphill {
+            // undo = (1 + sign(actual)) / 2: 1 where the loss rose, 0 where it fell.
+            rec.sign(s.actual, s.sign)?;
+            rec.fill(0.5, s.undo);
+            rec.axpy(0.5, s.sign, s.undo)?;
+            for c in &cg {
+                rec.axpy_device(scaled_by(-lr, s.undo), c.d, c.param)?;
+            }
+        }
+        // The loss the step started from, as the training loop reads it.
+        rec.scale(1.0, s.loss_before, base.loss_sum)?;
+        Ok(())
+    }
+}
