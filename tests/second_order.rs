@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{every_form_model, gpu, rng, uniform};
+use common::{Call, CallLog, Logging, every_form_model, gpu, rng, uniform};
 use faer::Mat;
 use faer::prelude::SolveLstsq;
 use specdef::attack::{
@@ -561,4 +561,61 @@ fn second_order_settings_parse_validate_and_reach_the_records() {
     );
     let csv = specdef::report::to_csv(records);
     assert!(csv.lines().next().unwrap().contains(",second_order,"));
+}
+
+/// A Newton-CG step with 10 CG iterations reads nothing back: a training chunk of 5 steps is one
+/// run (holding the 5 x (1 + 10 + 1) products) followed by one read of the loss and logits.
+#[test]
+fn newton_cg_steps_are_recorded_with_no_readback_inside() {
+    let scenario = Scenario::builtin(Some("quick")).unwrap();
+    let data = TaskData::load(&scenario).unwrap();
+    let host = HostModel::init(
+        &ModelSpec {
+            widths: vec![64, 16, 10],
+            activation: ActivationChoice::Relu,
+        },
+        1,
+    );
+    let log = CallLog::default();
+    let mut engine = Logging {
+        inner: CpuEngine32::new(),
+        log: std::rc::Rc::clone(&log),
+    };
+    let settings = TrainSettings {
+        steps: 10,
+        eval_every: 5,
+        ..settings(OptimizerKind::NewtonCg, 1.0)
+    };
+    assert_eq!(settings.second_order.newton_cg.cg_iterations, 10);
+    let model = DeviceModel::upload(&mut engine, &host).unwrap();
+    let mut session = TrainSession::start(
+        &mut engine,
+        &model,
+        &data.harmful_train,
+        &data.harmful_test,
+        &settings,
+        3,
+    )
+    .unwrap();
+    log.borrow_mut().clear();
+    session.run_to_end(&mut engine).unwrap();
+    assert_eq!(session.finish().steps_run, 10);
+    let calls: Vec<String> = log
+        .take()
+        .into_iter()
+        .filter(|c| *c != Call::Upload)
+        .map(|c| match c {
+            Call::Run(ops) => format!("run of {} ops", ops.len()),
+            Call::Read(n) => format!("read {n}"),
+            Call::Upload => unreachable!(),
+        })
+        .collect();
+    // Step 0's evaluation, then two chunks of five steps: each one run and one read.
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    for pair in calls.chunks(2) {
+        assert!(
+            pair[0].starts_with("run") && pair[1] == "read 2",
+            "{calls:?}"
+        );
+    }
 }

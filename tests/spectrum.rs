@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{gpu, rng, uniform};
+use common::{Call, CallLog, Logging, gpu, rng, uniform};
 use specdef::data::teacher_student;
 use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
-use specdef::engine::{EngineError, EngineInfo, Op, Recording, ReleaseQueue, Tensor};
+use specdef::engine::{Op, Tensor};
 use specdef::model::{
     ActivationChoice, DeviceModel, HessianVectorProduct, HostModel, LanczosSettings, Loss,
     ModelSpec, PowerSettings, TraceSettings, Trainable, Workspace, hutchinson_trace, lanczos,
@@ -17,7 +17,6 @@ use specdef::model::{
 };
 use specdef::tolerance::rms;
 use specdef::{Engine, Tolerance};
-use std::cell::RefCell;
 use std::rc::Rc;
 
 /// A model, one batch and a loss: one Hessian.
@@ -513,60 +512,6 @@ fn the_f32_engines_match_the_exact_spectrum_within_1e_3() {
     });
 }
 
-/// What a method asked of the engine, in order.
-#[derive(Clone, Debug, PartialEq)]
-enum Call {
-    Upload,
-    /// A run, with its ops.
-    Run(Vec<Op>),
-    /// A read of this many tensors.
-    Read(usize),
-}
-
-type CallLog = Rc<RefCell<Vec<Call>>>;
-
-/// The f64 engine, with every upload, run and read logged where the test can see it while the
-/// engine is lent out as `&mut dyn Engine`.
-struct Counting {
-    inner: CpuEngine64,
-    log: CallLog,
-}
-
-impl Engine for Counting {
-    fn info(&self) -> EngineInfo {
-        self.inner.info()
-    }
-
-    fn alloc(&mut self, label: &str, rows: usize, cols: usize) -> Result<Tensor, EngineError> {
-        self.inner.alloc(label, rows, cols)
-    }
-
-    fn free(&mut self, tensor: Tensor) {
-        self.inner.free(tensor)
-    }
-
-    fn release_queue(&self) -> ReleaseQueue {
-        self.inner.release_queue()
-    }
-
-    fn upload(&mut self, tensor: Tensor, values: &[f64]) -> Result<(), EngineError> {
-        self.log.borrow_mut().push(Call::Upload);
-        self.inner.upload(tensor, values)
-    }
-
-    fn run(&mut self, recording: &Recording) -> Result<(), EngineError> {
-        self.log
-            .borrow_mut()
-            .push(Call::Run(recording.ops().to_vec()));
-        self.inner.run(recording)
-    }
-
-    fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {
-        self.log.borrow_mut().push(Call::Read(tensors.len()));
-        self.inner.read(tensors)
-    }
-}
-
 /// What `body` did on a logging engine, with the product of the defended MLP prepared there:
 /// its result, the product's ops, and the calls it made (the model's and batch's uploads left
 /// out).
@@ -579,7 +524,7 @@ struct Logged<R> {
 
 fn logged<R>(body: impl FnOnce(&mut dyn Engine, &HessianVectorProduct) -> R) -> Logged<R> {
     let log = CallLog::default();
-    let mut engine = Counting {
+    let mut engine = Logging {
         inner: CpuEngine64::new(),
         log: Rc::clone(&log),
     };

@@ -7,11 +7,14 @@ use rand_chacha::ChaCha8Rng;
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::gpu::GpuEngine;
+use specdef::engine::{EngineError, EngineInfo, Op, Recording, ReleaseQueue, Tensor};
 use specdef::model::{
     ActivationChoice, FactorOf, FactorRole, HostModel, LoraOf, Matrix, ModelSpec,
 };
 use specdef::scenario::{RunSettings, Scenario, ScenarioOutcome, run_scenario};
 use specdef::{Engine, Tolerance};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// The backend the GPU tests must run on: WGPU_BACKEND when set, else the platform's native API.
@@ -172,4 +175,58 @@ pub fn every_form_model(activation: ActivationChoice) -> HostModel {
         .push(factor(FactorRole::Injected, Matrix::identity(4), None));
     model.validate().unwrap();
     model
+}
+
+/// What a method asked of the engine, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Call {
+    Upload,
+    /// A run, with its ops.
+    Run(Vec<Op>),
+    /// A read of this many tensors.
+    Read(usize),
+}
+
+pub type CallLog = Rc<RefCell<Vec<Call>>>;
+
+/// An engine with every upload, run and read logged where the test can see it while the engine
+/// is lent out as `&mut dyn Engine`.
+pub struct Logging<E: Engine> {
+    pub inner: E,
+    pub log: CallLog,
+}
+
+impl<E: Engine> Engine for Logging<E> {
+    fn info(&self) -> EngineInfo {
+        self.inner.info()
+    }
+
+    fn alloc(&mut self, label: &str, rows: usize, cols: usize) -> Result<Tensor, EngineError> {
+        self.inner.alloc(label, rows, cols)
+    }
+
+    fn free(&mut self, tensor: Tensor) {
+        self.inner.free(tensor)
+    }
+
+    fn release_queue(&self) -> ReleaseQueue {
+        self.inner.release_queue()
+    }
+
+    fn upload(&mut self, tensor: Tensor, values: &[f64]) -> Result<(), EngineError> {
+        self.log.borrow_mut().push(Call::Upload);
+        self.inner.upload(tensor, values)
+    }
+
+    fn run(&mut self, recording: &Recording) -> Result<(), EngineError> {
+        self.log
+            .borrow_mut()
+            .push(Call::Run(recording.ops().to_vec()));
+        self.inner.run(recording)
+    }
+
+    fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {
+        self.log.borrow_mut().push(Call::Read(tensors.len()));
+        self.inner.read(tensors)
+    }
 }
