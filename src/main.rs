@@ -192,6 +192,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Does this machine reproduce the reference? Runs the quick scenario on the engine and
+    /// compares its outcomes with the f64 reference records built in (exit code 1 where any run
+    /// differs). Regenerate the reference with
+    /// `specdef run --quick --engine cpu64 --out reference/quick-cpu64`.
+    Verify {
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        /// Compare with these records instead of the built-in reference.
+        #[arg(long, value_name = "runs.jsonl")]
+        reference: Option<PathBuf>,
+    },
     /// Print the adapter the GPU engine would use, and its limits.
     Info,
     /// Open the app in a window: pick a scenario, run it, watch the loss and the tables.
@@ -261,6 +272,23 @@ fn run(
             .map_or(String::new(), |v| format!(" ({v})")),
         engine.info()
     );
+    let outcome = run_with_progress(engine.as_mut(), &scenario, variant)?;
+
+    println!(
+        "\n{}",
+        run_folder::tables(&outcome.records, &outcome.defenses)
+    );
+    let written = folder.publish(&outcome.records, &outcome.defenses)?;
+    println!("wrote {}/: {}", out.display(), written.join(", "));
+    Ok(())
+}
+
+/// Runs a scenario with a progress bar (hidden without a terminal) and its notes on stderr.
+fn run_with_progress(
+    engine: &mut dyn Engine,
+    scenario: &Scenario,
+    variant: Option<String>,
+) -> Result<specdef::scenario::ScenarioOutcome> {
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} attack runs, {elapsed} {msg}")
             .expect("valid template"),
@@ -279,8 +307,8 @@ fn run(
         }
     };
     let outcome = run_scenario(
-        engine.as_mut(),
-        &scenario,
+        engine,
+        scenario,
         &mut RunSettings {
             variant,
             cache_dir: specdef::scenario::default_cache_dir(),
@@ -289,14 +317,7 @@ fn run(
         },
     )?;
     bar.finish_and_clear();
-
-    println!(
-        "\n{}",
-        run_folder::tables(&outcome.records, &outcome.defenses)
-    );
-    let written = folder.publish(&outcome.records, &outcome.defenses)?;
-    println!("wrote {}/: {}", out.display(), written.join(", "));
-    Ok(())
+    Ok(outcome)
 }
 
 fn train_released(
@@ -635,6 +656,7 @@ fn main() -> Result<ExitCode> {
             scenario.as_deref(),
             &out,
         )),
+        Command::Verify { engine, reference } => cli::verify::verify(engine, reference.as_deref()),
         Command::Info => done(print_info()),
         Command::Gui {
             cpu,
