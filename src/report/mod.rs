@@ -7,6 +7,8 @@ pub mod plots;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sigma_plot;
 mod table;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod window_plot;
 
 pub use crate::atomic_file::write_atomically;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};

@@ -14,6 +14,10 @@ type PlotError = Box<dyn std::error::Error>;
 pub fn render_all(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotError> {
     let mut plots = loss_curves(records)?;
     plots.push(("steps_to_target.svg".to_string(), steps_to_target(records)?));
+    plots.push((
+        "success_windows.svg".to_string(),
+        super::window_plot::success_windows_figure(records)?,
+    ));
     Ok(plots)
 }
 
