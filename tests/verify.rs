@@ -65,5 +65,8 @@ fn a_device_with_other_outcomes_is_told_which_run_differs() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("does NOT reproduce"), "{stdout}");
-    assert!(stdout.contains(&changed), "{changed:?} not named in {stdout}");
+    assert!(
+        stdout.contains(&changed),
+        "{changed:?} not named in {stdout}"
+    );
 }
