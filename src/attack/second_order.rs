@@ -10,7 +10,9 @@
 //! loss, backward and their tangents: the gradient and H v together). Running it several times
 //! in a step (Newton-CG) recomputes the forward pass each time.
 //!
-//! References (hyper-parameter defaults are theirs; see [`SecondOrderHyper`]):
+//! References (hyper-parameter defaults are theirs, except AdaHessian's row averaging of
+//! matrices, asked for by the project; `average = "none"` is the reference's; see
+//! [`SecondOrderHyper`]):
 //! - Muon: K. Jordan et al. 2024, github.com/KellerJordan/Muon (`muon.py`): momentum as a
 //!   moving average (`m = beta m + (1 - beta) g`), Nesterov `u = (1 - beta) g + beta m`, five
 //!   quintic Newton-Schulz iterations with (a, b, c) = (3.4445, -4.7750, 2.0315) on
@@ -1130,10 +1132,13 @@ impl SecondOrderState {
         rec.axpy(-per_sum, s.loss_before, s.actual)?;
         rec.damping_update(s.lambda, s.actual, s.predicted, DampingHyper::default())?;
         if settings.reject_uphill {
-            // undo = (1 + sign(actual)) / 2: 1 where the loss rose, 0 where it fell.
+            // undo = 1 - relu(-sign(actual)): 0 only where the loss fell; 1 where it rose,
+            // stayed, or became NaN (the engine's sign is 0 at 0 and at NaN).
             rec.sign(s.actual, s.sign)?;
-            rec.fill(0.5, s.undo);
-            rec.axpy(0.5, s.sign, s.undo)?;
+            rec.scale(-1.0, s.sign, s.undo)?;
+            rec.activate(Activation::Relu, s.undo, s.sign)?;
+            rec.fill(1.0, s.undo);
+            rec.axpy(-1.0, s.sign, s.undo)?;
             for c in &cg {
                 rec.axpy_device(scaled_by(-lr, s.undo), c.d, c.param)?;
             }
