@@ -171,7 +171,7 @@ fn bad_data_files_and_flags_are_refused_naming_what_is_wrong() {
             );
         }
     }
-    let refusals: [(&str, Vec<&str>, &[&str]); 3] = [
+    let refusals: [(&str, Vec<&str>, &[&str]); 5] = [
         (
             "not a safetensors file",
             vec!["--data", path(&not_safetensors)],
@@ -183,6 +183,12 @@ fn bad_data_files_and_flags_are_refused_naming_what_is_wrong() {
             &["gates", "compensation"],
         ),
         ("zero tolerance", vec!["--tolerance", "0"], &["--tolerance"]),
+        (
+            "zero adam steps",
+            vec!["--adam-lr", "1e-3", "--adam-steps", "0"],
+            &["--adam-steps"],
+        ),
+        ("NaN adam lr", vec!["--adam-lr", "NaN"], &["--adam-lr"]),
     ];
     for (case, extra, expected) in refusals {
         let mut args = vec!["curvature", "--model", path(&model), "--engine", "cpu"];
@@ -196,5 +202,22 @@ fn bad_data_files_and_flags_are_refused_naming_what_is_wrong() {
                 "{case}: {needle:?} not in {stderr}"
             );
         }
+    }
+    // The other curvature commands refuse bad flags before any work, naming them.
+    let model_arg = path(&model).to_string();
+    for (args, needle) in [
+        (vec!["curvature-alpha", "--k", "0"], "--k"),
+        (vec!["curvature-alpha", "--alphas", "0.5"], "--alphas"),
+        (vec!["stable-step", "--ratio", "1"], "--ratio"),
+    ] {
+        let mut full = args.clone();
+        full.extend(["--model", model_arg.as_str(), "--engine", "cpu"]);
+        let output = specdef(&full);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{args:?}: {needle:?} not in {stderr}"
+        );
     }
 }

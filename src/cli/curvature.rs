@@ -161,6 +161,9 @@ pub fn curvature(
     {
         bail!("--adam-lr must be a positive number, got {lr}");
     }
+    if adam.adam_lr.is_some() && adam.adam_steps == 0 {
+        bail!("--adam-steps must be at least 1 (Adam's preconditioner needs a step)");
+    }
     if !(tolerance.is_finite() && tolerance > 0.0) {
         bail!("--tolerance must be a positive number, got {tolerance}");
     }
@@ -293,6 +296,9 @@ pub fn curvature_alpha(
             "{} is already defended ({defense}); give the released model",
             model_path.display()
         );
+    }
+    if k == 0 {
+        bail!("--k must be at least 1");
     }
     if let Some(bad) = alphas.iter().find(|a| !(a.is_finite() && **a >= 1.0)) {
         bail!("--alphas: every alpha must be a finite number >= 1, got {bad}");
