@@ -7,7 +7,7 @@
 //!     cargo bench --bench attack_step
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use specdef::benchmark::prepare_attack_steps;
+use specdef::benchmark::{AttackShape, prepare_attack_steps};
 use specdef::engine::Engine;
 use specdef::engine::cpu::CpuEngine32;
 use specdef::engine::gpu::GpuEngine;
@@ -24,7 +24,12 @@ fn bench_engine(c: &mut Criterion, name: &str, engine: &mut dyn Engine) {
         .measurement_time(Duration::from_secs(4))
         .throughput(Throughput::Elements(STEPS_PER_SUBMISSION as u64));
     for defended in [false, true] {
-        let steps = prepare_attack_steps(engine, defended, STEPS_PER_SUBMISSION).expect("prepare");
+        let steps = prepare_attack_steps(
+            engine,
+            AttackShape::standard(defended),
+            Some(STEPS_PER_SUBMISSION),
+        )
+        .expect("prepare");
         let variant = if defended { "defended" } else { "undefended" };
         group.bench_with_input(BenchmarkId::new(name, variant), &defended, |b, _| {
             b.iter(|| {
@@ -42,7 +47,9 @@ fn attack_step(c: &mut Criterion) {
         Ok(mut gpu) => {
             if gpu.has_timestamps() {
                 for defended in [false, true] {
-                    let one = prepare_attack_steps(&mut gpu, defended, 1).expect("prepare");
+                    let one =
+                        prepare_attack_steps(&mut gpu, AttackShape::standard(defended), Some(1))
+                            .expect("prepare");
                     // Warm the pipelines, then time one step's kernels.
                     gpu.run(&one.recording).expect("warm-up");
                     let timings = gpu.run_timed(&one.recording).expect("timed step");

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use specdef::app::ScenarioChoice;
 use specdef::attack::{OptimizerKind, train};
-use specdef::benchmark::{self, BenchRecord, BenchSettings, Workload};
+use specdef::benchmark::Suite;
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine::gpu::GpuEngine;
 use specdef::engine_choice::{self, EngineChoice};
@@ -117,11 +117,28 @@ enum Command {
     Bench {
         #[arg(long, value_enum, value_delimiter = ',', default_values_t = [EngineChoice::Gpu, EngineChoice::Cpu])]
         engine: Vec<EngineChoice>,
+        /// Which workloads: `curves` and `peer` take minutes (widths to 2048, batches to 1024).
+        #[arg(long, value_enum, default_value_t = Suite::Standard)]
+        suite: Suite,
         #[arg(long, default_value = "out/bench.jsonl")]
         out: PathBuf,
         /// Measured samples per workload (after 2 warm-up samples).
         #[arg(long, default_value_t = 5)]
         samples: usize,
+        /// Measure nothing: write the suite's attack-step workloads (initial model, batch,
+        /// optimiser, the first steps' losses) to this folder for a peer implementation to run
+        /// the same work (benches/peers/).
+        #[arg(long, value_name = "DIR")]
+        export_peer: Option<PathBuf>,
+    },
+    /// Plot steps/s and GFLOP/s against model width and batch (log-log) from `specdef bench
+    /// --suite curves` files and peers' files of the same schema, with the CPU's peak matmul
+    /// GFLOP/s as the ceiling.
+    BenchPlot {
+        #[arg(required = true, value_name = "BENCH.jsonl")]
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "out/cost_curves.svg")]
+        out: PathBuf,
     },
     /// The loss Hessian of a model on a stated batch: sigma_1, the extreme eigenvalues, the
     /// trace, the heaviest blocks, a lower bound and the predicted largest stable SGD step.
@@ -450,65 +467,6 @@ fn run_selftest(engines: &[EngineChoice], matmul_size: u32) -> Result<()> {
     Ok(())
 }
 
-fn run_bench(engines: &[EngineChoice], out: &Path, samples: usize) -> Result<()> {
-    anyhow::ensure!(samples > 0, "--samples must be at least 1");
-    writable(out)?;
-    let settings = BenchSettings {
-        samples,
-        ..BenchSettings::default()
-    };
-    let measure = |engine: &mut dyn Engine| {
-        println!("{}", engine.info());
-        benchmark::run_blocking(engine, Workload::standard(), settings, |record| {
-            println!("  {}", record.summary())
-        })
-        .map_err(anyhow::Error::msg)
-    };
-    let mut records = Vec::new();
-    for &choice in engines {
-        if choice == EngineChoice::Gpu {
-            // Concretely typed, so the same device also times the kernels.
-            match GpuEngine::new() {
-                Ok(mut gpu) => {
-                    let mut measured = measure(&mut gpu)?;
-                    add_kernel_times(&mut gpu, &mut measured)?;
-                    records.extend(measured);
-                }
-                Err(e) => println!("gpu: skipped ({e:#})\n"),
-            }
-        } else {
-            records.extend(measure(open(choice)?.as_mut())?);
-        }
-    }
-    report::write_atomically(out, benchmark::to_json_lines(&records)?.as_bytes())
-        .with_context(|| format!("writing {}", out.display()))?;
-    println!("wrote {}", out.display());
-    Ok(())
-}
-
-/// The GPU's own time for one run of each workload, where the device has timestamp queries.
-fn add_kernel_times(gpu: &mut GpuEngine, records: &mut [BenchRecord]) -> Result<()> {
-    if !gpu.has_timestamps() {
-        println!("gpu: no timestamp queries; kernel times not measured");
-        return Ok(());
-    }
-    for workload in Workload::standard() {
-        let prepared = workload.prepare(gpu).map_err(anyhow::Error::msg)?;
-        gpu.run(&prepared.recording)?;
-        let timings = gpu.run_timed(&prepared.recording)?;
-        let ms = timings.iter().map(|t| t.device_ns).sum::<f64>() / 1e6;
-        println!(
-            "  {:<28} {ms:.3} ms of kernel time per run",
-            workload.name()
-        );
-        records
-            .iter_mut()
-            .filter(|r| r.workload == workload.name())
-            .for_each(|r| r.kernel_ms_per_run = Some(ms));
-    }
-    Ok(())
-}
-
 fn print_info() -> Result<()> {
     let engine = GpuEngine::new().context("opening the GPU engine")?;
     let limits = engine.limits();
@@ -608,9 +566,15 @@ fn main() -> Result<ExitCode> {
         } => done(run_selftest(&engine, matmul_size)),
         Command::Bench {
             engine,
+            suite,
             out,
             samples,
-        } => done(run_bench(&engine, &out, samples)),
+            export_peer,
+        } => done(match export_peer {
+            Some(dir) => cli::bench::export_peer(suite, &dir),
+            None => cli::bench::bench(&engine, suite, &out, samples),
+        }),
+        Command::BenchPlot { files, out } => done(cli::bench::plot(&files, &out)),
         Command::Curvature {
             model,
             batch,

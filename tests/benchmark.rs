@@ -5,7 +5,8 @@
 mod common;
 
 use specdef::benchmark::{
-    BENCH_SCHEMA, BenchRecord, BenchSession, BenchSettings, Workload, run_blocking, to_json_lines,
+    AttackShape, BENCH_SCHEMA, BenchRecord, BenchSession, BenchSettings, Workload, run_blocking,
+    to_json_lines,
 };
 use specdef::engine::Engine;
 use specdef::engine::cpu::CpuEngine32;
@@ -14,7 +15,7 @@ fn small() -> (Vec<Workload>, BenchSettings) {
     (
         vec![
             Workload::Matmul { n: 64 },
-            Workload::AttackSteps { defended: true },
+            Workload::AttackSteps(AttackShape::standard(true)),
         ],
         BenchSettings {
             // Calibrated on the second warm-up sample, after first-run costs.
@@ -79,4 +80,45 @@ fn the_harness_polls_the_gpu_without_blocking() {
     println!("{waits} polls found a readback in flight");
     assert!(waits > 0, "the non-blocking path was not exercised");
     check(session.records(), &*gpu, settings);
+}
+
+#[test]
+fn every_suite_workload_name_reads_back_as_its_shape() {
+    use specdef::benchmark::Suite;
+    for suite in [Suite::Standard, Suite::Curves, Suite::Peer] {
+        for workload in suite.workloads() {
+            if let Workload::AttackSteps(shape) = workload {
+                assert_eq!(AttackShape::from_name(&workload.name()), Some(shape));
+            }
+        }
+    }
+    assert_eq!(AttackShape::from_name("matmul 256x256x256"), None);
+    assert_eq!(
+        AttackShape::from_name("attack steps 64-256-256-10 batch x, undefended"),
+        None
+    );
+}
+
+#[test]
+fn an_attack_step_counts_the_flops_of_its_products() {
+    use specdef::benchmark::prepare_attack_steps;
+    let shape = AttackShape {
+        width: 32,
+        batch: 8,
+        defended: false,
+    };
+    let prepared = prepare_attack_steps(&mut CpuEngine32::new(), shape, Some(3)).unwrap();
+    assert_eq!(prepared.work_per_run, 3.0);
+    // Written out: each weight's product forward, its gradient, and the gradient flowing to
+    // its input (none for the first layer, whose input is data); biases as rank-1 products.
+    let b = shape.batch as f64;
+    let layers = [(64.0, 32.0), (32.0, 32.0), (32.0, 10.0)];
+    let weights: f64 = layers.iter().map(|(i, o)| 2.0 * b * i * o).sum();
+    let products = 3.0 * weights - 2.0 * b * 64.0 * 32.0;
+    let biases: f64 = layers.iter().map(|(_, o)| 2.0 * b * o).sum();
+    let counted = prepared.flop_per_step.unwrap();
+    assert!(
+        counted >= products && counted <= products + 2.0 * biases,
+        "counted {counted}, products {products}, biases {biases}"
+    );
 }

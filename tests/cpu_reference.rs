@@ -41,7 +41,17 @@ fn matmul_twin_matches_a_naive_triple_loop() {
                 })
                 .collect();
             let mut c = c0.clone();
-            matmul::matmul(&a, &b, &mut c, (m, n, k), trans_a, trans_b, alpha, beta);
+            matmul::matmul(
+                &a,
+                &b,
+                &mut c,
+                (m, n, k),
+                trans_a,
+                trans_b,
+                alpha,
+                beta,
+                faer::Par::Seq,
+            );
             F64_TIGHT.check(&c, &expected).unwrap();
         }
     }

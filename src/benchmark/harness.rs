@@ -143,17 +143,19 @@ impl BenchSession {
         let workload = sampling.workload;
         sampling
             .samples
-            .push(workload.work_per_run() * runs as f64 / seconds);
+            .push(sampling.prepared.work_per_run * runs as f64 / seconds);
         if sampling.samples.len() == self.settings.samples {
             let done = self.sampling.take().expect("sampling");
-            self.records.push(BenchRecord::new(
+            let mut record = BenchRecord::new(
                 &self.info,
                 &workload.name(),
                 workload.unit(),
                 done.runs_per_sample,
                 self.settings.warmup_samples,
                 done.samples,
-            ));
+            );
+            record.flop_per_step = done.prepared.flop_per_step;
+            self.records.push(record);
         }
         Ok(true)
     }

@@ -14,4 +14,7 @@ mod workload;
 
 pub use harness::{BenchSession, BenchSettings, run_blocking};
 pub use record::{BENCH_SCHEMA, BenchRecord, to_json_lines};
-pub use workload::{Derivative, Prepared, Workload, prepare_attack_steps, prepare_derivative};
+pub use workload::{
+    AttackShape, BENCH_LR, Derivative, Prepared, STEPS_PER_RUN, Suite, Workload, attack_batch,
+    attack_losses, attack_model, prepare_attack_steps, prepare_derivative,
+};

@@ -32,6 +32,10 @@ pub struct BenchRecord {
     pub max: f64,
     /// Sum of the kernels' GPU timestamps for one run, where the device allows timestamp queries.
     pub kernel_ms_per_run: Option<f64>,
+    /// Matmul FLOPs of one step, for step workloads: median * flop_per_step is FLOP/s. Absent
+    /// in records written before it existed.
+    #[serde(default)]
+    pub flop_per_step: Option<f64>,
 }
 
 impl BenchRecord {
@@ -79,6 +83,7 @@ impl BenchRecord {
             max: sorted.last().copied().unwrap_or(f64::NAN),
             samples,
             kernel_ms_per_run: None,
+            flop_per_step: None,
         }
     }
 

@@ -1,4 +1,5 @@
 //! The command line's larger commands, one file per family.
 
+pub mod bench;
 pub mod curvature;
 pub mod verify;

@@ -75,6 +75,21 @@ impl Recording {
         Self::default()
     }
 
+    /// FLOPs of the recording's matrix products (2 m n k each; the element-wise work is not
+    /// counted): what GFLOP/s figures divide by.
+    pub fn matmul_flop(&self) -> f64 {
+        self.ops
+            .iter()
+            .map(|op| match *op {
+                Op::Matmul { a, c, trans_a, .. } => {
+                    let k = if trans_a { a.rows() } else { a.cols() };
+                    2.0 * (c.rows() * c.cols() * k) as f64
+                }
+                _ => 0.0,
+            })
+            .sum()
+    }
+
     pub fn ops(&self) -> &[Op] {
         &self.ops
     }

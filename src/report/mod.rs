@@ -3,6 +3,8 @@
 
 mod compare;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod cost_plot;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sigma_plot;

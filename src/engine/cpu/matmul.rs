@@ -1,4 +1,5 @@
-//! CPU twin of shaders/matmul.wgsl: `c = alpha * op(a) op(b) + beta * c`, through faer.
+//! CPU twin of shaders/matmul.wgsl: `c = alpha * op(a) op(b) + beta * c`, through faer (on the
+//! engine's worker threads where the product is large enough, see `parallel.rs`).
 
 use super::CpuReal;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -14,6 +15,7 @@ pub fn matmul<T: CpuReal>(
     trans_b: bool,
     alpha: T,
     beta: T,
+    par: Par,
 ) {
     let a = if trans_a {
         MatRef::from_row_major_slice(a, k, m).transpose()
@@ -34,6 +36,6 @@ pub fn matmul<T: CpuReal>(
         Accum::Add
     };
     let c = MatMut::from_row_major_slice_mut(c, m, n);
-    // Sequential: results do not depend on the thread count, and the reference stays portable.
-    faer::linalg::matmul::matmul(c, accum, a, b, alpha, Par::Seq);
+    // faer splits the output over threads, never the sum: results do not depend on `par`.
+    faer::linalg::matmul::matmul(c, accum, a, b, alpha, par);
 }

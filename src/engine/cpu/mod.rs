@@ -8,12 +8,14 @@ mod flush;
 pub mod jacobi;
 pub mod matmul;
 pub mod optimizer;
+mod parallel;
 pub mod random;
 mod real;
 pub mod reduce;
 pub mod softmax_cross_entropy;
 pub mod transpose;
 
+pub use parallel::{PARALLEL_MIN_FLOP, THREADS_VARIABLE, Workers};
 pub use real::CpuReal;
 
 use super::{
@@ -30,6 +32,7 @@ pub struct CpuEngine<T: CpuReal> {
     tensors: HashMap<u32, Stored<T>>,
     next_id: u32,
     released: ReleaseQueue,
+    workers: Workers,
 }
 
 pub type CpuEngine64 = CpuEngine<f64>;
@@ -41,13 +44,27 @@ impl<T: CpuReal> Default for CpuEngine<T> {
             tensors: HashMap::new(),
             next_id: 0,
             released: ReleaseQueue::default(),
+            workers: Workers::from_environment(),
         }
     }
 }
 
 impl<T: CpuReal> CpuEngine<T> {
+    /// An engine on `SPECDEF_CPU_THREADS` threads, or every core (see `parallel.rs`).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An engine on `threads` worker threads (1 = sequential); results do not depend on it.
+    pub fn with_threads(threads: usize) -> Self {
+        Self {
+            workers: Workers::new(threads),
+            ..Self::default()
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.workers.threads()
     }
 
     /// Frees what dropped owners left in the release queue.
@@ -135,6 +152,7 @@ impl<T: CpuReal> CpuEngine<T> {
                 beta,
             } => {
                 let k = if trans_a { a.rows() } else { a.cols() };
+                let par = self.workers.matmul_par((c.rows(), c.cols(), k));
                 self.with_output(c, &[a, b], |inp, out| {
                     matmul::matmul(
                         inp[0],
@@ -145,6 +163,7 @@ impl<T: CpuReal> CpuEngine<T> {
                         trans_b,
                         T::of_f64(alpha),
                         T::of_f64(beta),
+                        par,
                     )
                 })
             }
@@ -295,18 +314,22 @@ impl<T: CpuReal> CpuEngine<T> {
                         return Err(e);
                     }
                 };
+                let workers = self.workers;
                 let result = self.with_output(param, &[grad], |inp, out| {
-                    optimizer::adam(
-                        out,
-                        &mut m_state,
-                        &mut v_state,
-                        inp[0],
-                        T::of_f64(hyper.lr),
-                        (T::of_f64(hyper.beta1), T::of_f64(hyper.beta2)),
-                        T::of_f64(hyper.eps),
-                        T::of_f64(hyper.weight_decay),
-                        (T::of_f64(c1), T::of_f64(c2)),
-                    )
+                    let state = (out, m_state.as_mut_slice(), v_state.as_mut_slice());
+                    workers.update_in_chunks(state, inp[0], |param, m, v, grad| {
+                        optimizer::adam(
+                            param,
+                            m,
+                            v,
+                            grad,
+                            T::of_f64(hyper.lr),
+                            (T::of_f64(hyper.beta1), T::of_f64(hyper.beta2)),
+                            T::of_f64(hyper.eps),
+                            T::of_f64(hyper.weight_decay),
+                            (T::of_f64(c1), T::of_f64(c2)),
+                        )
+                    })
                 });
                 self.restore(m, m_state);
                 self.restore(v, v_state);
@@ -394,13 +417,15 @@ impl<T: CpuReal> Engine for CpuEngine<T> {
             backend: "cpu".to_string(),
             adapter: "host CPU (faer)".to_string(),
             driver: format!(
-                "faer, {} bits{}",
+                "faer, {} bits{}, {} thread{}",
                 std::mem::size_of::<T>() * 8,
                 if T::FLUSH_SUBNORMALS {
                     ", subnormals flushed"
                 } else {
                     ""
-                }
+                },
+                self.workers.threads(),
+                if self.workers.threads() == 1 { "" } else { "s" }
             ),
             device_type: "host".to_string(),
         }
@@ -450,8 +475,10 @@ impl<T: CpuReal> Engine for CpuEngine<T> {
 
     fn run(&mut self, recording: &Recording) -> Result<(), EngineError> {
         self.collect_released();
-        let _flush = T::FLUSH_SUBNORMALS.then(flush::FlushSubnormals::enable);
-        recording.ops().iter().try_for_each(|op| self.execute(op))
+        let workers = self.workers;
+        workers.run(T::FLUSH_SUBNORMALS, || {
+            recording.ops().iter().try_for_each(|op| self.execute(op))
+        })
     }
 
     fn read(&mut self, tensors: &[Tensor]) -> Result<Vec<Vec<f64>>, EngineError> {

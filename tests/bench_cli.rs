@@ -1,0 +1,200 @@
+//! `specdef bench --export-peer` and `specdef bench-plot` through the command line: the exported
+//! files are what the layout says (a naive f64 forward pass over the file's tensors gives the
+//! exported first loss), and the cost-curve plot is drawn from records or refuses bad files.
+
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("specdef-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn specdef(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_specdef"))
+        .args(args)
+        .output()
+        .expect("running specdef")
+}
+
+fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn f32_tensor(file: &SafeTensors, name: &str) -> (Vec<usize>, Vec<f64>) {
+    let view = file
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("no tensor {name}"));
+    assert_eq!(view.dtype(), Dtype::F32, "{name}");
+    let values = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
+        .collect();
+    (view.shape().to_vec(), values)
+}
+
+/// Mean cross-entropy of the file's model on its batch, by the layout's own words: each layer
+/// is `y = x F0^T F1^T ... + bias`, ReLU between layers.
+fn first_loss(file: &SafeTensors, layers: usize) -> f64 {
+    let (shape, mut x) = f32_tensor(file, "inputs");
+    let (batch, mut width) = (shape[0], shape[1]);
+    let labels: Vec<i64> = file
+        .tensor("labels")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    for i in 0..layers {
+        for j in 0.. {
+            let Ok(_) = file.tensor(&format!("layer{i}.factor{j}")) else {
+                break;
+            };
+            let (shape, f) = f32_tensor(file, &format!("layer{i}.factor{j}"));
+            let (out, inp) = (shape[0], shape[1]);
+            assert_eq!(inp, width, "layer {i} factor {j} takes {inp}, gets {width}");
+            let mut y = vec![0.0; batch * out];
+            for r in 0..batch {
+                for o in 0..out {
+                    y[r * out + o] = (0..inp).map(|c| x[r * inp + c] * f[o * inp + c]).sum();
+                }
+            }
+            (x, width) = (y, out);
+        }
+        let (_, bias) = f32_tensor(file, &format!("layer{i}.bias"));
+        for r in 0..batch {
+            for o in 0..width {
+                x[r * width + o] += bias[o];
+                if i + 1 < layers {
+                    x[r * width + o] = x[r * width + o].max(0.0);
+                }
+            }
+        }
+    }
+    let mut total = 0.0;
+    for r in 0..batch {
+        let row = &x[r * width..(r + 1) * width];
+        let max = row.iter().cloned().fold(f64::MIN, f64::max);
+        let log_sum = row.iter().map(|z| (z - max).exp()).sum::<f64>().ln() + max;
+        total += log_sum - row[labels[r] as usize];
+    }
+    total / batch as f64
+}
+
+#[test]
+fn the_peer_export_holds_the_workloads_a_naive_forward_pass_reproduces() {
+    let dir = scratch("export");
+    let export = dir.join("peer");
+    ok(specdef(&[
+        "bench",
+        "--export-peer",
+        path(&export),
+        "--suite",
+        "standard",
+    ]));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(export.join("workloads.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["schema"], "specdef.peer/1");
+    let workloads = manifest["workloads"].as_array().unwrap();
+    assert_eq!(workloads.len(), 2, "the standard suite's two attack steps");
+    for workload in workloads {
+        let name = workload["name"].as_str().unwrap();
+        let bytes = std::fs::read(export.join(workload["file"].as_str().unwrap())).unwrap();
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let layers = workload["widths"].as_array().unwrap().len() - 1;
+        let loss = first_loss(&file, layers);
+        let f64_losses = workload["reference_losses_f64"].as_array().unwrap();
+        let f32_losses = workload["reference_losses"].as_array().unwrap();
+        assert_eq!((f64_losses.len(), f32_losses.len()), (5, 5), "{name}");
+        let exported = f64_losses[0].as_f64().unwrap();
+        assert!(
+            (loss - exported).abs() <= 1e-12 * loss.abs(),
+            "{name}: the file's model gives loss {loss}, the export says {exported}"
+        );
+        // The f32 engine's first loss is the same forward pass in f32 (through C's alpha-scaled
+        // singular values where defended, which amplify f32 rounding).
+        let from_f32 = f32_losses[0].as_f64().unwrap();
+        assert!(
+            (from_f32 - loss).abs() <= 1e-3 * loss,
+            "{name}: f32 {from_f32}, f64 {loss}"
+        );
+        // The steps change the loss: the reference checks the update too.
+        assert_ne!(f64_losses[4], f64_losses[0], "{name}");
+        assert!(workload["flop_per_step"].as_f64().unwrap() > 0.0);
+        let factors = file.names().iter().filter(|n| n.contains("factor")).count();
+        let defended = workload["defended"].as_bool().unwrap();
+        assert_eq!(
+            factors,
+            if defended { 2 * layers } else { layers },
+            "{name}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_cost_curves_are_drawn_from_bench_records_and_bad_files_are_refused() {
+    let dir = scratch("plot");
+    let records = dir.join("bench.jsonl");
+    ok(specdef(&[
+        "bench",
+        "--engine",
+        "cpu",
+        "--samples",
+        "1",
+        "--out",
+        path(&records),
+    ]));
+    let svg = dir.join("curves.svg");
+    ok(specdef(&[
+        "bench-plot",
+        path(&records),
+        "--out",
+        path(&svg),
+    ]));
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        drawn.starts_with("<svg"),
+        "{}",
+        &drawn[..100.min(drawn.len())]
+    );
+    assert!(
+        drawn.contains("cpu-f32, undefended"),
+        "a line per engine and form"
+    );
+    assert!(drawn.contains("cpu-f32, SpecDef"));
+    assert!(drawn.contains("peak: cpu-f32 matmul"), "the peak line");
+
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "{\"schema\": \"specdef.bench/1\"}\n").unwrap();
+    let output = specdef(&[
+        "bench-plot",
+        path(&records),
+        path(&bad),
+        "--out",
+        path(&svg),
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.jsonl line 1"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&svg).unwrap(),
+        drawn,
+        "a refused plot leaves the old file"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
