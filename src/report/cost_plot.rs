@@ -178,6 +178,9 @@ fn draw_panel(
         .configure_mesh()
         .x_desc(sweep.label())
         .y_desc(if gflops { "matmul GFLOP/s" } else { "steps/s" })
+        .x_labels(6)
+        .y_labels(6)
+        .light_line_style(WHITE)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0e}"))
         .draw()?;
@@ -185,25 +188,17 @@ fn draw_panel(
         let index = engines.iter().position(|e| *e == line.engine).unwrap_or(0);
         let color = COLORS[index % COLORS.len()];
         let style = color.stroke_width(2);
-        let label = format!(
-            "{}, {}",
-            line.engine,
-            if line.defended {
-                "SpecDef"
-            } else {
-                "undefended"
-            }
-        );
         let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], style);
+        // One legend entry per engine (its colour), in the steps/s panels only; the line style
+        // (solid, dashed) is explained in the title.
         if line.defended {
-            chart
-                .draw_series(DashedLineSeries::new(line.points.clone(), 7, 4, style))?
-                .label(label)
-                .legend(legend);
+            chart.draw_series(DashedLineSeries::new(line.points.clone(), 7, 4, style))?;
+        } else if gflops {
+            chart.draw_series(LineSeries::new(line.points.clone(), style))?;
         } else {
             chart
                 .draw_series(LineSeries::new(line.points.clone(), style))?
-                .label(label)
+                .label(line.engine.clone())
                 .legend(legend);
         }
         chart.draw_series(
@@ -224,7 +219,11 @@ fn draw_panel(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(if gflops {
+            SeriesLabelPosition::LowerRight
+        } else {
+            SeriesLabelPosition::UpperRight
+        })
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 11))
