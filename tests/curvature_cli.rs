@@ -5,7 +5,9 @@
 use specdef::data::file as data_file;
 use specdef::scenario::{Scenario, TaskData};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
 
 fn scratch() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("specdef-curvature-{}", std::process::id()));
@@ -14,21 +16,13 @@ fn scratch() -> PathBuf {
 }
 
 fn specdef(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_specdef"))
-        .args(args)
-        .env("SPECDEF_CACHE_DIR", scratch().join("cache"))
-        .output()
-        .expect("running specdef")
+    common::specdef_command(
+        args,
+        &[("SPECDEF_CACHE_DIR", scratch().join("cache").as_path())],
+    )
 }
 
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
+use common::succeeded as ok;
 
 fn path(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 
@@ -41,6 +40,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
 from safetensors.numpy import load_file  # noqa: E402
+from machine import cpu_model
 
 PEER_SCHEMA = "specdef.peer/1"
 BENCH_SCHEMA = "specdef.bench/1"
@@ -53,15 +53,6 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 # ---------------------------------------------------------------------------------------------

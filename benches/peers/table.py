@@ -13,8 +13,8 @@ Standard library only.
 import argparse
 import json
 import os
-import platform
 import sys
+from machine import cpu_model
 
 
 def read_records(path):
@@ -34,15 +34,6 @@ def read_records(path):
     return out
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def num(x, digits=1):

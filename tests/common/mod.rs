@@ -230,3 +230,22 @@ impl<E: Engine> Engine for Logging<E> {
         self.inner.read(tensors)
     }
 }
+
+/// Runs the `specdef` binary with `args` and the environment variables `envs`.
+pub fn specdef_command(args: &[&str], envs: &[(&str, &std::path::Path)]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_specdef"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("running specdef")
+}
+
+/// The standard output of a command that must have succeeded (its stderr in the failure).
+pub fn succeeded(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}

@@ -36,6 +36,9 @@ pub struct CpuEngine<T: CpuReal> {
 }
 
 pub type CpuEngine64 = CpuEngine<f64>;
+
+/// The most tensors one op reads (the activation gradient's tangent reads four).
+const MAX_INPUTS: usize = 4;
 pub type CpuEngine32 = CpuEngine<f32>;
 
 impl<T: CpuReal> Default for CpuEngine<T> {
@@ -104,14 +107,20 @@ impl<T: CpuReal> CpuEngine<T> {
         inputs: &[Tensor],
         f: impl FnOnce(&[&[T]], &mut [T]),
     ) -> Result<(), EngineError> {
+        assert!(
+            inputs.len() <= MAX_INPUTS,
+            "an op reads at most {MAX_INPUTS} tensors"
+        );
         let unknown = EngineError::UnknownTensor { id: out.id() };
         let mut out_values =
             std::mem::take(&mut self.tensors.get_mut(&out.id()).ok_or(unknown)?.values);
-        let input_values = inputs
+        // On the stack: an op reads at most MAX_INPUTS tensors, and this runs for every op.
+        let mut input_values: [&[T]; MAX_INPUTS] = [&[]; MAX_INPUTS];
+        let found = inputs
             .iter()
-            .map(|&t| self.values(t))
-            .collect::<Result<Vec<_>, _>>();
-        let result = input_values.map(|values| f(&values, &mut out_values));
+            .zip(&mut input_values)
+            .try_for_each(|(&t, slot)| self.values(t).map(|values| *slot = values));
+        let result = found.map(|()| f(&input_values[..inputs.len()], &mut out_values));
         // Put the output back whether or not the inputs were found.
         if let Some(stored) = self.tensors.get_mut(&out.id()) {
             stored.values = out_values;
