@@ -192,3 +192,20 @@ fn the_cost_curves_are_drawn_from_bench_records_and_bad_files_are_refused() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_suite_or_export_folder_is_refused_naming_it() {
+    let output = specdef(&["bench", "--suite", "huge"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--suite"), "{stderr}");
+
+    let dir = scratch("bad-export");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "not a folder").unwrap();
+    let output = specdef(&["bench", "--export-peer", path(&file)]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("a-file"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

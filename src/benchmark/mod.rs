@@ -16,5 +16,5 @@ pub use harness::{BenchSession, BenchSettings, run_blocking};
 pub use record::{BENCH_SCHEMA, BenchRecord, to_json_lines};
 pub use workload::{
     AttackShape, BENCH_LR, Derivative, Prepared, STEPS_PER_RUN, Suite, Workload, attack_batch,
-    attack_losses, attack_model, prepare_attack_steps, prepare_derivative,
+    attack_losses, attack_model, prepare_attack_steps, prepare_attack_steps_of, prepare_derivative,
 };

@@ -305,7 +305,20 @@ pub fn prepare_attack_steps(
     shape: AttackShape,
     steps: Option<usize>,
 ) -> Result<Prepared, Box<dyn Error>> {
-    let uploaded = benchmark_batch(engine, shape)?;
+    let inputs = attack_batch(shape).0;
+    prepare_attack_steps_of(engine, &attack_model(shape)?, shape, &inputs, steps)
+}
+
+/// `prepare_attack_steps` of a model already built (building a defended one costs seconds at
+/// large widths) and the inputs given.
+pub fn prepare_attack_steps_of(
+    engine: &mut dyn Engine,
+    model: &HostModel,
+    shape: AttackShape,
+    inputs: &[f64],
+    steps: Option<usize>,
+) -> Result<Prepared, Box<dyn Error>> {
+    let uploaded = upload_batch(engine, model, shape, inputs)?;
     let state = AttackState::upload(engine, uploaded)?;
     let mut one_step = Recording::new();
     state.record_step(&mut one_step, 1)?;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use specdef::benchmark::{
     self, AttackShape, BENCH_LR, BenchRecord, BenchSettings, Suite, Workload, attack_batch,
-    attack_losses, attack_model,
+    attack_losses, attack_model, prepare_attack_steps_of,
 };
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::gpu::GpuEngine;
@@ -149,7 +149,8 @@ pub fn export_peer(suite: Suite, dir: &Path) -> Result<()> {
         let bytes = peer_tensors(&model, shape, &inputs).with_context(context)?;
         report::write_atomically(&dir.join(&file), &bytes)
             .with_context(|| format!("writing {}", dir.join(&file).display()))?;
-        let prepared = workload.prepare(&mut engine).map_err(anyhow::Error::msg)?;
+        let prepared = prepare_attack_steps_of(&mut engine, &model, shape, &inputs, None)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", shape.name()))?;
         let losses = |engine: &mut dyn Engine, model: &HostModel, inputs: &[f64]| {
             attack_losses(engine, model, shape, inputs, REFERENCE_STEPS)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", shape.name()))
