@@ -488,6 +488,7 @@ fn print_info() -> Result<()> {
 
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
+    specdef::engine::cpu::Workers::check_environment().map_err(anyhow::Error::msg)?;
     let done = |result: Result<()>| result.map(|_| ExitCode::SUCCESS);
     match cli.command.unwrap_or(Command::Run {
         scenario: None,

@@ -209,3 +209,17 @@ fn a_bad_suite_or_export_folder_is_refused_naming_it() {
     assert!(stderr.contains("a-file"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_thread_count_is_refused_naming_the_variable() {
+    assert!(common::specdef_command(&["list"], &[]).status.success());
+    for bad in ["0", "-1", "two", ""] {
+        let output = common::specdef_command(&["list"], &[("SPECDEF_CPU_THREADS", bad)]);
+        assert!(
+            !output.status.success(),
+            "SPECDEF_CPU_THREADS={bad:?} accepted"
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("SPECDEF_CPU_THREADS"), "{stderr}");
+    }
+}

@@ -18,7 +18,10 @@ fn scratch() -> PathBuf {
 fn specdef(args: &[&str]) -> Output {
     common::specdef_command(
         args,
-        &[("SPECDEF_CACHE_DIR", scratch().join("cache").as_path())],
+        &[(
+            "SPECDEF_CACHE_DIR",
+            scratch().join("cache").to_str().unwrap(),
+        )],
     )
 }
 

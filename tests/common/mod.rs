@@ -232,7 +232,7 @@ impl<E: Engine> Engine for Logging<E> {
 }
 
 /// Runs the `specdef` binary with `args` and the environment variables `envs`.
-pub fn specdef_command(args: &[&str], envs: &[(&str, &std::path::Path)]) -> std::process::Output {
+pub fn specdef_command(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_specdef"))
         .args(args)
         .envs(envs.iter().copied())

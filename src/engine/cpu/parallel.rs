@@ -29,14 +29,29 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// `SPECDEF_CPU_THREADS` where set to a positive number, else every core the process may use.
+    /// `SPECDEF_CPU_THREADS` where set to a positive number, else every core the process may use
+    /// (front ends refuse a bad value first, with `check_environment`).
     pub fn from_environment() -> Self {
-        let requested = std::env::var(THREADS_VARIABLE)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|&n| n > 0);
+        let requested = Self::requested().ok().flatten();
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self::new(requested.unwrap_or(available))
+    }
+
+    /// An error naming `SPECDEF_CPU_THREADS` where it is set to anything but a positive number.
+    pub fn check_environment() -> Result<(), String> {
+        Self::requested().map(|_| ())
+    }
+
+    fn requested() -> Result<Option<usize>, String> {
+        let Ok(value) = std::env::var(THREADS_VARIABLE) else {
+            return Ok(None);
+        };
+        match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => Err(format!(
+                "{THREADS_VARIABLE}={value:?}: the CPU engine's thread count must be a positive whole number"
+            )),
+        }
     }
 
     pub fn new(threads: usize) -> Self {
