@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
 # The benchmarks on a machine with a real GPU, in one go: sets up the Vulkan loader where the
 # machine lacks one, checks that wgpu opens a hardware adapter on Vulkan (never a software
-# one, never GL), then runs `specdef bench` on the GPU and the CPU engine over the cost-curve
-# suite, draws the cost curves, and runs the criterion benches where cargo is there. Every figure
-# is written with the adapter's name (the records' `adapter` and `driver` fields).
+# one, never GL), checks that the GPU reproduces the reference outcomes (`specdef verify`), runs
+# `specdef bench` on the GPU and the CPU engine over the cost-curve suite, runs the JAX peer on
+# the same GPU in the same invocation where python3 has a JAX that sees it, draws the cost
+# curves, and runs the criterion benches' GPU cases. Every figure is written with the adapter's
+# name (the records' `adapter` and `driver` fields).
 #
-#   benches/gpu.sh                  # builds specdef with cargo
-#   SPECDEF_BIN=path/to/specdef benches/gpu.sh   # a binary built elsewhere (no cargo needed)
+#   benches/gpu.sh                  # builds specdef and the criterion benches with cargo
+#   SPECDEF_BIN=path/to/specdef [SPECDEF_CRITERION_DIR=dir] benches/gpu.sh
+#                                   # binaries built elsewhere (no cargo needed): the criterion
+#                                   # bench executables (`cargo bench --no-run`) in dir
 #
 # Loader packages: where `ldconfig -p` finds no libvulkan, .deb files under .gl/ (downloaded
 # beforehand with `apt-get download libvulkan1`) are unpacked into /. NVIDIA's driver files are
 # used from /usr/local/nvidia where the driver is installed there (containers often do this).
-# Output: out/gpu/ (bench.jsonl, cost_curves.svg, criterion.txt, adapter.txt).
+# The JAX peer is whatever JAX python3 imports (machines without a registry have one installed);
+# its version is in its records. Output: $SPECDEF_GPU_OUT, default out/gpu/ (adapter.txt, verify.txt, bench.jsonl,
+# jax-gpu.jsonl, table.md, cost_curves.svg, criterion.txt).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-out=out/gpu
+out="${SPECDEF_GPU_OUT:-out/gpu}"
 mkdir -p "$out"
 
 if ! ldconfig -p | grep -q libvulkan; then
@@ -52,14 +58,35 @@ if grep -qiE "llvmpipe|lavapipe|swiftshader|, cpu," "$out/adapter.txt"; then
     exit 1
 fi
 
+echo "== does this GPU reproduce the reference outcomes? (specdef verify)"
+# A difference is a finding to record, not a reason to stop the benchmarks.
+"$specdef" verify --engine gpu 2>&1 | tee "$out/verify.txt" || echo "   verify: differences (above)"
+
 echo "== specdef bench, GPU and CPU engines, cost-curve suite"
 "$specdef" bench --engine gpu,cpu --suite curves --out "$out/bench.jsonl"
-"$specdef" bench-plot "$out/bench.jsonl" --out "$out/cost_curves.svg"
+plotted=("$out/bench.jsonl")
 
-if command -v cargo >/dev/null 2>&1; then
-    echo "== criterion benches"
-    cargo bench --bench matmul --bench attack_step --bench hvp 2>&1 | tee "$out/criterion.txt"
+here="$root/benches/peers"
+if python3 -c 'import jax, safetensors; assert jax.devices("gpu")' >/dev/null 2>&1; then
+    echo "== JAX on the same GPU (jit, f32), same workloads"
+    export_dir="$(mktemp -d)/export"   # large weight files: kept out of the results folder
+    "$specdef" bench --export-peer "$export_dir" --suite peer
+    JAX_PLATFORMS=cuda JAX_DEFAULT_MATMUL_PRECISION=highest python3 "$here/jax_peer.py" "$export_dir" --config gpu --out "$out/jax-gpu.jsonl"
+    python3 "$here/table.py" --specdef "$out/bench.jsonl" --jax "$out/jax-gpu.jsonl" --markdown "$out/table.md"
+    plotted+=("$out/jax-gpu.jsonl")
 else
-    echo "== no cargo here: criterion benches skipped"
+    echo "== no JAX with a GPU device in python3: the JAX peer skipped"
+fi
+"$specdef" bench-plot "${plotted[@]}" --out "$out/cost_curves.svg"
+
+echo "== criterion benches (GPU cases)"
+if [[ -n "${SPECDEF_CRITERION_DIR:-}" ]]; then
+    for exe in "$SPECDEF_CRITERION_DIR"/*; do
+        "$exe" --bench 'gpu|wgsl' 2>&1 | tee -a "$out/criterion.txt"
+    done
+elif command -v cargo >/dev/null 2>&1; then
+    cargo bench --bench matmul --bench attack_step --bench hvp -- 'gpu|wgsl' 2>&1 | tee "$out/criterion.txt"
+else
+    echo "   no cargo and no SPECDEF_CRITERION_DIR: skipped"
 fi
 echo "== written: $out/"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""JAX peer of specdef's `--suite peer` workloads: Adam steps of an MLP on the JAX CPU backend.
+"""JAX peer of specdef's `--suite peer` workloads: Adam steps of an MLP on JAX (CPU by default).
 
     jax_peer.py EXPORT_DIR --config NAME --out FILE.jsonl [--quick] [--only TEXT] [--rtol X]
 
@@ -17,8 +17,9 @@ and one safetensors file per workload). For every workload this script
    runs per sample so that a sample lasts >= 0.2 s; then 5 samples; steps/s per sample) and
    writes one `specdef.bench/1` JSON line per (workload, way) to --out.
 
-`--config` is only a label (`default-threads`, `1-thread`): threading is the caller's
-environment (XLA_FLAGS, taskset). `--quick` (or SPECDEF_PEER_QUICK=1) is for smoke tests: 1
+`--config` is only a label (`default-threads`, `1-thread`, `gpu`): threading and the device
+are the caller's environment (XLA_FLAGS, taskset; JAX_PLATFORMS=cuda for the GPU, which
+benches/gpu.sh sets). The records name the device JAX ran on. `--quick` (or SPECDEF_PEER_QUICK=1) is for smoke tests: 1
 warm-up sample, 2 samples of >= 0.02 s; its records say so through warmup_samples and the
 number of samples, and are not benchmark figures.
 """
@@ -185,7 +186,16 @@ def measure(run_once, steps_per_run, warmup, samples, min_seconds):
     return runs, out
 
 
+def device_description():
+    """(backend, adapter, device_type) of the device JAX runs on, as specdef's records name them."""
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return "cpu", cpu_model(), "host"
+    return device.platform, device.device_kind, "gpu"
+
+
 def record(w, engine, runs, warmup, samples):
+    backend, adapter, device_type = device_description()
     s = sorted(samples)
     n = len(s)
     median = (s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2) if n else float("nan")
@@ -193,10 +203,10 @@ def record(w, engine, runs, warmup, samples):
         "schema": BENCH_SCHEMA,
         "crate_version": jax.__version__,
         "engine": engine,
-        "backend": "cpu",
-        "adapter": cpu_model(),
+        "backend": backend,
+        "adapter": adapter,
         "driver": f"XLA via jax {jax.__version__}, jaxlib {jaxlib.__version__}",
-        "device_type": "host",
+        "device_type": device_type,
         "platform": "native",
         "timer": "time.perf_counter",
         "workload": w["name"],

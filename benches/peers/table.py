@@ -101,6 +101,7 @@ def main():
     # The machine: what this script runs on, and what the records say they ran on.
     here = cpu_model()
     adapters = sorted({r["adapter"] for r in jax_recs})
+    host_adapters = sorted({r["adapter"] for r in jax_recs if r.get("device_type") == "host"})
     jax_versions = sorted({r["crate_version"] for r in jax_recs})
     drivers = sorted({r["driver"] for r in spec})
     lines = [
@@ -110,7 +111,7 @@ def main():
         f"({'; '.join(drivers)})",
         "medians of steps/s, higher is better; specdef / best JAX > 1: specdef is faster",
     ]
-    if adapters and adapters != [here]:
+    if host_adapters and host_adapters != [here]:
         notes.append("the JAX records name another CPU than this machine's: the figures are "
                      "only comparable from one run on one machine")
     quick = [f"{r['engine']}" for r in jax_recs if r.get("warmup_samples", 2) < 2
