@@ -14,8 +14,9 @@ pub const TABLES_TXT: &str = "tables.txt";
 /// The tables the command line prints and writes to `tables.txt`: the main table, the success
 /// windows and the function-preservation errors of the defences (empty without summaries).
 pub fn tables(records: &[RunRecord], defenses: &[DefenseSummary]) -> String {
+    let adaptive = report::adaptive_table(records).map_or(String::new(), |t| format!("\n{t}"));
     format!(
-        "{}\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
+        "{}\n{}{adaptive}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
         report::main_table(records),
         report::success_window_table(records),
         report::precision_table(defenses)

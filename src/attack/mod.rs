@@ -1,11 +1,13 @@
 //! Attacks: fine-tuning the released model toward the harmful task with first-order and
-//! second-order optimisers over learning-rate sweeps.
+//! second-order optimisers over learning-rate sweeps, after the adaptive attacker's rewrites.
 
+mod adaptive;
 mod optimizer;
 mod schedule;
 mod second_order;
 mod train;
 
+pub use adaptive::{AdaptiveAttack, DEFAULT_LORA_RANK, LoraPlacement};
 pub use optimizer::{
     GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState,
 };

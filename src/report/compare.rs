@@ -85,7 +85,7 @@ fn run_key(r: &RunRecord) -> String {
         g => g,
     };
     format!(
-        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}|second_order={}",
+        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|adaptive={}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}|second_order={}",
         r.scenario,
         r.variant.clone().unwrap_or_default(),
         r.seed,
@@ -93,6 +93,7 @@ fn run_key(r: &RunRecord) -> String {
         r.alpha,
         r.k,
         r.layers,
+        r.adaptive.as_deref().unwrap_or_default(),
         r.optimizer,
         r.lr,
         r.schedule,

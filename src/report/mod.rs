@@ -1,6 +1,7 @@
 //! Reports of a scenario run: the terminal table shaped like the paper's main table, success
 //! windows, the precision frontier, and the files (JSON lines, CSV) written atomically.
 
+mod adaptive_table;
 mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cost_plot;
@@ -13,6 +14,7 @@ mod table;
 pub mod window_plot;
 
 pub use crate::atomic_file::write_atomically;
+pub use adaptive_table::adaptive_table;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
 
 pub use table::{

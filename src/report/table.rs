@@ -16,6 +16,13 @@ fn cell(r: &RunRecord) -> String {
     }
 }
 
+/// The defence column's width: the longest label (adaptive rewrites make long ones), at least 18.
+fn label_width<T>(rows: impl IntoIterator<Item = (String, T)>) -> usize {
+    rows.into_iter()
+        .map(|(label, _)| label.len())
+        .fold(18, usize::max)
+}
+
 pub fn main_table(records: &[RunRecord]) -> String {
     let lrs = distinct(records.iter().map(|r| r.lr));
     let rows = distinct(
@@ -23,10 +30,11 @@ pub fn main_table(records: &[RunRecord]) -> String {
             .iter()
             .map(|r| (r.defense_label(), r.optimizer.clone())),
     );
+    let width = label_width(rows.iter().map(|(d, _)| (d.clone(), ())));
     let mut out = String::new();
     let _ = write!(
         out,
-        "{:<18} {:<9} {:>7} {:>7}",
+        "{:<width$} {:<10} {:>7} {:>7}",
         "defence", "optimizer", "util0", "util1"
     );
     for lr in &lrs {
@@ -41,7 +49,7 @@ pub fn main_table(records: &[RunRecord]) -> String {
         let Some(first) = runs.first() else { continue };
         let _ = write!(
             out,
-            "{defense:<18} {optimizer:<9} {:>7.3} {:>7.3}",
+            "{defense:<width$} {optimizer:<10} {:>7.3} {:>7.3}",
             first.utility_before_defense, first.utility_after_defense
         );
         for lr in &lrs {
@@ -96,11 +104,13 @@ pub fn success_windows(records: &[RunRecord]) -> Vec<SuccessWindow> {
 }
 
 pub fn success_window_table(records: &[RunRecord]) -> String {
+    let windows = success_windows(records);
+    let width = label_width(windows.iter().map(|w| (w.defense.clone(), ())));
     let mut out = format!(
-        "{:<18} {:<9} {:>21} {:>12}\n",
+        "{:<width$} {:<10} {:>21} {:>12}\n",
         "defence", "optimizer", "success window (lr)", "best steps"
     );
-    for w in success_windows(records) {
+    for w in windows {
         let window = match (w.lowest, w.highest) {
             (Some(lo), Some(hi)) => format!("{lo:.0e} .. {hi:.0e}"),
             _ => "none".to_string(),
@@ -108,7 +118,7 @@ pub fn success_window_table(records: &[RunRecord]) -> String {
         let steps = w.fewest_steps.map_or("-".to_string(), |s| s.to_string());
         let _ = writeln!(
             out,
-            "{:<18} {:<9} {window:>21} {steps:>12}",
+            "{:<width$} {:<10} {window:>21} {steps:>12}",
             w.defense, w.optimizer
         );
     }
@@ -123,13 +133,14 @@ pub fn precision_table(defenses: &[DefenseSummary]) -> String {
             .iter()
             .flat_map(|d| d.function_error.iter().map(|e| e.0.clone())),
     );
-    let mut out = format!("{:<18} {:>10}", "defence", "params");
+    let width = label_width(defenses.iter().map(|d| (d.label.clone(), ())));
+    let mut out = format!("{:<width$} {:>10}", "defence", "params");
     for engine in &engines {
         let _ = write!(out, " {:>21}", format!("{engine} max/mean"));
     }
     out.push('\n');
     for d in defenses {
-        let _ = write!(out, "{:<18} {:>10}", d.label, d.parameter_count);
+        let _ = write!(out, "{:<width$} {:>10}", d.label, d.parameter_count);
         for engine in &engines {
             let text = d
                 .function_error

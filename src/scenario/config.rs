@@ -2,7 +2,8 @@
 //! merged over the base (`[variants.quick]`). Errors name the file, the variant and the field.
 
 use crate::attack::{
-    GroupSettings, OptimizerHyper, OptimizerKind, Schedule, SecondOrderHyper, TrainSettings,
+    AdaptiveAttack, GroupSettings, OptimizerHyper, OptimizerKind, Schedule, SecondOrderHyper,
+    TrainSettings,
 };
 use crate::defense::{CompensationForm, LayerSelection, SpecDef};
 use crate::model::{ModelSpec, ParamGroup, Trainable};
@@ -30,6 +31,38 @@ pub struct Scenario {
     pub pretrain: TrainSettings,
     pub defense: DefenseGrid,
     pub attack: AttackGrid,
+    /// The adaptive attacker's rewrites (none unless the file asks).
+    #[serde(default)]
+    pub adaptive: AdaptiveGrid,
+}
+
+/// The adaptive attacker (PAPER.md section 5): each attack rewrites the SpecDef-defended model
+/// of each alpha (the defence grid's k, layers and compensation form) before fine-tuning over
+/// the attack grid's learning rates with `optimizers`. LoRA on the weights also runs on the
+/// undefended model, as the baseline its slowdown is measured against.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveGrid {
+    pub attacks: Vec<AdaptiveAttack>,
+    /// The defences' alphas; the defence grid's where absent.
+    #[serde(default)]
+    pub alphas: Option<Vec<f64>>,
+    #[serde(default = "first_order")]
+    pub optimizers: Vec<OptimizerKind>,
+}
+
+fn first_order() -> Vec<OptimizerKind> {
+    vec![OptimizerKind::Sgd, OptimizerKind::Adam]
+}
+
+impl Default for AdaptiveGrid {
+    fn default() -> Self {
+        Self {
+            attacks: Vec::new(),
+            alphas: None,
+            optimizers: first_order(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -341,6 +374,7 @@ impl Scenario {
         (self.defense.layers)
             .resolve(layers, self.seed)
             .map_err(|e| format!("defense.layers: {e}"))?;
+        self.validate_adaptive()?;
         for (i, extra) in self.defense.extra.iter().enumerate() {
             extra
                 .validate()
@@ -348,6 +382,39 @@ impl Scenario {
             (extra.layers)
                 .resolve(layers, self.seed)
                 .map_err(|e| format!("defense.extra[{i}].layers: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn validate_adaptive(&self) -> Result<(), String> {
+        let adaptive = &self.adaptive;
+        if adaptive.attacks.is_empty() {
+            return Ok(());
+        }
+        if adaptive.optimizers.is_empty() {
+            return Err("adaptive.optimizers is empty".to_string());
+        }
+        for alpha in adaptive.alphas.iter().flatten() {
+            if !(alpha.is_finite() && *alpha > 0.0) {
+                return Err(format!("adaptive.alphas must be positive, got {alpha}"));
+            }
+        }
+        if !self.defense.compensate
+            && let Some(attack) = adaptive.attacks.iter().find(|a| a.needs_defended_layers())
+        {
+            return Err(format!(
+                "adaptive.attacks: {attack} rewrites SpecDef's compensation layers, and \
+                 defense.compensate = false defends without them"
+            ));
+        }
+        for &attack in &adaptive.attacks {
+            for &optimizer in &adaptive.optimizers {
+                let mut settings = self.attack.settings(optimizer, self.attack.lr_grid.from);
+                settings.trainable = attack.trainable(settings.trainable);
+                settings
+                    .validate("adaptive")
+                    .map_err(|e| format!("{e} (adaptive attack {attack})"))?;
+            }
         }
         Ok(())
     }

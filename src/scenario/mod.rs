@@ -6,14 +6,17 @@ mod outcome;
 mod record;
 mod runner;
 mod session;
+mod targets;
 mod task;
 
 pub use cache::{PretrainCache, default_cache_dir};
 pub use config::{
-    AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario, SvdPlacement,
+    AdaptiveGrid, AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario,
+    SvdPlacement,
 };
 pub use outcome::{DefenseSummary, LayerSigma, RunError, ScenarioOutcome, layer_sigmas};
 pub use record::{RECORD_SCHEMA, RunRecord, finite};
 pub use runner::{RunSettings, run_scenario};
 pub use session::ScenarioSession;
+pub use targets::Target;
 pub use task::TaskData;

@@ -24,6 +24,8 @@ pub enum RunError {
     ModelFile(#[from] ModelFileError),
     #[error("SVD of a layer for sigma_1: {0}")]
     Svd(String),
+    #[error("adaptive attack on {target}: {message}")]
+    Adaptive { target: String, message: String },
 }
 
 /// What one defence did before any attack.
@@ -31,6 +33,10 @@ pub enum RunError {
 pub struct DefenseSummary {
     pub label: String,
     pub defense: Option<SpecDef>,
+    /// The adaptive attacker's rewrite, as records name it (`factorisation p=4`).
+    pub adaptive: Option<String>,
+    /// Parameters the rewrite added to the defended model.
+    pub adaptive_overhead: Option<i64>,
     pub parameter_count: usize,
     pub utility_after_defense: f64,
     /// (engine, max, mean) relative output error against the undefended model in f64, the run
@@ -76,10 +82,6 @@ pub struct ScenarioOutcome {
     pub records: Vec<RunRecord>,
 }
 
-pub(super) fn label_of(defense: &Option<SpecDef>) -> String {
-    defense.as_ref().map_or("none".to_string(), SpecDef::label)
-}
-
 /// The record of one attack run; the function error is the run engine's (the summary's first).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record(
@@ -114,6 +116,8 @@ pub(super) fn record(
         k: defense.map(|d| d.k),
         layers: defense.map(|d| d.layers.to_string()),
         parameter_count: summary.parameter_count,
+        adaptive: summary.adaptive.clone(),
+        adaptive_overhead: summary.adaptive_overhead,
         function_error_max,
         function_error_mean,
         optimizer: optimizer.to_string(),

@@ -30,6 +30,14 @@ pub struct RunRecord {
     pub k: Option<usize>,
     pub layers: Option<String>,
     pub parameter_count: usize,
+    /// The adaptive attacker's rewrite of the defended model before fine-tuning (`fusion`,
+    /// `injection`, `factorisation p=4`, `lora-weight r=8`); absent for plain fine-tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<String>,
+    /// Parameters the rewrite adds to the defended model (negative where it removes some:
+    /// fusion); absent for plain fine-tuning. `parameter_count` is the rewritten model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive_overhead: Option<i64>,
     pub function_error_max: f64,
     pub function_error_mean: f64,
     // The attack.
@@ -84,17 +92,23 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    /// `none`, `specdef a=1e4` or `specdef-ablation a=1e4`: how tables and plots name the defence.
+    /// `none`, `specdef a=1e4` or `specdef-ablation a=1e4`, then the adaptive attacker's
+    /// rewrite where there is one (`specdef a=1e4 + fusion`): how tables and plots name the
+    /// model that was fine-tuned.
     pub fn defense_label(&self) -> String {
-        match self.alpha {
+        let defense = match self.alpha {
             None => "none".to_string(),
             Some(alpha) => format!("{} a={alpha:.0e}", self.defense),
+        };
+        match &self.adaptive {
+            Some(adaptive) => format!("{defense} + {adaptive}"),
+            None => defense,
         }
     }
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,function_error_max,function_error_mean,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
+        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -125,6 +139,8 @@ impl RunRecord {
             opt(self.k),
             text(&self.layers.clone().unwrap_or_default()),
             self.parameter_count.to_string(),
+            text(self.adaptive.as_deref().unwrap_or_default()),
+            opt(self.adaptive_overhead),
             self.function_error_max.to_string(),
             self.function_error_mean.to_string(),
             text(&self.optimizer),

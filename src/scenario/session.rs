@@ -8,13 +8,13 @@
 //! then the attacked model's utility.
 
 use super::cache::PretrainCache;
-use super::outcome::{label_of, record};
+use super::outcome::record;
 use super::{
-    DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement, TaskData,
+    DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement, Target, TaskData,
     layer_sigmas,
 };
-use crate::attack::{TrainOutcome, TrainSession, accuracy};
-use crate::defense::{SpecDef, relative_errors};
+use crate::attack::{TrainOutcome, TrainSession, TrainSettings, accuracy};
+use crate::defense::relative_errors;
 use crate::engine::cpu::{CpuEngine32, CpuEngine64};
 use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
 use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
@@ -37,6 +37,8 @@ enum Stage {
     Defend,
     DefenseEval {
         model: HostModel,
+        /// Parameters the adaptive rewrite added to the defended model.
+        overhead: Option<i64>,
         eval: PendingPredict,
     },
     Attack {
@@ -58,7 +60,10 @@ pub struct ScenarioSession {
     variant: Option<String>,
     info: EngineInfo,
     data: TaskData,
-    defenses: Vec<Option<SpecDef>>,
+    /// The models fine-tuned, in order; `summaries` has one entry per target begun.
+    targets: Vec<Target>,
+    /// `records.len()` when the current target's first run began.
+    target_start: usize,
     lrs: Vec<f64>,
     cache: Option<PretrainCache>,
     stage: Stage,
@@ -66,7 +71,7 @@ pub struct ScenarioSession {
     from_cache: bool,
     utility_before: f64,
     reference_logits: Vec<f64>,
-    /// The defended model of the defence being attacked.
+    /// The model being attacked (defended, and rewritten by the adaptive attacker).
     defended: Option<HostModel>,
     summaries: Vec<DefenseSummary>,
     records: Vec<RunRecord>,
@@ -108,7 +113,8 @@ impl ScenarioSession {
         let cache = cache_dir.map(|dir| PretrainCache::new(&dir, key));
         let mut session = Self {
             data: TaskData::load(scenario)?,
-            defenses: scenario.defense.defenses(),
+            targets: scenario.targets(),
+            target_start: 0,
             lrs: scenario.attack.lr_grid.values(),
             scenario: scenario.clone(),
             variant,
@@ -166,16 +172,19 @@ impl ScenarioSession {
         Ok(Stage::BaseUtility { eval })
     }
 
-    fn runs_per_defense(&self) -> usize {
-        self.scenario.attack.optimizers.len() * self.lrs.len()
+    fn runs_of(&self, target: &Target) -> usize {
+        target.optimizers.len() * self.lrs.len()
+    }
+
+    /// The target being defended or attacked.
+    fn current_target(&self) -> &Target {
+        &self.targets[self.summaries.len().clamp(1, self.targets.len()) - 1]
     }
 
     /// Attack runs in all, and done.
     pub fn progress(&self) -> (usize, usize) {
-        (
-            self.records.len(),
-            self.defenses.len() * self.runs_per_defense(),
-        )
+        let total = self.targets.iter().map(|t| self.runs_of(t)).sum();
+        (self.records.len(), total)
     }
 
     pub fn is_done(&self) -> bool {
@@ -192,10 +201,8 @@ impl ScenarioSession {
                 "measuring the released model".to_string()
             }
             Stage::Defend | Stage::DefenseEval { .. } => {
-                format!(
-                    "defending: {}",
-                    label_of(&self.defenses[self.summaries.len().min(self.defenses.len() - 1)])
-                )
+                let next = self.summaries.len().min(self.targets.len() - 1);
+                format!("defending: {}", self.targets[next].label())
             }
             Stage::Attack { .. } | Stage::AttackUtility { .. } => {
                 let (optimizer, lr) = self.current_attack();
@@ -234,9 +241,20 @@ impl ScenarioSession {
 
     /// The optimiser and learning rate of the attack run in progress.
     fn current_attack(&self) -> (crate::attack::OptimizerKind, f64) {
-        let within = self.records.len() % self.runs_per_defense();
-        let optimizer = self.scenario.attack.optimizers[within / self.lrs.len()];
+        let within = self.records.len() - self.target_start;
+        let optimizer = self.current_target().optimizers[within / self.lrs.len()];
         (optimizer, self.lrs[within % self.lrs.len()])
+    }
+
+    /// The attack run's settings: the attack grid's, training the groups the adaptive
+    /// attacker's rewrite trains.
+    fn current_settings(&self) -> TrainSettings {
+        let (optimizer, lr) = self.current_attack();
+        let mut settings = self.scenario.attack.settings(optimizer, lr);
+        if let Some(attack) = self.current_target().adaptive {
+            settings.trainable = attack.trainable(settings.trainable);
+        }
+        settings
     }
 
     fn start_attack(&mut self, engine: &mut dyn Engine) -> Result<Stage, RunError> {
@@ -244,8 +262,7 @@ impl ScenarioSession {
             .defended
             .as_ref()
             .expect("a defended model before its attacks");
-        let (optimizer, lr) = self.current_attack();
-        let settings = self.scenario.attack.settings(optimizer, lr);
+        let settings = self.current_settings();
         let started = Instant::now();
         let device = DeviceModel::upload(engine, model)?;
         let session = TrainSession::start(
@@ -265,7 +282,7 @@ impl ScenarioSession {
 
     /// The next defence, or the end.
     fn next_defense(&self) -> Stage {
-        if self.summaries.len() < self.defenses.len() {
+        if self.summaries.len() < self.targets.len() {
             Stage::Defend
         } else {
             Stage::Done
@@ -328,8 +345,8 @@ impl ScenarioSession {
                     .base
                     .as_ref()
                     .expect("the released model before defences");
-                let defense = &self.defenses[self.summaries.len()];
-                let model = match (defense, self.scenario.defense.svd) {
+                let target = &self.targets[self.summaries.len()];
+                let model = match (&target.defense, self.scenario.defense.svd) {
                     (None, _) => base.clone(),
                     (Some(d), SvdPlacement::Host) => d.apply(base, self.scenario.seed)?,
                     (Some(d), SvdPlacement::Engine) => {
@@ -338,18 +355,50 @@ impl ScenarioSession {
                         })?
                     }
                 };
+                let (model, overhead) = match target.adaptive {
+                    None => (model, None),
+                    Some(attack) => {
+                        let rewritten = (attack.apply(&model, target.alpha(), self.scenario.seed))
+                            .map_err(|message| RunError::Adaptive {
+                                target: target.label(),
+                                message,
+                            })?;
+                        let added =
+                            rewritten.parameter_count() as i64 - model.parameter_count() as i64;
+                        (rewritten, Some(added))
+                    }
+                };
                 let eval = PendingPredict::start(engine, &model, &self.data.utility_test.inputs)?;
-                (Stage::DefenseEval { model, eval }, true)
+                (
+                    Stage::DefenseEval {
+                        model,
+                        overhead,
+                        eval,
+                    },
+                    true,
+                )
             }
-            Stage::DefenseEval { model, mut eval } => match eval.poll(engine, block)? {
-                None => (Stage::DefenseEval { model, eval }, false),
+            Stage::DefenseEval {
+                model,
+                overhead,
+                mut eval,
+            } => match eval.poll(engine, block)? {
+                None => (
+                    Stage::DefenseEval {
+                        model,
+                        overhead,
+                        eval,
+                    },
+                    false,
+                ),
                 Some(logits) => {
-                    let summary = self.summarize(&model, &logits)?;
+                    let summary = self.summarize(&model, overhead, &logits)?;
                     self.notes.push(format!(
                         "{}: utility {:.3}, {} parameters",
                         summary.label, summary.utility_after_defense, summary.parameter_count
                     ));
                     self.summaries.push(summary);
+                    self.target_start = self.records.len();
                     self.defended = Some(model);
                     (self.start_attack(engine)?, true)
                 }
@@ -405,7 +454,7 @@ impl ScenarioSession {
                 Some(logits) => {
                     let utility_after_attack = accuracy(&logits, &self.data.utility_test.labels);
                     let (optimizer, lr) = self.current_attack();
-                    let settings = self.scenario.attack.settings(optimizer, lr);
+                    let settings = self.current_settings();
                     let summary = self.summaries.last().expect("a defence before its attacks");
                     let mut run = record(
                         &self.scenario,
@@ -420,7 +469,8 @@ impl ScenarioSession {
                     );
                     run.pretrain_from_cache = Some(self.from_cache);
                     self.records.push(run);
-                    let next = if self.records.len().is_multiple_of(self.runs_per_defense()) {
+                    let done = self.records.len() - self.target_start;
+                    let next = if done == self.runs_of(self.current_target()) {
                         self.next_defense()
                     } else {
                         self.start_attack(engine)?
@@ -434,7 +484,12 @@ impl ScenarioSession {
 
     /// Utility and function preservation from the run engine's logits, and the precision of each
     /// CPU engine the run engine is not.
-    fn summarize(&self, model: &HostModel, logits: &[f64]) -> Result<DefenseSummary, RunError> {
+    fn summarize(
+        &self,
+        model: &HostModel,
+        adaptive_overhead: Option<i64>,
+        logits: &[f64],
+    ) -> Result<DefenseSummary, RunError> {
         let data = &self.data.utility_test;
         let width = model.spec.widths[model.spec.widths.len() - 1];
         let (max, mean) = relative_errors(logits, &self.reference_logits, width);
@@ -448,10 +503,12 @@ impl ScenarioSession {
                 function_error.push((name, max, mean));
             }
         }
-        let defense = &self.defenses[self.summaries.len()];
+        let target = &self.targets[self.summaries.len()];
         Ok(DefenseSummary {
-            label: label_of(defense),
-            defense: defense.clone(),
+            label: target.label(),
+            defense: target.defense.clone(),
+            adaptive: target.adaptive.map(|a| a.describe(target.alpha())),
+            adaptive_overhead,
             parameter_count: model.parameter_count(),
             utility_after_defense: accuracy(logits, &data.labels),
             function_error,

@@ -1,0 +1,78 @@
+//! What a scenario fine-tunes, in order: each model (a defence, then the adaptive attacker's
+//! rewrite where there is one) with the optimisers that attack it over the learning-rate grid.
+
+use super::Scenario;
+use crate::attack::{AdaptiveAttack, LoraPlacement, OptimizerKind};
+use crate::defense::SpecDef;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    /// None: the undefended model.
+    pub defense: Option<SpecDef>,
+    pub adaptive: Option<AdaptiveAttack>,
+    pub optimizers: Vec<OptimizerKind>,
+}
+
+impl Target {
+    /// `specdef a=1e4`, or with the rewrite `specdef a=1e4 + factorisation p=4`; as records'
+    /// `defense_label` names it.
+    pub fn label(&self) -> String {
+        let defense = self
+            .defense
+            .as_ref()
+            .map_or("none".to_string(), SpecDef::label);
+        match self.adaptive {
+            Some(attack) => format!("{defense} + {}", attack.describe(self.alpha())),
+            None => defense,
+        }
+    }
+
+    /// The defence's alpha (1 for the undefended model).
+    pub fn alpha(&self) -> f64 {
+        self.defense.as_ref().map_or(1.0, |d| d.alpha)
+    }
+}
+
+impl Scenario {
+    /// The defence grid's models under the attack grid's optimisers; then the adaptive
+    /// attacks: LoRA on the weights of the undefended model (the baseline), and every attack on
+    /// the defended model of every adaptive alpha.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut targets: Vec<Target> = (self.defense.defenses().into_iter())
+            .map(|defense| Target {
+                defense,
+                adaptive: None,
+                optimizers: self.attack.optimizers.clone(),
+            })
+            .collect();
+        let adaptive = &self.adaptive;
+        let target = |defense, attack| Target {
+            defense,
+            adaptive: Some(attack),
+            optimizers: adaptive.optimizers.clone(),
+        };
+        for &attack in &adaptive.attacks {
+            if let AdaptiveAttack::Lora {
+                placement: LoraPlacement::Weight,
+                ..
+            } = attack
+            {
+                targets.push(target(None, attack));
+            }
+        }
+        let alphas = adaptive.alphas.as_ref().unwrap_or(&self.defense.alphas);
+        for &alpha in alphas {
+            let defense = SpecDef {
+                alpha,
+                k: self.defense.k,
+                layers: self.defense.layers.clone(),
+                compensate: self.defense.compensate,
+                compensation: self.defense.compensation,
+            };
+            for &attack in &adaptive.attacks {
+                targets.push(target(Some(defense.clone()), attack));
+            }
+        }
+        targets
+    }
+}

@@ -1,0 +1,371 @@
+//! The adaptive attacker's rewrites (PAPER.md section 5): each keeps the defended model's
+//! function, costs the parameters it should, and runs as part of a scenario.
+
+mod common;
+
+use common::run_quietly;
+use specdef::attack::{AdaptiveAttack, LoraPlacement};
+use specdef::defense::{LayerSelection, SpecDef};
+use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
+use specdef::linalg::faer_svd;
+use specdef::model::{
+    ActivationChoice, FactorRole, HostModel, ModelSpec, ParamGroup, Trainable, predict,
+};
+use specdef::scenario::{LrGrid, Scenario};
+
+const ALPHA: f64 = 1e4;
+
+fn spec() -> ModelSpec {
+    ModelSpec {
+        widths: vec![64, 24, 16, 10],
+        activation: ActivationChoice::Relu,
+    }
+}
+
+fn defended(layers: LayerSelection) -> (HostModel, HostModel) {
+    let base = HostModel::init(&spec(), 3);
+    let defense = SpecDef {
+        alpha: ALPHA,
+        k: 6,
+        layers,
+        compensate: true,
+        compensation: Default::default(),
+    };
+    let defended = defense.apply(&base, 3).unwrap();
+    (base, defended)
+}
+
+fn inputs() -> Vec<f64> {
+    (0..32 * 64)
+        .map(|i| ((i * 37 % 101) as f64) / 101.0)
+        .collect()
+}
+
+/// The largest difference of two models' logits (f64 engine), relative to the largest logit.
+fn function_difference(a: &HostModel, b: &HostModel) -> f64 {
+    let x = inputs();
+    let ya = predict(&mut CpuEngine64::new(), a, &x).unwrap();
+    let yb = predict(&mut CpuEngine64::new(), b, &x).unwrap();
+    let scale = ya.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let diff = ya
+        .iter()
+        .zip(&yb)
+        .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+    diff / scale
+}
+
+fn every_attack() -> Vec<AdaptiveAttack> {
+    [
+        "fusion",
+        "injection",
+        "factorisation",
+        "factorisation:2",
+        "factorisation:3",
+        "lora-weight",
+        "lora-compensation:4",
+        "lora-both",
+        "lora-fused:2",
+    ]
+    .iter()
+    .map(|name| name.parse().unwrap())
+    .collect()
+}
+
+#[test]
+fn every_rewrite_keeps_the_defended_models_function() {
+    let (_, model) = defended(LayerSelection::All);
+    for attack in every_attack() {
+        let rewritten = attack.apply(&model, ALPHA, 7).unwrap();
+        let difference = function_difference(&model, &rewritten);
+        // f64 throughout; the rewrite's rounding is amplified by at most alpha.
+        assert!(
+            difference < 1e-9,
+            "{attack}: logits moved by {difference:e} of their scale"
+        );
+        eprintln!("{attack}: relative logit difference {difference:.1e}");
+    }
+}
+
+#[test]
+fn fusion_gives_back_the_undefended_weights_and_parameter_count() {
+    let (base, model) = defended(LayerSelection::All);
+    let fused = AdaptiveAttack::Fusion.apply(&model, ALPHA, 0).unwrap();
+    assert_eq!(fused.parameter_count(), base.parameter_count());
+    for (i, (f, b)) in fused.layers.iter().zip(&base.layers).enumerate() {
+        assert!(f.is_plain(), "layer {i} is still a chain: {}", f.form());
+        let (w, w0) = (
+            f.matrix(FactorRole::Weight).unwrap(),
+            b.matrix(FactorRole::Weight).unwrap(),
+        );
+        let largest = w0.values.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let off = w
+            .values
+            .iter()
+            .zip(&w0.values)
+            .fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            off <= 1e-9 * largest,
+            "layer {i}: fused weight off W by {off:e}"
+        );
+    }
+}
+
+/// (p - 1) r^2 per factorised layer (r = min(in, out)); m^2 per injected one.
+#[test]
+fn overheads_are_linear_in_the_factor_count_and_the_defended_layers() {
+    for (layers, chosen) in [
+        (LayerSelection::All, vec![0, 1, 2]),
+        (LayerSelection::Indices(vec![0, 2]), vec![0, 2]),
+    ] {
+        let (_, model) = defended(layers);
+        let shapes: Vec<(usize, usize)> = chosen.iter().map(|&i| spec().layer_shape(i)).collect();
+        let params = model.parameter_count() as i64;
+        for p in [2u16, 3, 5] {
+            let attack = AdaptiveAttack::Factorisation { factors: Some(p) };
+            let added = attack.apply(&model, ALPHA, 0).unwrap().parameter_count() as i64 - params;
+            let expected: usize = shapes
+                .iter()
+                .map(|&(n, m)| (p as usize - 1) * n.min(m).pow(2))
+                .sum();
+            assert_eq!(added, expected as i64, "p = {p}, layers {chosen:?}");
+        }
+        let injected = AdaptiveAttack::Injection.apply(&model, ALPHA, 0).unwrap();
+        let expected: usize = shapes.iter().map(|&(_, m)| m * m).sum();
+        assert_eq!(injected.parameter_count() as i64 - params, expected as i64);
+    }
+}
+
+#[test]
+fn balanced_factors_share_the_top_singular_value_evenly() {
+    let (base, model) = defended(LayerSelection::All);
+    let p = 4u16;
+    let attack = AdaptiveAttack::Factorisation { factors: None };
+    assert_eq!(
+        attack.factor_count(ALPHA),
+        p,
+        "alpha 1e4: p with alpha^(1/p) <= 10"
+    );
+    let rewritten = attack.apply(&model, ALPHA, 0).unwrap();
+    for (i, layer) in rewritten.layers.iter().enumerate() {
+        let stored = faer_svd(model.layers[i].matrix(FactorRole::Weight).unwrap())
+            .unwrap()
+            .s[0];
+        let undefended = faer_svd(base.layers[i].matrix(FactorRole::Weight).unwrap())
+            .unwrap()
+            .s[0];
+        // SpecDef multiplied the top singular values by alpha.
+        assert!(
+            (stored / (ALPHA * undefended) - 1.0).abs() < 1e-9,
+            "layer {i}"
+        );
+        let roles: Vec<FactorRole> = layer.factors.iter().map(|f| f.role).collect();
+        assert_eq!(
+            roles.len(),
+            usize::from(p) + 1,
+            "p factors, then C: {}",
+            layer.form()
+        );
+        assert_eq!(roles[usize::from(p)], FactorRole::Compensation);
+        for factor in &layer.factors[..usize::from(p)] {
+            let top = faer_svd(&factor.matrix).unwrap().s[0];
+            let expected = stored.powf(1.0 / f64::from(p));
+            assert!(
+                (top / expected - 1.0).abs() < 1e-9,
+                "layer {i} {}: sigma_1 {top} against sigma_1(W~)^(1/p) = {expected}",
+                factor.role.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn each_attack_trains_the_groups_it_should() {
+    let full = Trainable::default();
+    let only = |attack: &str| AdaptiveAttack::trainable(attack.parse().unwrap(), full);
+    assert_eq!(only("fusion"), full);
+    assert_eq!(only("factorisation:3"), full);
+    assert_eq!(
+        only("injection"),
+        Trainable::only(&[ParamGroup::Injected, ParamGroup::Biases])
+    );
+    assert_eq!(only("lora-both"), Trainable::only(&[ParamGroup::Lora]));
+}
+
+#[test]
+fn lora_needs_compensation_layers_except_on_the_weights() {
+    let base = HostModel::init(&spec(), 3);
+    let on_weights: AdaptiveAttack = "lora-weight:4".parse().unwrap();
+    let with_lora = on_weights.apply(&base, 1.0, 1).unwrap();
+    let added = with_lora.parameter_count() - base.parameter_count();
+    let expected: usize = (0..3)
+        .map(|i| {
+            let (n, m) = spec().layer_shape(i);
+            4 * (n + m)
+        })
+        .sum();
+    assert_eq!(added, expected, "rank-4 A and B on every layer");
+    for name in ["lora-compensation", "injection", "factorisation", "fusion"] {
+        let err = name
+            .parse::<AdaptiveAttack>()
+            .unwrap()
+            .apply(&base, 1.0, 1)
+            .unwrap_err();
+        assert!(err.contains("compensated layers"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn attack_names_parse_and_bad_ones_are_refused_naming_them() {
+    assert_eq!(
+        "lora-both:4".parse(),
+        Ok(AdaptiveAttack::Lora {
+            placement: LoraPlacement::Both,
+            rank: 4
+        })
+    );
+    for attack in every_attack() {
+        assert_eq!(
+            attack.to_string().parse(),
+            Ok(attack),
+            "{attack} round-trips"
+        );
+    }
+    assert_eq!(
+        AdaptiveAttack::Factorisation { factors: None }.describe(1e6),
+        "factorisation p=6"
+    );
+    assert_eq!(
+        AdaptiveAttack::Factorisation { factors: None }.factor_count(1e2),
+        2
+    );
+    for (bad, says) in [
+        ("fusion:2", "takes no"),
+        ("lora-sideways", "unknown adaptive attack"),
+        ("factorisation:0", "factor count"),
+        ("lora-weight:x", "LoRA rank"),
+    ] {
+        let err = bad.parse::<AdaptiveAttack>().unwrap_err();
+        assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn the_builtin_scenario_runs_every_adaptive_attack_and_quick_none() {
+    let main = Scenario::builtin(None).unwrap();
+    let labels: Vec<String> = main.targets().iter().map(|t| t.label()).collect();
+    for expected in [
+        "none + lora-weight r=8",
+        "specdef a=1e2 + factorisation p=2",
+        "specdef a=1e4 + fusion",
+        "specdef a=1e4 + injection",
+        "specdef a=1e6 + factorisation p=6",
+        "specdef a=1e6 + lora-fused r=8",
+    ] {
+        assert!(
+            labels.iter().any(|l| l == expected),
+            "{expected} missing from {labels:?}"
+        );
+    }
+    let quick = Scenario::builtin(Some("quick")).unwrap();
+    assert!(quick.targets().iter().all(|t| t.adaptive.is_none()));
+}
+
+#[test]
+fn an_adaptive_attack_that_cannot_act_is_refused_before_any_work() {
+    let text = specdef::scenario::DEFAULT_SCENARIO.replace(
+        "layers = \"all\"\n",
+        "layers = \"all\"\ncompensate = false\n",
+    );
+    let err = Scenario::parse(&text, None, "ablation.toml").unwrap_err();
+    assert!(
+        err.contains("ablation.toml") && err.contains("fusion"),
+        "{err}"
+    );
+    let bad = specdef::scenario::DEFAULT_SCENARIO.replace("\"fusion\", ", "\"fission\", ");
+    let err = Scenario::parse(&bad, None, "typo.toml").unwrap_err();
+    assert!(err.contains("fission"), "{err}");
+}
+
+#[test]
+fn a_scenario_records_each_rewrite_with_its_overhead() {
+    let mut scenario = Scenario::builtin(Some("quick")).unwrap();
+    scenario.pretrain.steps = 40;
+    scenario.attack.steps = 20;
+    scenario.attack.lr_grid = LrGrid {
+        from: 1e-2,
+        to: 1e-1,
+        per_decade: 1,
+    };
+    scenario.adaptive.attacks = ["fusion", "injection", "factorisation:2", "lora-weight:2"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    scenario.adaptive.optimizers = vec![specdef::attack::OptimizerKind::Adam];
+    let outcome = run_quietly(&mut CpuEngine32::new(), &scenario, None);
+    let widths = &scenario.model.widths;
+    let undefended: usize = widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum();
+    let defended = outcome
+        .records
+        .iter()
+        .find(|r| r.alpha.is_some() && r.adaptive.is_none())
+        .map(|r| r.parameter_count)
+        .unwrap();
+    let expect = [
+        ("none + lora-weight r=2", None),
+        (
+            "specdef a=1e4 + fusion",
+            Some(undefended as i64 - defended as i64),
+        ),
+        (
+            "specdef a=1e4 + injection",
+            Some(64 * 64 + 64 * 64 + 10 * 10),
+        ),
+        (
+            "specdef a=1e4 + factorisation p=2",
+            Some(64 * 64 * 2 + 10 * 10),
+        ),
+        (
+            "specdef a=1e4 + lora-weight r=2",
+            Some(2 * (64 + 64) * 2 + 2 * (64 + 10)),
+        ),
+    ];
+    for (label, overhead) in expect {
+        let runs: Vec<_> = outcome
+            .records
+            .iter()
+            .filter(|r| r.defense_label() == label)
+            .collect();
+        assert_eq!(runs.len(), 2, "{label}: Adam at 2 learning rates");
+        if let Some(overhead) = overhead {
+            assert_eq!(runs[0].adaptive_overhead, Some(overhead), "{label}");
+        }
+        assert_eq!(runs[0].optimizer, "adam");
+        let summary = outcome.defenses.iter().find(|d| d.label == label).unwrap();
+        // The rewrite keeps the defended model's function, so its utility (f32 engine) too.
+        let plain = outcome
+            .defenses
+            .iter()
+            .find(|d| d.label == "specdef a=1e4")
+            .unwrap();
+        if label.starts_with("specdef") {
+            assert!(
+                (summary.utility_after_defense - plain.utility_after_defense).abs() <= 0.02,
+                "{label}: utility {} against the defended model's {}",
+                summary.utility_after_defense,
+                plain.utility_after_defense
+            );
+        }
+    }
+    let injected = outcome
+        .records
+        .iter()
+        .find(|r| r.defense_label() == "specdef a=1e4 + injection")
+        .unwrap();
+    assert_eq!(injected.trainable, "biases,injected");
+    let tables = specdef::run_folder::tables(&outcome.records, &outcome.defenses);
+    assert!(tables.contains("adaptive attacks"), "{tables}");
+    assert!(
+        tables.contains("specdef a=1e4 + factorisation p=2"),
+        "{tables}"
+    );
+}
