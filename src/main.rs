@@ -140,6 +140,17 @@ enum Command {
         #[arg(long, default_value = "out/cost_curves.svg")]
         out: PathBuf,
     },
+    /// One self-contained HTML page (figures inlined, no network) and its markdown twin from a
+    /// run's records: the paper's claims beside what was measured, the figures, the main table,
+    /// the success windows, the adaptive attacks, the strongest attack under a utility bound.
+    Report {
+        /// The folder `specdef run --out` wrote (its runs.jsonl), or a JSON-lines file.
+        #[arg(value_name = "RESULTS")]
+        results: PathBuf,
+        /// Where report.html, report.md and the figures go (default: beside the records).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// The loss Hessian of a model on a stated batch: sigma_1, the extreme eigenvalues, the
     /// trace, the heaviest blocks, a lower bound and the predicted largest stable SGD step.
     Curvature {
@@ -576,6 +587,7 @@ fn main() -> Result<ExitCode> {
             None => cli::bench::bench(&engine, suite, &out, samples),
         }),
         Command::BenchPlot { files, out } => done(cli::bench::plot(&files, &out)),
+        Command::Report { results, out } => done(cli::report::report(&results, out.as_deref())),
         Command::Curvature {
             model,
             batch,

@@ -95,6 +95,16 @@ fn read_runs(path: &Path) -> Vec<RunRecord> {
     report::from_json_lines(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// `specdef report`'s page for the shipped reference records, for Chromium to open.
+fn write_report(out: &Path) -> PathBuf {
+    let records = read_runs(&repo().join("reference/quick-cpu64/runs.jsonl"));
+    let figures = report::plots::render_all(&records).unwrap();
+    let page = out.join("report.html");
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::write(&page, report::document::html(&records, &figures)).unwrap();
+    page
+}
+
 #[test]
 fn the_web_app_runs_the_quick_scenario_in_headless_chromium_like_the_native_reference() {
     let missing = missing_tools();
@@ -119,13 +129,20 @@ fn the_web_app_runs_the_quick_scenario_in_headless_chromium_like_the_native_refe
         .unwrap()
         .len();
     println!("wasm module: {:.2} MB", wasm_bytes as f64 / 1e6);
+    let report_page = write_report(&out);
     run(
         "web/e2e.mjs",
         Command::new("node")
             .arg(repo().join("web/e2e.mjs"))
             .arg(&dist)
             .arg(&out)
+            .arg(&report_page)
             .current_dir(repo()),
+    );
+    let summary = std::fs::read_to_string(out.join("report.summary.json")).unwrap();
+    assert!(
+        summary.contains("\"problems\": []"),
+        "the report page: {summary}"
     );
 
     let webgpu = read_runs(&out.join("browser-webgpu.download.jsonl"));

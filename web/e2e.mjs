@@ -2,18 +2,19 @@
 // headless Chromium and runs the quick scenario twice: on WebGPU (SwiftShader), and in a page
 // with WebGPU removed, where the app must fall back to the CPU engine; then the benchmark
 // harness on WebGPU. For each page it saves a screenshot, the results (the CLI's JSON lines)
-// and a summary under OUT.
+// and a summary under OUT. With REPORT (a `specdef report` page), it also opens that page from
+// disk and checks it shows its claims table and figures with no console error.
 //
-//   node web/e2e.mjs DIST OUT     (CHROMIUM overrides /usr/bin/chromium)
+//   node web/e2e.mjs DIST OUT [REPORT]     (CHROMIUM overrides /usr/bin/chromium)
 //
-// Exit 0 when both pages announce PASS in their title; tests/browser.rs then compares the
-// results with the native CPU-f64 reference.
+// Exit 0 when every page passes; tests/browser.rs then compares the results with the native
+// CPU-f64 reference.
 import { chromium } from "playwright-core";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { serve } from "./serve.mjs";
 
-const [dist, out] = process.argv.slice(2);
+const [dist, out, report] = process.argv.slice(2);
 if (!dist || !out) {
   console.error("usage: node web/e2e.mjs DIST OUT");
   process.exit(2);
@@ -116,6 +117,36 @@ async function runPage(browser, base, name, { query, results, withoutWebGpu }) {
   return title.startsWith("PASS");
 }
 
+// The report page: self-contained, so opened from disk; it must render its claims table (one
+// row per claim, five cells each) and its inlined figures without a console error.
+async function checkReport(browser, path) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`console: ${m.text()}`);
+  });
+  page.on("request", (r) => {
+    if (!r.url().startsWith("file:")) problems.push(`fetched ${r.url()}`);
+  });
+  await page.goto(`file://${path}`);
+  const seen = await page.evaluate(() => ({
+    claims: document.querySelectorAll("#claims tbody tr").length,
+    fullRows: [...document.querySelectorAll("#claims tbody tr")].filter((r) => r.cells.length === 5).length,
+    figures: document.querySelectorAll("figure svg").length,
+  }));
+  await page.screenshot({ path: join(out, "report.png"), fullPage: false });
+  await context.close();
+  if (seen.claims === 0 || seen.fullRows !== seen.claims) problems.push(`claims table: ${JSON.stringify(seen)}`);
+  if (seen.figures === 0) problems.push("no figure");
+  const passed = problems.length === 0;
+  console.log(`report: ${passed ? "PASS" : "FAIL"} (${seen.claims} claims, ${seen.figures} figures)`);
+  for (const p of problems) console.log(`  ${p}`);
+  await writeFile(join(out, "report.summary.json"), JSON.stringify({ ...seen, problems }, null, 2));
+  return passed;
+}
+
 await mkdir(out, { recursive: true });
 const server = await serve(dist, 0);
 const base = `http://127.0.0.1:${server.address().port}`;
@@ -134,7 +165,8 @@ try {
     results: "specdefBench",
     withoutWebGpu: false,
   });
-  passed = webgpu && fallback && bench;
+  const reportOk = report ? await checkReport(browser, report) : true;
+  passed = webgpu && fallback && bench && reportOk;
 } finally {
   await browser.close();
   server.close();

@@ -2,4 +2,5 @@
 
 pub mod bench;
 pub mod curvature;
+pub mod report;
 pub mod verify;

@@ -2,20 +2,24 @@
 //! windows, the precision frontier, and the files (JSON lines, CSV) written atomically.
 
 mod adaptive_table;
+pub mod claims;
 mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cost_plot;
+pub mod document;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sigma_plot;
 mod table;
+mod utility_bound;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod window_plot;
 
 pub use crate::atomic_file::write_atomically;
 pub use adaptive_table::adaptive_table;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
+pub use utility_bound::{EPSILONS, strongest_within, utility_bound_table};
 
 pub use table::{
     SuccessWindow, main_table, precision_table, success_window_table, success_windows,

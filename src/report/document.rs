@@ -1,0 +1,184 @@
+//! `specdef report`: one self-contained HTML page (figures inlined as SVG, no network, no
+//! script) and its markdown twin (figures as SVG files beside it), both built from the same
+//! sections: what ran, the claims table, the figures, the main table, the success windows, the
+//! adaptive attacks, the strongest attack under a utility bound and the precision frontier.
+
+use super::claims::{Claim, claims};
+use super::{adaptive_table, distinct, main_table, success_window_table, utility_bound_table};
+use crate::scenario::RunRecord;
+
+/// A figure: its file name (the markdown twin links to it) and its SVG text.
+pub type Figure = (String, String);
+
+/// The figures in the order the report shows them: the success windows first (the one that
+/// says it at a glance), then steps to target, then the loss curves.
+fn ordered(figures: &[Figure]) -> Vec<&Figure> {
+    let rank = |name: &str| match name {
+        "success_windows.svg" => 0,
+        "steps_to_target.svg" => 1,
+        _ => 2,
+    };
+    let mut out: Vec<&Figure> = figures.iter().collect();
+    out.sort_by_key(|(name, _)| rank(name));
+    out
+}
+
+/// One line naming what produced the records.
+fn provenance(records: &[RunRecord]) -> String {
+    let scenarios = distinct(records.iter().map(|r| match &r.variant {
+        Some(v) => format!("{} (variant {v})", r.scenario),
+        None => r.scenario.clone(),
+    }));
+    let engines = distinct(
+        records
+            .iter()
+            .map(|r| format!("{} on {}", r.engine, r.adapter)),
+    );
+    let versions = distinct(records.iter().map(|r| r.crate_version.clone()));
+    format!(
+        "{} runs of {}; computed by {}; specdef {}",
+        records.len(),
+        scenarios.join(", "),
+        engines.join(", "),
+        versions.join(", ")
+    )
+}
+
+/// Function preservation per model, from the records (the run engine's error).
+fn precision_text(records: &[RunRecord]) -> String {
+    let mut out = format!(
+        "{:<40} {:>10} {:>22}\n",
+        "model", "params", "max / mean rel. error"
+    );
+    for label in distinct(records.iter().map(RunRecord::defense_label)) {
+        if let Some(r) = records.iter().find(|r| r.defense_label() == label) {
+            out.push_str(&format!(
+                "{label:<40} {:>10} {:>22}\n",
+                r.parameter_count,
+                format!(
+                    "{:.1e} / {:.1e}",
+                    r.function_error_max, r.function_error_mean
+                )
+            ));
+        }
+    }
+    out
+}
+
+/// The sections shared by both forms: (title, preformatted text).
+fn text_sections(records: &[RunRecord]) -> Vec<(&'static str, String)> {
+    let mut sections = vec![
+        ("Main table", main_table(records)),
+        ("Success windows", success_window_table(records)),
+    ];
+    if let Some(adaptive) = adaptive_table(records) {
+        sections.push(("Adaptive attacks and their overhead", adaptive));
+    }
+    sections.push((
+        "Strongest attack under a utility bound",
+        utility_bound_table(records),
+    ));
+    sections.push((
+        "Precision frontier (function preservation against the undefended model in f64)",
+        precision_text(records),
+    ));
+    sections
+}
+
+fn markdown_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace('\n', " ")
+}
+
+/// The report in markdown; figures are linked by file name.
+pub fn markdown(records: &[RunRecord], figures: &[Figure]) -> String {
+    let mut out = format!(
+        "# specdef report\n\n{}\n\n## The paper's claims against the measurements\n\n",
+        provenance(records)
+    );
+    out.push_str("| source | claim | setting | measured | verdict |\n|---|---|---|---|---|\n");
+    for c in claims(records) {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | **{}** |\n",
+            c.section,
+            markdown_cell(c.claim),
+            markdown_cell(&c.setting),
+            markdown_cell(&c.measured),
+            c.verdict.name()
+        ));
+    }
+    out.push_str("\n## Figures\n\n");
+    for (name, _) in ordered(figures) {
+        out.push_str(&format!("![{}]({name})\n\n", name.trim_end_matches(".svg")));
+    }
+    for (title, text) in text_sections(records) {
+        out.push_str(&format!("## {title}\n\n```\n{text}```\n\n"));
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn claims_html(claims: &[Claim]) -> String {
+    let mut out = String::from(
+        "<table id=\"claims\"><thead><tr><th>source</th><th>claim</th><th>setting</th>\
+         <th>measured</th><th>verdict</th></tr></thead><tbody>\n",
+    );
+    for c in claims {
+        let class = c.verdict.name().replace(' ', "-");
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>\n",
+            escape(c.section),
+            escape(c.claim),
+            escape(&c.setting),
+            escape(&c.measured),
+            c.verdict.name()
+        ));
+    }
+    out.push_str("</tbody></table>\n");
+    out
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;\
+color:#222}table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #bbb;\
+padding:4px 6px;vertical-align:top;text-align:left}pre{font-size:0.8em;overflow-x:auto;\
+background:#f6f6f6;padding:0.5em}.held{background:#d8f0d8}.did-not-hold{background:#f6d4d4}\
+.not-measured{background:#eee}figure{margin:1em 0}figure svg{max-width:100%;height:auto}";
+
+/// The report as one HTML page: figures inlined, no script, nothing fetched.
+pub fn html(records: &[RunRecord], figures: &[Figure]) -> String {
+    let mut out = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>specdef report</title><style>{STYLE}</style></head><body>\n\
+         <h1>specdef report</h1>\n<p id=\"provenance\">{}</p>\n\
+         <h2>The paper's claims against the measurements</h2>\n{}",
+        escape(&provenance(records)),
+        claims_html(&claims(records))
+    );
+    out.push_str("<h2>Figures</h2>\n");
+    for (name, svg) in ordered(figures) {
+        // plotters writes a bare <svg> element with its width and height: inlined as is.
+        let body = svg.trim_start_matches(|c| c != '<');
+        let body = match body.find("<svg") {
+            Some(at) => &body[at..],
+            None => body,
+        };
+        out.push_str(&format!(
+            "<figure>{body}<figcaption>{}</figcaption></figure>\n",
+            escape(name)
+        ));
+    }
+    for (title, text) in text_sections(records) {
+        out.push_str(&format!(
+            "<h2>{}</h2>\n<pre>{}</pre>\n",
+            escape(title),
+            escape(&text)
+        ));
+    }
+    out.push_str("</body></html>\n");
+    out
+}

@@ -1,0 +1,226 @@
+//! `specdef report` and its claims table: every verdict follows the records (changing the
+//! records changes it), and the command writes a self-contained page and its markdown twin.
+
+mod common;
+
+use common::{specdef_command, succeeded};
+use specdef::report::claims::{Claim, Verdict, claims};
+use specdef::report::{self, strongest_within};
+use specdef::scenario::RunRecord;
+
+/// The quick scenario's f64 reference records (undefended and SpecDef a=1e4; SGD and Adam).
+const REFERENCE: &str = include_str!("../reference/quick-cpu64/runs.jsonl");
+
+fn reference() -> Vec<RunRecord> {
+    report::from_json_lines(REFERENCE).unwrap()
+}
+
+fn claim<'a>(claims: &'a [Claim], starts: &str) -> &'a Claim {
+    (claims.iter())
+        .find(|c| c.claim.starts_with(starts))
+        .unwrap_or_else(|| panic!("no claim starting {starts:?}"))
+}
+
+fn is_defended(r: &RunRecord) -> bool {
+    r.alpha.is_some() && r.adaptive.is_none()
+}
+
+#[test]
+fn the_sweep_claim_follows_the_defended_runs() {
+    let mut records = reference();
+    let all = claims(&records);
+    assert_eq!(all.len(), 9);
+    let sweep = "No learning rate of a wide sweep";
+    // The reference: Adam reaches the target on the defended model somewhere in the grid.
+    let reached = records.iter().any(|r| is_defended(r) && r.reached_target);
+    let expected = if reached {
+        Verdict::DidNotHold
+    } else {
+        Verdict::Held
+    };
+    assert_eq!(claim(&all, sweep).verdict, expected);
+    for r in records.iter_mut().filter(|r| is_defended(r)) {
+        r.reached_target = false;
+        r.steps_to_target = None;
+    }
+    assert_eq!(claim(&claims(&records), sweep).verdict, Verdict::Held);
+    let one = records.iter_mut().find(|r| is_defended(r)).unwrap();
+    one.reached_target = true;
+    one.steps_to_target = Some(10);
+    let flipped = claims(&records);
+    assert_eq!(claim(&flipped, sweep).verdict, Verdict::DidNotHold);
+    assert!(claim(&flipped, sweep).measured.contains("specdef a=1e4"));
+}
+
+#[test]
+fn claims_without_records_to_speak_to_are_not_measured() {
+    let mut records = reference();
+    let all = claims(&records);
+    for starts in [
+        "Curvature-aware",
+        "Fusion",
+        "Layer injection",
+        "Balanced",
+        "With C frozen",
+    ] {
+        assert_eq!(
+            claim(&all, starts).verdict,
+            Verdict::NotMeasured,
+            "{starts}"
+        );
+    }
+    // A curvature-aware optimiser that reaches the target on the defended model breaks it.
+    for r in records.iter_mut().filter(|r| is_defended(r)).take(2) {
+        r.optimizer = "muon".to_string();
+        r.reached_target = true;
+        r.steps_to_target = Some(20);
+    }
+    let curvature = claims(&records);
+    assert_eq!(
+        claim(&curvature, "Curvature-aware").verdict,
+        Verdict::DidNotHold
+    );
+    assert!(
+        claim(&curvature, "Curvature-aware")
+            .setting
+            .contains("muon")
+    );
+}
+
+#[test]
+fn utility_is_judged_within_one_point() {
+    let mut records = reference();
+    assert_eq!(
+        claim(&claims(&records), "The defence keeps").verdict,
+        Verdict::Held
+    );
+    for r in records.iter_mut().filter(|r| is_defended(r)) {
+        r.utility_after_defense = r.utility_before_defense - 0.05;
+    }
+    let changed = claims(&records);
+    assert_eq!(
+        claim(&changed, "The defence keeps").verdict,
+        Verdict::DidNotHold
+    );
+    assert!(
+        claim(&changed, "The defence keeps")
+            .measured
+            .contains("-0.050")
+    );
+}
+
+/// A rewrite that behaves like the undefended model restores convergence; one that never
+/// reaches the target does not.
+#[test]
+fn a_rewrite_restores_convergence_only_where_its_runs_say_so() {
+    let mut records = reference();
+    let fused: Vec<RunRecord> = (records.iter())
+        .filter(|r| r.alpha.is_none())
+        .map(|r| {
+            let mut f = r.clone();
+            f.alpha = Some(1e4);
+            f.defense = "specdef".to_string();
+            f.adaptive = Some("fusion".to_string());
+            f.adaptive_overhead = Some(-1000);
+            f
+        })
+        .collect();
+    records.extend(fused);
+    let fusion = "Fusion";
+    let all = claims(&records);
+    assert_eq!(
+        claim(&all, fusion).verdict,
+        Verdict::Held,
+        "{:?}",
+        claim(&all, fusion)
+    );
+    assert!(
+        claim(&all, fusion).measured.contains("+0"),
+        "same size as undefended"
+    );
+    for r in records.iter_mut().filter(|r| r.adaptive.is_some()) {
+        r.reached_target = false;
+        r.steps_to_target = None;
+    }
+    assert_eq!(
+        claim(&claims(&records), fusion).verdict,
+        Verdict::DidNotHold
+    );
+}
+
+#[test]
+fn the_strongest_attack_keeps_utility_within_the_bound() {
+    let mut records = reference();
+    let defended: Vec<usize> = (0..records.len())
+        .filter(|&i| is_defended(&records[i]))
+        .collect();
+    let reference_utility = records[defended[0]].utility_after_defense;
+    // The best harmful accuracy on the defended model, made to cost 0.1 of utility.
+    let best = *defended
+        .iter()
+        .max_by(|&&a, &&b| {
+            (records[a].final_harmful_accuracy).total_cmp(&records[b].final_harmful_accuracy)
+        })
+        .unwrap();
+    records[best].final_harmful_accuracy = 0.99;
+    records[best].utility_after_attack = reference_utility - 0.1;
+    // Every other attack costs more than 0.2 of utility, but one that keeps it all.
+    let keeper = *defended.iter().find(|&&i| i != best).unwrap();
+    for &i in defended.iter().filter(|&&i| i != best) {
+        records[i].utility_after_attack = reference_utility - 0.5;
+    }
+    records[keeper].utility_after_attack = reference_utility;
+    records[keeper].final_harmful_accuracy = 0.5;
+    let loose = strongest_within(&records, "specdef a=1e4", 0.2).unwrap();
+    assert_eq!(loose.final_harmful_accuracy, 0.99);
+    let tight = strongest_within(&records, "specdef a=1e4", 0.05).unwrap();
+    assert_eq!(tight.final_harmful_accuracy, 0.5);
+    records[keeper].utility_after_attack = reference_utility - 0.5;
+    assert!(strongest_within(&records, "specdef a=1e4", 0.05).is_none());
+}
+
+#[test]
+fn specdef_report_writes_a_self_contained_page_and_its_markdown_twin() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-cli");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let results = dir.join("results");
+    std::fs::create_dir(&results).unwrap();
+    std::fs::write(results.join("runs.jsonl"), REFERENCE).unwrap();
+    let out = succeeded(specdef_command(&["report", results.to_str().unwrap()], &[]));
+    assert!(out.contains("9 claims"), "{out}");
+    let html = std::fs::read_to_string(results.join("report.html")).unwrap();
+    let markdown = std::fs::read_to_string(results.join("report.md")).unwrap();
+    assert_eq!(html.matches("<tr><td>PAPER.md").count(), 9);
+    assert!(html.contains("<svg"), "figures inlined");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script")
+    );
+    for c in claims(&reference()) {
+        let verdict = format!("**{}**", c.verdict.name());
+        assert!(markdown.contains(&format!("| {} |", c.section)) && markdown.contains(&verdict));
+    }
+    for line in markdown.lines().filter(|l| l.starts_with("![")) {
+        let name = line.split('(').nth(1).unwrap().trim_end_matches(')');
+        assert!(
+            results.join(name).is_file(),
+            "the markdown links {name}, which is missing"
+        );
+    }
+
+    let missing = specdef_command(&["report", dir.join("nope").to_str().unwrap()], &[]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
+    let empty = specdef_command(&["report", dir.to_str().unwrap()], &[]);
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("holds no runs.jsonl"));
+    let corrupt = dir.join("corrupt.jsonl");
+    std::fs::write(&corrupt, "{\"schema\": 3\n").unwrap();
+    let refused = specdef_command(&["report", corrupt.to_str().unwrap()], &[]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("corrupt.jsonl"), "{err}");
+    assert!(
+        !dir.join("report.html").exists(),
+        "nothing written for bad input"
+    );
+}
