@@ -158,3 +158,51 @@ fn a_results_file_loads_for_viewing_and_a_bad_one_is_refused_with_its_name() {
     app.view(bad);
     assert_eq!(app.records().len(), records.len());
 }
+
+/// The quick scenario's f64 reference records (undefended and SpecDef a=1e4; SGD and Adam).
+fn reference_records() -> Vec<RunRecord> {
+    report::from_json_lines(include_str!("../reference/quick-cpu64/runs.jsonl")).unwrap()
+}
+
+#[test]
+fn the_window_figure_marks_where_alpha_and_alpha_squared_would_move_the_window() {
+    use specdef::app::findings::window_rows;
+    let records = reference_records();
+    let rows = window_rows(&records);
+    let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "none sgd",
+            "specdef a=1e4 sgd",
+            "none adam",
+            "specdef a=1e4 adam"
+        ]
+    );
+    for pair in rows.chunks(2) {
+        let (free, defended) = (&pair[0], &pair[1]);
+        assert_eq!(free.guides, None, "no guide on the undefended row");
+        let (lo, hi) = free.window.expect("the undefended model has a window");
+        let (by_alpha, by_alpha_squared) = defended.guides.unwrap();
+        assert!((by_alpha - ((lo + hi) / 2.0 - 4.0)).abs() < 1e-12);
+        assert!((by_alpha_squared - ((lo + hi) / 2.0 - 8.0)).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn a_diverged_run_is_marked_where_its_curve_ends() {
+    use specdef::app::views::divergence_marker;
+    let mut run = reference_records()[0].clone();
+    run.diverged_at = None;
+    assert_eq!(divergence_marker(&run, 5.0), None);
+    run.diverged_at = Some(20);
+    run.loss_curve = vec![(0, Some(1.0)), (10, Some(100.0)), (20, None)];
+    assert_eq!(divergence_marker(&run, 5.0), Some([20.0, 2.0]));
+    run.loss_curve = vec![(0, None)];
+    run.diverged_at = Some(0);
+    assert_eq!(
+        divergence_marker(&run, 5.0),
+        Some([0.0, 5.0]),
+        "no finite loss: the fallback"
+    );
+}

@@ -4,13 +4,14 @@
 //! run the benchmark harness.
 
 mod engine_choice;
+pub mod findings;
 #[cfg(not(target_arch = "wasm32"))]
 mod native;
 #[cfg(target_arch = "wasm32")]
 mod page;
 mod results_file;
 mod scenario_choice;
-mod views;
+pub mod views;
 #[cfg(target_arch = "wasm32")]
 mod web;
 mod work;
@@ -237,6 +238,8 @@ impl SpecdefApp {
                 views::benchmark(ui, &work.bench_records);
                 let records = work.shown.records();
                 if !records.is_empty() {
+                    findings::window_figure(ui, records);
+                    findings::claims_table(ui, records);
                     views::attack_curves(ui, records, &mut self.curves);
                     views::tables(ui, records, work.shown.summaries());
                 }

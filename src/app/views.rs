@@ -3,7 +3,7 @@
 
 use crate::report;
 use crate::scenario::{DefenseSummary, RunRecord, ScenarioSession};
-use egui_plot::{HLine, Legend, Line, Plot};
+use egui_plot::{HLine, Legend, Line, MarkerShape, Plot, Points};
 
 fn log10_points(curve: impl Iterator<Item = (usize, Option<f64>)>) -> Vec<[f64; 2]> {
     curve
@@ -22,8 +22,11 @@ pub fn progress(ui: &mut egui::Ui, session: &ScenarioSession) {
         "{done}/{total} attack runs: {}",
         session.describe()
     )));
-    if let Some(curve) = session.live_loss_curve() {
-        let points = log10_points(curve.iter().map(|&(step, loss)| (step, Some(loss))));
+    // Only while a training run has points to show: no empty axes between runs.
+    let points = (session.live_loss_curve())
+        .map(|curve| log10_points(curve.iter().map(|&(step, loss)| (step, Some(loss)))))
+        .filter(|points| !points.is_empty());
+    if let Some(points) = points {
         Plot::new("live_loss")
             .height(160.0)
             .legend(Legend::default())
@@ -31,6 +34,15 @@ pub fn progress(ui: &mut egui::Ui, session: &ScenarioSession) {
             .y_axis_label("log10 training loss")
             .show(ui, |plot| plot.line(Line::new("run in progress", points)));
     }
+}
+
+/// Where a diverged run's loss curve ends (its last finite log10 loss, at the step of
+/// divergence), for a marker: the curve is drawn up to there. None for a run that did not
+/// diverge; a run that diverged before any finite loss is marked at `fallback_y`.
+pub fn divergence_marker(run: &RunRecord, fallback_y: f64) -> Option<[f64; 2]> {
+    let step = run.diverged_at?;
+    let last = log10_points(run.loss_curve.iter().copied()).last().copied();
+    Some([step as f64, last.map_or(fallback_y, |[_, y]| y)])
 }
 
 /// Which finished attack the curve plots show, for every defence at once: the user's choice, else
@@ -128,9 +140,22 @@ pub fn attack_curves(ui: &mut egui::Ui, records: &[RunRecord], selection: &mut C
             .x_axis_label("step")
             .y_axis_label("log10 training loss")
             .show(&mut columns[0], |plot| {
-                for r in &runs {
-                    let points = log10_points(r.loss_curve.iter().copied());
+                let curves: Vec<Vec<[f64; 2]>> = (runs.iter())
+                    .map(|r| log10_points(r.loss_curve.iter().copied()))
+                    .collect();
+                let highest = (curves.iter().flatten())
+                    .map(|p| p[1])
+                    .fold(0.0f64, f64::max);
+                for (r, points) in runs.iter().zip(curves) {
                     plot.line(Line::new(r.defense_label(), points));
+                    if let Some(at) = divergence_marker(r, highest) {
+                        let name = format!("{}: diverged at step {}", r.defense_label(), at[0]);
+                        plot.points(
+                            Points::new(name, vec![at])
+                                .shape(MarkerShape::Cross)
+                                .radius(7.0),
+                        );
+                    }
                 }
             });
         Plot::new("attack_accuracy")
@@ -159,6 +184,10 @@ pub fn tables(ui: &mut egui::Ui, records: &[RunRecord], summaries: &[DefenseSumm
     let mut text = report::main_table(records);
     text.push('\n');
     text.push_str(&report::success_window_table(records));
+    if let Some(adaptive) = report::adaptive_table(records) {
+        text.push('\n');
+        text.push_str(&adaptive);
+    }
     if !summaries.is_empty() {
         text.push_str("\nfunction preservation (relative output error, max/mean):\n");
         text.push_str(&report::precision_table(summaries));
