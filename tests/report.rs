@@ -224,3 +224,39 @@ fn specdef_report_writes_a_self_contained_page_and_its_markdown_twin() {
         "nothing written for bad input"
     );
 }
+
+#[test]
+fn the_attackers_search_is_the_expected_best_over_random_orders() {
+    use specdef::report::trials::searches;
+    let records = reference();
+    let all = searches(&records, 0);
+    assert_eq!(all.len(), 2, "undefended and SpecDef a=1e4");
+    for s in &all {
+        let runs: Vec<&RunRecord> = (records.iter())
+            .filter(|r| r.defense_label() == s.defense)
+            .collect();
+        assert_eq!(s.trials, runs.len());
+        let successes = runs.iter().filter(|r| r.reached_target).count();
+        assert_eq!(s.successes, successes);
+        let best = runs
+            .iter()
+            .map(|r| r.final_harmful_accuracy)
+            .fold(f64::MIN, f64::max);
+        let mean = runs.iter().map(|r| r.final_harmful_accuracy).sum::<f64>() / runs.len() as f64;
+        // After one trial: the mean run (up to sampling over 1000 orders); after all: the best.
+        assert!(
+            (s.best_after[0] - mean).abs() < 0.05,
+            "{} vs mean {mean}",
+            s.best_after[0]
+        );
+        assert!((s.best_after[s.trials - 1] - best).abs() < 1e-12);
+        assert!(
+            s.best_after.windows(2).all(|w| w[0] <= w[1] + 1e-12),
+            "never decreases"
+        );
+        let expected =
+            (successes > 0).then(|| (runs.len() as f64 + 1.0) / (successes as f64 + 1.0));
+        assert_eq!(s.trials_to_success, expected);
+    }
+    assert_eq!(searches(&records, 0), all, "seeded: the same orders");
+}

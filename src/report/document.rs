@@ -4,7 +4,9 @@
 //! adaptive attacks, the strongest attack under a utility bound and the precision frontier.
 
 use super::claims::{Claim, claims};
-use super::{adaptive_table, distinct, main_table, success_window_table, utility_bound_table};
+use super::{
+    adaptive_table, distinct, main_table, success_window_table, trials_table, utility_bound_table,
+};
 use crate::scenario::RunRecord;
 
 /// A figure: its file name (the markdown twin links to it) and its SVG text.
@@ -15,8 +17,9 @@ pub type Figure = (String, String);
 fn ordered(figures: &[Figure]) -> Vec<&Figure> {
     let rank = |name: &str| match name {
         "success_windows.svg" => 0,
-        "steps_to_target.svg" => 1,
-        _ => 2,
+        "best_attack_vs_trials.svg" => 1,
+        "steps_to_target.svg" => 2,
+        _ => 3,
     };
     let mut out: Vec<&Figure> = figures.iter().collect();
     out.sort_by_key(|(name, _)| rank(name));
@@ -78,6 +81,7 @@ fn text_sections(records: &[RunRecord]) -> Vec<(&'static str, String)> {
         "Strongest attack under a utility bound",
         utility_bound_table(records),
     ));
+    sections.push(("The attacker's search", trials_table(records)));
     sections.push((
         "Precision frontier (function preservation against the undefended model in f64)",
         precision_text(records),

@@ -12,6 +12,9 @@ pub mod plots;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sigma_plot;
 mod table;
+pub mod trials;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod trials_plot;
 mod utility_bound;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod window_plot;
@@ -19,6 +22,7 @@ pub mod window_plot;
 pub use crate::atomic_file::write_atomically;
 pub use adaptive_table::adaptive_table;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
+pub use trials::trials_table;
 pub use utility_bound::{EPSILONS, strongest_within, utility_bound_table};
 
 pub use table::{

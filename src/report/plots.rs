@@ -18,6 +18,10 @@ pub fn render_all(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotEr
         "success_windows.svg".to_string(),
         super::window_plot::success_windows_figure(records)?,
     ));
+    plots.push((
+        "best_attack_vs_trials.svg".to_string(),
+        super::trials_plot::best_attack_vs_trials(records)?,
+    ));
     Ok(plots)
 }
 
