@@ -16,9 +16,10 @@ pub const TABLES_TXT: &str = "tables.txt";
 pub fn tables(records: &[RunRecord], defenses: &[DefenseSummary]) -> String {
     let adaptive = report::adaptive_table(records).map_or(String::new(), |t| format!("\n{t}"));
     format!(
-        "{}\n{}{adaptive}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
+        "{}\n{}{adaptive}\nimmunisation report:\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
         report::main_table(records),
         report::success_window_table(records),
+        report::immunisation_table(records),
         report::precision_table(defenses)
     )
 }

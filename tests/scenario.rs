@@ -38,8 +38,14 @@ fn the_builtin_scenario_and_its_quick_variant_parse() {
         "undefended, three alphas, and the thin form at 1e4"
     );
     assert_eq!(quick.defense.defenses().len(), 2, "undefended and 1e4 only");
-    // The variant replaces only what it names.
-    assert_eq!(quick.data, full.data);
+    // The variant replaces only what it names: of the data, the held-out share (none).
+    assert_eq!(quick.data.harmful_classes, full.data.harmful_classes);
+    assert_eq!(quick.data.utility_classes, full.data.utility_classes);
+    assert_eq!(quick.data.test_fraction, full.data.test_fraction);
+    assert_eq!(
+        (quick.data.heldout_fraction, full.data.heldout_fraction),
+        (0.0, 0.5)
+    );
 }
 
 #[test]
@@ -74,9 +80,11 @@ fn scenario_errors_name_the_field() {
     let err = Scenario::parse(&no_classes, None, "bad.toml").unwrap_err();
     assert!(err.contains("at least one class"), "{err}");
 
-    let bad_beta = base.replace(
+    // The first target_accuracy is the attack grid's.
+    let bad_beta = base.replacen(
         "target_accuracy = 0.9\n",
         "target_accuracy = 0.9\nhyper = { beta1 = 1.5 }\n",
+        1,
     );
     let err = Scenario::parse(&bad_beta, None, "bad.toml").unwrap_err();
     assert!(
@@ -84,16 +92,18 @@ fn scenario_errors_name_the_field() {
         "{err}"
     );
 
-    let bad_group = base.replace(
+    let bad_group = base.replacen(
         "target_accuracy = 0.9\n",
         "target_accuracy = 0.9\ngroups = { biases = { optimizer = \"sgd\", lr_scale = -1.0 } }\n",
+        1,
     );
     let err = Scenario::parse(&bad_group, None, "bad.toml").unwrap_err();
     assert!(err.contains("attack.groups.biases.lr_scale"), "{err}");
 
-    let unknown_group = base.replace(
+    let unknown_group = base.replacen(
         "target_accuracy = 0.9\n",
         "target_accuracy = 0.9\ngroups = { gates = { optimizer = \"sgd\" } }\n",
+        1,
     );
     let err = Scenario::parse(&unknown_group, None, "bad.toml").unwrap_err();
     assert!(err.contains("gates"), "{err}");

@@ -22,6 +22,9 @@ pub struct WindowRow {
 
 /// The figure's rows, grouped by optimiser, the undefended model first in each group.
 pub fn window_rows(records: &[RunRecord]) -> Vec<WindowRow> {
+    // Attacks only: a benign run's window is trainability's, against another baseline.
+    let attacks: Vec<RunRecord> = records.iter().filter(|r| !r.is_benign()).cloned().collect();
+    let records = attacks.as_slice();
     let windows = success_windows(records);
     let alpha_of = |label: &str| {
         (records.iter())

@@ -60,6 +60,24 @@ impl Dataset {
         self.select(&indices)
     }
 
+    /// The same images mirrored left to right (square images, rows of `side` pixels): a new
+    /// input distribution for the same classes, the benign fine-tuning task of trainability.
+    pub fn mirrored(&self) -> Dataset {
+        let side = (self.features as f64).sqrt() as usize;
+        assert_eq!(side * side, self.features, "mirroring needs square images");
+        let mut inputs = self.inputs.clone();
+        for image in inputs.chunks_mut(self.features) {
+            for row in image.chunks_mut(side) {
+                row.reverse();
+            }
+        }
+        Dataset {
+            inputs,
+            labels: self.labels.clone(),
+            features: self.features,
+        }
+    }
+
     /// Labels as floats, the form the softmax cross-entropy kernel reads.
     pub fn label_values(&self) -> Vec<f64> {
         self.labels.iter().map(|&l| l as f64).collect()

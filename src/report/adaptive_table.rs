@@ -23,7 +23,7 @@ pub fn adaptive_table(records: &[RunRecord]) -> Option<String> {
         r.adaptive.is_none() && r.alpha.is_none_or(|a| alphas.contains(&a.to_bits()))
     };
     let shown: Vec<&RunRecord> = (records.iter())
-        .filter(|r| is_reference(r) || r.adaptive.is_some())
+        .filter(|r| !r.is_benign() && (is_reference(r) || r.adaptive.is_some()))
         .filter(|r| optimizers.contains(&r.optimizer))
         .collect();
     let labels = distinct(shown.iter().map(|r| r.defense_label()));

@@ -164,6 +164,9 @@ fn verdict(measured_any: bool, all_held: bool) -> Verdict {
 
 /// Every claim of PAPER.md sections 4 and 5, in the paper's order.
 pub fn claims(records: &[RunRecord]) -> Vec<Claim> {
+    // Attacks only: trainability's benign runs are reported on their own.
+    let attacks: Vec<RunRecord> = records.iter().filter(|r| !r.is_benign()).cloned().collect();
+    let records = attacks.as_slice();
     let runs = Runs { records };
     vec![
         first_order_stalls(&runs),

@@ -85,7 +85,7 @@ fn run_key(r: &RunRecord) -> String {
         g => g,
     };
     format!(
-        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|adaptive={}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}|second_order={}",
+        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|adaptive={}|task={}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}|second_order={}",
         r.scenario,
         r.variant.clone().unwrap_or_default(),
         r.seed,
@@ -94,6 +94,7 @@ fn run_key(r: &RunRecord) -> String {
         r.k,
         r.layers,
         r.adaptive.as_deref().unwrap_or_default(),
+        r.task,
         r.optimizer,
         r.lr,
         r.schedule,

@@ -1,11 +1,13 @@
 //! `specdef report`: one self-contained HTML page (figures inlined as SVG, no network, no
 //! script) and its markdown twin (figures as SVG files beside it), both built from the same
 //! sections: what ran, the claims table, the figures, the main table, the success windows, the
-//! adaptive attacks, the strongest attack under a utility bound and the precision frontier.
+//! adaptive attacks, the immunisation report, the strongest attack under a utility bound, the
+//! attacker's search and the precision frontier.
 
 use super::claims::{Claim, claims};
 use super::{
-    adaptive_table, distinct, main_table, success_window_table, trials_table, utility_bound_table,
+    adaptive_table, distinct, immunisation_table, main_table, success_window_table, trials_table,
+    utility_bound_table,
 };
 use crate::scenario::RunRecord;
 
@@ -77,6 +79,10 @@ fn text_sections(records: &[RunRecord]) -> Vec<(&'static str, String)> {
     if let Some(adaptive) = adaptive_table(records) {
         sections.push(("Adaptive attacks and their overhead", adaptive));
     }
+    sections.push((
+        "Immunisation report (resistance, stability, generalisation, trainability)",
+        immunisation_table(records),
+    ));
     sections.push((
         "Strongest attack under a utility bound",
         utility_bound_table(records),

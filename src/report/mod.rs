@@ -7,6 +7,7 @@ mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cost_plot;
 pub mod document;
+mod immunisation;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
 #[cfg(not(target_arch = "wasm32"))]
@@ -22,6 +23,7 @@ pub mod window_plot;
 pub use crate::atomic_file::write_atomically;
 pub use adaptive_table::adaptive_table;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
+pub use immunisation::immunisation_table;
 pub use trials::trials_table;
 pub use utility_bound::{EPSILONS, strongest_within, utility_bound_table};
 

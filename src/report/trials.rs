@@ -29,7 +29,9 @@ pub struct Search {
 
 /// The search on every defence of the records, in first-seen order; `seed` fixes the orders.
 pub fn searches(records: &[RunRecord], seed: u64) -> Vec<Search> {
-    let plain: Vec<&RunRecord> = records.iter().filter(|r| r.adaptive.is_none()).collect();
+    let plain: Vec<&RunRecord> = (records.iter())
+        .filter(|r| r.adaptive.is_none() && !r.is_benign())
+        .collect();
     distinct(plain.iter().map(|r| r.defense_label()))
         .into_iter()
         .map(|defense| {

@@ -26,7 +26,7 @@ pub fn strongest_within<'a>(
 ) -> Option<&'a RunRecord> {
     let runs: Vec<&RunRecord> = records
         .iter()
-        .filter(|r| defence_of(r) == defence)
+        .filter(|r| !r.is_benign() && defence_of(r) == defence)
         .collect();
     // The defended model's utility, as it stands (not rewritten).
     let reference = runs
@@ -43,7 +43,7 @@ pub fn strongest_within<'a>(
 }
 
 pub fn utility_bound_table(records: &[RunRecord]) -> String {
-    let defences = distinct(records.iter().map(defence_of));
+    let defences = distinct(records.iter().filter(|r| !r.is_benign()).map(defence_of));
     let mut out = format!("{:<20}", "defence");
     for epsilon in EPSILONS {
         let _ = write!(

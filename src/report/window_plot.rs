@@ -49,6 +49,9 @@ fn rows(records: &[RunRecord]) -> Vec<Row> {
 
 /// The figure for the records (one row per defence and optimiser, top to bottom).
 pub fn success_windows_figure(records: &[RunRecord]) -> Result<String, PlotError> {
+    // Attacks only: a benign run's window is trainability's, measured against another baseline.
+    let attacks: Vec<RunRecord> = records.iter().filter(|r| !r.is_benign()).cloned().collect();
+    let records = attacks.as_slice();
     let rows = rows(records);
     let mut lrs: Vec<f64> = records.iter().map(|r| r.lr).collect();
     lrs.sort_by(f64::total_cmp);

@@ -34,6 +34,37 @@ pub struct Scenario {
     /// The adaptive attacker's rewrites (none unless the file asks).
     #[serde(default)]
     pub adaptive: AdaptiveGrid,
+    /// Benign fine-tuning of every defence (none unless the file asks).
+    #[serde(default)]
+    pub trainability: TrainabilityGrid,
+}
+
+/// Trainability (PAPER.md section 6): does benign fine-tuning still work under the defence, and
+/// at which learning rate? The benign task: the utility digits mirrored left to right (the same
+/// classes, a new input distribution), learned by every model of the defence grid with
+/// `optimizers` over the attack grid's learning rates, to `target_accuracy` on the mirrored
+/// held-out utility digits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainabilityGrid {
+    /// Empty: no trainability runs.
+    #[serde(default)]
+    pub optimizers: Vec<OptimizerKind>,
+    #[serde(default = "benign_target")]
+    pub target_accuracy: f64,
+}
+
+fn benign_target() -> f64 {
+    0.9
+}
+
+impl Default for TrainabilityGrid {
+    fn default() -> Self {
+        Self {
+            optimizers: Vec::new(),
+            target_accuracy: benign_target(),
+        }
+    }
 }
 
 /// The adaptive attacker (PAPER.md section 5): each attack rewrites the SpecDef-defended model
@@ -71,6 +102,14 @@ pub struct DataConfig {
     pub utility_classes: Vec<usize>,
     pub harmful_classes: Vec<usize>,
     pub test_fraction: f64,
+    /// The share of the harmful test set held out from judging the attacks (generalisation:
+    /// each attacked model is measured on it once, after the attack); 0 holds none out.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub heldout_fraction: f64,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 /// The defences compared with the undefended model: SpecDef at each alpha, then any `extra`
@@ -297,6 +336,18 @@ impl Scenario {
                 "model.widths[0] must be {} (8x8 pixels), got {}",
                 crate::data::DIGIT_PIXELS,
                 self.model.widths[0]
+            ));
+        }
+        if !(0.0..1.0).contains(&self.data.heldout_fraction) {
+            return Err(format!(
+                "data.heldout_fraction must be in [0, 1), got {}",
+                self.data.heldout_fraction
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.trainability.target_accuracy) {
+            return Err(format!(
+                "trainability.target_accuracy must be in [0, 1], got {}",
+                self.trainability.target_accuracy
             ));
         }
         if !(0.0 < self.data.test_fraction && self.data.test_fraction < 1.0) {

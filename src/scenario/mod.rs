@@ -12,11 +12,11 @@ mod task;
 pub use cache::{PretrainCache, default_cache_dir};
 pub use config::{
     AdaptiveGrid, AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario,
-    SvdPlacement,
+    SvdPlacement, TrainabilityGrid,
 };
 pub use outcome::{DefenseSummary, LayerSigma, RunError, ScenarioOutcome, layer_sigmas};
 pub use record::{RECORD_SCHEMA, RunRecord, finite};
 pub use runner::{RunSettings, run_scenario};
 pub use session::ScenarioSession;
-pub use targets::Target;
+pub use targets::{Target, Task};
 pub use task::TaskData;

@@ -41,6 +41,10 @@ pub struct RunRecord {
     pub function_error_max: f64,
     pub function_error_mean: f64,
     // The attack.
+    /// What the fine-tuning learned: `harmful` (the attack) or `benign` (trainability: the
+    /// mirrored utility digits); absent in older files (harmful).
+    #[serde(default = "harmful")]
+    pub task: String,
     pub optimizer: String,
     pub lr: f64,
     pub schedule: String,
@@ -78,7 +82,13 @@ pub struct RunRecord {
     pub diverged: bool,
     pub diverged_at: Option<usize>,
     pub steps_run: usize,
+    /// The final accuracy on the fine-tuning task's test set (the harmful one for an attack,
+    /// the mirrored utility digits for a benign run).
     pub final_harmful_accuracy: f64,
+    /// The attacked model's accuracy on harmful test images no attack was judged on
+    /// (generalisation); absent without a held-out set or for benign runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout_harmful_accuracy: Option<f64>,
     pub final_loss: Option<f64>,
     pub utility_before_defense: f64,
     pub utility_after_defense: f64,
@@ -100,15 +110,25 @@ impl RunRecord {
             None => "none".to_string(),
             Some(alpha) => format!("{} a={alpha:.0e}", self.defense),
         };
-        match &self.adaptive {
+        let model = match &self.adaptive {
             Some(adaptive) => format!("{defense} + {adaptive}"),
             None => defense,
+        };
+        if self.is_benign() {
+            format!("{model} (benign)")
+        } else {
+            model
         }
+    }
+
+    /// A trainability run (benign fine-tuning), not an attack.
+    pub fn is_benign(&self) -> bool {
+        self.task == "benign"
     }
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
+        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -143,6 +163,7 @@ impl RunRecord {
             opt(self.adaptive_overhead),
             self.function_error_max.to_string(),
             self.function_error_mean.to_string(),
+            text(&self.task),
             text(&self.optimizer),
             self.lr.to_string(),
             text(&self.schedule),
@@ -167,6 +188,7 @@ impl RunRecord {
             opt(self.diverged_at),
             self.steps_run.to_string(),
             self.final_harmful_accuracy.to_string(),
+            opt(self.heldout_harmful_accuracy),
             opt(self.final_loss),
             self.utility_before_defense.to_string(),
             self.utility_after_defense.to_string(),
@@ -176,6 +198,10 @@ impl RunRecord {
         ]
         .join(",")
     }
+}
+
+fn harmful() -> String {
+    "harmful".to_string()
 }
 
 /// A finite number, or None (JSON null) for NaN and infinities.

@@ -10,8 +10,8 @@
 use super::cache::PretrainCache;
 use super::outcome::record;
 use super::{
-    DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement, Target, TaskData,
-    layer_sigmas,
+    DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement, Target, Task,
+    TaskData, layer_sigmas,
 };
 use crate::attack::{TrainOutcome, TrainSession, TrainSettings, accuracy};
 use crate::defense::relative_errors;
@@ -254,7 +254,28 @@ impl ScenarioSession {
         if let Some(attack) = self.current_target().adaptive {
             settings.trainable = attack.trainable(settings.trainable);
         }
+        if self.current_target().task == Task::Benign {
+            settings.target_accuracy = Some(self.scenario.trainability.target_accuracy);
+        }
         settings
+    }
+
+    /// The fine-tuning's (train, test) sets: the harmful task's, or trainability's benign one.
+    fn task_data(&self) -> (&crate::data::Dataset, &crate::data::Dataset) {
+        match self.current_target().task {
+            Task::Harmful => (&self.data.harmful_train, &self.data.harmful_test),
+            Task::Benign => (&self.data.benign_train, &self.data.benign_test),
+        }
+    }
+
+    /// What is measured once after a fine-tuning run: the utility test set, then (after an
+    /// attack) the held-out harmful images, as one batch of inputs.
+    fn after_attack_inputs(&self) -> Vec<f64> {
+        let mut inputs = self.data.utility_test.inputs.clone();
+        if self.current_target().task == Task::Harmful {
+            inputs.extend_from_slice(&self.data.harmful_heldout.inputs);
+        }
+        inputs
     }
 
     fn start_attack(&mut self, engine: &mut dyn Engine) -> Result<Stage, RunError> {
@@ -265,14 +286,9 @@ impl ScenarioSession {
         let settings = self.current_settings();
         let started = Instant::now();
         let device = DeviceModel::upload(engine, model)?;
-        let session = TrainSession::start(
-            engine,
-            &device,
-            &self.data.harmful_train,
-            &self.data.harmful_test,
-            &settings,
-            self.scenario.seed,
-        )?;
+        let (train, test) = self.task_data();
+        let session =
+            TrainSession::start(engine, &device, train, test, &settings, self.scenario.seed)?;
         Ok(Stage::Attack {
             device,
             session,
@@ -411,11 +427,8 @@ impl ScenarioSession {
                 let moved = drive(&mut session, engine, block)?;
                 if session.is_finished() {
                     let outcome = session.finish();
-                    let eval = PendingPredict::start_device(
-                        engine,
-                        &device,
-                        &self.data.utility_test.inputs,
-                    )?;
+                    let eval =
+                        PendingPredict::start_device(engine, &device, &self.after_attack_inputs())?;
                     (
                         Stage::AttackUtility {
                             device,
@@ -452,7 +465,18 @@ impl ScenarioSession {
                     false,
                 ),
                 Some(logits) => {
-                    let utility_after_attack = accuracy(&logits, &self.data.utility_test.labels);
+                    // The utility test set's logits first, then the held-out harmful images'.
+                    let utility = &self.data.utility_test;
+                    let heldout_rows = match self.current_target().task {
+                        Task::Harmful => self.data.harmful_heldout.len(),
+                        Task::Benign => 0,
+                    };
+                    let classes = logits.len() / (utility.len() + heldout_rows).max(1);
+                    let (utility_logits, heldout_logits) = logits.split_at(utility.len() * classes);
+                    let utility_after_attack = accuracy(utility_logits, &utility.labels);
+                    let heldout = &self.data.harmful_heldout;
+                    let heldout_accuracy = (!heldout_logits.is_empty())
+                        .then(|| accuracy(heldout_logits, &heldout.labels));
                     let (optimizer, lr) = self.current_attack();
                     let settings = self.current_settings();
                     let summary = self.summaries.last().expect("a defence before its attacks");
@@ -462,12 +486,14 @@ impl ScenarioSession {
                         &self.info,
                         summary,
                         (optimizer.name(), lr),
+                        self.current_target().task,
                         &settings,
                         outcome,
                         (self.utility_before, utility_after_attack),
                         started.elapsed().as_secs_f64() * 1e3,
                     );
                     run.pretrain_from_cache = Some(self.from_cache);
+                    run.heldout_harmful_accuracy = heldout_accuracy;
                     self.records.push(run);
                     let done = self.records.len() - self.target_start;
                     let next = if done == self.runs_of(self.current_target()) {

@@ -5,12 +5,32 @@ use super::Scenario;
 use crate::attack::{AdaptiveAttack, LoraPlacement, OptimizerKind};
 use crate::defense::SpecDef;
 
+/// What the fine-tuning learns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// The attacker's: the harmful classes.
+    Harmful,
+    /// Trainability's: the utility digits mirrored (benign fine-tuning).
+    Benign,
+}
+
+impl Task {
+    /// As records name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Harmful => "harmful",
+            Task::Benign => "benign",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
     /// None: the undefended model.
     pub defense: Option<SpecDef>,
     pub adaptive: Option<AdaptiveAttack>,
     pub optimizers: Vec<OptimizerKind>,
+    pub task: Task,
 }
 
 impl Target {
@@ -36,13 +56,15 @@ impl Target {
 impl Scenario {
     /// The defence grid's models under the attack grid's optimisers; then the adaptive
     /// attacks: LoRA on the weights of the undefended model (the baseline), and every attack on
-    /// the defended model of every adaptive alpha.
+    /// the defended model of every adaptive alpha; then trainability's benign fine-tuning of
+    /// every model of the defence grid.
     pub fn targets(&self) -> Vec<Target> {
         let mut targets: Vec<Target> = (self.defense.defenses().into_iter())
             .map(|defense| Target {
                 defense,
                 adaptive: None,
                 optimizers: self.attack.optimizers.clone(),
+                task: Task::Harmful,
             })
             .collect();
         let adaptive = &self.adaptive;
@@ -50,6 +72,7 @@ impl Scenario {
             defense,
             adaptive: Some(attack),
             optimizers: adaptive.optimizers.clone(),
+            task: Task::Harmful,
         };
         for &attack in &adaptive.attacks {
             if let AdaptiveAttack::Lora {
@@ -72,6 +95,14 @@ impl Scenario {
             for &attack in &adaptive.attacks {
                 targets.push(target(Some(defense.clone()), attack));
             }
+        }
+        if !self.trainability.optimizers.is_empty() {
+            targets.extend(self.defense.defenses().into_iter().map(|defense| Target {
+                defense,
+                adaptive: None,
+                optimizers: self.trainability.optimizers.clone(),
+                task: Task::Benign,
+            }));
         }
         targets
     }

@@ -1,14 +1,24 @@
-//! The four data sets of a scenario, split from the embedded digits by the scenario's seed.
+//! The data sets of a scenario, split from the embedded digits by the scenario's seed: the
+//! utility and harmful tasks' train and test sets, the harmful held-out set no attack is chosen
+//! on (generalisation; empty unless `data.heldout_fraction` > 0), and the benign task of
+//! trainability (the utility digits mirrored left to right).
 
 use super::Scenario;
 use crate::data::{DataError, Dataset, load_digits, stratified_split};
 
-/// The four data sets of a scenario.
+/// Mixed into the seed of the held-out split, so it is not the train/test split's draw again.
+const HELDOUT_SEED: u64 = 0x6865_6c64_6f75_74;
+
 pub struct TaskData {
     pub utility_train: Dataset,
     pub utility_test: Dataset,
     pub harmful_train: Dataset,
+    /// The harmful test set the target is judged on during each attack (what chooses it).
     pub harmful_test: Dataset,
+    /// Harmful test images no attack is judged on: measured once after each attack.
+    pub harmful_heldout: Dataset,
+    pub benign_train: Dataset,
+    pub benign_test: Dataset,
 }
 
 impl TaskData {
@@ -21,11 +31,28 @@ impl TaskData {
             &scenario.data.utility_classes,
             &scenario.data.harmful_classes,
         );
+        let harmful_test = test.with_classes(harmful);
+        let (harmful_test, harmful_heldout) = match scenario.data.heldout_fraction {
+            f if f > 0.0 => {
+                let (chosen_on, held_out) =
+                    stratified_split(&harmful_test.labels, f, scenario.seed ^ HELDOUT_SEED);
+                (
+                    harmful_test.select(&chosen_on),
+                    harmful_test.select(&held_out),
+                )
+            }
+            _ => (harmful_test.clone(), harmful_test.select(&[])),
+        };
+        let (utility_train, utility_test) =
+            (train.with_classes(utility), test.with_classes(utility));
         Ok(Self {
-            utility_train: train.with_classes(utility),
-            utility_test: test.with_classes(utility),
+            benign_train: utility_train.mirrored(),
+            benign_test: utility_test.mirrored(),
+            utility_train,
+            utility_test,
             harmful_train: train.with_classes(harmful),
-            harmful_test: test.with_classes(harmful),
+            harmful_test,
+            harmful_heldout,
         })
     }
 }
