@@ -7,7 +7,7 @@ use super::Scenario;
 use crate::data::{DataError, Dataset, load_digits, stratified_split};
 
 /// Mixed into the seed of the held-out split, so it is not the train/test split's draw again.
-const HELDOUT_SEED: u64 = 0x6865_6c64_6f75_74;
+const HELDOUT_SEED: u64 = 0x0068_656c_646f_7574;
 
 pub struct TaskData {
     pub utility_train: Dataset,
