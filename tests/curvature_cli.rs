@@ -218,3 +218,64 @@ fn bad_data_files_and_flags_are_refused_naming_what_is_wrong() {
         );
     }
 }
+
+/// `--adaptive`: the Hessian of the rewritten model over what the attack trains. LoRA on the
+/// compensation C of a defended model sees the alpha-scaled curvature; LoRA on W~ (C frozen)
+/// does not (PAPER.md section 4's frozen-C regime).
+#[test]
+fn curvature_after_an_adaptive_rewrite_is_over_what_that_attack_trains() {
+    let dir = scratch().join("adaptive");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (base, defended) = (
+        dir.join("base.safetensors"),
+        dir.join("defended.safetensors"),
+    );
+    ok(specdef(&[
+        "train",
+        "--quick",
+        "--engine",
+        "cpu",
+        "--out",
+        path(&base),
+    ]));
+    ok(specdef(&[
+        "defend",
+        "--model",
+        path(&base),
+        "--alpha",
+        "1e3",
+        "--k",
+        "8",
+        "--out",
+        path(&defended),
+    ]));
+    let measure =
+        |attack: &str| curvature_json(&defended, &["--samples", "32", "--adaptive", attack]);
+    let (on_weight, on_compensation) = (measure("lora-weight:2"), measure("lora-compensation:2"));
+    // Rank-2 A and B beside each layer's W~ (64-64-64-10) or C (64x64, 64x64, 10x10).
+    assert_eq!(on_weight["parameters"], 2 * (64 + 64) * 2 + 2 * (64 + 10));
+    assert_eq!(
+        on_compensation["parameters"],
+        2 * (64 + 64) * 2 + 2 * (10 + 10)
+    );
+    let sigma = |report: &serde_json::Value| report["sigma_1"].as_f64().unwrap();
+    assert!(
+        sigma(&on_compensation) > 100.0 * sigma(&on_weight),
+        "LoRA on C {:e} against LoRA on W~ {:e}",
+        sigma(&on_compensation),
+        sigma(&on_weight)
+    );
+    let refused = specdef(&[
+        "curvature",
+        "--model",
+        path(&base),
+        "--adaptive",
+        "injection",
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("--adaptive injection") && err.contains("compensated layers"),
+        "{err}"
+    );
+}

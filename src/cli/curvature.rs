@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use specdef::attack::AdaptiveAttack;
 use specdef::attack::OptimizerHyper;
 use specdef::attack::{OptimizerKind, train};
 use specdef::curvature::{self, AdamRun, CurvatureReport, CurvatureSettings, SigmaPoint};
@@ -151,6 +152,7 @@ pub fn curvature(
     model_path: &Path,
     batch: &BatchArgs,
     freeze: &FreezeArgs,
+    adaptive: Option<AdaptiveAttack>,
     adam: &AdamArgs,
     choice: EngineChoice,
     tolerance: f64,
@@ -168,10 +170,30 @@ pub fn curvature(
         bail!("--tolerance must be a positive number, got {tolerance}");
     }
     let (model, defense) = file::load(model_path)?;
+    // The adaptive attacker's rewrite, training what that attack trains.
+    let (model, trainable) = match adaptive {
+        None => (model, freeze.trainable()),
+        Some(attack) => {
+            // Alpha as the model shows it (SpecDef scales sigma_1 of W~ by alpha), for p.
+            let sigmas = specdef::scenario::layer_sigmas(&model).map_err(anyhow::Error::msg)?;
+            let alpha = (sigmas.iter())
+                .map(|l| l.stored / l.effective)
+                .fold(1.0, f64::max);
+            let rewritten = (attack.apply(&model, alpha, 0)).map_err(|e| {
+                anyhow::anyhow!("--adaptive {attack} on {}: {e}", model_path.display())
+            })?;
+            let frozen = freeze.trainable();
+            let trains = attack.trainable(Trainable::default());
+            let both = ParamGroup::ALL
+                .into_iter()
+                .filter(|&g| trains.trains(g) && frozen.trains(g));
+            (rewritten, Trainable::only(&both.collect::<Vec<_>>()))
+        }
+    };
     let (data, batch_name) = batch.load()?;
     let mut engine = crate::open(choice)?;
     let settings = CurvatureSettings {
-        trainable: freeze.trainable(),
+        trainable,
         power: PowerSettings {
             tolerance,
             ..PowerSettings::default()
