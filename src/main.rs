@@ -160,11 +160,6 @@ enum Command {
         batch: cli::curvature::BatchArgs,
         #[command(flatten)]
         freeze: cli::curvature::FreezeArgs,
-        /// Rewrite the model as this adaptive attack does first (fusion, injection,
-        /// factorisation[:p], lora-weight|compensation|both|fused[:r]) and measure the Hessian
-        /// over the groups that attack trains (less any --freeze).
-        #[arg(long, value_name = "ATTACK")]
-        adaptive: Option<specdef::attack::AdaptiveAttack>,
         #[command(flatten)]
         adam: cli::curvature::AdamArgs,
         #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
@@ -597,13 +592,12 @@ fn main() -> Result<ExitCode> {
             model,
             batch,
             freeze,
-            adaptive,
             adam,
             engine,
             tolerance,
             json,
         } => done(cli::curvature::curvature(
-            &model, &batch, &freeze, adaptive, &adam, engine, tolerance, json,
+            &model, &batch, &freeze, &adam, engine, tolerance, json,
         )),
         Command::CurvatureAlpha {
             model,

@@ -53,6 +53,11 @@ pub struct FreezeArgs {
     /// Parameter groups held fixed (weights, biases, compensation, factors, injected, lora).
     #[arg(long, value_delimiter = ',', value_parser = parse_group)]
     pub freeze: Vec<ParamGroup>,
+    /// Rewrite the model as this adaptive attack does first (fusion, injection,
+    /// factorisation[:p], lora-weight|compensation|both|fused[:r]) and measure the Hessian over
+    /// the groups that attack trains (less any --freeze).
+    #[arg(long, value_name = "ATTACK")]
+    pub adaptive: Option<AdaptiveAttack>,
 }
 
 impl FreezeArgs {
@@ -152,7 +157,6 @@ pub fn curvature(
     model_path: &Path,
     batch: &BatchArgs,
     freeze: &FreezeArgs,
-    adaptive: Option<AdaptiveAttack>,
     adam: &AdamArgs,
     choice: EngineChoice,
     tolerance: f64,
@@ -171,7 +175,7 @@ pub fn curvature(
     }
     let (model, defense) = file::load(model_path)?;
     // The adaptive attacker's rewrite, training what that attack trains.
-    let (model, trainable) = match adaptive {
+    let (model, trainable) = match freeze.adaptive {
         None => (model, freeze.trainable()),
         Some(attack) => {
             // Alpha as the model shows it (SpecDef scales sigma_1 of W~ by alpha), for p.
