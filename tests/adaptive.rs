@@ -11,7 +11,7 @@ use specdef::linalg::faer_svd;
 use specdef::model::{
     ActivationChoice, FactorRole, HostModel, ModelSpec, ParamGroup, Trainable, predict,
 };
-use specdef::scenario::{LrGrid, Scenario};
+use specdef::scenario::Scenario;
 
 const ALPHA: f64 = 1e4;
 
@@ -288,14 +288,7 @@ fn an_adaptive_attack_that_cannot_act_is_refused_before_any_work() {
 
 #[test]
 fn a_scenario_records_each_rewrite_with_its_overhead() {
-    let mut scenario = Scenario::builtin(Some("quick")).unwrap();
-    scenario.pretrain.steps = 40;
-    scenario.attack.steps = 20;
-    scenario.attack.lr_grid = LrGrid {
-        from: 1e-2,
-        to: 1e-1,
-        per_decade: 1,
-    };
+    let mut scenario = common::short_quick();
     scenario.adaptive.attacks = ["fusion", "injection", "factorisation:2", "lora-weight:2"]
         .iter()
         .map(|a| a.parse().unwrap())

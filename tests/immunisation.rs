@@ -8,17 +8,10 @@ use common::run_quietly;
 use specdef::attack::OptimizerKind;
 use specdef::engine::cpu::CpuEngine32;
 use specdef::report;
-use specdef::scenario::{LrGrid, Scenario, TaskData};
+use specdef::scenario::{Scenario, TaskData};
 
 fn small(heldout_fraction: f64) -> Scenario {
-    let mut scenario = Scenario::builtin(Some("quick")).unwrap();
-    scenario.pretrain.steps = 40;
-    scenario.attack.steps = 20;
-    scenario.attack.lr_grid = LrGrid {
-        from: 1e-2,
-        to: 1e-1,
-        per_decade: 1,
-    };
+    let mut scenario = common::short_quick();
     scenario.data.heldout_fraction = heldout_fraction;
     scenario.trainability.optimizers = vec![OptimizerKind::Adam];
     scenario

@@ -116,6 +116,23 @@ impl<'a> Runs<'a> {
         out
     }
 
+    /// Whether any defended model ran under `optimizers`, and each (defence, optimiser) whose
+    /// runs reached the target somewhere in the grid, with its window.
+    fn bypasses(&self, optimizers: &[String]) -> (bool, Vec<String>) {
+        let (mut measured, mut bypassed) = (false, Vec::new());
+        for (label, _) in self.defenses() {
+            for optimizer in optimizers {
+                if let Some(window) = self.window(&label, optimizer) {
+                    measured = true;
+                    if !window.is_empty() {
+                        bypassed.push(format!("{label} {optimizer} {}", window.describe()));
+                    }
+                }
+            }
+        }
+        (measured, bypassed)
+    }
+
     fn optimizers_among(&self, names: &[&str]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for r in self.records {
@@ -234,17 +251,7 @@ fn first_order_stalls(runs: &Runs) -> Claim {
 /// PAPER.md 4 (the sweep): no learning rate of the whole grid bypasses the defence.
 fn no_learning_rate_bypasses(runs: &Runs) -> Claim {
     let optimizers = runs.optimizers_among(&FIRST_ORDER);
-    let (mut measured, mut bypassed) = (false, Vec::new());
-    for (label, _) in runs.defenses() {
-        for optimizer in &optimizers {
-            if let Some(window) = runs.window(&label, optimizer) {
-                measured = true;
-                if !window.is_empty() {
-                    bypassed.push(format!("{label} {optimizer} {}", window.describe()));
-                }
-            }
-        }
-    }
+    let (measured, bypassed) = runs.bypasses(&optimizers);
     let lrs: Vec<f64> = runs.records.iter().map(|r| r.lr).collect();
     let grid = match (
         lrs.iter().copied().reduce(f64::min),
@@ -269,17 +276,7 @@ fn no_learning_rate_bypasses(runs: &Runs) -> Claim {
 /// PAPER.md 4: Sophia, Muon, AdaHessian (and Newton-CG here) fail too.
 fn curvature_aware_fail(runs: &Runs) -> Claim {
     let optimizers = runs.optimizers_among(&CURVATURE_AWARE);
-    let (mut measured, mut bypassed) = (false, Vec::new());
-    for (label, _) in runs.defenses() {
-        for optimizer in &optimizers {
-            if let Some(window) = runs.window(&label, optimizer) {
-                measured = true;
-                if !window.is_empty() {
-                    bypassed.push(format!("{label} {optimizer} {}", window.describe()));
-                }
-            }
-        }
-    }
+    let (measured, bypassed) = runs.bypasses(&optimizers);
     Claim {
         section: "PAPER.md 4",
         claim: "Curvature-aware attacks (Sophia, Muon, AdaHessian) also fail to bypass the defence.",

@@ -39,13 +39,16 @@ pub fn immunisation_table(records: &[RunRecord]) -> String {
         };
         let _ = writeln!(out, "{defence}");
         // Resistance: each optimiser's window on the harmful task.
-        let resistance: Vec<String> = (windows.iter())
-            .filter(|w| w.defense == defence)
-            .map(|w| {
-                let window = window_text(w.lowest, w.highest, w.fewest_steps);
-                format!("{} {window}", w.optimizer)
-            })
-            .collect();
+        let windows_of = |label: &str| -> Vec<String> {
+            (windows.iter())
+                .filter(|w| w.defense == label)
+                .map(|w| {
+                    let window = window_text(w.lowest, w.highest, w.fewest_steps);
+                    format!("{} {window}", w.optimizer)
+                })
+                .collect()
+        };
+        let resistance = windows_of(&defence);
         let _ = writeln!(out, "  resistance      {}", resistance.join("; "));
         let _ = writeln!(
             out,
@@ -68,14 +71,7 @@ pub fn immunisation_table(records: &[RunRecord]) -> String {
             None => "not measured (no held-out harmful set: data.heldout_fraction = 0)".to_string(),
         };
         let _ = writeln!(out, "  generalisation  {generalisation}");
-        let benign_label = format!("{defence} (benign)");
-        let trainability: Vec<String> = (windows.iter())
-            .filter(|w| w.defense == benign_label)
-            .map(|w| {
-                let window = window_text(w.lowest, w.highest, w.fewest_steps);
-                format!("{} {window}", w.optimizer)
-            })
-            .collect();
+        let trainability = windows_of(&format!("{defence} (benign)"));
         let _ = writeln!(
             out,
             "  trainability    {}",

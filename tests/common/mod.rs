@@ -249,3 +249,17 @@ pub fn succeeded(output: std::process::Output) -> String {
     );
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
+
+/// The quick scenario cut short for tests that check what a run records, not what it finds:
+/// 40 pretraining steps, 20 attack steps, learning rates 1e-2 and 1e-1.
+pub fn short_quick() -> Scenario {
+    let mut scenario = Scenario::builtin(Some("quick")).unwrap();
+    scenario.pretrain.steps = 40;
+    scenario.attack.steps = 20;
+    scenario.attack.lr_grid = specdef::scenario::LrGrid {
+        from: 1e-2,
+        to: 1e-1,
+        per_decade: 1,
+    };
+    scenario
+}
