@@ -431,6 +431,12 @@ fn list() {
         optimizers.join(", ")
     );
     println!(
+        "adaptive:   [adaptive] attacks = fusion, injection, factorisation[:p], lora-weight | lora-compensation | lora-both | lora-fused[:rank]"
+    );
+    println!(
+        "benign:     [trainability] optimizers: fine-tuning on the mirrored utility digits; [data] heldout_fraction: harmful images no attack is judged on"
+    );
+    println!(
         "scenarios:  built-in digits-main-table, variants: {}",
         Scenario::variant_names(DEFAULT_SCENARIO).join(", ")
     );

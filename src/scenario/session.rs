@@ -3,9 +3,10 @@
 //! `run_scenario` drives the same machine with blocking readbacks, so both share one code path.
 //!
 //! Stages: pretrain (or load the cached model) -> download -> utility of the released model ->
-//! for each defence: defend (host, or the engine's Jacobi SVD) and evaluate once (utility and
-//! function preservation from the same logits) -> for each optimiser and learning rate: attack,
-//! then the attacked model's utility.
+//! for each target (a defence, the adaptive attacker's rewrite of it, or a benign task; see
+//! `targets.rs`): defend (host, or the engine's Jacobi SVD), rewrite, and evaluate once (utility
+//! and function preservation from the same logits) -> for each optimiser and learning rate:
+//! fine-tune, then the model's utility and held-out harmful accuracy from one readback.
 
 use super::cache::PretrainCache;
 use super::outcome::record;
