@@ -483,10 +483,12 @@ fn attack_optimizers(text: &str) -> &str {
 #[test]
 fn second_order_settings_parse_validate_and_reach_the_records() {
     let base = specdef::scenario::DEFAULT_SCENARIO;
+    // The first target_accuracy line is the attack grid's (trainability has one too).
     let with = |attack_lines: &str| {
-        base.replace(
+        base.replacen(
             "target_accuracy = 0.9\n",
             &format!("target_accuracy = 0.9\n{attack_lines}\n"),
+            1,
         )
     };
     let text = with(
