@@ -23,6 +23,7 @@ pub mod run_folder;
 pub mod scenario;
 pub mod selftest;
 pub mod stable_step;
+pub mod sweep;
 pub mod theory;
 pub mod tolerance;
 

@@ -49,6 +49,41 @@ enum Command {
         #[arg(long, conflicts_with = "quick")]
         variant: Option<String>,
     },
+    /// Run a scenario's sweep (`[sweep]`: seeds, the attack grid or a random search), whole or
+    /// one shard of it, resuming where an earlier run of it stopped. Without --shard the shard
+    /// comes from a Slurm array (SLURM_ARRAY_TASK_ID/COUNT) or a Kubernetes indexed Job
+    /// (JOB_COMPLETION_INDEX with --shard-count). A whole sweep ends by writing OUT/results.
+    Sweep {
+        /// A scenario TOML file; the built-in scenario when absent.
+        scenario: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        /// The sweep's folder (a shard's state goes to OUT/shard-I-of-N).
+        #[arg(long, default_value = "out/sweep")]
+        out: PathBuf,
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, conflicts_with = "quick")]
+        variant: Option<String>,
+        /// Run the I-th (from 0) of N contiguous slices of the sweep's run list.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<specdef::sweep::Shard>,
+        /// N where the environment gives only the index (JOB_COMPLETION_INDEX); also read from
+        /// SPECDEF_SHARD_COUNT.
+        #[arg(long, value_name = "N")]
+        shard_count: Option<usize>,
+    },
+    /// Merge sweep folders (shards' state folders, or folders holding shard-* folders) into one
+    /// result folder; refuses other scenarios or versions, lists missing and duplicated runs.
+    Merge {
+        #[arg(required = true, value_name = "DIR")]
+        folders: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Write the result folder even where runs are missing.
+        #[arg(long)]
+        partial: bool,
+    },
     /// Train the released model of a scenario on its utility task and save it.
     Train {
         scenario: Option<PathBuf>,
@@ -317,6 +352,14 @@ fn run_with_progress(
     scenario: &Scenario,
     variant: Option<String>,
 ) -> Result<specdef::scenario::ScenarioOutcome> {
+    Ok(with_progress(variant, |settings| {
+        run_scenario(engine, scenario, settings)
+    })?)
+}
+
+/// Calls `work` with run settings that show a progress bar of the attack runs (hidden without
+/// a terminal), send notes to stderr and cache the pretrained model in the default place.
+fn with_progress<T>(variant: Option<String>, work: impl FnOnce(&mut RunSettings<'_>) -> T) -> T {
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} attack runs, {elapsed} {msg}")
             .expect("valid template"),
@@ -334,18 +377,14 @@ fn run_with_progress(
             bar.println(line);
         }
     };
-    let outcome = run_scenario(
-        engine,
-        scenario,
-        &mut RunSettings {
-            variant,
-            cache_dir: specdef::scenario::default_cache_dir(),
-            progress: &mut progress,
-            log: &mut log,
-        },
-    )?;
+    let result = work(&mut RunSettings {
+        variant,
+        cache_dir: specdef::scenario::default_cache_dir(),
+        progress: &mut progress,
+        log: &mut log,
+    });
     bar.finish_and_clear();
-    Ok(outcome)
+    result
 }
 
 fn train_released(
@@ -526,6 +565,27 @@ fn main() -> Result<ExitCode> {
             &out,
             variant.or(quick.then(|| "quick".to_string())),
         )),
+        Command::Sweep {
+            scenario,
+            engine,
+            out,
+            quick,
+            variant,
+            shard,
+            shard_count,
+        } => done(cli::sweep::sweep(
+            scenario.as_deref(),
+            engine,
+            &out,
+            variant.or(quick.then(|| "quick".to_string())),
+            shard,
+            shard_count,
+        )),
+        Command::Merge {
+            folders,
+            out,
+            partial,
+        } => done(cli::sweep::merge(&folders, &out, partial)),
         Command::Train {
             scenario,
             engine,

@@ -14,6 +14,9 @@ pub const TABLES_TXT: &str = "tables.txt";
 /// The tables the command line prints and writes to `tables.txt`: the main table, the success
 /// windows and the function-preservation errors of the defences (empty without summaries).
 pub fn tables(records: &[RunRecord], defenses: &[DefenseSummary]) -> String {
+    if report::seeds::has_seeds(records) {
+        return seed_tables(records);
+    }
     let adaptive = report::adaptive_table(records).map_or(String::new(), |t| format!("\n{t}"));
     format!(
         "{}\n{}{adaptive}\nimmunisation report:\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
@@ -21,6 +24,26 @@ pub fn tables(records: &[RunRecord], defenses: &[DefenseSummary]) -> String {
         report::success_window_table(records),
         report::immunisation_table(records),
         report::precision_table(defenses)
+    )
+}
+
+/// The most learning rates the seeds' main table shows as columns (a grid's; a random
+/// search's rates are too many to be columns).
+const SEED_GRID_COLUMNS: usize = 16;
+
+/// A sweep's tables over seeds: each defence and optimiser summarised over the seeds, the main
+/// table's cells over seeds where the learning rates form a grid, and the attacker's search.
+fn seed_tables(records: &[RunRecord]) -> String {
+    let lrs = report::distinct(records.iter().map(|r| r.lr.to_bits())).len();
+    let grid = if lrs <= SEED_GRID_COLUMNS {
+        format!("\n{}", report::seeds::seed_grid_table(records))
+    } else {
+        String::new()
+    };
+    format!(
+        "{}{grid}\nthe attacker's search:\n{}",
+        report::seeds::seed_table(records),
+        report::trials::seed_trials_table(records)
     )
 }
 

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod curvature;
 pub mod report;
+pub mod sweep;
 pub mod verify;

@@ -85,10 +85,11 @@ fn run_key(r: &RunRecord) -> String {
         g => g,
     };
     format!(
-        "{}|{}|seed={}|{}|alpha={:?}|k={:?}|layers={:?}|adaptive={}|task={}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}|second_order={}",
+        "{}|{}|seed={}|trial={:?}|{}|alpha={:?}|k={:?}|layers={:?}|adaptive={}|task={}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}|second_order={}",
         r.scenario,
         r.variant.clone().unwrap_or_default(),
         r.seed,
+        r.trial,
         r.defense,
         r.alpha,
         r.k,
@@ -107,7 +108,11 @@ fn run_key(r: &RunRecord) -> String {
 }
 
 fn short_name(r: &RunRecord) -> String {
-    format!("{} {} lr={:.0e}", r.defense_label(), r.optimizer, r.lr)
+    let name = format!("{} {} lr={:.0e}", r.defense_label(), r.optimizer, r.lr);
+    match r.trial {
+        Some(trial) => format!("{name} (seed {}, trial {trial})", r.seed),
+        None => name,
+    }
 }
 
 /// Agreement on one metric over all matched runs.

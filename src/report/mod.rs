@@ -10,6 +10,7 @@ pub mod document;
 mod immunisation;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
+pub mod seeds;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sigma_plot;
 mod table;

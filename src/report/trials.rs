@@ -96,3 +96,104 @@ pub fn trials_table(records: &[RunRecord]) -> String {
     ));
     out
 }
+
+/// One defence's search in each seed (the records' seeds in first-seen order).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeedSearches {
+    pub defense: String,
+    pub per_seed: Vec<Search>,
+}
+
+impl SeedSearches {
+    /// Per trial count n: the (lowest, median, highest) expected best over seeds.
+    pub fn best_after_spread(&self) -> Vec<(f64, f64, f64)> {
+        let trials = self
+            .per_seed
+            .iter()
+            .map(|s| s.best_after.len())
+            .min()
+            .unwrap_or(0);
+        (0..trials)
+            .map(|n| {
+                let values: Vec<f64> = self.per_seed.iter().map(|s| s.best_after[n]).collect();
+                let (lo, hi) = values
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+                        (l.min(v), h.max(v))
+                    });
+                (lo, super::seeds::median(&values).unwrap_or(f64::NAN), hi)
+            })
+            .collect()
+    }
+}
+
+/// The search on every defence, seed by seed: each seed's records searched on their own.
+pub fn seed_searches(records: &[RunRecord]) -> Vec<SeedSearches> {
+    let seeds = distinct(records.iter().map(|r| r.seed));
+    let by_seed: Vec<Vec<Search>> = (seeds.iter())
+        .map(|&seed| {
+            let of_seed: Vec<RunRecord> = (records.iter())
+                .filter(|r| r.seed == seed)
+                .cloned()
+                .collect();
+            searches(&of_seed, 0)
+        })
+        .collect();
+    let defenses = distinct(by_seed.iter().flatten().map(|s| s.defense.clone()));
+    (defenses.into_iter())
+        .map(|defense| SeedSearches {
+            per_seed: (by_seed.iter())
+                .filter_map(|searches| searches.iter().find(|s| s.defense == defense).cloned())
+                .collect(),
+            defense,
+        })
+        .collect()
+}
+
+/// The attacker's search over seeds: trials to the first success (median and range over the
+/// seeds where some run succeeded) and the best after 5 trials (median over seeds).
+pub fn seed_trials_table(records: &[RunRecord]) -> String {
+    let searches = seed_searches(records);
+    let width = searches
+        .iter()
+        .map(|s| s.defense.len())
+        .fold(18, usize::max);
+    let mut out = format!(
+        "{:<width$} {:>12} {:>15} {:>30} {:>20}\n",
+        "defence",
+        "trials/seed",
+        "seeds with one",
+        "trials to first success",
+        "best after 5 trials"
+    );
+    for s in &searches {
+        let firsts: Vec<f64> = s
+            .per_seed
+            .iter()
+            .filter_map(|p| p.trials_to_success)
+            .collect();
+        let first = match super::seeds::median(&firsts) {
+            None => "never".to_string(),
+            Some(m) => {
+                let lo = firsts.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = firsts.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!("{m:.1} [{lo:.1}, {hi:.1}]")
+            }
+        };
+        let spread = s.best_after_spread();
+        let after = spread.get(4.min(spread.len().saturating_sub(1)));
+        let _ = writeln!(
+            out,
+            "{:<width$} {:>12} {:>15} {first:>30} {:>20}",
+            s.defense,
+            s.per_seed.first().map_or(0, |p| p.trials),
+            format!("{}/{}", firsts.len(), s.per_seed.len()),
+            after.map_or("-".to_string(), |a| format!("{:.3}", a.1))
+        );
+    }
+    out.push_str(&format!(
+        "per seed, expected over {ORDERS} random orders of its plain attack runs; trials to first \
+         success: median [lowest, highest] over the seeds with a success\n"
+    ));
+    out
+}

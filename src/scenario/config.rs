@@ -37,6 +37,13 @@ pub struct Scenario {
     /// Benign fine-tuning of every defence (none unless the file asks).
     #[serde(default)]
     pub trainability: TrainabilityGrid,
+    /// `specdef sweep`'s seeds and search (one seed over the attack grid unless the file asks).
+    #[serde(default, skip_serializing_if = "is_default_sweep")]
+    pub sweep: crate::sweep::SweepConfig,
+}
+
+fn is_default_sweep(sweep: &crate::sweep::SweepConfig) -> bool {
+    *sweep == crate::sweep::SweepConfig::default()
 }
 
 /// Trainability (PAPER.md section 6): does benign fine-tuning still work under the defence, and
@@ -426,6 +433,7 @@ impl Scenario {
             .resolve(layers, self.seed)
             .map_err(|e| format!("defense.layers: {e}"))?;
         self.validate_adaptive()?;
+        self.validate_sweep()?;
         for (i, extra) in self.defense.extra.iter().enumerate() {
             extra
                 .validate()
@@ -433,6 +441,18 @@ impl Scenario {
             (extra.layers)
                 .resolve(layers, self.seed)
                 .map_err(|e| format!("defense.extra[{i}].layers: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn validate_sweep(&self) -> Result<(), String> {
+        self.sweep.validate()?;
+        let runs = crate::sweep::run_count(self);
+        if runs > crate::sweep::MAX_SWEEP_RUNS {
+            return Err(format!(
+                "sweep: {runs} runs (seeds x targets x trials); at most {}",
+                crate::sweep::MAX_SWEEP_RUNS
+            ));
         }
         Ok(())
     }

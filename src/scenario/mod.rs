@@ -1,5 +1,6 @@
 //! Scenarios: what to run (TOML), the runner that runs it, and the result records it produces.
 
+mod attack_run;
 mod cache;
 mod config;
 mod outcome;
@@ -9,6 +10,7 @@ mod session;
 mod targets;
 mod task;
 
+pub use attack_run::{AttackRun, TrialBudget};
 pub use cache::{PretrainCache, default_cache_dir};
 pub use config::{
     AdaptiveGrid, AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario,
@@ -16,7 +18,7 @@ pub use config::{
 };
 pub use outcome::{DefenseSummary, LayerSigma, RunError, ScenarioOutcome, layer_sigmas};
 pub use record::{RECORD_SCHEMA, RunRecord, finite};
-pub use runner::{RunSettings, run_scenario};
-pub use session::ScenarioSession;
+pub use runner::{RunSettings, drive_to_end, run_scenario};
+pub use session::{ScenarioSession, SessionPlan};
 pub use targets::{Target, Task};
 pub use task::TaskData;

@@ -26,6 +26,9 @@ pub enum RunError {
     Svd(String),
     #[error("adaptive attack on {target}: {message}")]
     Adaptive { target: String, message: String },
+    /// The caller could not keep a finished run's record (a sweep's folder).
+    #[error("storing a record: {0}")]
+    Store(String),
 }
 
 /// What one defence did before any attack.
@@ -104,6 +107,7 @@ pub(super) fn record(
         scenario: scenario.name.clone(),
         variant,
         seed: scenario.seed,
+        trial: None,
         engine: info.engine.clone(),
         backend: info.backend.clone(),
         adapter: info.adapter.clone(),

@@ -13,6 +13,11 @@ pub struct RunRecord {
     pub scenario: String,
     pub variant: Option<String>,
     pub seed: u64,
+    /// A sweep's trial: the run's index in its target's list (the grid's optimiser-major
+    /// order, or the random search's draw order), the same settings on every seed; absent
+    /// outside sweeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<usize>,
     // What computed it.
     pub engine: String,
     pub backend: String,
@@ -128,7 +133,7 @@ impl RunRecord {
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
+        "schema,crate_version,scenario,variant,seed,trial,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -148,6 +153,7 @@ impl RunRecord {
             text(&self.scenario),
             text(&self.variant.clone().unwrap_or_default()),
             self.seed.to_string(),
+            opt(self.trial),
             text(&self.engine),
             text(&self.backend),
             text(&self.adapter),

@@ -1,6 +1,6 @@
 //! Runs a scenario to the end: the blocking driver of `ScenarioSession`.
 
-use super::{RunError, Scenario, ScenarioOutcome, ScenarioSession};
+use super::{RunError, RunRecord, Scenario, ScenarioOutcome, ScenarioSession};
 use crate::engine::Engine;
 use std::path::PathBuf;
 
@@ -21,12 +21,23 @@ pub fn run_scenario(
     scenario: &Scenario,
     settings: &mut RunSettings<'_>,
 ) -> Result<ScenarioOutcome, RunError> {
-    let mut session = ScenarioSession::start(
+    let session = ScenarioSession::start(
         engine,
         scenario,
         settings.variant.clone(),
         settings.cache_dir.clone(),
     )?;
+    drive_to_end(engine, session, settings, &mut |_| Ok(()))
+}
+
+/// Drives a started session to its end, handing each record to `finished` as soon as its run
+/// ends (a sweep stores it then, so a killed sweep keeps what it finished).
+pub fn drive_to_end(
+    engine: &mut dyn Engine,
+    mut session: ScenarioSession,
+    settings: &mut RunSettings<'_>,
+    finished: &mut dyn FnMut(&RunRecord) -> Result<(), RunError>,
+) -> Result<ScenarioOutcome, RunError> {
     let mut reported = 0;
     loop {
         for note in session.drain_notes() {
@@ -34,6 +45,9 @@ pub fn run_scenario(
         }
         let (done, total) = session.progress();
         if done > reported {
+            for record in &session.records()[reported..done] {
+                finished(record)?;
+            }
             reported = done;
             (settings.progress)(done, total, &session.describe());
         }

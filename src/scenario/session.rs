@@ -11,8 +11,8 @@
 use super::cache::PretrainCache;
 use super::outcome::record;
 use super::{
-    DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement, Target, Task,
-    TaskData, layer_sigmas,
+    AttackRun, DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement,
+    Target, Task, TaskData, layer_sigmas,
 };
 use crate::attack::{TrainOutcome, TrainSession, TrainSettings, accuracy};
 use crate::defense::relative_errors;
@@ -61,11 +61,15 @@ pub struct ScenarioSession {
     variant: Option<String>,
     info: EngineInfo,
     data: TaskData,
-    /// The models fine-tuned, in order; `summaries` has one entry per target begun.
+    /// The models fine-tuned, in order, and each one's runs; a target without runs is skipped
+    /// (`summaries` has one entry per target begun).
     targets: Vec<Target>,
-    /// `records.len()` when the current target's first run began.
-    target_start: usize,
-    lrs: Vec<f64>,
+    runs: Vec<Vec<AttackRun>>,
+    /// Whether records carry their trial index (a sweep's do).
+    record_trials: bool,
+    /// The target being defended or attacked, and how many of its runs are done.
+    target_index: usize,
+    runs_done: usize,
     cache: Option<PretrainCache>,
     stage: Stage,
     base: Option<HostModel>,
@@ -93,14 +97,49 @@ fn drive(
     }
 }
 
+/// What a session fine-tunes: each target's runs (`Scenario::targets` order), and whether its
+/// records carry their trial index.
+pub struct SessionPlan {
+    pub runs: Vec<Vec<AttackRun>>,
+    pub record_trials: bool,
+}
+
+impl SessionPlan {
+    /// Every target over the attack grid (what `specdef run` does).
+    pub fn grid(scenario: &Scenario) -> Self {
+        Self {
+            runs: (scenario.targets().iter())
+                .map(|t| scenario.grid_runs(t))
+                .collect(),
+            record_trials: false,
+        }
+    }
+}
+
 impl ScenarioSession {
-    /// Loads the data and the cached released model if there is one, else starts pretraining.
+    /// Loads the data and the cached released model if there is one, else starts pretraining;
+    /// every target runs over the attack grid.
     pub fn start(
         engine: &mut dyn Engine,
         scenario: &Scenario,
         variant: Option<String>,
         cache_dir: Option<PathBuf>,
     ) -> Result<Self, RunError> {
+        let plan = SessionPlan::grid(scenario);
+        Self::start_planned(engine, scenario, variant, cache_dir, plan)
+    }
+
+    /// As `start`, running the plan's runs of each target (`plan.runs` follows
+    /// `Scenario::targets`).
+    pub fn start_planned(
+        engine: &mut dyn Engine,
+        scenario: &Scenario,
+        variant: Option<String>,
+        cache_dir: Option<PathBuf>,
+        plan: SessionPlan,
+    ) -> Result<Self, RunError> {
+        let targets = scenario.targets();
+        assert_eq!(plan.runs.len(), targets.len(), "one run list per target");
         let info = engine.info();
         let key = format!(
             "{}|{}|{}|{}|{}|{}",
@@ -114,9 +153,11 @@ impl ScenarioSession {
         let cache = cache_dir.map(|dir| PretrainCache::new(&dir, key));
         let mut session = Self {
             data: TaskData::load(scenario)?,
-            targets: scenario.targets(),
-            target_start: 0,
-            lrs: scenario.attack.lr_grid.values(),
+            targets,
+            runs: plan.runs,
+            record_trials: plan.record_trials,
+            target_index: 0,
+            runs_done: 0,
             scenario: scenario.clone(),
             variant,
             info,
@@ -173,19 +214,14 @@ impl ScenarioSession {
         Ok(Stage::BaseUtility { eval })
     }
 
-    fn runs_of(&self, target: &Target) -> usize {
-        target.optimizers.len() * self.lrs.len()
-    }
-
     /// The target being defended or attacked.
     fn current_target(&self) -> &Target {
-        &self.targets[self.summaries.len().clamp(1, self.targets.len()) - 1]
+        &self.targets[self.target_index]
     }
 
     /// Attack runs in all, and done.
     pub fn progress(&self) -> (usize, usize) {
-        let total = self.targets.iter().map(|t| self.runs_of(t)).sum();
-        (self.records.len(), total)
+        (self.records.len(), self.runs.iter().map(Vec::len).sum())
     }
 
     pub fn is_done(&self) -> bool {
@@ -202,15 +238,15 @@ impl ScenarioSession {
                 "measuring the released model".to_string()
             }
             Stage::Defend | Stage::DefenseEval { .. } => {
-                let next = self.summaries.len().min(self.targets.len() - 1);
-                format!("defending: {}", self.targets[next].label())
+                format!("defending: {}", self.current_target().label())
             }
             Stage::Attack { .. } | Stage::AttackUtility { .. } => {
-                let (optimizer, lr) = self.current_attack();
+                let run = self.current_attack();
                 format!(
-                    "{} {} lr={lr:e}",
+                    "{} {} lr={:e}",
                     self.summaries.last().map_or("", |s| s.label.as_str()),
-                    optimizer.name()
+                    run.optimizer.name(),
+                    run.lr
                 )
             }
             Stage::Done => "done".to_string(),
@@ -240,18 +276,15 @@ impl ScenarioSession {
         std::mem::take(&mut self.notes)
     }
 
-    /// The optimiser and learning rate of the attack run in progress.
-    fn current_attack(&self) -> (crate::attack::OptimizerKind, f64) {
-        let within = self.records.len() - self.target_start;
-        let optimizer = self.current_target().optimizers[within / self.lrs.len()];
-        (optimizer, self.lrs[within % self.lrs.len()])
+    /// The attack run in progress.
+    fn current_attack(&self) -> AttackRun {
+        self.runs[self.target_index][self.runs_done]
     }
 
-    /// The attack run's settings: the attack grid's, training the groups the adaptive
-    /// attacker's rewrite trains.
+    /// The attack run's settings: the attack grid's (with a random search's budget), training
+    /// the groups the adaptive attacker's rewrite trains.
     fn current_settings(&self) -> TrainSettings {
-        let (optimizer, lr) = self.current_attack();
-        let mut settings = self.scenario.attack.settings(optimizer, lr);
+        let mut settings = self.current_attack().settings(&self.scenario);
         if let Some(attack) = self.current_target().adaptive {
             settings.trainable = attack.trainable(settings.trainable);
         }
@@ -297,12 +330,20 @@ impl ScenarioSession {
         })
     }
 
-    /// The next defence, or the end.
-    fn next_defense(&self) -> Stage {
-        if self.summaries.len() < self.targets.len() {
-            Stage::Defend
+    /// The next target with runs to defend, or the end.
+    fn next_defense(&mut self) -> Stage {
+        let begun = if self.summaries.is_empty() {
+            0
         } else {
-            Stage::Done
+            self.target_index + 1
+        };
+        match (begun..self.targets.len()).find(|&t| !self.runs[t].is_empty()) {
+            Some(next) => {
+                self.target_index = next;
+                self.runs_done = 0;
+                Stage::Defend
+            }
+            None => Stage::Done,
         }
     }
 
@@ -362,7 +403,7 @@ impl ScenarioSession {
                     .base
                     .as_ref()
                     .expect("the released model before defences");
-                let target = &self.targets[self.summaries.len()];
+                let target = &self.targets[self.target_index];
                 let model = match (&target.defense, self.scenario.defense.svd) {
                     (None, _) => base.clone(),
                     (Some(d), SvdPlacement::Host) => d.apply(base, self.scenario.seed)?,
@@ -415,7 +456,6 @@ impl ScenarioSession {
                         summary.label, summary.utility_after_defense, summary.parameter_count
                     ));
                     self.summaries.push(summary);
-                    self.target_start = self.records.len();
                     self.defended = Some(model);
                     (self.start_attack(engine)?, true)
                 }
@@ -478,26 +518,27 @@ impl ScenarioSession {
                     let heldout = &self.data.harmful_heldout;
                     let heldout_accuracy = (!heldout_logits.is_empty())
                         .then(|| accuracy(heldout_logits, &heldout.labels));
-                    let (optimizer, lr) = self.current_attack();
+                    let run = self.current_attack();
                     let settings = self.current_settings();
                     let summary = self.summaries.last().expect("a defence before its attacks");
-                    let mut run = record(
+                    let mut finished = record(
                         &self.scenario,
                         self.variant.clone(),
                         &self.info,
                         summary,
-                        (optimizer.name(), lr),
+                        (run.optimizer.name(), run.lr),
                         self.current_target().task,
                         &settings,
                         outcome,
                         (self.utility_before, utility_after_attack),
                         started.elapsed().as_secs_f64() * 1e3,
                     );
-                    run.pretrain_from_cache = Some(self.from_cache);
-                    run.heldout_harmful_accuracy = heldout_accuracy;
-                    self.records.push(run);
-                    let done = self.records.len() - self.target_start;
-                    let next = if done == self.runs_of(self.current_target()) {
+                    finished.pretrain_from_cache = Some(self.from_cache);
+                    finished.heldout_harmful_accuracy = heldout_accuracy;
+                    finished.trial = self.record_trials.then_some(run.trial);
+                    self.records.push(finished);
+                    self.runs_done += 1;
+                    let next = if self.runs_done == self.runs[self.target_index].len() {
                         self.next_defense()
                     } else {
                         self.start_attack(engine)?
@@ -530,7 +571,7 @@ impl ScenarioSession {
                 function_error.push((name, max, mean));
             }
         }
-        let target = &self.targets[self.summaries.len()];
+        let target = self.current_target();
         Ok(DefenseSummary {
             label: target.label(),
             defense: target.defense.clone(),

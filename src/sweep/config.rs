@@ -1,0 +1,127 @@
+//! `[sweep]` in a scenario file: what `specdef sweep` runs beyond one scenario run. Several
+//! seeds (each splits the data, initialises and pretrains the released model and orders the
+//! batches anew), and the attack grid or a seeded random search. `specdef run` ignores it.
+
+use crate::attack::Schedule;
+use serde::{Deserialize, Serialize};
+
+/// The most runs one sweep may plan (seeds x targets x trials).
+pub const MAX_SWEEP_RUNS: usize = 1_000_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// The scenario's seed and the `seeds - 1` after it.
+    #[serde(default = "one")]
+    pub seeds: usize,
+    /// A random search in place of the attack grid: every target runs the same trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random: Option<RandomSearch>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            seeds: 1,
+            random: None,
+        }
+    }
+}
+
+/// `[sweep.random]`: each trial draws a learning rate log-uniformly, and a step budget, batch
+/// size, schedule and warm-up uniformly from the lists (the attack grid's where a list is
+/// absent), and its optimiser uniformly from the target's optimisers. The draws follow
+/// `search_seed` alone, so trial t is the same attack on every target and every seed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RandomSearch {
+    pub trials: usize,
+    /// `[from, to]` for the learning rate; the attack grid's range where absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_sizes: Option<Vec<usize>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<Vec<ScheduleKind>>,
+    /// Warm-up lengths for `linear-warmup`.
+    #[serde(default = "default_warmups")]
+    pub warmup_steps: Vec<usize>,
+    #[serde(default)]
+    pub search_seed: u64,
+}
+
+fn default_warmups() -> Vec<usize> {
+    vec![10]
+}
+
+/// A schedule a trial may draw; `linear-warmup` draws its length from `warmup_steps`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    Constant,
+    Cosine,
+    LinearWarmup,
+}
+
+impl ScheduleKind {
+    pub fn with_warmup(self, warmup_steps: usize) -> Schedule {
+        match self {
+            ScheduleKind::Constant => Schedule::Constant,
+            ScheduleKind::Cosine => Schedule::Cosine,
+            ScheduleKind::LinearWarmup => Schedule::LinearWarmup { warmup_steps },
+        }
+    }
+}
+
+impl SweepConfig {
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.seeds == 0 {
+            return Err("sweep.seeds must be at least 1".to_string());
+        }
+        let Some(random) = &self.random else {
+            return Ok(());
+        };
+        if random.trials == 0 {
+            return Err("sweep.random.trials must be at least 1".to_string());
+        }
+        if let Some([from, to]) = random.lr
+            && !(from.is_finite() && to.is_finite() && from > 0.0 && to >= from)
+        {
+            return Err(format!(
+                "sweep.random.lr needs finite 0 < from <= to, got [{from}, {to}]"
+            ));
+        }
+        for (name, list) in [
+            ("steps", &random.steps),
+            ("batch_sizes", &random.batch_sizes),
+        ] {
+            match list {
+                Some(list) if list.is_empty() || list.contains(&0) => {
+                    return Err(format!(
+                        "sweep.random.{name} must list at least one value, none of them 0"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if random.schedules.as_ref().is_some_and(Vec::is_empty) {
+            return Err("sweep.random.schedules is empty".to_string());
+        }
+        if (random.schedules.iter().flatten()).any(|s| *s == ScheduleKind::LinearWarmup)
+            && (random.warmup_steps.is_empty() || random.warmup_steps.contains(&0))
+        {
+            return Err(
+                "sweep.random.warmup_steps must list at least one length, none of them 0"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+}
