@@ -72,7 +72,11 @@ pub fn sweep(
         progress.ran
     );
     if shard.is_whole() {
-        merge(&[progress.state_dir.clone()], &out.join(RESULTS), false)
+        merge(
+            std::slice::from_ref(&progress.state_dir),
+            &out.join(RESULTS),
+            false,
+        )
     } else {
         println!(
             "when every shard is done: specdef merge {} --out {}",

@@ -7,6 +7,8 @@ mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cost_plot;
 pub mod document;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod heatmap;
 mod immunisation;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;

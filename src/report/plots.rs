@@ -22,6 +22,7 @@ pub fn render_all(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotEr
         "best_attack_vs_trials.svg".to_string(),
         super::trials_plot::best_attack_vs_trials(records)?,
     ));
+    plots.extend(super::heatmap::steps_heatmaps(records)?);
     Ok(plots)
 }
 

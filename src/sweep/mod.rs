@@ -23,7 +23,7 @@ pub use plan::{PlannedRun, plan, run_count, seeds, with_seed};
 pub use run::{SweepProgress, run_sweep, state_dir};
 pub use shard::Shard;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Why a sweep, a resume or a merge could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +65,12 @@ pub enum SweepError {
     },
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl SweepError {
-    fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SweepError {
+    fn io(
+        action: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> SweepError {
         let path = path.to_path_buf();
         move |source| SweepError::Io {
             action,
