@@ -18,6 +18,7 @@ pub mod engine_choice;
 pub mod fnv;
 pub mod linalg;
 pub mod model;
+pub mod reference;
 pub mod report;
 pub mod run_folder;
 pub mod scenario;

@@ -206,3 +206,35 @@ fn a_diverged_run_is_marked_where_its_curve_ends() {
         "no finite loss: the fallback"
     );
 }
+
+#[test]
+fn check_this_device_runs_the_quick_scenario_against_the_built_in_reference() {
+    let mut app = SpecdefApp::new(Box::new(CpuEngine32::new()), "test engine".to_string());
+    app.check_device();
+    assert!(app.is_running() && app.device_check().is_none());
+    run_to_end(&mut app);
+    let (agree, report) = app.device_check().expect("a verdict once the run finished");
+    assert!(
+        agree,
+        "the f32 CPU engine reproduces the f64 outcomes: {report}"
+    );
+    assert!(
+        report.contains("reproduces the reference") && report.contains("28/28"),
+        "{report}"
+    );
+    // The verdict and its report are drawn.
+    let ctx = egui::Context::default();
+    let mut output = ctx.run_ui(egui::RawInput::default(), |ui| app.show(ui));
+    output.textures_delta.clear();
+
+    // The same check on records whose outcome moved says so and names the run.
+    let mut moved = app.records();
+    let run = moved
+        .iter_mut()
+        .find(|r| r.steps_to_target.is_some())
+        .unwrap();
+    run.steps_to_target = run.steps_to_target.map(|s| s + 20);
+    let comparison = specdef::reference::check(&moved, &specdef::reference::quick_reference());
+    assert!(!comparison.all_agree());
+    assert!(comparison.report().contains("steps_to_target"));
+}

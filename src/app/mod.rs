@@ -75,6 +75,19 @@ impl SpecdefApp {
         self.drive();
     }
 
+    /// "Check this device": runs the quick scenario and compares its outcomes with the f64
+    /// reference built in (what `specdef verify` does); see [`device_check`](Self::device_check).
+    pub fn check_device(&mut self) {
+        self.choice = ScenarioChoice::Quick;
+        self.work.borrow_mut().check_device();
+        self.drive();
+    }
+
+    /// The last device check's verdict (whether every run agreed with the reference) and report.
+    pub fn device_check(&self) -> Option<(bool, String)> {
+        self.work.borrow().device_check.clone()
+    }
+
     /// Starts the benchmark harness on the app's engine.
     pub fn start_bench(&mut self) {
         self.work.borrow_mut().start_bench();
@@ -185,6 +198,16 @@ impl SpecdefApp {
         if save_button(ui, has_runs, "Save results", results_file::RUNS_SAVED_AS) {
             self.save_results();
         }
+        if ui
+            .add_enabled(!running, egui::Button::new("Check this device"))
+            .on_hover_text(
+                "run the quick scenario here and compare its outcomes with the f64 reference \
+                 (what `specdef verify` does)",
+            )
+            .clicked()
+        {
+            self.check_device();
+        }
         ui.label(egui::RichText::new("Drop a runs.jsonl file on the window to view it.").small());
         ui.separator();
         ui.heading("benchmark");
@@ -233,6 +256,9 @@ impl SpecdefApp {
             }
             if let Some(error) = &work.error {
                 ui.colored_label(ui.visuals().error_fg_color, error);
+            }
+            if let Some((agree, report)) = &work.device_check {
+                views::device_check(ui, *agree, report);
             }
             egui::ScrollArea::both().show(ui, |ui| {
                 views::benchmark(ui, &work.bench_records);

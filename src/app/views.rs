@@ -221,3 +221,17 @@ pub fn benchmark(ui: &mut egui::Ui, records: &[crate::benchmark::BenchRecord]) {
     }
     ui.label(egui::RichText::new(text).monospace());
 }
+
+/// "Check this device"'s verdict, coloured, and the comparison's report under it.
+pub fn device_check(ui: &mut egui::Ui, agree: bool, report: &str) {
+    let (verdict, details) = report.split_once('\n').unwrap_or((report, ""));
+    let color = if agree {
+        egui::Color32::from_rgb(40, 140, 60)
+    } else {
+        ui.visuals().error_fg_color
+    };
+    ui.colored_label(color, verdict);
+    egui::CollapsingHeader::new("the comparison, run by run")
+        .default_open(!agree)
+        .show(ui, |ui| ui.monospace(details));
+}

@@ -51,6 +51,11 @@ pub struct Work {
     pub log: Vec<String>,
     /// Save a scenario's results as soon as it finishes (the page's `?save`).
     pub save_when_finished: bool,
+    /// The running quick scenario is "Check this device": compare it with the reference when
+    /// it finishes.
+    checking_device: bool,
+    /// The last device check: whether every run agreed, and the comparison's report.
+    pub device_check: Option<(bool, String)>,
     /// Where results are saved natively.
     #[cfg(not(target_arch = "wasm32"))]
     pub results_folder: std::path::PathBuf,
@@ -67,6 +72,8 @@ impl Work {
             error: None,
             log: Vec::new(),
             save_when_finished: false,
+            checking_device: false,
+            device_check: None,
             #[cfg(not(target_arch = "wasm32"))]
             results_folder: results_file::RUNS_FOLDER.into(),
         }
@@ -77,6 +84,7 @@ impl Work {
     }
 
     pub fn start_scenario(&mut self, scenario: Result<Scenario, String>, variant: Option<&str>) {
+        self.checking_device = false;
         self.error = None;
         self.log.clear();
         let started = scenario.and_then(|scenario| {
@@ -92,6 +100,14 @@ impl Work {
             Ok(session) => self.shown = Shown::Running(Box::new(session)),
             Err(e) => self.fail(e),
         }
+    }
+
+    /// "Check this device": the quick scenario on the app's engine, compared with the built-in
+    /// f64 reference when it finishes (as `specdef verify` does).
+    pub fn check_device(&mut self) {
+        self.device_check = None;
+        self.start_scenario(Scenario::builtin(Some("quick")), Some("quick"));
+        self.checking_device = matches!(self.shown, Shown::Running(_));
     }
 
     pub fn start_bench(&mut self) {
@@ -176,8 +192,24 @@ impl Work {
                 "scenario finished: {} attack runs",
                 self.shown.records().len()
             );
+            if std::mem::take(&mut self.checking_device) {
+                self.finish_device_check();
+            }
             self.announce(true, message);
         }
+    }
+
+    fn finish_device_check(&mut self) {
+        let comparison =
+            crate::reference::check(self.shown.records(), &crate::reference::quick_reference());
+        let agree = comparison.all_agree();
+        let verdict = if agree {
+            "this device reproduces the reference outcomes"
+        } else {
+            "this device does NOT reproduce the reference outcomes (runs listed below)"
+        };
+        self.log.push(format!("device check: {verdict}"));
+        self.device_check = Some((agree, format!("{verdict}\n{}", comparison.report())));
     }
 
     fn work_on_bench(&mut self, deadline: Instant) {

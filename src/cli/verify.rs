@@ -5,22 +5,14 @@
 
 use anyhow::{Context, Result};
 use specdef::engine_choice::EngineChoice;
-use specdef::report::{self, CompareSettings};
+use specdef::reference;
 use specdef::scenario::RunRecord;
 use std::path::Path;
 use std::process::ExitCode;
 
-/// The reference records, built into the binary so `verify` works from any folder.
-pub const REFERENCE: &str = include_str!("../../reference/quick-cpu64/runs.jsonl");
-
-/// Steps to target may differ by one evaluation interval of the quick scenario (10 steps):
-/// across precisions a run can cross the target one evaluation earlier or later.
-pub const STEPS_BAND: usize = 10;
-
-pub fn verify(choice: EngineChoice, reference: Option<&Path>) -> Result<ExitCode> {
-    let expected: Vec<RunRecord> = match reference {
-        None => report::from_json_lines(REFERENCE)
-            .map_err(|e| anyhow::anyhow!("the built-in reference: {e}"))?,
+pub fn verify(choice: EngineChoice, against: Option<&Path>) -> Result<ExitCode> {
+    let expected: Vec<RunRecord> = match against {
+        None => reference::quick_reference(),
         Some(path) => crate::read_records(path)?,
     };
     let scenario = crate::load_scenario(None, Some("quick"))?;
@@ -32,12 +24,7 @@ pub fn verify(choice: EngineChoice, reference: Option<&Path>) -> Result<ExitCode
     );
     let outcome = crate::run_with_progress(engine.as_mut(), &scenario, Some("quick".into()))
         .context("running the quick scenario")?;
-    let settings = CompareSettings {
-        steps_band: STEPS_BAND,
-        outcomes_only: true,
-        ..CompareSettings::default()
-    };
-    let comparison = report::compare(&outcome.records, &expected, &settings);
+    let comparison = reference::check(&outcome.records, &expected);
     print!("{}", comparison.report());
     Ok(if comparison.all_agree() {
         println!("this device reproduces the reference outcomes");
