@@ -2,6 +2,8 @@
 //! one (never a mix, never a temporary file inside), a second run into a busy folder is refused,
 //! and an output that cannot be written is refused before the work.
 
+mod common;
+
 use specdef::scenario::DEFAULT_SCENARIO;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -10,16 +12,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn scratch(case: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("specdef-folder-{}-{case}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("folder", case)
 }
 
 fn specdef(cache: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_specdef"));
-    command.env("SPECDEF_CACHE_DIR", cache);
-    command
+    common::specdef_cli(cache)
 }
 
 fn run_into(cache: &Path, scenario: Option<&Path>, out: &Path) -> Command {

@@ -5,6 +5,8 @@
 //! munge installed the test prints why and passes; under SPECDEF_REQUIRE_SLURM=1 (CI installs
 //! them) it fails instead.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -57,18 +59,10 @@ impl Drop for Cluster {
 }
 
 fn specdef_sweep(cache: &Path, out: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_specdef"));
+    let mut command = common::specdef_cli(cache);
     command
         .args(["sweep", "--quick", "--engine", "cpu", "--out"])
-        .arg(out)
-        .env("SPECDEF_CACHE_DIR", cache);
-    for name in [
-        "SLURM_ARRAY_TASK_ID",
-        "JOB_COMPLETION_INDEX",
-        "SPECDEF_SHARD_COUNT",
-    ] {
-        command.env_remove(name);
-    }
+        .arg(out);
     command
 }
 
@@ -83,9 +77,7 @@ fn the_quick_sweep_as_a_slurm_array_merges_to_the_sweep_run_whole() {
         eprintln!("skipping the Slurm test: {why} (apt-get install slurm-wlm munge)");
         return;
     }
-    let dir = std::env::temp_dir().join(format!("specdef-slurm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch("slurm", "array");
     let cache = dir.join("cache");
 
     let cluster = Cluster {

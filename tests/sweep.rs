@@ -274,23 +274,11 @@ fn statistics_over_seeds_count_successes_and_windows_per_seed() {
 }
 
 fn scratch(case: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("specdef-sweep-{}-{case}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("sweep", case)
 }
 
 fn specdef(cache: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_specdef"));
-    command.env("SPECDEF_CACHE_DIR", cache);
-    for name in [
-        "SLURM_ARRAY_TASK_ID",
-        "JOB_COMPLETION_INDEX",
-        "SPECDEF_SHARD_COUNT",
-    ] {
-        command.env_remove(name);
-    }
-    command
+    common::specdef_cli(cache)
 }
 
 fn succeeded(output: Output) -> String {

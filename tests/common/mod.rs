@@ -263,3 +263,26 @@ pub fn short_quick() -> Scenario {
     };
     scenario
 }
+
+/// A fresh, empty folder for one test case: `specdef-KIND-PID-CASE` in the temporary folder.
+pub fn scratch(kind: &str, case: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("specdef-{kind}-{}-{case}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The specdef binary with its pretraining cache in `cache` and no scheduler's shard index in
+/// its environment (a test run inside a Slurm job must not turn into a shard).
+pub fn specdef_cli(cache: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_specdef"));
+    command.env("SPECDEF_CACHE_DIR", cache);
+    for name in [
+        "SLURM_ARRAY_TASK_ID",
+        "JOB_COMPLETION_INDEX",
+        "SPECDEF_SHARD_COUNT",
+    ] {
+        command.env_remove(name);
+    }
+    command
+}
