@@ -287,6 +287,21 @@ fn an_adaptive_attack_that_cannot_act_is_refused_before_any_work() {
 }
 
 #[test]
+fn bad_adaptive_alphas_and_an_empty_optimiser_list_are_refused_naming_the_field() {
+    let builtin = Scenario::builtin(None).unwrap();
+    for alpha in [0.0, -1e4, f64::NAN, f64::INFINITY] {
+        let mut scenario = builtin.clone();
+        scenario.adaptive.alphas = Some(vec![1e4, alpha]);
+        let err = scenario.validate().unwrap_err();
+        assert!(err.contains("adaptive.alphas"), "{alpha}: {err}");
+    }
+    let mut scenario = builtin.clone();
+    scenario.adaptive.optimizers.clear();
+    let err = scenario.validate().unwrap_err();
+    assert!(err.contains("adaptive.optimizers"), "{err}");
+}
+
+#[test]
 fn a_scenario_records_each_rewrite_with_its_overhead() {
     let mut scenario = common::short_quick();
     scenario.adaptive.attacks = ["fusion", "injection", "factorisation:2", "lora-weight:2"]
