@@ -1,5 +1,6 @@
 //! The web app end to end in real headless Chromium: web/build.sh builds it, web/e2e.mjs serves
-//! it on 127.0.0.1 and runs the quick scenario on WebGPU (SwiftShader) and in a page without
+//! it on 127.0.0.1 and runs the quick scenario on WebGPU (SwiftShader) as the app's "Check this
+//! device" (`?check`, which must find it reproduces the built-in reference) and in a page without
 //! WebGPU (the CPU fallback), exports the results as the app's download, and runs the benchmark
 //! harness; this test then checks what computed each and compares the results with the native
 //! CPU-f64 run of the same scenario.

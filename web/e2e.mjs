@@ -1,7 +1,8 @@
 // The browser end-to-end check: serves the built app (web/build.sh) on 127.0.0.1, opens it in
-// headless Chromium and runs the quick scenario twice: on WebGPU (SwiftShader), and in a page
-// with WebGPU removed, where the app must fall back to the CPU engine; then the benchmark
-// harness on WebGPU. For each page it saves a screenshot, the results (the CLI's JSON lines)
+// headless Chromium and runs the quick scenario twice: on WebGPU (SwiftShader) as the app's
+// "Check this device" (`?check`: it must find the run reproduces the built-in reference), and in
+// a page with WebGPU removed (`?run=quick`), where the app must fall back to the CPU engine; then
+// the benchmark harness on WebGPU. For each page it saves a screenshot, the results (the CLI's JSON lines)
 // and a summary under OUT. With REPORT (a `specdef report` page), it also opens that page from
 // disk and checks it shows its claims table and figures with no console error.
 //
@@ -92,6 +93,15 @@ async function runPage(browser, base, name, { query, results, withoutWebGpu }) {
   const wallS = (Date.now() - started) / 1000;
   const published = await page.evaluate((key) => window[key] ?? "", results);
   await writeFile(join(out, `${name}.jsonl`), published);
+  const deviceCheck = await page.evaluate(() => window.specdefDeviceCheck);
+  if (query.includes("check")) {
+    // The app announces a check whose runs differ from the reference as FAIL; its report says which.
+    await writeFile(join(out, `${name}.device-check.txt`), deviceCheck ?? "no device check report\n");
+    if (deviceCheck === undefined) {
+      problems.push("?check left no window.specdefDeviceCheck");
+      title = `FAIL no device check report: ${title}`;
+    }
+  }
   if (download && title.startsWith("PASS")) {
     const saved = join(out, `${name}.download.jsonl`);
     await (await download).saveAs(saved);
@@ -157,9 +167,16 @@ const browser = await chromium.launch({
 });
 let passed = false;
 try {
-  const scenario = { query: "run=quick&save", results: "specdefResults" };
-  const webgpu = await runPage(browser, base, "browser-webgpu", { ...scenario, withoutWebGpu: false });
-  const fallback = await runPage(browser, base, "browser-fallback", { ...scenario, withoutWebGpu: true });
+  const webgpu = await runPage(browser, base, "browser-webgpu", {
+    query: "check&save",
+    results: "specdefResults",
+    withoutWebGpu: false,
+  });
+  const fallback = await runPage(browser, base, "browser-fallback", {
+    query: "run=quick&save",
+    results: "specdefResults",
+    withoutWebGpu: true,
+  });
   const bench = await runPage(browser, base, "browser-bench", {
     query: "bench",
     results: "specdefBench",

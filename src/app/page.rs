@@ -51,9 +51,11 @@ async fn next_task() {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-/// What the page's address asks for (`?run=`, `?save`, `?bench`, `?engine=`).
+/// What the page's address asks for (`?run=`, `?check`, `?save`, `?bench`, `?engine=`).
 pub struct PageOptions {
     pub run: Option<ScenarioChoice>,
+    /// "Check this device" at once: the quick scenario, then its comparison with the reference.
+    pub check: bool,
     pub save: bool,
     pub bench: bool,
     pub force_cpu: bool,
@@ -77,6 +79,10 @@ pub fn page_options() -> Result<PageOptions, String> {
                 .ok_or_else(|| format!("?run={name}: expected quick, full or custom"))?,
         ),
     };
+    let check = params.has("check");
+    if check && run.is_some() {
+        return Err("?check runs the quick scenario itself: leave out ?run".to_string());
+    }
     let force_cpu = match params.get("engine").as_deref() {
         None | Some("auto") => false,
         Some("cpu") => true,
@@ -84,6 +90,7 @@ pub fn page_options() -> Result<PageOptions, String> {
     };
     Ok(PageOptions {
         run,
+        check,
         save: params.has("save"),
         bench: params.has("bench"),
         force_cpu,

@@ -1,10 +1,13 @@
 //! The browser entry point, and nothing else: the app's own modules never import from here (the
 //! page helpers they share are in `page.rs`). web/index.html holds one canvas; the address
-//! chooses what happens at load (`?run=quick|full|custom` starts a scenario at once, `?save`
-//! downloads its results when it ends, `?bench` runs the benchmark, `?engine=cpu` computes on
-//! the CPU engine). For scripts (the headless browser test) the app writes `PASS ...` or
-//! `FAIL ...` into the page title when a scenario or benchmark ends and leaves the results, as
-//! JSON lines, in `window.specdefResults` and `window.specdefBench`.
+//! chooses what happens at load (`?run=quick|full|custom` starts a scenario at once, `?check`
+//! checks this device (the quick scenario against the built-in reference), `?save` downloads
+//! the results when it ends, `?bench` runs the benchmark, `?engine=cpu` computes on the CPU
+//! engine). For scripts (the headless browser test) the app writes `PASS ...` or `FAIL ...` into
+//! the page title when a scenario, check or benchmark ends (a check that finds runs differing
+//! from the reference is a FAIL) and leaves the results, as JSON lines, in
+//! `window.specdefResults` and `window.specdefBench`, and a check's report in
+//! `window.specdefDeviceCheck`.
 
 use super::page::{self, js_error, window};
 use super::{SpecdefApp, engine_for};
@@ -46,7 +49,9 @@ async fn run() -> Result<(), String> {
                 if options.save {
                     app.save_when_finished();
                 }
-                if let Some(choice) = options.run {
+                if options.check {
+                    app.check_device();
+                } else if let Some(choice) = options.run {
                     app.start(choice);
                 } else if options.bench {
                     app.start_bench();

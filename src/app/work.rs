@@ -193,13 +193,16 @@ impl Work {
                 self.shown.records().len()
             );
             if std::mem::take(&mut self.checking_device) {
-                self.finish_device_check();
+                let (agree, verdict) = self.finish_device_check();
+                return self.announce(agree, format!("{message}; device check: {verdict}"));
             }
             self.announce(true, message);
         }
     }
 
-    fn finish_device_check(&mut self) {
+    /// Compares the finished quick scenario with the reference; returns whether every run
+    /// agreed, and the verdict in words.
+    fn finish_device_check(&mut self) -> (bool, &'static str) {
         let comparison =
             crate::reference::check(self.shown.records(), &crate::reference::quick_reference());
         let agree = comparison.all_agree();
@@ -208,8 +211,14 @@ impl Work {
         } else {
             "this device does NOT reproduce the reference outcomes (runs listed below)"
         };
-        self.log.push(format!("device check: {verdict}"));
-        self.device_check = Some((agree, format!("{verdict}\n{}", comparison.report())));
+        let report = format!("{verdict}\n{}", comparison.report());
+        #[cfg(target_arch = "wasm32")]
+        super::page::set_global(
+            "specdefDeviceCheck",
+            &wasm_bindgen::JsValue::from_str(&report),
+        );
+        self.device_check = Some((agree, report));
+        (agree, verdict)
     }
 
     fn work_on_bench(&mut self, deadline: Instant) {
