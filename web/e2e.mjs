@@ -2,8 +2,8 @@
 // headless Chromium and runs the quick scenario twice: on WebGPU (SwiftShader) as the app's
 // "Check this device" (`?check`: it must find the run reproduces the built-in reference), and in
 // a page with WebGPU removed (`?run=quick`), where the app must fall back to the CPU engine; then
-// the benchmark harness on WebGPU. For each page it saves a screenshot, the results (the CLI's JSON lines)
-// and a summary under OUT. With REPORT (a `specdef report` page), it also opens that page from
+// the benchmark harness on WebGPU. For each page it saves a screenshot, the results (the CLI's
+// JSON lines) and a summary under OUT. With REPORT (a `specdef report` page), it also opens that page from
 // disk and checks it shows its claims table and figures with no console error.
 //
 //   node web/e2e.mjs DIST OUT [REPORT]     (CHROMIUM overrides /usr/bin/chromium)
@@ -93,8 +93,8 @@ async function runPage(browser, base, name, { query, results, withoutWebGpu }) {
   const wallS = (Date.now() - started) / 1000;
   const published = await page.evaluate((key) => window[key] ?? "", results);
   await writeFile(join(out, `${name}.jsonl`), published);
-  const deviceCheck = await page.evaluate(() => window.specdefDeviceCheck);
-  if (query.includes("check")) {
+  if (new URLSearchParams(query).has("check")) {
+    const deviceCheck = await page.evaluate(() => window.specdefDeviceCheck);
     // The app announces a check whose runs differ from the reference as FAIL; its report says which.
     await writeFile(join(out, `${name}.device-check.txt`), deviceCheck ?? "no device check report\n");
     if (deviceCheck === undefined) {
