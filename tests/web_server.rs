@@ -1,6 +1,9 @@
 //! The local web server (web/serve.mjs) as a hostile client would meet it, over 127.0.0.1 only:
 //! no request reaches outside the served folder (a sibling folder whose name starts with the
-//! served one's included), and a malformed URL gets a 400 without ending the server.
+//! served one's included, and a symlink pointing out of it), a FIFO or other non-regular file is
+//! never opened (five requests for one used to fill Node's I/O pool and hang every later
+//! request), a malformed URL gets a 400 without ending the server, and a folder that does not
+//! exist is refused at start.
 //!
 //! It needs Node.js; without it the test prints why and skips, and under
 //! SPECDEF_REQUIRE_BROWSER=1 (CI, which installs Node for the browser test) it fails instead.
@@ -84,6 +87,14 @@ fn folder() -> PathBuf {
     std::fs::write(root.join("dist/index.html"), "the app").unwrap();
     std::fs::write(root.join("dist-secret/secret.txt"), "SECRET").unwrap();
     std::fs::write(root.join("outside.txt"), "SECRET").unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(root.join("outside.txt"), root.join("dist/link.txt")).unwrap();
+        std::os::unix::fs::symlink("index.html", root.join("dist/alias.html")).unwrap();
+        let fifo = root.join("dist/pipe");
+        let made = Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", fifo.display());
+    }
     root
 }
 
@@ -112,6 +123,19 @@ fn the_server_stays_inside_its_folder_and_survives_malformed_urls() {
             "{hostile}: status {status}, body {body:?}"
         );
     }
+    #[cfg(unix)]
+    {
+        let (status, body) = get(&server, "/link.txt");
+        assert!(
+            !body.contains("SECRET") && status == 404,
+            "a symlink out of the root: status {status}, body {body:?}"
+        );
+        // A symlink that stays inside is an ordinary file of the app.
+        assert_eq!(get(&server, "/alias.html"), (200, "the app".to_string()));
+        for _ in 0..8 {
+            assert_eq!(get(&server, "/pipe").0, 404, "a FIFO is not served");
+        }
+    }
     for malformed in ["/%", "/%E0%A4%A"] {
         let (status, _) = get(&server, malformed);
         assert_eq!(status, 400, "{malformed}");
@@ -119,5 +143,19 @@ fn the_server_stays_inside_its_folder_and_survives_malformed_urls() {
     // Still serving after all of it.
     assert_eq!(get(&server, "/index.html"), (200, "the app".to_string()));
     drop(server);
+
+    let missing = root.join("no-such-folder");
+    let refused = Command::new("node")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("web/serve.mjs"))
+        .arg(&missing)
+        .arg("0")
+        .output()
+        .expect("running node web/serve.mjs");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no-such-folder") && stderr.contains("not a folder"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&root).unwrap();
 }
