@@ -213,7 +213,8 @@ fn a_bad_suite_or_export_folder_is_refused_naming_it() {
 #[test]
 fn a_bad_thread_count_is_refused_naming_the_variable() {
     assert!(common::specdef_command(&["list"], &[]).status.success());
-    for bad in ["0", "-1", "two", ""] {
+    // 99999: above the cap (MAX_THREADS), which took minutes to start before it was refused.
+    for bad in ["0", "-1", "two", "", "99999"] {
         let output = common::specdef_command(&["list"], &[("SPECDEF_CPU_THREADS", bad)]);
         assert!(
             !output.status.success(),

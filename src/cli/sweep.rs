@@ -48,6 +48,14 @@ pub fn sweep(
     let scenario = crate::load_scenario(scenario_path, variant.as_deref())?;
     let shard = shard(given, count)?;
     let all = sweep::run_count(&scenario);
+    // More shards than runs would leave shards with nothing to do (and a folder each).
+    if shard.count > all.max(1) {
+        bail!(
+            "shard {shard}: the sweep has {all} runs, so at most {} shards; use fewer shards (--shard, \
+             --shard-count, SPECDEF_SHARD_COUNT or the Slurm array's size)",
+            all.max(1)
+        );
+    }
     let mine = shard.slice(&vec![(); all]).len();
     let mut engine = crate::open(choice)?;
     let search = match &scenario.sweep.random {
@@ -104,13 +112,16 @@ pub fn merge(folders: &[PathBuf], out: &Path, partial: bool) -> Result<()> {
     }
     println!("\n{}", run_folder::tables(&merged.records, &[]));
     let written = folder.publish(&merged.records, &[])?;
+    for note in &written.skipped_figures {
+        eprintln!("note: {note}");
+    }
     println!(
         "merged {} runs of {} folder(s) of scenario {}: wrote {}/: {}",
         merged.records.len(),
         merged.folders.len(),
         merged.scenario.name,
         out.display(),
-        written.join(", ")
+        written.files.join(", ")
     );
     Ok(())
 }

@@ -27,9 +27,11 @@ impl Shard {
         self.count == 1
     }
 
-    /// This shard's contiguous share of `items` (sizes differ by at most one).
+    /// This shard's contiguous share of `items` (sizes differ by at most one). The bounds are
+    /// computed in u128: `index * len` overflows usize for indices near 2^61 (a Slurm array's
+    /// id is the user's to choose).
     pub fn slice<'a, T>(&self, items: &'a [T]) -> &'a [T] {
-        let bound = |i: usize| i * items.len() / self.count;
+        let bound = |i: usize| (i as u128 * items.len() as u128 / self.count as u128) as usize;
         &items[bound(self.index)..bound(self.index + 1)]
     }
 
@@ -58,7 +60,7 @@ impl Shard {
                 number("SLURM_ARRAY_TASK_MAX")?,
             ) {
                 (Some(n), _) => n,
-                (None, Some(max)) if max >= min => max - min + 1,
+                (None, Some(max)) if max >= min && max - min < usize::MAX => max - min + 1,
                 _ => {
                     return Err(
                         "SLURM_ARRAY_TASK_ID is set without SLURM_ARRAY_TASK_COUNT or \

@@ -23,6 +23,10 @@ pub const PARALLEL_MIN_ELEMENTS: usize = 1 << 15;
 /// The environment variable that sets the CPU engine's thread count (1 = sequential).
 pub const THREADS_VARIABLE: &str = "SPECDEF_CPU_THREADS";
 
+/// The most workers `SPECDEF_CPU_THREADS` may ask for: each is an OS thread pinned to a CPU, and
+/// tens of thousands took minutes to start. No machine this runs on has more CPUs than this.
+pub const MAX_THREADS: usize = 1024;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Workers {
     threads: usize,
@@ -37,7 +41,8 @@ impl Workers {
         Self::new(requested.unwrap_or(available))
     }
 
-    /// An error naming `SPECDEF_CPU_THREADS` where it is set to anything but a positive number.
+    /// An error naming `SPECDEF_CPU_THREADS` where it is set to anything but a whole number from
+    /// 1 to `MAX_THREADS`.
     pub fn check_environment() -> Result<(), String> {
         Self::requested().map(|_| ())
     }
@@ -47,9 +52,10 @@ impl Workers {
             return Ok(None);
         };
         match value.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(Some(n)),
             _ => Err(format!(
-                "{THREADS_VARIABLE}={value:?}: the CPU engine's thread count must be a positive whole number"
+                "{THREADS_VARIABLE}={value:?}: the CPU engine's thread count must be a whole number \
+                 from 1 to {MAX_THREADS}"
             )),
         }
     }
