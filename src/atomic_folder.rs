@@ -2,6 +2,13 @@
 //! switched in at the end, so a reader (or a run killed at any point) sees the old set or the new
 //! one, never a mix, and files of the old set that the new one lacks do not linger.
 //!
+//! Only folders the suite wrote are ever replaced: every set carries a marker,
+//! `specdef-results.json` (format tag `specdef.result-set/1`), listing the files the suite wrote
+//! there. A folder is replaced only where it is empty or holds the marker and nothing but the
+//! files it lists; a folder of the user's (even one whose files have a result set's names), a
+//! symbolic link, a file or a device is refused, naming what is in the way. Files added to a
+//! set later (`specdef report`'s page and figures, `add_to_set`) are added to its list.
+//!
 //! For `results/` the siblings are `.results.lock` (held while a process writes; the operating
 //! system releases it when the process dies, however it dies), `.results.staging-PID` (the new
 //! set being written) and, only on systems without an atomic exchange of two folders,
@@ -9,9 +16,74 @@
 //! what a killed process left, under the lock, and restores the old set if a switch was cut in
 //! half.
 
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fs::{self, File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
+/// The marker of a folder the suite wrote.
+pub const MARKER: &str = "specdef-results.json";
+pub const MARKER_SCHEMA: &str = "specdef.result-set/1";
+
+/// What `specdef-results.json` holds: the format tag, who wrote it and the files of the set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Marker {
+    pub schema: String,
+    pub crate_version: String,
+    pub files: BTreeSet<String>,
+}
+
+impl Marker {
+    fn new(files: BTreeSet<String>) -> Self {
+        Self {
+            schema: MARKER_SCHEMA.to_string(),
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            files,
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("a marker serialises");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// The marker of `dir`: None where there is none; an error where it is not one of ours.
+    pub fn read(dir: &Path) -> Result<Option<Self>, FolderError> {
+        let path = dir.join(MARKER);
+        let text = match crate::input_file::read_text_bounded(&path, 1 << 20) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io("reading", &path)(source)),
+        };
+        let corrupt = |message: String| FolderError::Corrupt {
+            path: path.clone(),
+            message,
+        };
+        let marker: Marker = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        if marker.schema != MARKER_SCHEMA {
+            return Err(corrupt(format!(
+                "schema {:?}, expected {MARKER_SCHEMA:?}",
+                marker.schema
+            )));
+        }
+        if let Some(bad) = marker.files.iter().find(|f| !is_plain_name(f)) {
+            return Err(corrupt(format!("{bad:?} is not a file name")));
+        }
+        Ok(Some(marker))
+    }
+}
+
+/// A name of a file directly in the folder: no separators, not `.` or `..`, not the marker.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name != MARKER
+        && !name.contains(['/', '\\', '\0'])
+}
 
 /// Why a folder could not be claimed or replaced.
 #[derive(Debug, thiserror::Error)]
@@ -21,13 +93,25 @@ pub enum FolderError {
     #[error("{} exists and is not a folder", .0.display())]
     NotAFolder(PathBuf),
     #[error(
+        "{} is a symbolic link: refusing to replace it or write through it; give the folder it points to, or a new path",
+        .0.display()
+    )]
+    Symlink(PathBuf),
+    #[error(
+        "{} holds {file:?} but no {MARKER}: it is not a result set specdef wrote, so it is never replaced; choose a new or empty folder",
+        target.display()
+    )]
+    Unmarked { target: PathBuf, file: String },
+    #[error("{}: {message}", path.display())]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
         "{} is busy: another specdef process is writing it (it holds {}); wait for it or choose another folder",
         target.display(),
         lock.display()
     )]
     Busy { target: PathBuf, lock: PathBuf },
     #[error(
-        "{} holds {file:?}, which is not part of a result set: refusing to replace the folder; choose a new or empty one",
+        "{} holds {file:?}, which is not part of the result set specdef wrote there: refusing to replace it; choose a new or empty folder",
         target.display()
     )]
     Foreign { target: PathBuf, file: String },
@@ -54,69 +138,90 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Folde
 pub struct FolderClaim {
     target: PathBuf,
     staging: PathBuf,
+    written: BTreeSet<String>,
     published: bool,
     _lock: File,
 }
 
+/// The folder `target` names, its parent and its name: `out/sub/.` is `out/sub`; `.`, `..` and
+/// roots have no name to claim.
+fn place(target: &Path) -> Result<(PathBuf, PathBuf, String), FolderError> {
+    // components() drops `.` after the first component: `op/sub/.` becomes `op/sub`.
+    let target: PathBuf = target.components().collect();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| FolderError::NoName(target.clone()))?;
+    let parent = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    Ok((target, parent, name))
+}
+
+/// Holds `.NAME.lock` beside the folder: one writer at a time, released when the process dies.
+fn lock(parent: &Path, name: &str, target: &Path) -> Result<File, FolderError> {
+    fs::create_dir_all(parent).map_err(io("creating", parent))?;
+    let lock_path = parent.join(format!(".{name}.lock"));
+    if fs::symlink_metadata(&lock_path).is_ok_and(|m| !m.is_file()) {
+        return Err(FolderError::NotAFolder(lock_path));
+    }
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io("creating the lock", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(TryLockError::WouldBlock) => Err(FolderError::Busy {
+            target: target.to_path_buf(),
+            lock: lock_path,
+        }),
+        Err(TryLockError::Error(source)) => Err(io("locking", &lock_path)(source)),
+    }
+}
+
 impl FolderClaim {
-    /// Claims `target` (created on publish where missing). An existing `target` must be a folder
-    /// whose every file `replaceable` accepts: a folder of other files is never swept away.
-    pub fn claim(target: &Path, replaceable: impl Fn(&str) -> bool) -> Result<Self, FolderError> {
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| FolderError::NoName(target.to_path_buf()))?;
-        let parent = target
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
-        fs::create_dir_all(&parent).map_err(io("creating", &parent))?;
-
-        let lock_path = parent.join(format!(".{name}.lock"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io("creating the lock", &lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(FolderError::Busy {
-                    target: target.to_path_buf(),
-                    lock: lock_path,
-                });
-            }
-            Err(TryLockError::Error(source)) => {
-                return Err(io("locking", &lock_path)(source));
-            }
-        }
-
-        recover_interrupted(&parent, &name, target)?;
-        check_replaceable(target, &replaceable)?;
+    /// Claims `target` (created on publish where missing). An existing `target` must be a
+    /// folder, not a link to one, that is empty or holds a set the suite wrote (its marker and
+    /// the files the marker lists): a folder of other files is never swept away.
+    pub fn claim(target: &Path) -> Result<Self, FolderError> {
+        let (target, parent, name) = place(target)?;
+        let lock = lock(&parent, &name, &target)?;
+        recover_interrupted(&parent, &name, &target)?;
+        check_replaceable(&target)?;
 
         let staging = parent.join(format!(".{name}.staging-{}", std::process::id()));
         fs::create_dir(&staging).map_err(io("creating", &staging))?;
         Ok(Self {
-            target: target.to_path_buf(),
+            target,
             staging,
+            written: BTreeSet::new(),
             published: false,
             _lock: lock,
         })
     }
 
     /// Writes one file of the new set (flushed to disk before the switch can happen).
-    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<(), FolderError> {
+    pub fn write(&mut self, name: &str, bytes: &[u8]) -> Result<(), FolderError> {
+        assert!(is_plain_name(name), "{name:?} is not a file name of a set");
         let path = self.staging.join(name);
         let mut file = File::create(&path).map_err(io("writing", &path))?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
-            .map_err(io("writing", &path))
+            .map_err(io("writing", &path))?;
+        self.written.insert(name.to_string());
+        Ok(())
     }
 
-    /// Switches the new set in: after this the folder holds exactly the files written.
+    /// Switches the new set in: after this the folder holds exactly the files written and the
+    /// marker that lists them.
     pub fn publish(mut self) -> Result<(), FolderError> {
+        let marker = Marker::new(std::mem::take(&mut self.written));
+        let path = self.staging.join(MARKER);
+        fs::write(&path, marker.bytes()).map_err(io("writing", &path))?;
         sync_folder(&self.staging)?;
         if self.target.exists() {
             switch(&self.staging, &self.target)?;
@@ -162,28 +267,96 @@ fn recover_interrupted(parent: &Path, name: &str, target: &Path) -> Result<(), F
     Ok(())
 }
 
-fn check_replaceable(
-    target: &Path,
-    replaceable: &impl Fn(&str) -> bool,
-) -> Result<(), FolderError> {
-    if !target.exists() {
-        return Ok(());
+/// Ok where `target` is absent, an empty folder, or a set the suite wrote: its marker and only
+/// regular files the marker lists (and the temporary files a killed write of one leaves).
+fn check_replaceable(target: &Path) -> Result<(), FolderError> {
+    let meta = match fs::symlink_metadata(target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(io("reading", target)(source)),
+        Ok(meta) => meta,
+    };
+    if meta.file_type().is_symlink() {
+        return Err(FolderError::Symlink(target.to_path_buf()));
     }
-    if !target.is_dir() {
+    if !meta.is_dir() {
         return Err(FolderError::NotAFolder(target.to_path_buf()));
     }
+    let mut entries = Vec::new();
     for entry in fs::read_dir(target).map_err(io("reading", target))? {
         let entry = entry.map_err(io("reading", target))?;
-        let file = entry.file_name().to_string_lossy().into_owned();
         let is_file = entry.file_type().map_err(io("reading", target))?.is_file();
-        if !is_file || !replaceable(&file) {
+        entries.push((entry.file_name().to_string_lossy().into_owned(), is_file));
+    }
+    let Some((first, _)) = entries.first() else {
+        return Ok(());
+    };
+    let Some(marker) = Marker::read(target)? else {
+        return Err(FolderError::Unmarked {
+            target: target.to_path_buf(),
+            file: first.clone(),
+        });
+    };
+    let ours = |name: &str| {
+        name == MARKER
+            || marker.files.contains(name)
+            || (name.starts_with('.') && name.ends_with(".tmp"))
+    };
+    match entries
+        .into_iter()
+        .find(|(name, is_file)| !is_file || !ours(name))
+    {
+        Some((file, _)) => Err(FolderError::Foreign {
+            target: target.to_path_buf(),
+            file,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Adds files to the set in `dir` (created where missing), each written whole, and lists them in
+/// its marker; a file already there is replaced only where the marker lists it. Into a folder
+/// without a marker (say, beside a records file of the user's) only new files are written, and
+/// a marker listing just them. Returns the folder the files went to.
+pub fn add_to_set(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<PathBuf, FolderError> {
+    let (dir, parent, name) = match place(dir) {
+        Ok(placed) => placed,
+        // `.` and `..` name a folder all the same: its real path has a name.
+        Err(FolderError::NoName(_)) => {
+            let real = fs::canonicalize(dir).map_err(io("reading", dir))?;
+            place(&real)?
+        }
+        Err(e) => return Err(e),
+    };
+    let _lock = lock(&parent, &name, &dir)?;
+    match fs::symlink_metadata(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(&dir).map_err(io("creating", &dir))?
+        }
+        Err(source) => return Err(io("reading", &dir)(source)),
+        Ok(meta) if meta.file_type().is_symlink() => return Err(FolderError::Symlink(dir)),
+        Ok(meta) if !meta.is_dir() => return Err(FolderError::NotAFolder(dir)),
+        Ok(_) => {}
+    }
+    let mut listed = Marker::read(&dir)?.map_or_else(BTreeSet::new, |m| m.files);
+    for (file, _) in files {
+        assert!(is_plain_name(file), "{file:?} is not a file name of a set");
+        let path = dir.join(file);
+        if fs::symlink_metadata(&path).is_ok() && !listed.contains(file) {
             return Err(FolderError::Foreign {
-                target: target.to_path_buf(),
-                file,
+                target: dir.clone(),
+                file: file.clone(),
             });
         }
     }
-    Ok(())
+    for (file, bytes) in files {
+        let path = dir.join(file);
+        crate::atomic_file::write_atomically(&path, bytes).map_err(io("writing", &path))?;
+        listed.insert(file.clone());
+    }
+    let marker = dir.join(MARKER);
+    crate::atomic_file::write_atomically(&marker, &Marker::new(listed).bytes())
+        .map_err(io("writing", &marker))?;
+    Ok(dir)
 }
 
 /// Exchanges the two folders in one step where the system can (Linux's `renameat2` with

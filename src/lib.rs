@@ -16,6 +16,7 @@ pub mod defense;
 pub mod engine;
 pub mod engine_choice;
 pub mod fnv;
+pub mod input_file;
 pub mod linalg;
 pub mod model;
 pub mod reference;

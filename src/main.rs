@@ -308,8 +308,11 @@ fn load_scenario(path: Option<&Path>, variant: Option<&str>) -> Result<Scenario>
     let parsed = match path {
         None => Scenario::builtin(variant),
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading scenario {}", path.display()))?;
+            let text = specdef::input_file::read_text_bounded(
+                path,
+                specdef::input_file::MAX_SCENARIO_BYTES,
+            )
+            .with_context(|| format!("reading scenario {}", path.display()))?;
             Scenario::parse(&text, variant, &path.display().to_string())
         }
     };
@@ -342,7 +345,10 @@ fn run(
         run_folder::tables(&outcome.records, &outcome.defenses)
     );
     let written = folder.publish(&outcome.records, &outcome.defenses)?;
-    println!("wrote {}/: {}", out.display(), written.join(", "));
+    for note in &written.skipped_figures {
+        eprintln!("note: {note}");
+    }
+    println!("wrote {}/: {}", out.display(), written.files.join(", "));
     Ok(())
 }
 
@@ -440,8 +446,8 @@ fn defend(model: &Path, defense: SpecDef, seed: u64, out: &Path) -> Result<()> {
 }
 
 fn read_records(path: &Path) -> Result<Vec<specdef::scenario::RunRecord>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = specdef::input_file::read_text_bounded(path, specdef::input_file::MAX_RECORDS_BYTES)
+        .with_context(|| format!("reading {}", path.display()))?;
     report::from_json_lines(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 

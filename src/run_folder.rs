@@ -1,7 +1,8 @@
 //! The result folder of a scenario, written by `specdef run --out DIR` and by the native app's
-//! "Save results": `runs.jsonl`, `runs.csv`, `tables.txt` and the SVG plots, written as one set
-//! (`atomic_folder`): a reader sees the old set or the new one, never a mix. The browser cannot
-//! write folders; it downloads the JSON lines instead.
+//! "Save results": `runs.jsonl`, `runs.csv`, `tables.txt`, the SVG plots and the marker
+//! `specdef-results.json` that lists them, written as one set (`atomic_folder`): a reader sees
+//! the old set or the new one, never a mix. The browser cannot write folders; it downloads the
+//! JSON lines instead.
 
 use crate::report;
 use crate::scenario::{DefenseSummary, RunRecord};
@@ -55,16 +56,14 @@ pub enum RunFolderError {
     Folder(#[from] crate::atomic_folder::FolderError),
     #[error("writing JSON lines: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("drawing plots: {0}")]
-    Plot(String),
 }
 
-/// Whether a file belongs to a result set (so a folder of them may be replaced whole): the
-/// files `write` writes, and the temporary files earlier versions could leave.
-pub fn is_result_file(name: &str) -> bool {
-    [RUNS_JSONL, RUNS_CSV, TABLES_TXT].contains(&name)
-        || name.ends_with(".svg")
-        || (name.starts_with('.') && name.ends_with(".tmp"))
+/// What `publish` wrote: the files in order (the marker last), and a note per figure that could
+/// not be drawn.
+#[derive(Debug)]
+pub struct Published {
+    pub files: Vec<String>,
+    pub skipped_figures: Vec<String>,
 }
 
 /// A result folder claimed before the work: locked against a second run into it, its place
@@ -75,25 +74,24 @@ pub struct ResultFolder(crate::atomic_folder::FolderClaim);
 #[cfg(not(target_arch = "wasm32"))]
 impl ResultFolder {
     /// Claims `out`: refused while another process writes it, where it cannot be written, or
-    /// where it holds files that are not a result set's.
+    /// where it is anything but a new or empty folder or a result set specdef wrote (its
+    /// marker, `specdef-results.json`, lists every file in it).
     pub fn claim(out: &std::path::Path) -> Result<Self, RunFolderError> {
-        Ok(Self(crate::atomic_folder::FolderClaim::claim(
-            out,
-            is_result_file,
-        )?))
+        Ok(Self(crate::atomic_folder::FolderClaim::claim(out)?))
     }
 
     /// Writes the set (the JSON lines, the CSV, the tables, then the plots) and switches it in:
-    /// the folder then holds exactly these files. Returns their names in that order.
+    /// the folder then holds exactly these files and the marker. A figure that cannot be drawn
+    /// is left out with a note, never at the cost of the records.
     pub fn publish(
-        self,
+        mut self,
         records: &[RunRecord],
         defenses: &[DefenseSummary],
-    ) -> Result<Vec<String>, RunFolderError> {
+    ) -> Result<Published, RunFolderError> {
         let jsonl = report::to_json_lines(records)?;
         let tables = tables(records, defenses);
-        let plots =
-            report::plots::render_all(records).map_err(|e| RunFolderError::Plot(e.to_string()))?;
+        let figures = report::plots::render_all(records);
+        let plots = figures.drawn;
         let mut written = Vec::new();
         for (name, bytes) in [
             (RUNS_JSONL, jsonl.as_bytes()),
@@ -110,7 +108,11 @@ impl ResultFolder {
             written.push(name.to_string());
         }
         self.0.publish()?;
-        Ok(written)
+        written.push(crate::atomic_folder::MARKER.to_string());
+        Ok(Published {
+            files: written,
+            skipped_figures: figures.skipped,
+        })
     }
 }
 
@@ -122,6 +124,6 @@ pub fn write(
     out: &std::path::Path,
     records: &[RunRecord],
     defenses: &[DefenseSummary],
-) -> Result<Vec<String>, RunFolderError> {
+) -> Result<Published, RunFolderError> {
     ResultFolder::claim(out)?.publish(records, defenses)
 }

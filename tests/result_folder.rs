@@ -243,7 +243,7 @@ fn outputs_that_cannot_be_written_or_folders_of_other_files_are_refused_before_t
         (
             "run into a folder of other files",
             vec!["run".into(), "--out".into(), path(foreign.clone())],
-            &["my-project", "notes.txt", "not part of a result set"],
+            &["my-project", "specdef-results.json", "not a result set"],
         ),
         (
             "run into the working folder",

@@ -33,7 +33,19 @@ pub fn save_runs(
     defenses: &[crate::scenario::DefenseSummary],
 ) -> String {
     match crate::run_folder::write(folder, records, defenses) {
-        Ok(names) => format!("wrote {}/: {}", folder.display(), names.join(", ")),
+        Ok(written) => {
+            let skipped = written.skipped_figures.join("; ");
+            format!(
+                "wrote {}/: {}{}",
+                folder.display(),
+                written.files.join(", "),
+                if skipped.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({skipped})")
+                }
+            )
+        }
         Err(e) => format!("could not save the results in {}: {e}", folder.display()),
     }
 }
@@ -80,7 +92,8 @@ impl LoadedResults {
 
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read(path: &std::path::Path) -> Self {
-        let bytes = std::fs::read(path).map_err(|e| e.to_string());
+        let bytes = crate::input_file::read_bounded(path, crate::input_file::MAX_RECORDS_BYTES)
+            .map_err(|e| e.to_string());
         Self::parse(path.display().to_string(), bytes)
     }
 }

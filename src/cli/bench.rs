@@ -275,7 +275,8 @@ pub fn plot(files: &[std::path::PathBuf], out: &Path) -> Result<()> {
     let mut records = Vec::new();
     for file in files {
         let text =
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            specdef::input_file::read_text_bounded(file, specdef::input_file::MAX_RECORDS_BYTES)
+                .with_context(|| format!("reading {}", file.display()))?;
         for (line, json) in text
             .lines()
             .enumerate()

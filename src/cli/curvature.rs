@@ -101,7 +101,8 @@ impl BatchArgs {
     fn load(&self) -> Result<(Dataset, String)> {
         if let Some(path) = &self.data {
             let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                specdef::input_file::read_bounded(path, specdef::input_file::MAX_TENSOR_FILE_BYTES)
+                    .with_context(|| format!("reading {}", path.display()))?;
             let data = data_file::decode(&bytes)
                 .with_context(|| format!("data file {}", path.display()))?;
             return Ok((data, path.display().to_string()));
@@ -206,6 +207,17 @@ pub fn curvature(
     };
     let mut report = curvature::measure(engine.as_mut(), &model, &data, &settings)
         .with_context(|| format!("measuring the Hessian of {}", model_path.display()))?;
+    // A NaN or infinite sigma_1 is no measurement: the loss or its Hessian overflowed.
+    if !report.sigma_1.is_finite() {
+        bail!(
+            "sigma_1 of the Hessian of {} on {batch_name} is {} after {} iterations: the loss or \
+             its curvature overflowed (inputs or weights too large for the engine's precision); \
+             nothing to report",
+            model_path.display(),
+            report.sigma_1,
+            report.power_iterations
+        );
+    }
     if let Some(lr) = adam.adam_lr {
         let run = AdamRun {
             lr,

@@ -31,7 +31,8 @@ fn records_file(results: &Path) -> Result<PathBuf> {
 pub fn report(results: &Path, out: Option<&Path>) -> Result<()> {
     let file = records_file(results)?;
     let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        specdef::input_file::read_text_bounded(&file, specdef::input_file::MAX_RECORDS_BYTES)
+            .with_context(|| format!("reading {}", file.display()))?;
     let records =
         report::from_json_lines(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if records.is_empty() {
@@ -41,24 +42,26 @@ pub fn report(results: &Path, out: Option<&Path>) -> Result<()> {
         Some(dir) => dir.to_path_buf(),
         None => file.parent().unwrap_or(Path::new(".")).to_path_buf(),
     };
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let figures = report::plots::render_all(&records)
-        .map_err(|e| anyhow::anyhow!("drawing the figures: {e}"))?;
-    // Every file whole or not at all; the figures first, so the markdown never links to a
-    // figure that is not there.
-    let mut written = Vec::new();
-    for (name, svg) in &figures {
-        written.push((out.join(name), svg.clone()));
+    let rendered = report::plots::render_all(&records);
+    for note in &rendered.skipped {
+        eprintln!("note: {note}");
     }
+    let figures = rendered.drawn;
+    // Every file whole or not at all, added to the result set there (never over a file of the
+    // user's); the figures first, so the markdown never links to a figure that is not there.
+    let mut written: Vec<(String, Vec<u8>)> = (figures.iter())
+        .map(|(name, svg)| (name.clone(), svg.clone().into_bytes()))
+        .collect();
     written.push((
-        out.join(MARKDOWN_NAME),
-        document::markdown(&records, &figures),
+        MARKDOWN_NAME.to_string(),
+        document::markdown(&records, &figures).into_bytes(),
     ));
-    written.push((out.join(HTML_NAME), document::html(&records, &figures)));
-    for (path, body) in &written {
-        report::write_atomically(path, body.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    written.push((
+        HTML_NAME.to_string(),
+        document::html(&records, &figures).into_bytes(),
+    ));
+    specdef::atomic_folder::add_to_set(&out, &written)
+        .with_context(|| format!("writing the report into {}", out.display()))?;
     let claims = report::claims::claims(&records);
     let count = |v| claims.iter().filter(|c| c.verdict == v).count();
     println!(

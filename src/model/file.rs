@@ -195,11 +195,19 @@ pub fn decode(bytes: &[u8]) -> Result<(HostModel, String), String> {
                 view.shape()
             ));
         };
-        let values = view
+        let values: Vec<f64> = view
             .data()
             .chunks_exact(8)
             .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
             .collect();
+        // Every tensor, biases and adapters included: a model with an infinite bias computes
+        // nothing meaningful, and every command would measure it as if it did.
+        if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "{name} holds a non-finite value ({}) at entry {at}: a diverged or corrupt model",
+                values[at]
+            ));
+        }
         Ok(Matrix::new(rows, cols, values))
     };
     let mut layers = Vec::with_capacity(chains.len());
@@ -257,10 +265,11 @@ pub fn save(path: &Path, model: &HostModel, defense: &str) -> Result<(), ModelFi
 /// Reads a model file; the model and its defence description.
 pub fn load(path: &Path) -> Result<(HostModel, String), ModelFileError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ModelFileError::Io {
-        path: shown.clone(),
-        source,
-    })?;
+    let bytes = crate::input_file::read_bounded(path, crate::input_file::MAX_TENSOR_FILE_BYTES)
+        .map_err(|source| ModelFileError::Io {
+            path: shown.clone(),
+            source,
+        })?;
     decode(&bytes).map_err(|message| ModelFileError::Invalid {
         path: shown,
         message,

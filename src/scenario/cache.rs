@@ -48,7 +48,10 @@ impl PretrainCache {
     /// was there, why it was not used.
     pub fn load(&self, spec: &ModelSpec) -> (Option<HostModel>, Option<String>) {
         let shown = self.file.display();
-        let bytes = match std::fs::read(&self.file) {
+        let bytes = match crate::input_file::read_bounded(
+            &self.file,
+            crate::input_file::MAX_TENSOR_FILE_BYTES,
+        ) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (None, None),
             Err(e) => {

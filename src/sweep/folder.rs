@@ -50,7 +50,9 @@ impl Manifest {
 
     pub fn read(dir: &Path) -> Result<Self, SweepError> {
         let path = dir.join(MANIFEST);
-        let text = fs::read_to_string(&path).map_err(SweepError::io("reading", &path))?;
+        let text =
+            crate::input_file::read_text_bounded(&path, crate::input_file::MAX_SCENARIO_BYTES)
+                .map_err(SweepError::io("reading", &path))?;
         let manifest: Manifest = serde_json::from_str(&text).map_err(|e| SweepError::Corrupt {
             path: path.clone(),
             message: e.to_string(),
@@ -75,6 +77,13 @@ impl SweepFolder {
     /// Opens (creating) the folder of `manifest`'s sweep: refused while another process holds
     /// it, and where it holds another sweep or another shard.
     pub fn open(dir: &Path, manifest: &Manifest) -> Result<Self, SweepError> {
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(SweepError::Corrupt {
+                path: dir.to_path_buf(),
+                message: "is a symbolic link: give the folder it points to, or a new path"
+                    .to_string(),
+            });
+        }
         let records = dir.join(RECORDS);
         fs::create_dir_all(&records).map_err(SweepError::io("creating", &records))?;
         let lock_path = dir.join(".lock");
@@ -101,6 +110,9 @@ impl SweepFolder {
                 });
             }
         } else {
+            if !read_records(dir)?.is_empty() {
+                return Err(SweepError::RecordsWithoutManifest(dir.to_path_buf()));
+            }
             let bytes = serde_json::to_vec_pretty(manifest).expect("a manifest serialises");
             let path = dir.join(MANIFEST);
             crate::atomic_file::write_atomically(&path, &bytes)
@@ -154,8 +166,14 @@ pub fn read_records(dir: &Path) -> Result<BTreeMap<String, RunRecord>, SweepErro
         ) else {
             continue;
         };
-        let text = fs::read_to_string(&path).map_err(SweepError::io("reading", &path))?;
+        let text =
+            crate::input_file::read_text_bounded(&path, crate::input_file::MAX_RECORDS_BYTES)
+                .map_err(SweepError::io("reading", &path))?;
         let record: RunRecord = serde_json::from_str(&text).map_err(|e| SweepError::Corrupt {
+            path: path.clone(),
+            message: format!("{e} (delete the file to run that run again)"),
+        })?;
+        record.validate().map_err(|e| SweepError::Corrupt {
             path: path.clone(),
             message: format!("{e} (delete the file to run that run again)"),
         })?;

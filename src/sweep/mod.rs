@@ -45,6 +45,12 @@ pub enum SweepError {
     #[error("{}: {message}", path.display())]
     Corrupt { path: PathBuf, message: String },
     #[error(
+        "{} holds run records but no sweep.json: nothing says which sweep they are of, so they are \
+         never taken as this one's; move records/ away or choose another --out",
+        .0.display()
+    )]
+    RecordsWithoutManifest(PathBuf),
+    #[error(
         "{} holds no sweep: neither sweep.json nor shard-* folders with one",
         .0.display()
     )]
