@@ -112,7 +112,13 @@ fn the_command_exits_zero_only_when_the_files_agree() {
     std::fs::create_dir_all(&dir).unwrap();
     let a = quick_records().to_vec();
     let mut b = a.clone();
-    b[0].final_harmful_accuracy += 0.5;
+    // A run that stopped below the target, changed as its own curve says (records read back
+    // are checked against their curves): its last evaluation 0.05 higher.
+    let changed = (b.iter_mut())
+        .find(|r| !r.reached_target && !r.diverged && r.final_harmful_accuracy < 0.8)
+        .expect("a run that ended below the target");
+    changed.final_harmful_accuracy += 0.05;
+    changed.accuracy_curve.last_mut().unwrap().1 += 0.05;
     let write = |name: &str, records: &[RunRecord]| {
         let path = dir.join(name);
         std::fs::write(&path, report::to_json_lines(records).unwrap()).unwrap();

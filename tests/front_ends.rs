@@ -17,7 +17,9 @@ use wgpu::{AdapterInfo, Backend, DeviceType};
 // Records
 
 /// One attack run as a results file holds it (older files' fields only: newer ones default).
-/// The loss falls geometrically from 2.3 at `first_step` to `final_loss` at step 60.
+/// The loss falls geometrically from 2.3 at `first_step` to `final_loss` at the run's last
+/// step (its step to target, else 60); the accuracy is 0.5, and 0.95 where the run reached the
+/// target 0.9, as a record's own curves must agree with its outcome.
 fn record(
     alpha: Option<f64>,
     lr: f64,
@@ -26,8 +28,9 @@ fn record(
     first_step: usize,
 ) -> RunRecord {
     let last = final_loss.unwrap_or(2.3);
-    let steps: Vec<usize> = (first_step..=60).step_by(10).collect();
-    let span = (60 - first_step).max(1) as f64;
+    let end = steps_to_target.unwrap_or(60);
+    let steps: Vec<usize> = (first_step..=end).step_by(10).collect();
+    let span = (end - first_step).max(1) as f64;
     let loss_curve: Vec<(usize, Option<f64>)> = steps
         .iter()
         .map(|&s| {
@@ -35,7 +38,11 @@ fn record(
             (s, Some(2.3 * (last / 2.3).powf(t)))
         })
         .collect();
-    let accuracy_curve: Vec<(usize, f64)> = steps.iter().map(|&s| (s, 0.5)).collect();
+    let final_accuracy = if steps_to_target.is_some() { 0.95 } else { 0.5 };
+    let accuracy_curve: Vec<(usize, f64)> = steps
+        .iter()
+        .map(|&s| (s, if s == end { final_accuracy } else { 0.5 }))
+        .collect();
     let json = serde_json::json!({
         "schema": "specdef.run/1",
         "crate_version": "test",
@@ -69,7 +76,7 @@ fn record(
         "diverged": final_loss.is_none(),
         "diverged_at": if final_loss.is_none() { Some(60) } else { None },
         "steps_run": steps_to_target.unwrap_or(60),
-        "final_harmful_accuracy": 0.5,
+        "final_harmful_accuracy": final_accuracy,
         "final_loss": final_loss,
         "utility_before_defense": 0.9,
         "utility_after_defense": 0.9,
@@ -476,10 +483,11 @@ fn read(dir: &std::path::Path, name: &str) -> String {
 fn the_result_folder_holds_the_records_tables_and_plots() {
     let records = adam_records();
     let dir = temporary_dir("run-folder").join("nested");
-    let written = run_folder::write(&dir, &records, &[]).unwrap();
-    let plots = report::plots::render_all(&records).unwrap();
+    let written = run_folder::write(&dir, &records, &[]).unwrap().files;
+    let plots = report::plots::render_all(&records).all_drawn().unwrap();
     let mut expected = vec!["runs.jsonl", "runs.csv", "tables.txt"];
     expected.extend(plots.iter().map(|(name, _)| name.as_str()));
+    expected.push(specdef::atomic_folder::MARKER);
     assert_eq!(written, expected);
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -565,7 +573,7 @@ fn specdef_run_writes_the_result_folder_of_its_scenario() {
     let tables = read(&out, "tables.txt");
     assert_eq!(tables, run_folder::tables(&records, &outcome.defenses));
     assert!(stdout.contains(&tables), "the tables are printed too");
-    for (name, svg) in report::plots::render_all(&records).unwrap() {
+    for (name, svg) in report::plots::render_all(&records).all_drawn().unwrap() {
         assert_eq!(read(&out, &name), svg, "{name}");
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -39,7 +39,8 @@ fn the_f64_engine_reproduces_the_shipped_reference() {
 
 #[test]
 fn a_device_with_other_outcomes_is_told_which_run_differs() {
-    // The reference with one successful run made 50 steps slower (past the 10-step band).
+    // The reference with one successful run made 50 steps slower (past the 10-step band), its
+    // curves' last evaluation moved with it (records read back must agree with their curves).
     let mut changed = None;
     let lines: Vec<String> = REFERENCE
         .lines()
@@ -47,8 +48,14 @@ fn a_device_with_other_outcomes_is_told_which_run_differs() {
             let mut record: serde_json::Value = serde_json::from_str(line).unwrap();
             if changed.is_none()
                 && let Some(steps) = record["steps_to_target"].as_u64()
+                && steps + 50 <= record["steps"].as_u64().unwrap()
             {
                 record["steps_to_target"] = (steps + 50).into();
+                record["steps_run"] = (steps + 50).into();
+                for curve in ["loss_curve", "accuracy_curve"] {
+                    let points = record[curve].as_array_mut().unwrap();
+                    points.last_mut().unwrap()[0] = (steps + 50).into();
+                }
                 changed = Some(format!(
                     "{} lr={:.0e}",
                     record["optimizer"].as_str().unwrap(),

@@ -99,7 +99,14 @@ pub fn from_json_lines(text: &str) -> Result<Vec<RunRecord>, String> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1)))
+        .map(|(i, line)| {
+            let record: RunRecord =
+                serde_json::from_str(line).map_err(|e| format!("line {}: {e}", i + 1))?;
+            record
+                .validate()
+                .map_err(|e| format!("line {} (a {} run): {e}", i + 1, record.optimizer))?;
+            Ok(record)
+        })
         .collect()
 }
 

@@ -5,6 +5,7 @@ mod cache;
 mod config;
 mod outcome;
 mod record;
+mod record_check;
 mod runner;
 mod session;
 mod targets;
@@ -13,11 +14,12 @@ mod task;
 pub use attack_run::{AttackRun, TrialBudget};
 pub use cache::{PretrainCache, default_cache_dir};
 pub use config::{
-    AdaptiveGrid, AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, Scenario,
-    SvdPlacement, TrainabilityGrid,
+    AdaptiveGrid, AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, MAX_ALPHA,
+    MAX_TOTAL_STEPS, MIN_LR, Scenario, SvdPlacement, TrainabilityGrid,
 };
 pub use outcome::{DefenseSummary, LayerSigma, RunError, ScenarioOutcome, layer_sigmas};
 pub use record::{RECORD_SCHEMA, RunRecord, finite};
+pub use record_check::MAX_LR;
 pub use runner::{RunSettings, drive_to_end, run_scenario};
 pub use session::{ScenarioSession, SessionPlan};
 pub use targets::{Target, Task};

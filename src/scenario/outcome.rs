@@ -119,6 +119,7 @@ pub(super) fn record(
             .map(|d| d.compensation.name().to_string()),
         alpha: defense.map(|d| d.alpha),
         k: defense.map(|d| d.k),
+        k_per_layer: defense.map(|d| d.k_per_layer(&scenario.model, scenario.seed)),
         layers: defense.map(|d| d.layers.to_string()),
         parameter_count: summary.parameter_count,
         adaptive: summary.adaptive.clone(),

@@ -33,6 +33,10 @@ pub struct RunRecord {
     pub compensation_form: Option<String>,
     pub alpha: Option<f64>,
     pub k: Option<usize>,
+    /// The singular values scaled per defended layer, `layer:k` (`0:25 1:25 2:10`): k, or
+    /// the layer's rank where smaller; absent without a defence and in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_per_layer: Option<String>,
     pub layers: Option<String>,
     pub parameter_count: usize,
     /// The adaptive attacker's rewrite of the defended model before fine-tuning (`fusion`,
@@ -133,7 +137,7 @@ impl RunRecord {
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,trial,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
+        "schema,crate_version,scenario,variant,seed,trial,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,k_per_layer,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,pretrain_from_cache,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -163,6 +167,7 @@ impl RunRecord {
             text(&self.compensation_form.clone().unwrap_or_default()),
             opt(self.alpha),
             opt(self.k),
+            text(self.k_per_layer.as_deref().unwrap_or_default()),
             text(&self.layers.clone().unwrap_or_default()),
             self.parameter_count.to_string(),
             text(self.adaptive.as_deref().unwrap_or_default()),
