@@ -97,7 +97,7 @@ fn a_custom_run_attacks_once_per_defence_with_the_chosen_settings() {
     };
     assert_eq!(read("runs.jsonl"), app.results_jsonl());
     assert_eq!(read("runs.csv"), report::to_csv(&records));
-    for (name, svg) in report::plots::render_all(&records).unwrap() {
+    for (name, svg) in report::plots::render_all(&records).all_drawn().unwrap() {
         assert_eq!(read(&name), svg, "{name}");
         assert!(message.contains(&name), "{message}");
     }

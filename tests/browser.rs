@@ -99,7 +99,7 @@ fn read_runs(path: &Path) -> Vec<RunRecord> {
 /// `specdef report`'s page for the shipped reference records, for Chromium to open.
 fn write_report(out: &Path) -> PathBuf {
     let records = read_runs(&repo().join("reference/quick-cpu64/runs.jsonl"));
-    let figures = report::plots::render_all(&records).unwrap();
+    let figures = report::plots::render_all(&records).all_drawn().unwrap();
     let page = out.join("report.html");
     std::fs::create_dir_all(out).unwrap();
     std::fs::write(&page, report::document::html(&records, &figures)).unwrap();

@@ -171,8 +171,8 @@ fn draw_panel(
         .x_label_area_size(36)
         .y_label_area_size(64)
         .build_cartesian_2d(
-            (x_lo / 1.2..x_hi * 1.2).log_scale(),
-            (y_range.0..y_range.1).log_scale(),
+            super::plots::log_axis(x_lo / 1.2, x_hi * 1.2, sweep.label())?.log_scale(),
+            super::plots::log_axis(y_range.0, y_range.1, "throughput")?.log_scale(),
         )?;
     chart
         .configure_mesh()

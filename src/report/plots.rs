@@ -10,20 +10,73 @@ const SIZE: (u32, u32) = (960, 600);
 
 type PlotError = Box<dyn std::error::Error>;
 
-/// Every plot of the records as (file name, SVG text), for the caller to write.
-pub fn render_all(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotError> {
-    let mut plots = loss_curves(records)?;
-    plots.push(("steps_to_target.svg".to_string(), steps_to_target(records)?));
-    plots.push((
-        "success_windows.svg".to_string(),
-        super::window_plot::success_windows_figure(records)?,
-    ));
-    plots.push((
-        "best_attack_vs_trials.svg".to_string(),
-        super::trials_plot::best_attack_vs_trials(records)?,
-    ));
-    plots.extend(super::heatmap::steps_heatmaps(records)?);
-    Ok(plots)
+/// The figures of a set of records, and those that could not be drawn.
+#[derive(Debug, Default)]
+pub struct Figures {
+    /// (file name, SVG text), for the caller to write.
+    pub drawn: Vec<(String, String)>,
+    /// One note per figure left out, saying why (an axis range that cannot be drawn): a figure
+    /// never costs a run its results.
+    pub skipped: Vec<String>,
+}
+
+impl Figures {
+    /// Every figure, or the notes of those that could not be drawn.
+    pub fn all_drawn(self) -> Result<Vec<(String, String)>, String> {
+        if self.skipped.is_empty() {
+            Ok(self.drawn)
+        } else {
+            Err(self.skipped.join("; "))
+        }
+    }
+}
+
+/// Every plot of the records; a figure that cannot be drawn is skipped with a note.
+pub fn render_all(records: &[RunRecord]) -> Figures {
+    let mut figures = Figures::default();
+    let mut add = |name: &str, result: Result<Vec<(String, String)>, PlotError>| match result {
+        Ok(drawn) => figures.drawn.extend(drawn),
+        Err(e) => figures.skipped.push(format!("{name} not drawn: {e}")),
+    };
+    let one = |name: &str, svg: Result<String, PlotError>| svg.map(|s| vec![(name.to_string(), s)]);
+    add("the loss curves", loss_curves(records));
+    add(
+        "steps_to_target.svg",
+        one("steps_to_target.svg", steps_to_target(records)),
+    );
+    add(
+        "success_windows.svg",
+        one(
+            "success_windows.svg",
+            super::window_plot::success_windows_figure(records),
+        ),
+    );
+    add(
+        "best_attack_vs_trials.svg",
+        one(
+            "best_attack_vs_trials.svg",
+            super::trials_plot::best_attack_vs_trials(records),
+        ),
+    );
+    add("the heatmaps", super::heatmap::steps_heatmaps(records));
+    figures
+}
+
+/// The smallest and largest values a log axis may span. plotters' tick placement never ends
+/// on a range whose end is not finite (an lr of 1e308 doubled for the margin is inf), so every
+/// log axis is checked here first and the figure skipped where it fails.
+const LOG_AXIS_LIMITS: (f64, f64) = (1e-300, 1e300);
+
+/// `lo..hi` for a log axis of `what`, or an error saying why it cannot be drawn.
+pub(super) fn log_axis(lo: f64, hi: f64, what: &str) -> Result<std::ops::Range<f64>, PlotError> {
+    let (min, max) = LOG_AXIS_LIMITS;
+    if !(lo.is_finite() && hi.is_finite() && min <= lo && lo < hi && hi <= max) {
+        return Err(format!(
+            "the {what} axis would span {lo:e}..{hi:e}; a log axis needs {min:e} <= from < to <= {max:e}"
+        )
+        .into());
+    }
+    Ok(lo..hi)
 }
 
 /// A log axis's tick label: `1e-3`, `2e-1` (plotters' own labels mix `1e-5` with `0.0001` and
@@ -113,7 +166,7 @@ pub fn loss_curves(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotE
                 .margin(16)
                 .x_label_area_size(40)
                 .y_label_area_size(70)
-                .build_cartesian_2d(0.0..max_step, (lo..hi).log_scale())?;
+                .build_cartesian_2d(0.0..max_step, log_axis(lo, hi, "loss")?.log_scale())?;
             chart
                 .configure_mesh()
                 .x_desc("step")
@@ -161,7 +214,7 @@ pub fn steps_to_target(records: &[RunRecord]) -> Result<String, PlotError> {
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(
-                (lr_lo / 2.0..lr_hi * 2.0).log_scale(),
+                log_axis(lr_lo / 2.0, lr_hi * 2.0, "learning-rate")?.log_scale(),
                 0.0..max_steps * 1.05,
             )?;
         chart

@@ -62,8 +62,8 @@ pub fn sigma_vs_alpha(points: &[SigmaPoint], slopes: &SigmaSlopes) -> Result<Str
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(
-                (x_range.0..x_range.1).log_scale(),
-                (y_range.0..y_range.1).log_scale(),
+                super::plots::log_axis(x_range.0, x_range.1, "alpha")?.log_scale(),
+                super::plots::log_axis(y_range.0, y_range.1, "sigma_1")?.log_scale(),
             )?;
         chart
             .configure_mesh()

@@ -84,7 +84,10 @@ pub fn success_windows_figure(records: &[RunRecord]) -> Result<String, PlotError
             .margin(16)
             .x_label_area_size(40)
             .y_label_area_size(210)
-            .build_cartesian_2d(x_range.clone().log_scale(), -0.5..rows.len() as f64 - 0.5)?;
+            .build_cartesian_2d(
+                super::plots::log_axis(x_range.start, x_range.end, "learning-rate")?.log_scale(),
+                -0.5..rows.len() as f64 - 0.5,
+            )?;
         chart
             .configure_mesh()
             .disable_y_mesh()
