@@ -167,8 +167,36 @@ impl AdaptiveAttack {
             }
         }
         out.validate()?;
+        check_function_kept(model, &out).map_err(|e| format!("the rewrite {self}: {e}"))?;
         Ok(out)
     }
+}
+
+/// Every rewrite keeps the function: each layer's effective weight within
+/// `F64_COMPENSATION_BOUND` (relative to its largest entry) of the model's, so a rewrite that
+/// lost a factor is refused instead of attacked and reported.
+fn check_function_kept(before: &HostModel, after: &HostModel) -> Result<(), String> {
+    let bound = crate::defense::F64_COMPENSATION_BOUND;
+    for (i, (was, now)) in before.layers.iter().zip(&after.layers).enumerate() {
+        let (was, now) = (was.effective_weight(), now.effective_weight());
+        let scale = was.values.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        let worst = (was.values.iter().zip(&now.values))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f64, |a, d| {
+                if a.is_nan() || d.is_nan() {
+                    f64::NAN
+                } else {
+                    a.max(d)
+                }
+            });
+        let error = worst / scale.max(f64::MIN_POSITIVE);
+        if error.is_nan() || error > bound {
+            return Err(format!(
+                "layer {i}'s function changed by {error:.1e} (relative), more than {bound:.0e}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn plain_factor(role: FactorRole, matrix: Matrix) -> FactorOf<Matrix> {
@@ -188,6 +216,9 @@ fn fuse(layer: &mut HostLayer) {
 
 /// `W~` (the weight factor) replaced by p balanced factors of its thin SVD, input side first.
 fn factorise(layer: &mut HostLayer, p: u16) -> Result<(), String> {
+    if p < 2 {
+        return Err(format!("a factorisation has at least 2 factors, not {p}"));
+    }
     let at = (layer.factors.iter())
         .position(|f| f.role == FactorRole::Weight && f.lora.is_none())
         .ok_or("no weight factor without an adapter")?;
@@ -206,11 +237,9 @@ fn factorise(layer: &mut HostLayer, p: u16) -> Result<(), String> {
         }
         factors.push(plain_factor(role(index), middle));
     }
-    if p > 1 {
-        // U S^(1/p) (m x r), output side.
-        let last = (0..m * r).map(|idx| svd.u.values[idx] * root[idx % r]);
-        factors.push(plain_factor(role(p), Matrix::new(m, r, last.collect())));
-    }
+    // U S^(1/p) (m x r), output side.
+    let last = (0..m * r).map(|idx| svd.u.values[idx] * root[idx % r]);
+    factors.push(plain_factor(role(p), Matrix::new(m, r, last.collect())));
     layer.factors.splice(at..=at, factors);
     Ok(())
 }
@@ -250,12 +279,12 @@ impl FromStr for AdaptiveAttack {
             Some((name, n)) => (name, Some(n.trim())),
             None => (text.trim(), None),
         };
-        let count = |what: &str, max: usize| -> Result<Option<usize>, String> {
+        let count = |what: &str, min: usize, max: usize| -> Result<Option<usize>, String> {
             given
                 .map(|n| match n.parse::<usize>() {
-                    Ok(v) if (1..=max).contains(&v) => Ok(v),
+                    Ok(v) if (min..=max).contains(&v) => Ok(v),
                     _ => Err(format!(
-                        "adaptive attack {text:?}: {what} must be a whole number in 1..={max}"
+                        "adaptive attack {text:?}: {what} must be a whole number in {min}..={max}"
                     )),
                 })
                 .transpose()
@@ -267,7 +296,8 @@ impl FromStr for AdaptiveAttack {
             "fusion" => Ok(AdaptiveAttack::Fusion),
             "injection" => Ok(AdaptiveAttack::Injection),
             "factorisation" => Ok(AdaptiveAttack::Factorisation {
-                factors: count("the factor count p", 64)?.map(|p| p as u16),
+                // One factor would be W~ itself: a factorisation has at least two.
+                factors: count("the factor count p", 2, 64)?.map(|p| p as u16),
             }),
             _ => {
                 let placement = name
@@ -282,7 +312,7 @@ impl FromStr for AdaptiveAttack {
                     })?;
                 Ok(AdaptiveAttack::Lora {
                     placement,
-                    rank: count("the LoRA rank", 4096)?.unwrap_or(DEFAULT_LORA_RANK),
+                    rank: count("the LoRA rank", 1, 4096)?.unwrap_or(DEFAULT_LORA_RANK),
                 })
             }
         }

@@ -16,4 +16,4 @@ pub use second_order::{
     AdaHessianSettings, HessianAverage, MuonSettings, NEWTON_SCHULZ, NewtonCgSettings,
     SecondOrderConfig, SecondOrderHyper, SecondOrderState, SophiaEstimator, SophiaSettings,
 };
-pub use train::{TrainOutcome, TrainSession, TrainSettings, accuracy, train};
+pub use train::{MAX_BATCH, MAX_STEPS, TrainOutcome, TrainSession, TrainSettings, accuracy, train};

@@ -15,6 +15,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The most optimisation steps of one run (pretraining or an attack): each step is recorded
+/// before it runs, so the budget is bounded like every other allocation.
+pub const MAX_STEPS: usize = 10_000_000;
+
+/// The largest mini-batch (a batch larger than the training set is the whole set).
+pub const MAX_BATCH: usize = 1 << 20;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSettings {
@@ -64,6 +71,13 @@ impl TrainSettings {
             }
         };
         positive("lr", self.lr)?;
+        let max_lr = crate::scenario::MAX_LR;
+        if self.lr > max_lr {
+            return Err(format!(
+                "{table}.lr = {:e} is above {max_lr:e}, the largest learning rate the suite runs",
+                self.lr
+            ));
+        }
         let at_least_one = |field: &str, value: usize| {
             if value >= 1 {
                 Ok(())
@@ -72,9 +86,26 @@ impl TrainSettings {
             }
         };
         at_least_one("steps", self.steps)?;
+        if self.steps > MAX_STEPS {
+            return Err(format!(
+                "{table}.steps = {} is above {MAX_STEPS}, the most one run may take",
+                self.steps
+            ));
+        }
         at_least_one("eval_every", self.eval_every)?;
         if let Some(batch) = self.batch_size {
             at_least_one("batch_size", batch)?;
+            if batch > MAX_BATCH {
+                return Err(format!(
+                    "{table}.batch_size = {batch} is above {MAX_BATCH} (a batch larger than the \
+                     training set is the whole set: leave batch_size out for that)"
+                ));
+            }
+        }
+        if ParamGroup::ALL.iter().all(|&g| !self.trainable.trains(g)) {
+            return Err(format!(
+                "{table}.trainable: every group is false, so nothing would train"
+            ));
         }
         if let Some(target) = self.target_accuracy
             && !(0.0..=1.0).contains(&target)
@@ -108,6 +139,14 @@ impl TrainSettings {
         }
         for (group, settings) in &self.groups {
             let field = format!("{table}.groups.{}", group.name());
+            if !self.trainable.trains(*group) {
+                return Err(format!(
+                    "{field}: the {} group does not train ({table}.trainable.{} = false, or the \
+                     attack freezes it), so its settings would never apply",
+                    group.name(),
+                    group.name()
+                ));
+            }
             if settings.optimizer.is_second_order() {
                 return Err(format!(
                     "{field}.optimizer: {} is a second-order optimiser, which trains the whole \

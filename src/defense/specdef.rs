@@ -96,9 +96,11 @@ impl SpecDef {
     }
 
     pub fn validate(&self) -> Result<(), DefenseError> {
-        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+        // alpha scales the top singular values up; below 1 it would shrink them, and its
+        // compensation 1/alpha overflows long before alpha reaches f64's smallest numbers.
+        if !(self.alpha.is_finite() && self.alpha >= 1.0) {
             return Err(DefenseError::Config(format!(
-                "alpha must be a positive number, got {}",
+                "alpha must be a number of at least 1 (it multiplies the top singular values), got {}",
                 self.alpha
             )));
         }
@@ -106,6 +108,21 @@ impl SpecDef {
             return Err(DefenseError::Config("k must be at least 1".to_string()));
         }
         Ok(())
+    }
+
+    /// The singular values scaled in each defended layer of a model of `spec`, as records show
+    /// them (`0:25 1:25 2:10`): k, or the layer's rank where that is smaller.
+    pub fn k_per_layer(&self, spec: &crate::model::ModelSpec, seed: u64) -> String {
+        let layers = (self.layers)
+            .resolve(spec.layer_count(), seed)
+            .unwrap_or_default();
+        let kept: Vec<String> = (layers.iter())
+            .map(|&i| {
+                let rank = spec.widths[i].min(spec.widths[i + 1]);
+                format!("{i}:{}", self.k.min(rank))
+            })
+            .collect();
+        kept.join(" ")
     }
 
     /// The defended copy of `model`, with the SVD in f64 on the host (faer). Refused where
@@ -153,11 +170,13 @@ impl SpecDef {
                 });
             }
             let weight = &layer.factors[0].matrix;
-            if weight.values.iter().any(|v| !v.is_finite()) {
+            let bias = &layer.bias.values;
+            if weight.values.iter().chain(bias).any(|v| !v.is_finite()) {
                 return Err(DefenseError::Svd {
                     layer: i,
-                    message: "the weight has non-finite entries (a diverged or corrupt model)"
-                        .to_string(),
+                    message:
+                        "the weight or bias has non-finite entries (a diverged or corrupt model)"
+                            .to_string(),
                 });
             }
             let decomposition =

@@ -7,6 +7,7 @@ use crate::attack::{
 };
 use crate::defense::{CompensationForm, LayerSelection, SpecDef};
 use crate::model::{ModelSpec, ParamGroup, Trainable};
+use crate::scenario::MAX_LR;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -19,6 +20,21 @@ pub const MAX_PARAMETERS: u64 = 100_000_000;
 
 /// The most learning rates one grid may hold.
 pub const MAX_GRID_POINTS: usize = 10_000;
+
+/// The smallest learning rate a grid may start at (alpha 1e9 moves SGD's window by alpha^2 to
+/// about 1e-20).
+pub const MIN_LR: f64 = 1e-30;
+
+/// The largest alpha a scenario may ask for: f64 compensates alphas up to about 1e11
+/// (`F64_COMPENSATION_BOUND`); larger ones would be refused only after pretraining.
+pub const MAX_ALPHA: f64 = 1e12;
+
+/// The most optimisation steps of all a scenario's runs together (runs x steps): about a day of
+/// the default model's steps on two CPU cores; more is a typo, not a study.
+pub const MAX_TOTAL_STEPS: u64 = 100_000_000;
+
+/// The most characters of a scenario's name (it names result files' records and tables).
+pub const MAX_NAME_CHARS: usize = 100;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,6 +247,19 @@ fn default_eval_every() -> usize {
     10
 }
 
+/// An alpha of a scenario's defences: at least 1 (it scales singular values up) and at most
+/// `MAX_ALPHA`, so an alpha f64 cannot compensate is refused before pretraining, not after.
+fn check_alpha(field: &str, alpha: f64) -> Result<(), String> {
+    if alpha.is_finite() && (1.0..=MAX_ALPHA).contains(&alpha) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: alpha {alpha:e} is outside 1..{MAX_ALPHA:e} (it multiplies the top singular \
+             values; beyond ~1e11 f64 cannot compensate it)"
+        ))
+    }
+}
+
 fn default_schedule() -> Schedule {
     Schedule::Constant
 }
@@ -290,13 +319,19 @@ impl Scenario {
             };
             merge(&mut table, overlay);
         }
-        let scenario: Scenario =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    let which = variant.map_or(String::new(), |v| format!(" (variant {v})"));
-                    format!("{origin}{which}: {}", e.message())
-                })?;
+        // Through serde_path_to_error, so a type error names its field: `seed = "0"` is
+        // `seed: invalid type: string "0", expected u64`, not the bare message.
+        let scenario: Scenario = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e: serde_path_to_error::Error<toml::de::Error>| {
+                let which = variant.map_or(String::new(), |v| format!(" (variant {v})"));
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    String::new()
+                } else {
+                    format!("{path}: ")
+                };
+                format!("{origin}{which}: {field}{}", e.inner().message())
+            })?;
         scenario.validate().map_err(|e| format!("{origin}: {e}"))?;
         Ok(scenario)
     }
@@ -318,6 +353,16 @@ impl Scenario {
 
     /// Checks what the types cannot: class lists, widths, grids and budgets that make sense.
     pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty()
+            || self.name.chars().count() > MAX_NAME_CHARS
+            || self.name.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "name {:?}: give 1 to {MAX_NAME_CHARS} printable characters (no control \
+                 characters or terminal escapes)",
+                self.name
+            ));
+        }
         self.model.validate()?;
         if self.data.utility_classes.is_empty() || self.data.harmful_classes.is_empty() {
             return Err(
@@ -404,6 +449,12 @@ impl Scenario {
                 "attack.lr_grid needs finite 0 < from <= to and per_decade >= 1, got {grid:?}"
             ));
         }
+        if grid.from < MIN_LR || grid.to > MAX_LR {
+            return Err(format!(
+                "attack.lr_grid spans {:e}..{:e}; learning rates must lie in {MIN_LR:e}..{MAX_LR:e}",
+                grid.from, grid.to
+            ));
+        }
         let points = ((grid.to / grid.from).log10() * grid.per_decade as f64).round() + 1.0;
         if points > MAX_GRID_POINTS as f64 {
             return Err(format!(
@@ -413,6 +464,14 @@ impl Scenario {
         if self.attack.optimizers.is_empty() {
             return Err("attack.optimizers is empty".to_string());
         }
+        self.validate_no_repeats()?;
+        if !(self.attack.trainable.weights || self.attack.trainable.biases) {
+            return Err(
+                "attack.trainable: the undefended model has only weights and biases, and both \
+                 are false: nothing of it would train"
+                    .to_string(),
+            );
+        }
         // Every optimiser: some settings (groups) are refused with some optimisers only.
         for &optimizer in &self.attack.optimizers {
             (self.attack)
@@ -420,9 +479,7 @@ impl Scenario {
                 .validate("attack")?;
         }
         for alpha in &self.defense.alphas {
-            if !(alpha.is_finite() && *alpha > 0.0) {
-                return Err(format!("defense.alphas must be positive, got {alpha}"));
-            }
+            check_alpha("defense.alphas", *alpha)?;
         }
         if self.defense.k == 0 {
             return Err("defense.k must be at least 1".to_string());
@@ -434,10 +491,12 @@ impl Scenario {
             .map_err(|e| format!("defense.layers: {e}"))?;
         self.validate_adaptive()?;
         self.validate_sweep()?;
+        self.validate_splits()?;
         for (i, extra) in self.defense.extra.iter().enumerate() {
             extra
                 .validate()
                 .map_err(|e| format!("defense.extra[{i}]: {e}"))?;
+            check_alpha(&format!("defense.extra[{i}].alpha"), extra.alpha)?;
             (extra.layers)
                 .resolve(layers, self.seed)
                 .map_err(|e| format!("defense.extra[{i}].layers: {e}"))?;
@@ -454,6 +513,108 @@ impl Scenario {
                 crate::sweep::MAX_SWEEP_RUNS
             ));
         }
+        // Every run may take its whole budget: the most steps of all runs together is bounded
+        // (a sweep's seeds included; `specdef run` runs one seed of the same list).
+        let steps = (self.sweep.random.as_ref())
+            .and_then(|r| r.steps.as_ref())
+            .and_then(|s| s.iter().max().copied())
+            .unwrap_or(self.attack.steps)
+            .max(self.attack.steps);
+        let total = (runs as u64).saturating_mul(steps as u64);
+        if total > MAX_TOTAL_STEPS {
+            return Err(format!(
+                "attack.steps = {steps} over {runs} runs is {total} optimisation steps; at most \
+                 {MAX_TOTAL_STEPS} (fewer steps, learning rates, optimisers, defences or seeds)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// No list names the same thing twice: a repeated alpha, optimiser or attack would run
+    /// twice and show as one row.
+    fn validate_no_repeats(&self) -> Result<(), String> {
+        fn once<T: PartialEq + std::fmt::Debug>(field: &str, list: &[T]) -> Result<(), String> {
+            match (list.iter().enumerate()).find(|(i, v)| list[..*i].contains(v)) {
+                Some((i, value)) => Err(format!(
+                    "{field} names {value:?} twice (at {} and {i}): each would run twice",
+                    list.iter().position(|v| v == value).unwrap_or(0)
+                )),
+                None => Ok(()),
+            }
+        }
+        once("defense.alphas", &self.defense.alphas)?;
+        once(
+            "adaptive.alphas",
+            self.adaptive.alphas.as_deref().unwrap_or_default(),
+        )?;
+        once("attack.optimizers", &self.attack.optimizers)?;
+        once("adaptive.attacks", &self.adaptive.attacks)?;
+        once("adaptive.optimizers", &self.adaptive.optimizers)?;
+        once("trainability.optimizers", &self.trainability.optimizers)?;
+        let defenses = self.defense.defenses();
+        if let Some(i) = (0..defenses.len()).find(|&i| defenses[..i].contains(&defenses[i])) {
+            return Err(format!(
+                "defense.extra repeats a defence of the alpha grid or of itself ({:?}): it \
+                 would run twice",
+                defenses[i]
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every set the data split makes has at least one image, checked before any work (the
+    /// split is stratified, so the counts follow from the class sizes alone).
+    fn validate_splits(&self) -> Result<(), String> {
+        let labels = crate::data::load_digits()
+            .map_err(|e| format!("the embedded digits: {e}"))?
+            .dataset
+            .labels;
+        let size = |class: usize| labels.iter().filter(|&&l| l == class).count();
+        let split = |n: usize, fraction: f64| {
+            let part = (n as f64 * fraction).round() as usize;
+            (n - part, part)
+        };
+        let data = &self.data;
+        let (mut sets, mut heldout) = ([0usize; 4], [0usize; 2]);
+        for &class in &data.utility_classes {
+            let (train, test) = split(size(class), data.test_fraction);
+            sets[0] += train;
+            sets[1] += test;
+        }
+        for &class in &data.harmful_classes {
+            let (train, test) = split(size(class), data.test_fraction);
+            sets[2] += train;
+            sets[3] += test;
+            let (judged, held) = split(test, data.heldout_fraction);
+            heldout[0] += judged;
+            heldout[1] += held;
+        }
+        let names = [
+            "utility training",
+            "utility test",
+            "harmful training",
+            "harmful test",
+        ];
+        if let Some(i) = sets.iter().position(|&n| n == 0) {
+            return Err(format!(
+                "data.test_fraction = {} leaves the {} set empty (classes of ~180 images each); \
+                 choose a fraction that keeps at least one image in each part",
+                data.test_fraction, names[i]
+            ));
+        }
+        if data.heldout_fraction > 0.0 && heldout.contains(&0) {
+            return Err(format!(
+                "data.heldout_fraction = {} leaves the {} empty ({} harmful test images to \
+                 split); choose a fraction that keeps at least one image on each side",
+                data.heldout_fraction,
+                if heldout[0] == 0 {
+                    "judged harmful test set"
+                } else {
+                    "held-out set"
+                },
+                sets[3]
+            ));
+        }
         Ok(())
     }
 
@@ -466,9 +627,7 @@ impl Scenario {
             return Err("adaptive.optimizers is empty".to_string());
         }
         for alpha in adaptive.alphas.iter().flatten() {
-            if !(alpha.is_finite() && *alpha > 0.0) {
-                return Err(format!("adaptive.alphas must be positive, got {alpha}"));
-            }
+            check_alpha("adaptive.alphas", *alpha)?;
         }
         if !self.defense.compensate
             && let Some(attack) = adaptive.attacks.iter().find(|a| a.needs_defended_layers())

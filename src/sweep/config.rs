@@ -91,22 +91,26 @@ impl SweepConfig {
         if random.trials == 0 {
             return Err("sweep.random.trials must be at least 1".to_string());
         }
+        let (min_lr, max_lr) = (crate::scenario::MIN_LR, crate::scenario::MAX_LR);
         if let Some([from, to]) = random.lr
-            && !(from.is_finite() && to.is_finite() && from > 0.0 && to >= from)
+            && !(from.is_finite() && to.is_finite() && min_lr <= from && from <= to && to <= max_lr)
         {
             return Err(format!(
-                "sweep.random.lr needs finite 0 < from <= to, got [{from}, {to}]"
+                "sweep.random.lr needs {min_lr:e} <= from <= to <= {max_lr:e}, got [{from}, {to}]"
             ));
         }
-        for (name, list) in [
-            ("steps", &random.steps),
-            ("batch_sizes", &random.batch_sizes),
+        for (name, list, max) in [
+            ("steps", &random.steps, crate::attack::MAX_STEPS),
+            ("batch_sizes", &random.batch_sizes, crate::attack::MAX_BATCH),
         ] {
             match list {
                 Some(list) if list.is_empty() || list.contains(&0) => {
                     return Err(format!(
                         "sweep.random.{name} must list at least one value, none of them 0"
                     ));
+                }
+                Some(list) if list.iter().any(|&v| v > max) => {
+                    return Err(format!("sweep.random.{name}: each value at most {max}"));
                 }
                 _ => {}
             }
