@@ -36,7 +36,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn check_writable(path: &Path) -> std::io::Result<()> {
     check_replaceable(path)?;
     if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        create_folder(dir)?;
     }
     let probe = temporary_beside(path);
     let _ = std::fs::remove_file(&probe);
@@ -45,6 +45,31 @@ pub fn check_writable(path: &Path) -> std::io::Result<()> {
         .create_new(true)
         .open(&probe)?;
     std::fs::remove_file(&probe)
+}
+
+/// The first of `dir` and the folders above it that exists but is not a folder (`file.txt` of
+/// `file.txt/out`): nothing can be created below it.
+pub fn not_a_folder_above(dir: &Path) -> Option<PathBuf> {
+    (dir.ancestors())
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()))
+        .map(Path::to_path_buf)
+}
+
+/// Creates `dir` and the folders above it where missing; something in the way that is not a
+/// folder is named (where the system would say only "File exists").
+pub fn create_folder(dir: &Path) -> std::io::Result<()> {
+    if let Some(blocker) = not_a_folder_above(dir) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{} is not a folder: cannot create {} below it",
+                blocker.display(),
+                dir.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(dir)
 }
 
 /// Ok where nothing is at `path` or a regular file is; an error saying what is there otherwise.
@@ -92,6 +117,17 @@ pub fn describe(kind: &std::fs::FileType) -> &'static str {
     } else {
         "not a regular file"
     }
+}
+
+/// Whether `name` is a temporary file `write_atomically` makes (`.NAME.PID.tmp`): what a
+/// killed write leaves, and the only thing a cleanup may remove.
+pub fn is_temporary_name(name: &str) -> bool {
+    let inner = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp"));
+    inner
+        .and_then(|n| n.rsplit_once('.'))
+        .is_some_and(|(file, pid)| {
+            !file.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 /// `.NAME.PID.tmp` in the folder of `path`.

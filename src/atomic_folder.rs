@@ -115,6 +115,11 @@ pub enum FolderError {
         target.display()
     )]
     Foreign { target: PathBuf, file: String },
+    #[error(
+        "{} is in the way of the lock file specdef keeps there: it is {}; remove it or choose another folder",
+        .0.display(), .1
+    )]
+    LockInTheWay(PathBuf, &'static str),
     #[error("{action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -162,11 +167,8 @@ fn place(target: &Path) -> Result<(PathBuf, PathBuf, String), FolderError> {
 
 /// Holds `.NAME.lock` beside the folder: one writer at a time, released when the process dies.
 fn lock(parent: &Path, name: &str, target: &Path) -> Result<File, FolderError> {
-    fs::create_dir_all(parent).map_err(io("creating", parent))?;
-    let lock_path = parent.join(format!(".{name}.lock"));
-    if fs::symlink_metadata(&lock_path).is_ok_and(|m| !m.is_file()) {
-        return Err(FolderError::NotAFolder(lock_path));
-    }
+    create_folder(parent)?;
+    let lock_path = lock_path(parent, name)?;
     let lock = File::options()
         .create(true)
         .truncate(false)
@@ -183,11 +185,48 @@ fn lock(parent: &Path, name: &str, target: &Path) -> Result<File, FolderError> {
     }
 }
 
+/// `.NAME.lock` in `parent`, where nothing but a regular file (or nothing) is in its way.
+fn lock_path(parent: &Path, name: &str) -> Result<PathBuf, FolderError> {
+    let lock_path = parent.join(format!(".{name}.lock"));
+    match fs::symlink_metadata(&lock_path) {
+        Ok(meta) if !meta.is_file() => {
+            let kind = crate::atomic_file::describe(&meta.file_type());
+            Err(FolderError::LockInTheWay(lock_path, kind))
+        }
+        _ => Ok(lock_path),
+    }
+}
+
+/// Refuses a path below something that exists but is not a folder (`file.txt/out`), naming it.
+fn check_no_file_above(dir: &Path) -> Result<(), FolderError> {
+    match crate::atomic_file::not_a_folder_above(dir) {
+        Some(blocker) => Err(FolderError::NotAFolder(blocker)),
+        None => Ok(()),
+    }
+}
+
+/// Creates `dir` and the folders above it where missing; a file in the way is named.
+fn create_folder(dir: &Path) -> Result<(), FolderError> {
+    check_no_file_above(dir)?;
+    fs::create_dir_all(dir).map_err(io("creating", dir))
+}
+
+/// Checks, without claiming it, that `target` could be claimed now (see `FolderClaim::claim`):
+/// for a command that writes it only after long work.
+pub fn check_claimable(target: &Path) -> Result<(), FolderError> {
+    let (target, parent, name) = place(target)?;
+    check_no_file_above(&parent)?;
+    lock_path(&parent, &name)?;
+    check_replaceable(&target)
+}
+
 impl FolderClaim {
     /// Claims `target` (created on publish where missing). An existing `target` must be a
     /// folder, not a link to one, that is empty or holds a set the suite wrote (its marker and
     /// the files the marker lists): a folder of other files is never swept away.
     pub fn claim(target: &Path) -> Result<Self, FolderError> {
+        // Checked before the lock too, so that a refused target leaves no lock file beside it.
+        check_claimable(target)?;
         let (target, parent, name) = place(target)?;
         let lock = lock(&parent, &name, &target)?;
         recover_interrupted(&parent, &name, &target)?;
@@ -297,9 +336,7 @@ fn check_replaceable(target: &Path) -> Result<(), FolderError> {
         });
     };
     let ours = |name: &str| {
-        name == MARKER
-            || marker.files.contains(name)
-            || (name.starts_with('.') && name.ends_with(".tmp"))
+        name == MARKER || marker.files.contains(name) || crate::atomic_file::is_temporary_name(name)
     };
     match entries
         .into_iter()

@@ -34,7 +34,15 @@ pub enum CurvatureError {
     NothingTrainable,
     #[error("layer {layer}: {message}")]
     Svd { layer: usize, message: String },
+    #[error(
+        "Adam at lr {lr} diverged in {steps} steps (loss {loss}): there is no sharpness to \
+         measure at a non-finite state; use a smaller learning rate"
+    )]
+    AdamDiverged { lr: f64, steps: usize, loss: f64 },
 }
+
+/// The most full-batch Adam steps before the preconditioned sharpness (one recording holds them).
+pub const MAX_ADAM_STEPS: usize = 100_000;
 
 /// How hard to look.
 #[derive(Clone, Debug)]
@@ -460,6 +468,13 @@ pub fn adam_sharpness(
     }
     engine.run(&rec)?;
     let loss_after = loss(engine)?;
+    if !loss_after.is_finite() {
+        return Err(CurvatureError::AdamDiverged {
+            lr,
+            steps,
+            loss: loss_after,
+        });
+    }
 
     // D = P^-1/2 from the second moments, read once.
     let (c1, c2) = adam.corrections(steps as u32);

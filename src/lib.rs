@@ -19,6 +19,7 @@ pub mod fnv;
 pub mod input_file;
 pub mod linalg;
 pub mod model;
+pub mod printable;
 pub mod reference;
 pub mod report;
 pub mod run_folder;

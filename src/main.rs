@@ -448,7 +448,15 @@ fn defend(model: &Path, defense: SpecDef, seed: u64, out: &Path) -> Result<()> {
 fn read_records(path: &Path) -> Result<Vec<specdef::scenario::RunRecord>> {
     let text = specdef::input_file::read_text_bounded(path, specdef::input_file::MAX_RECORDS_BYTES)
         .with_context(|| format!("reading {}", path.display()))?;
-    report::from_json_lines(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let records =
+        report::from_json_lines(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if records.is_empty() {
+        bail!(
+            "{}: no run records (an empty file; give the runs.jsonl a run or merge wrote)",
+            path.display()
+        );
+    }
+    Ok(records)
 }
 
 /// Disagreeing files are a result, not an error: the report says what differs, the exit code 1.

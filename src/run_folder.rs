@@ -80,6 +80,12 @@ impl ResultFolder {
         Ok(Self(crate::atomic_folder::FolderClaim::claim(out)?))
     }
 
+    /// Whether `out` could be claimed now, without claiming it: for a command that publishes
+    /// only after long work (a sweep), so that a folder in the way is named before the work.
+    pub fn check(out: &std::path::Path) -> Result<(), RunFolderError> {
+        Ok(crate::atomic_folder::check_claimable(out)?)
+    }
+
     /// Writes the set (the JSON lines, the CSV, the tables, then the plots) and switches it in:
     /// the folder then holds exactly these files and the marker. A figure that cannot be drawn
     /// is left out with a note, never at the cost of the records.

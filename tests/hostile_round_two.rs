@@ -222,6 +222,79 @@ fn scenario_fields_are_refused_before_any_work_naming_the_field() {
             tiny_with("lr = 1e-2", "lr = 1e300"),
             vec!["pretrain.lr"],
         ),
+        (
+            "random trials to i64::MAX",
+            format!("{TINY}\n[sweep]\nrandom = {{ trials = 9223372036854775807 }}\n"),
+            vec!["sweep.random.trials"],
+        ),
+        (
+            "random steps times trials",
+            format!("{TINY}\n[sweep]\nrandom = {{ trials = 1000, steps = [9000000] }}\n"),
+            vec!["sweep.random.steps", "optimisation steps"],
+        ),
+        (
+            "grid rates that round to the same value",
+            tiny_with("per_decade = 1 }", "per_decade = 1000 }"),
+            vec!["attack.lr_grid", "round"],
+        ),
+        (
+            // At alpha 1e4 `factorisation` chooses p = 4.
+            "factorisation and factorisation:p that coincide",
+            format!("{TINY}\n[adaptive]\nattacks = [\"factorisation\", \"factorisation:4\"]\n"),
+            vec!["adaptive.attacks at alpha 10000", "twice"],
+        ),
+        (
+            "an extra defence equal to the grid's once its layers are resolved",
+            tiny_with(
+                "layers = \"all\"\n",
+                "layers = \"all\"\nextra = [{ alpha = 1e4, k = 4, layers = \"1,0\" }]\n",
+            ),
+            vec!["defense.extra", "twice"],
+        ),
+        (
+            "a layer named twice",
+            tiny_with("layers = \"all\"", "layers = \"0,0\""),
+            vec!["defense.layers", "layer 0 is named twice"],
+        ),
+        (
+            "a group scale past the largest learning rate",
+            tiny_with(
+                "target_accuracy = 0.9\n",
+                "target_accuracy = 0.9\n[attack.groups.biases]\noptimizer = \"adam\"\nlr_scale = 1e10\n",
+            ),
+            vec!["attack.groups.biases.lr_scale", "1e6"],
+        ),
+        (
+            "a variant name with a terminal escape",
+            format!("{TINY}\n[variants.\"q\\u001b[2J\"]\nseed = 1\n"),
+            vec!["variant name"],
+        ),
+        (
+            "a variant that is not a table",
+            format!("{TINY}\n[variants]\nquick = 5\n"),
+            vec!["variants.quick", "table"],
+        ),
+        (
+            "a direction override in the name",
+            tiny_with("name = \"tiny\"", "name = \"tiny\\u202egnp.exe\""),
+            vec!["name", "direction-changing"],
+        ),
+        (
+            "a huge eps",
+            tiny_with(
+                "target_accuracy = 0.9\n",
+                "target_accuracy = 0.9\nhyper = { eps = 1e300 }\n",
+            ),
+            vec!["attack.hyper", "eps"],
+        ),
+        (
+            "a vanishing divergence threshold",
+            tiny_with(
+                "target_accuracy = 0.9\n",
+                "target_accuracy = 0.9\ndivergence_loss = 1e-300\n",
+            ),
+            vec!["attack.divergence_loss"],
+        ),
     ];
     for (case, text, needles) in cases {
         let file = write(&dir, "scenario.toml", &text);
@@ -812,5 +885,272 @@ fn a_figure_that_cannot_be_drawn_is_skipped_with_a_note() {
             .iter()
             .any(|(name, _)| name.starts_with("loss_"))
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Flags that set the amount of work are bounded, and flags whose values make no measurement
+/// are refused naming the flag: no hang, no NaN printed as a result.
+#[test]
+fn work_flags_are_bounded_and_named() {
+    let dir = scratch("round2", "flags");
+    let spec = ModelSpec {
+        widths: vec![64, 16, 10],
+        activation: ActivationChoice::Relu,
+    };
+    let model = dir.join("model.safetensors");
+    file::save(&model, &HostModel::init(&spec, 3), "none").unwrap();
+    let model = path(&model);
+    let curvature = ["curvature", "--model", model, "--engine", "cpu", "--json"];
+    let alpha = [
+        "curvature-alpha",
+        "--model",
+        model,
+        "--engine",
+        "cpu",
+        "--k",
+        "4",
+    ];
+    let empty = write(&dir, "empty.jsonl", "");
+    let bench_out = dir.join("bench.jsonl");
+    let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        (
+            "a billion bench samples",
+            vec![
+                "bench",
+                "--engine",
+                "cpu",
+                "--samples",
+                "1000000000",
+                "--out",
+                path(&bench_out),
+            ],
+            vec!["--samples", "1000"],
+        ),
+        (
+            "a billion Adam steps",
+            [
+                &curvature[..],
+                &["--adam-lr", "1e-3", "--adam-steps", "1000000000"],
+            ]
+            .concat(),
+            vec!["--adam-steps", "100000"],
+        ),
+        (
+            "an Adam rate that overflows",
+            [&curvature[..], &["--adam-lr", "1e300"]].concat(),
+            vec!["--adam-lr"],
+        ),
+        (
+            "a repeated alpha",
+            [&alpha[..], &["--alphas", "10", "--alphas", "10"]].concat(),
+            vec!["--alphas", "twice"],
+        ),
+        (
+            "one alpha, no slope",
+            [&alpha[..], &["--alphas", "10"]].concat(),
+            vec!["--alphas", "at least two"],
+        ),
+        (
+            "an alpha f64 cannot compensate",
+            [&alpha[..], &["--alphas", "10,1e13"]].concat(),
+            vec!["--alphas", "1e13"],
+        ),
+        (
+            "empty record files",
+            vec!["compare", path(&empty), path(&empty)],
+            vec!["empty.jsonl", "no run records"],
+        ),
+    ];
+    for (case, args, needles) in cases {
+        let started = Instant::now();
+        refused(case, &run(&dir, &args), &needles);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{case}: refused late"
+        );
+    }
+    assert!(!bench_out.exists());
+    assert!(
+        !dir.join("out").exists(),
+        "curvature-alpha wrote its folder"
+    );
+
+    // Bench records read back: a control character or another schema is named.
+    let good = serde_json::json!({
+        "schema": "specdef.bench/1", "crate_version": "0.1.0", "engine": "cpu", "backend": "cpu",
+        "adapter": "host", "driver": "", "device_type": "cpu", "platform": "native",
+        "timer": "std::time::Instant", "workload": "matmul 64x64x64", "unit": "GFLOP/s",
+        "runs_per_sample": 1, "warmup_samples": 2, "samples": [1.0, 2.0, 3.0],
+        "median": 2.0, "min": 1.0, "max": 3.0, "kernel_ms_per_run": null
+    });
+    let plot = dir.join("plot.svg");
+    for (case, field, value, needle) in [
+        (
+            "an escape in the adapter",
+            "adapter",
+            serde_json::json!("gpu\u{1b}[2J"),
+            "adapter",
+        ),
+        (
+            "another schema",
+            "schema",
+            serde_json::json!("specdef.bench/9"),
+            "schema",
+        ),
+        (
+            "a median outside the samples",
+            "median",
+            serde_json::json!(7.0),
+            "median",
+        ),
+    ] {
+        let mut record = good.clone();
+        record[field] = value;
+        let file = write(&dir, "bench-in.jsonl", &format!("{record}\n"));
+        let output = run(&dir, &["bench-plot", path(&file), "--out", path(&plot)]);
+        refused(case, &output, &["bench-in.jsonl line 1", needle]);
+        assert!(!plot.exists(), "{case}: the plot was written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A sweep writes only into a new or empty folder or its own: a folder of the user's is not
+/// adopted (nothing is created in it), a link where its records or results go is refused before
+/// any work, and of the files in its records folder it removes only its own temporary files.
+#[cfg(unix)]
+#[test]
+fn sweeps_touch_only_their_own_files() {
+    let dir = scratch("round2", "sweep-owned");
+    let scenario = write(&dir, "scenario.toml", TINY);
+    let sweep = |out: &Path| {
+        run(
+            &dir,
+            &[
+                "sweep",
+                path(&scenario),
+                "--engine",
+                "cpu",
+                "--out",
+                path(out),
+            ],
+        )
+    };
+    let listing = |folder: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(folder)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    let users = dir.join("users");
+    std::fs::create_dir_all(&users).unwrap();
+    write(&users, "notes.txt", "mine");
+    refused(
+        "a folder of the user's",
+        &sweep(&users),
+        &["notes.txt", "sweep.json"],
+    );
+    assert_eq!(listing(&users), ["notes.txt"]);
+
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let linked = dir.join("linked");
+    std::fs::create_dir_all(&linked).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, linked.join("records")).unwrap();
+    refused(
+        "records as a link",
+        &sweep(&linked),
+        &["records", "not a folder"],
+    );
+    assert!(listing(&elsewhere).is_empty());
+
+    let results_linked = dir.join("results-linked");
+    std::fs::create_dir_all(&results_linked).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, results_linked.join("results")).unwrap();
+    let started = Instant::now();
+    refused(
+        "results as a link",
+        &sweep(&results_linked),
+        &["results", "symbolic link"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "refused after the work"
+    );
+    nothing_cached(&dir, "results as a link");
+
+    let under_a_file = dir.join("notes.txt");
+    std::fs::write(&under_a_file, "mine").unwrap();
+    refused(
+        "a folder under a file",
+        &sweep(&under_a_file.join("sweep")),
+        &["notes.txt", "not a folder"],
+    );
+    assert_eq!(std::fs::read_to_string(&under_a_file).unwrap(), "mine");
+
+    // A finished sweep run again: the user's file in records/ that merely ends in .tmp stays.
+    let out = dir.join("sweep");
+    common::succeeded(sweep(&out));
+    write(&out.join("records"), "keep.tmp", "mine");
+    common::succeeded(sweep(&out));
+    assert_eq!(
+        std::fs::read_to_string(out.join("records/keep.tmp")).unwrap(),
+        "mine"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A refused result folder leaves no lock file beside it, and a link where the lock goes is
+/// named as that.
+#[cfg(unix)]
+#[test]
+fn refused_result_folders_leave_no_lock_and_name_a_lock_in_the_way() {
+    let dir = scratch("round2", "locks");
+    let scenario = write(&dir, "scenario.toml", TINY);
+    let users = dir.join("users");
+    std::fs::create_dir_all(&users).unwrap();
+    write(&users, "notes.txt", "mine");
+    let output = run(
+        &dir,
+        &[
+            "run",
+            path(&scenario),
+            "--engine",
+            "cpu",
+            "--out",
+            path(&users),
+        ],
+    );
+    refused("a folder of the user's", &output, &["notes.txt"]);
+    assert!(
+        !dir.join(".users.lock").exists(),
+        "a lock was left beside it"
+    );
+
+    let target = dir.join("results");
+    std::os::unix::fs::symlink(dir.join("elsewhere"), dir.join(".results.lock")).unwrap();
+    let output = run(
+        &dir,
+        &[
+            "run",
+            path(&scenario),
+            "--engine",
+            "cpu",
+            "--out",
+            path(&target),
+        ],
+    );
+    refused(
+        "a link as the lock",
+        &output,
+        &[".results.lock", "in the way"],
+    );
+    assert!(
+        !dir.join("elsewhere").exists(),
+        "the lock was written through the link"
+    );
+    nothing_cached(&dir, "locks");
     let _ = std::fs::remove_dir_all(&dir);
 }

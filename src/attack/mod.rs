@@ -16,4 +16,7 @@ pub use second_order::{
     AdaHessianSettings, HessianAverage, MuonSettings, NEWTON_SCHULZ, NewtonCgSettings,
     SecondOrderConfig, SecondOrderHyper, SecondOrderState, SophiaEstimator, SophiaSettings,
 };
-pub use train::{MAX_BATCH, MAX_STEPS, TrainOutcome, TrainSession, TrainSettings, accuracy, train};
+pub use train::{
+    MAX_BATCH, MAX_STEPS, TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy,
+    train,
+};

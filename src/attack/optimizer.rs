@@ -168,17 +168,21 @@ impl OptimizerHyper {
         in_unit("beta1", self.beta1)?;
         in_unit("beta2", self.beta2)?;
         in_unit("momentum", self.momentum)?;
-        if !(self.eps.is_finite() && self.eps > 0.0) {
-            return Err(format!("eps must be positive, got {}", self.eps));
+        if !(self.eps > 0.0 && self.eps <= 1.0) {
+            return Err(format!("eps must be in (0, 1], got {}", self.eps));
         }
         match self.weight_decay {
-            Some(wd) if !(wd.is_finite() && wd >= 0.0) => {
-                Err(format!("weight_decay must be >= 0, got {wd}"))
-            }
+            Some(wd) if !((0.0..=MAX_WEIGHT_DECAY).contains(&wd)) => Err(format!(
+                "weight_decay must be in [0, {MAX_WEIGHT_DECAY:e}], got {wd}"
+            )),
             _ => Ok(()),
         }
     }
 }
+
+/// The largest weight decay accepted: decoupled decay multiplies the weights by 1 - lr * wd each
+/// step, which flips and explodes them long before this.
+pub const MAX_WEIGHT_DECAY: f64 = 1e3;
 
 /// How one parameter group trains, where it differs from the run's optimiser.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

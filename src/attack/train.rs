@@ -114,11 +114,19 @@ impl TrainSettings {
                 "{table}.target_accuracy must be in [0, 1], got {target}"
             ));
         }
-        if self.divergence_loss.is_nan() || self.divergence_loss <= 0.0 {
+        if self.divergence_loss.is_nan() || self.divergence_loss < MIN_DIVERGENCE_LOSS {
             return Err(format!(
-                "{table}.divergence_loss must be a positive number (inf: only non-finite losses \
-                 diverge), got {}",
+                "{table}.divergence_loss must be at least {MIN_DIVERGENCE_LOSS} (below that a \
+                 model still learning counts as diverged; inf: only non-finite losses diverge), \
+                 got {}",
                 self.divergence_loss
+            ));
+        }
+        if let Schedule::LinearWarmup { warmup_steps } = self.schedule
+            && warmup_steps > MAX_STEPS
+        {
+            return Err(format!(
+                "{table}.schedule.warmup_steps = {warmup_steps} is above {MAX_STEPS}"
             ));
         }
         self.hyper
@@ -160,6 +168,14 @@ impl TrainSettings {
                     settings.lr_scale
                 ));
             }
+            let (min_lr, group_lr) = (crate::scenario::MIN_LR, self.lr * settings.lr_scale);
+            if !(min_lr..=max_lr).contains(&group_lr) {
+                return Err(format!(
+                    "{field}.lr_scale = {:e} makes the group's learning rate {group_lr:e} at \
+                     lr {:e}; learning rates must lie in {min_lr:e}..{max_lr:e}",
+                    settings.lr_scale, self.lr
+                ));
+            }
             if let Some(hyper) = &settings.hyper {
                 hyper
                     .validate()
@@ -188,6 +204,9 @@ impl TrainSettings {
         }
     }
 }
+
+/// The smallest divergence threshold: ln 2, the loss of a uniform guess between two classes.
+pub const MIN_DIVERGENCE_LOSS: f64 = std::f64::consts::LN_2;
 
 fn default_schedule() -> Schedule {
     Schedule::Constant
@@ -238,6 +257,24 @@ pub fn accuracy(logits: &[f64], labels: &[usize]) -> f64 {
         })
         .count();
     correct as f64 / labels.len() as f64
+}
+
+/// The mean softmax cross-entropy of the rows against their labels, in f64 (log-sum-exp with
+/// the row's maximum subtracted). Non-finite logits give a non-finite loss: a model that lost
+/// its function has no loss to report.
+pub fn mean_cross_entropy(logits: &[f64], labels: &[usize]) -> f64 {
+    if labels.is_empty() {
+        return f64::NAN;
+    }
+    let classes = logits.len() / labels.len();
+    let total: f64 = (logits.chunks(classes).zip(labels))
+        .map(|(row, &label)| {
+            let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+            max + sum.ln() - row[label]
+        })
+        .sum();
+    total / labels.len() as f64
 }
 
 /// A data set uploaded as fixed batches (shuffled once by the seed, the remainder dropped).

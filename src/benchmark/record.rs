@@ -87,6 +87,66 @@ impl BenchRecord {
         }
     }
 
+    /// Checks a record read back (a plot's input) against its own invariants: the schema, text
+    /// that prints as itself, samples that are throughputs (finite, non-negative) and a summary
+    /// that agrees with them. The error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.schema != BENCH_SCHEMA {
+            return Err(format!(
+                "schema {:?}, expected {BENCH_SCHEMA:?}",
+                self.schema
+            ));
+        }
+        for (field, text) in [
+            ("engine", &self.engine),
+            ("backend", &self.backend),
+            ("adapter", &self.adapter),
+            ("driver", &self.driver),
+            ("device_type", &self.device_type),
+            ("platform", &self.platform),
+            ("timer", &self.timer),
+            ("workload", &self.workload),
+            ("unit", &self.unit),
+        ] {
+            if let Some(c) = crate::printable::unprintable_char(text) {
+                return Err(format!(
+                    "{field} holds control characters or invisible ones ({c:?}): {text:?}"
+                ));
+            }
+        }
+        let throughput = |v: f64| v.is_finite() && v >= 0.0;
+        if self.samples.is_empty() || !self.samples.iter().all(|&v| throughput(v)) {
+            return Err("samples: at least one, each a finite non-negative number".to_string());
+        }
+        let lowest = self.samples.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = self.samples.iter().copied().fold(0.0, f64::max);
+        let within = |v: f64| throughput(v) && lowest <= v && v <= highest;
+        for (field, value) in [
+            ("median", self.median),
+            ("min", self.min),
+            ("max", self.max),
+        ] {
+            if !within(value) {
+                return Err(format!(
+                    "{field} = {value} lies outside the samples' range {lowest}..{highest}"
+                ));
+            }
+        }
+        for (field, value) in [
+            ("kernel_ms_per_run", self.kernel_ms_per_run),
+            ("flop_per_step", self.flop_per_step),
+        ] {
+            if let Some(v) = value
+                && !throughput(v)
+            {
+                return Err(format!(
+                    "{field} = {v}: must be a finite non-negative number"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `matmul 256x256x256   12.3 GFLOP/s (min 11.9, max 12.8; 5 samples of 4 runs)`
     pub fn summary(&self) -> String {
         format!(

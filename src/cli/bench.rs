@@ -15,8 +15,14 @@ use specdef::model::HostModel;
 use specdef::{Engine, report};
 use std::path::Path;
 
+/// The most measured samples per workload (the `curves` suite takes minutes at 5).
+const MAX_SAMPLES: usize = 1000;
+
 pub fn bench(engines: &[EngineChoice], suite: Suite, out: &Path, samples: usize) -> Result<()> {
-    anyhow::ensure!(samples > 0, "--samples must be at least 1");
+    anyhow::ensure!(
+        (1..=MAX_SAMPLES).contains(&samples),
+        "--samples must be 1..={MAX_SAMPLES}, got {samples}"
+    );
     crate::writable(out)?;
     let settings = BenchSettings {
         samples,
@@ -132,7 +138,8 @@ const PEER_LAYOUT: &str = "layer{i}.factor{j}: F32 [out_j, in_j], j in chain ord
 /// safetensors file per workload and `workloads.json` (written last: a folder without it is an
 /// interrupted export).
 pub fn export_peer(suite: Suite, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    specdef::atomic_file::create_folder(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let manifest_path = dir.join("workloads.json");
     crate::writable(&manifest_path)?;
     let mut workloads = Vec::new();
@@ -285,6 +292,8 @@ pub fn plot(files: &[std::path::PathBuf], out: &Path) -> Result<()> {
             let record: BenchRecord = serde_json::from_str(json).with_context(|| {
                 format!("{} line {}: not a bench record", file.display(), line + 1)
             })?;
+            (record.validate())
+                .map_err(|e| anyhow::anyhow!("{} line {}: {e}", file.display(), line + 1))?;
             records.push(record);
         }
     }

@@ -163,13 +163,19 @@ pub fn curvature(
     tolerance: f64,
     json: bool,
 ) -> Result<()> {
+    let max_lr = specdef::scenario::MAX_LR;
     if let Some(lr) = adam.adam_lr
-        && !(lr.is_finite() && lr > 0.0)
+        && !(lr.is_finite() && lr > 0.0 && lr <= max_lr)
     {
-        bail!("--adam-lr must be a positive number, got {lr}");
+        bail!("--adam-lr must be a number in (0, {max_lr:e}], got {lr}");
     }
-    if adam.adam_lr.is_some() && adam.adam_steps == 0 {
-        bail!("--adam-steps must be at least 1 (Adam's preconditioner needs a step)");
+    let max_steps = curvature::MAX_ADAM_STEPS;
+    if adam.adam_lr.is_some() && !(1..=max_steps).contains(&adam.adam_steps) {
+        bail!(
+            "--adam-steps must be 1..={max_steps} (Adam's preconditioner needs a step; all steps \
+             are one recording), got {}",
+            adam.adam_steps
+        );
     }
     if !(tolerance.is_finite() && tolerance > 0.0) {
         bail!("--tolerance must be a positive number, got {tolerance}");
@@ -338,8 +344,21 @@ pub fn curvature_alpha(
     if k == 0 {
         bail!("--k must be at least 1");
     }
-    if let Some(bad) = alphas.iter().find(|a| !(a.is_finite() && **a >= 1.0)) {
-        bail!("--alphas: every alpha must be a finite number >= 1, got {bad}");
+    let max_alpha = specdef::scenario::MAX_ALPHA;
+    if let Some(bad) = (alphas.iter()).find(|a| !(a.is_finite() && (1.0..=max_alpha).contains(*a)))
+    {
+        bail!("--alphas: every alpha must be a number in [1, {max_alpha:e}], got {bad:e}");
+    }
+    if let Some(repeated) =
+        (alphas.iter().enumerate()).find_map(|(i, a)| alphas[..i].contains(a).then_some(a))
+    {
+        bail!("--alphas lists {repeated} twice");
+    }
+    if alphas.len() < 2 {
+        bail!(
+            "--alphas: a slope needs at least two alphas, got {}",
+            alphas.len()
+        );
     }
     specdef::atomic_file::check_writable(&out.join("sigma_vs_alpha.json"))
         .with_context(|| format!("cannot write into {}", out.display()))?;
@@ -369,7 +388,8 @@ pub fn curvature_alpha(
             compensate: true,
             compensation: CompensationForm::Full,
         }
-        .apply(&model, 0)?;
+        .apply(&model, 0)
+        .with_context(|| format!("--alphas {alpha}"))?;
         let mut point = SigmaPoint {
             alpha,
             ..Default::default()
@@ -404,7 +424,8 @@ pub fn curvature_alpha(
         fits.c_trainable + 0.0,
         fits.c_frozen + 0.0
     );
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    specdef::atomic_file::create_folder(out)
+        .with_context(|| format!("creating {}", out.display()))?;
     let json = serde_json::to_string_pretty(&serde_json::json!({
         "model": model_path.display().to_string(),
         "batch": batch_name,

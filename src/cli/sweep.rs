@@ -57,6 +57,9 @@ pub fn sweep(
         );
     }
     let mine = shard.slice(&vec![(); all]).len();
+    if shard.is_whole() {
+        ResultFolder::check(&out.join(RESULTS))?;
+    }
     let mut engine = crate::open(choice)?;
     let search = match &scenario.sweep.random {
         Some(random) => format!("random search of {} trials", random.trials),

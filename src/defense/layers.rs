@@ -28,6 +28,9 @@ impl LayerSelection {
                         layer_count.saturating_sub(1)
                     ));
                 }
+                if let Some(i) = (1..indices.len()).find(|&i| indices[..i].contains(&indices[i])) {
+                    return Err(format!("layer {} is named twice", indices[i]));
+                }
                 indices.clone()
             }
             LayerSelection::Random(n) => {

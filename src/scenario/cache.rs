@@ -90,7 +90,8 @@ impl PretrainCache {
     /// Writes the model with its key and checksum (atomically).
     pub fn store(&self, model: &HostModel) -> Result<(), String> {
         if let Some(dir) = self.file.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            crate::atomic_file::create_folder(dir)
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         let extra = [
             (KEY_FIELD, self.key.clone()),

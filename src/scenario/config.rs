@@ -287,6 +287,11 @@ impl AttackGrid {
     }
 }
 
+/// The first value of `list` that an earlier one equals.
+fn first_repeat<T: PartialEq>(list: &[T]) -> Option<&T> {
+    (list.iter().enumerate()).find_map(|(i, v)| list[..i].contains(v).then_some(v))
+}
+
 /// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
 fn merge(base: &mut toml::Table, overlay: &toml::Table) {
     for (key, value) in overlay {
@@ -310,6 +315,21 @@ impl Scenario {
             Some(toml::Value::Table(v)) => v,
             Some(_) => return Err(format!("{origin}: `variants` must be a table of tables")),
         };
+        for (name, overlay) in &variants {
+            if name.is_empty() || crate::printable::unprintable_char(name).is_some() {
+                return Err(format!(
+                    "{origin}: variant name {name:?}: give printable characters (no control, \
+                     invisible or direction-changing characters)"
+                ));
+            }
+            if !overlay.is_table() {
+                return Err(format!(
+                    "{origin}: variants.{name} must be a table of fields to change \
+                     ([variants.{name}]), got a {}",
+                    overlay.type_str()
+                ));
+            }
+        }
         if let Some(name) = variant {
             let Some(toml::Value::Table(overlay)) = variants.get(name) else {
                 let known: Vec<&String> = variants.keys().collect();
@@ -355,11 +375,11 @@ impl Scenario {
     pub fn validate(&self) -> Result<(), String> {
         if self.name.trim().is_empty()
             || self.name.chars().count() > MAX_NAME_CHARS
-            || self.name.chars().any(char::is_control)
+            || crate::printable::unprintable_char(&self.name).is_some()
         {
             return Err(format!(
                 "name {:?}: give 1 to {MAX_NAME_CHARS} printable characters (no control \
-                 characters or terminal escapes)",
+                 characters, terminal escapes, or invisible or direction-changing characters)",
                 self.name
             ));
         }
@@ -464,7 +484,13 @@ impl Scenario {
         if self.attack.optimizers.is_empty() {
             return Err("attack.optimizers is empty".to_string());
         }
-        self.validate_no_repeats()?;
+        if let Some(rate) = first_repeat(&grid.values()) {
+            return Err(format!(
+                "attack.lr_grid: with per_decade = {} two rates round to {rate:e} (rates keep 3 \
+                 significant digits); use fewer per decade",
+                grid.per_decade
+            ));
+        }
         if !(self.attack.trainable.weights || self.attack.trainable.biases) {
             return Err(
                 "attack.trainable: the undefended model has only weights and biases, and both \
@@ -473,10 +499,16 @@ impl Scenario {
             );
         }
         // Every optimiser: some settings (groups) are refused with some optimisers only.
-        for &optimizer in &self.attack.optimizers {
-            (self.attack)
-                .settings(optimizer, grid.from)
-                .validate("attack")?;
+        // At both ends of every range of learning rates a run may draw (group scales apply).
+        let random_lr = (self.sweep.random.as_ref()).and_then(|r| r.lr);
+        // (A random range out of bounds is named by the sweep's own check.)
+        let rates = [grid.from, grid.to]
+            .into_iter()
+            .chain((random_lr.into_iter().flatten()).filter(|lr| (MIN_LR..=MAX_LR).contains(lr)));
+        for lr in rates {
+            for &optimizer in &self.attack.optimizers {
+                (self.attack).settings(optimizer, lr).validate("attack")?;
+            }
         }
         for alpha in &self.defense.alphas {
             check_alpha("defense.alphas", *alpha)?;
@@ -501,6 +533,8 @@ impl Scenario {
                 .resolve(layers, self.seed)
                 .map_err(|e| format!("defense.extra[{i}].layers: {e}"))?;
         }
+        // After every list is known to be valid: repeats compare resolved defences.
+        self.validate_no_repeats()?;
         Ok(())
     }
 
@@ -508,24 +542,35 @@ impl Scenario {
         self.sweep.validate()?;
         let runs = crate::sweep::run_count(self);
         if runs > crate::sweep::MAX_SWEEP_RUNS {
+            let shown = if runs == usize::MAX {
+                "more than usize::MAX".to_string()
+            } else {
+                runs.to_string()
+            };
             return Err(format!(
-                "sweep: {runs} runs (seeds x targets x trials); at most {}",
+                "sweep: {shown} runs (sweep.seeds x targets x trials); at most {}",
                 crate::sweep::MAX_SWEEP_RUNS
             ));
         }
-        // Every run may take its whole budget: the most steps of all runs together is bounded
-        // (a sweep's seeds included; `specdef run` runs one seed of the same list).
-        let steps = (self.sweep.random.as_ref())
-            .and_then(|r| r.steps.as_ref())
-            .and_then(|s| s.iter().max().copied())
-            .unwrap_or(self.attack.steps)
-            .max(self.attack.steps);
-        let total = (runs as u64).saturating_mul(steps as u64);
-        if total > MAX_TOTAL_STEPS {
-            return Err(format!(
-                "attack.steps = {steps} over {runs} runs is {total} optimisation steps; at most \
-                 {MAX_TOTAL_STEPS} (fewer steps, learning rates, optimisers, defences or seeds)"
-            ));
+        // Every run may take its whole budget: the most steps of all runs together is bounded,
+        // for `specdef run` (one seed of the attack grid) and for the sweep (all its seeds).
+        let grid_runs = (self.targets().iter())
+            .map(|t| (t.optimizers.len()).saturating_mul(self.attack.lr_grid.values().len()))
+            .fold(0usize, usize::saturating_add);
+        let mut budgets = vec![("attack.steps", self.attack.steps, grid_runs.max(runs))];
+        if let Some(steps) = (self.sweep.random.as_ref()).and_then(|r| r.steps.as_ref()) {
+            budgets[0].2 = grid_runs;
+            let most = steps.iter().max().copied().unwrap_or(0);
+            budgets.push(("sweep.random.steps", most, runs));
+        }
+        for (field, steps, runs) in budgets {
+            let total = (runs as u64).saturating_mul(steps as u64);
+            if total > MAX_TOTAL_STEPS {
+                return Err(format!(
+                    "{field} = {steps} over {runs} runs is {total} optimisation steps; at most \
+                     {MAX_TOTAL_STEPS} (fewer steps, learning rates, optimisers, defences or seeds)"
+                ));
+            }
         }
         Ok(())
     }
@@ -534,10 +579,9 @@ impl Scenario {
     /// twice and show as one row.
     fn validate_no_repeats(&self) -> Result<(), String> {
         fn once<T: PartialEq + std::fmt::Debug>(field: &str, list: &[T]) -> Result<(), String> {
-            match (list.iter().enumerate()).find(|(i, v)| list[..*i].contains(v)) {
-                Some((i, value)) => Err(format!(
-                    "{field} names {value:?} twice (at {} and {i}): each would run twice",
-                    list.iter().position(|v| v == value).unwrap_or(0)
+            match first_repeat(list) {
+                Some(value) => Err(format!(
+                    "{field} names {value:?} twice: each would run twice and show as one row"
                 )),
                 None => Ok(()),
             }
@@ -551,13 +595,36 @@ impl Scenario {
         once("adaptive.attacks", &self.adaptive.attacks)?;
         once("adaptive.optimizers", &self.adaptive.optimizers)?;
         once("trainability.optimizers", &self.trainability.optimizers)?;
-        let defenses = self.defense.defenses();
-        if let Some(i) = (0..defenses.len()).find(|&i| defenses[..i].contains(&defenses[i])) {
+        // Defences are the same where they change the same model the same way: the same alpha,
+        // compensation and, after resolving the layer list, the same k in the same layers.
+        let spec = &self.model;
+        let defenses: Vec<_> = (self.defense.defenses().into_iter().flatten())
+            .map(|d| {
+                let key = (
+                    d.alpha,
+                    d.compensate,
+                    d.compensation,
+                    d.k_per_layer(spec, self.seed),
+                );
+                (d, key)
+            })
+            .collect();
+        if let Some(i) =
+            (0..defenses.len()).find(|&i| defenses[..i].iter().any(|d| d.1 == defenses[i].1))
+        {
             return Err(format!(
-                "defense.extra repeats a defence of the alpha grid or of itself ({:?}): it \
-                 would run twice",
-                defenses[i]
+                "defense.extra repeats a defence of the alpha grid or of itself ({:?}, which \
+                 scales {} at alpha {}): it would run twice",
+                defenses[i].0, defenses[i].1.3, defenses[i].1.0
             ));
+        }
+        // `factorisation` chooses p from alpha: at some alpha it is `factorisation:p`.
+        let alphas = (self.adaptive.alphas.as_ref()).unwrap_or(&self.defense.alphas);
+        for &alpha in alphas {
+            let names: Vec<String> = (self.adaptive.attacks.iter())
+                .map(|a| a.describe(alpha))
+                .collect();
+            once(&format!("adaptive.attacks at alpha {alpha}"), &names)?;
         }
         Ok(())
     }

@@ -32,17 +32,22 @@ impl RunRecord {
             ("task", &self.task),
             ("adaptive", self.adaptive.as_deref().unwrap_or_default()),
         ] {
-            if text.chars().any(char::is_control) {
-                return Err(format!("{field} holds control characters: {text:?}"));
+            if let Some(c) = crate::printable::unprintable_char(text) {
+                return Err(format!(
+                    "{field} holds control characters or invisible ones ({c:?}): {text:?}"
+                ));
             }
         }
         if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= MAX_LR) {
             return Err(format!("lr = {}: must be in (0, {MAX_LR:e}]", self.lr));
         }
         if let Some(alpha) = self.alpha
-            && !(alpha.is_finite() && alpha > 0.0)
+            && !(1.0..=super::MAX_ALPHA).contains(&alpha)
         {
-            return Err(format!("alpha = {alpha}: must be a positive number"));
+            return Err(format!(
+                "alpha = {alpha}: must be in [1, {:e}], as a scenario's",
+                super::MAX_ALPHA
+            ));
         }
         if self.k == Some(0) {
             return Err("k = 0: a defence keeps at least one direction".to_string());

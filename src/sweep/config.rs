@@ -88,8 +88,11 @@ impl SweepConfig {
         let Some(random) = &self.random else {
             return Ok(());
         };
-        if random.trials == 0 {
-            return Err("sweep.random.trials must be at least 1".to_string());
+        if random.trials == 0 || random.trials > MAX_SWEEP_RUNS {
+            return Err(format!(
+                "sweep.random.trials must be 1..={MAX_SWEEP_RUNS}, got {}",
+                random.trials
+            ));
         }
         let (min_lr, max_lr) = (crate::scenario::MIN_LR, crate::scenario::MAX_LR);
         if let Some([from, to]) = random.lr
@@ -119,11 +122,15 @@ impl SweepConfig {
             return Err("sweep.random.schedules is empty".to_string());
         }
         if (random.schedules.iter().flatten()).any(|s| *s == ScheduleKind::LinearWarmup)
-            && (random.warmup_steps.is_empty() || random.warmup_steps.contains(&0))
+            && (random.warmup_steps.is_empty()
+                || random.warmup_steps.contains(&0)
+                || random
+                    .warmup_steps
+                    .iter()
+                    .any(|&w| w > crate::attack::MAX_STEPS))
         {
             return Err(
-                "sweep.random.warmup_steps must list at least one length, none of them 0"
-                    .to_string(),
+                "sweep.random.warmup_steps must list at least one length, each 1..=1e7".to_string(),
             );
         }
         Ok(())

@@ -84,9 +84,30 @@ impl SweepFolder {
                     .to_string(),
             });
         }
+        // Checked before anything is created in it, and again under the lock.
+        if dir.is_dir() && !dir.join(MANIFEST).exists() {
+            check_only_sweep_files(dir)?;
+        }
         let records = dir.join(RECORDS);
-        fs::create_dir_all(&records).map_err(SweepError::io("creating", &records))?;
+        if fs::symlink_metadata(&records).is_ok_and(|m| !m.is_dir()) {
+            return Err(SweepError::Corrupt {
+                path: records,
+                message: "is not a folder (a link or a file): a sweep keeps its records in a \
+                          folder of its own; move it away"
+                    .to_string(),
+            });
+        }
+        crate::atomic_file::create_folder(&records)
+            .map_err(SweepError::io("creating", &records))?;
         let lock_path = dir.join(".lock");
+        if fs::symlink_metadata(&lock_path).is_ok_and(|m| !m.is_file()) {
+            return Err(SweepError::Corrupt {
+                path: lock_path,
+                message: "is in the way of the sweep's lock file (a link or not a regular \
+                          file): remove it"
+                    .to_string(),
+            });
+        }
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -110,20 +131,21 @@ impl SweepFolder {
                 });
             }
         } else {
-            if !read_records(dir)?.is_empty() {
-                return Err(SweepError::RecordsWithoutManifest(dir.to_path_buf()));
-            }
+            check_only_sweep_files(dir)?;
             let bytes = serde_json::to_vec_pretty(manifest).expect("a manifest serialises");
             let path = dir.join(MANIFEST);
             crate::atomic_file::write_atomically(&path, &bytes)
                 .map_err(SweepError::io("writing", &path))?;
         }
         // A run killed between writing a record's temporary file and renaming it leaves the
-        // temporary file: the run was not finished, so it goes.
+        // temporary file: the run was not finished, so it goes (only names the suite makes).
         for entry in fs::read_dir(&records).map_err(SweepError::io("reading", &records))? {
-            let path = entry.map_err(SweepError::io("reading", &records))?.path();
-            if path.extension().is_some_and(|e| e == "tmp") {
-                let _ = fs::remove_file(&path);
+            let entry = entry.map_err(SweepError::io("reading", &records))?;
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file
+                && crate::atomic_file::is_temporary_name(&entry.file_name().to_string_lossy())
+            {
+                let _ = fs::remove_file(entry.path());
             }
         }
         Ok(Self {
@@ -146,6 +168,43 @@ impl SweepFolder {
         })?;
         crate::atomic_file::write_atomically(&path, &bytes)
             .map_err(SweepError::io("writing", &path))
+    }
+}
+
+/// A folder without a manifest becomes a sweep folder only where it holds nothing but what
+/// opening one makes (`records/` without records, `.lock`, temporary files): a folder of the
+/// user's is never adopted.
+fn check_only_sweep_files(dir: &Path) -> Result<(), SweepError> {
+    if !read_records(dir)?.is_empty() {
+        return Err(SweepError::RecordsWithoutManifest(dir.to_path_buf()));
+    }
+    let records = dir.join(RECORDS);
+    let listing = |folder: &Path| -> Result<Vec<(String, bool)>, SweepError> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(folder).map_err(SweepError::io("reading", folder))? {
+            let entry = entry.map_err(SweepError::io("reading", folder))?;
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            names.push((entry.file_name().to_string_lossy().into_owned(), is_file));
+        }
+        Ok(names)
+    };
+    let ours = |name: &str, is_file: bool| is_file && crate::atomic_file::is_temporary_name(name);
+    let foreign = (listing(dir)?.into_iter())
+        .find(|(name, is_file)| {
+            !(name == RECORDS || (name == ".lock" && *is_file) || ours(name, *is_file))
+        })
+        .map(|(name, _)| name)
+        .or_else(|| {
+            (listing(&records).ok()?.into_iter())
+                .find(|(name, is_file)| !ours(name, *is_file))
+                .map(|(name, _)| format!("{RECORDS}/{name}"))
+        });
+    match foreign {
+        Some(file) => Err(SweepError::NotASweepFolder {
+            dir: dir.to_path_buf(),
+            file,
+        }),
+        None => Ok(()),
     }
 }
 

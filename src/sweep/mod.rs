@@ -51,6 +51,12 @@ pub enum SweepError {
     )]
     RecordsWithoutManifest(PathBuf),
     #[error(
+        "{} holds {file:?} but no sweep.json: it is not a sweep folder, and a sweep writes only into \
+         a new or empty folder or its own; choose another --out",
+        dir.display()
+    )]
+    NotASweepFolder { dir: PathBuf, file: String },
+    #[error(
         "{} holds no sweep: neither sweep.json nor shard-* folders with one",
         .0.display()
     )]

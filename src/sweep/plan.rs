@@ -61,9 +61,11 @@ pub fn run_count(scenario: &Scenario) -> usize {
     let per_seed: usize = (scenario.targets().iter())
         .map(|target| match &scenario.sweep.random {
             Some(random) => random.trials,
-            None => target.optimizers.len() * scenario.attack.lr_grid.values().len(),
+            None => {
+                (target.optimizers.len()).saturating_mul(scenario.attack.lr_grid.values().len())
+            }
         })
-        .sum();
+        .fold(0usize, usize::saturating_add);
     per_seed.saturating_mul(scenario.sweep.seeds)
 }
 
