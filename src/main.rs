@@ -367,13 +367,31 @@ fn run_with_progress(
 /// a terminal), send notes to stderr and cache the pretrained model in the default place.
 fn with_progress<T>(variant: Option<String>, work: impl FnOnce(&mut RunSettings<'_>) -> T) -> T {
     let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} attack runs, {elapsed} {msg}")
-            .expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} attack runs, {elapsed} elapsed, about {eta} left {msg}",
+        )
+        .expect("valid template"),
     );
+    // Where the bar is hidden (stderr not a terminal: CI logs, `nohup`, a pipe), a line per
+    // finished block of runs (one model under one optimiser) with the time left.
+    let started = std::time::Instant::now();
+    let mut block = String::new();
     let mut progress = |done: usize, total: usize, what: &str| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
         bar.set_message(what.to_string());
+        let next = what.split(" lr=").next().unwrap_or(what).to_string();
+        if bar.is_hidden() && next != block {
+            if done > 0 && !block.is_empty() {
+                let elapsed = started.elapsed().as_secs_f64();
+                let left = elapsed * (total - done.min(total)) as f64 / done as f64;
+                eprintln!(
+                    "{done}/{total} attack runs, {elapsed:.0} s elapsed, about {left:.0} s left: \
+                     finished {block}"
+                );
+            }
+            block = next;
+        }
     };
     // Notes (cache hits, retraining and why) reach stderr even where the bar is hidden (no TTY).
     let mut log = |line: &str| {

@@ -89,6 +89,32 @@ fn each_metric_disagrees_beyond_its_tolerance_only() {
     assert!(!compare(&a, &b, &outcomes).all_agree());
 }
 
+/// A file of an older version lacks the later key fields: runs match on the fields both files
+/// carry, the report names the others, and a field both carry still tells runs apart.
+#[test]
+fn files_of_two_versions_match_on_the_fields_both_carry() {
+    let new = quick_records().to_vec();
+    let mut old = new.clone();
+    for r in &mut old {
+        (r.k_per_layer, r.beta1, r.beta2, r.eps) = (None, None, None, None);
+        (r.momentum, r.weight_decay) = (None, None);
+        r.trainable.clear();
+        r.optimizer_groups.clear();
+    }
+    let c = compare(&new, &old, &CompareSettings::default());
+    assert_eq!(c.matched, new.len(), "{}", c.report());
+    assert!(c.all_agree(), "{}", c.report());
+    for field in ["k_per_layer", "beta1", "trainable", "optimizer_groups"] {
+        assert!(c.unused_key_fields.contains(&field), "{}", c.report());
+    }
+    assert!(c.report().contains("matched without"), "{}", c.report());
+    // Both carry the learning rate: a changed one is another run.
+    old[0].lr *= 2.0;
+    let c = compare(&new, &old, &CompareSettings::default());
+    assert_eq!(c.matched, new.len() - 1);
+    assert_eq!(c.only_in_first.len(), 1);
+}
+
 #[test]
 fn unmatched_and_duplicated_runs_are_reported() {
     let a = quick_records().to_vec();

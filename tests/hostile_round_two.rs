@@ -635,7 +635,7 @@ fn jsonl(records: &[serde_json::Value]) -> String {
 fn records_read_back_are_checked_against_their_own_invariants() {
     let dir = scratch("round2", "records");
     let records = tiny_records(&dir);
-    let edits: [(&str, &str, serde_json::Value, &[&str]); 7] = [
+    let edits: [(&str, &str, serde_json::Value, &[&str]); 9] = [
         (
             "a negative learning rate",
             "lr",
@@ -677,6 +677,18 @@ fn records_read_back_are_checked_against_their_own_invariants() {
             "scenario",
             serde_json::json!("tiny\u{1b}[2J"),
             &["scenario", "control characters"],
+        ),
+        (
+            "a collapse flag dropped beside its utility losses",
+            "collapsed",
+            serde_json::Value::Null,
+            &["collapsed", "utility_loss_before_defense"],
+        ),
+        (
+            "a negative utility loss",
+            "utility_loss_before_defense",
+            serde_json::json!(-1.0),
+            &["utility_loss_before_defense"],
         ),
     ];
     for (case, field, value, needles) in edits {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{specdef_command, succeeded};
-use specdef::report::claims::{Claim, Verdict, claims};
+use specdef::report::claims::{Claim, Protocol, Verdict, claims};
 use specdef::report::{self, strongest_within};
 use specdef::scenario::RunRecord;
 
@@ -29,7 +29,7 @@ fn is_defended(r: &RunRecord) -> bool {
 fn the_sweep_claim_follows_the_defended_runs() {
     let mut records = reference();
     let all = claims(&records);
-    assert_eq!(all.len(), 9);
+    assert_eq!(all.len(), 10);
     let sweep = "No learning rate of a wide sweep";
     // The reference: Adam reaches the target on the defended model somewhere in the grid.
     let reached = records.iter().any(|r| is_defended(r) && r.reached_target);
@@ -69,22 +69,70 @@ fn claims_without_records_to_speak_to_are_not_measured() {
             "{starts}"
         );
     }
-    // A curvature-aware optimiser that reaches the target on the defended model breaks it.
+    // A curvature-aware optimiser that reaches the target on the defended model breaks the
+    // adaptive sweep's row; the paper protocol's needs the undefended window of that optimiser.
     for r in records.iter_mut().filter(|r| is_defended(r)).take(2) {
         r.optimizer = "muon".to_string();
         r.reached_target = true;
         r.steps_to_target = Some(20);
     }
+    let sweep = "No learning rate of a wide sweep lets a curvature-aware";
     let curvature = claims(&records);
-    assert_eq!(
-        claim(&curvature, "Curvature-aware").verdict,
-        Verdict::DidNotHold
-    );
+    assert_eq!(claim(&curvature, sweep).verdict, Verdict::DidNotHold);
+    assert!(claim(&curvature, sweep).setting.contains("muon"));
+    let paper = "Curvature-aware attacks";
+    assert_eq!(claim(&curvature, paper).verdict, Verdict::NotMeasured);
+    let muon_lrs: Vec<f64> = (records.iter())
+        .filter(|r| r.optimizer == "muon")
+        .map(|r| r.lr)
+        .collect();
+    let undefended_muon: Vec<RunRecord> = (records.iter())
+        .filter(|r| is_defended(r) && r.optimizer == "muon")
+        .map(|r| {
+            let mut free = r.clone();
+            (free.alpha, free.k, free.defense) = (None, None, "none".to_string());
+            free
+        })
+        .collect();
+    records.extend(undefended_muon);
+    let both = claims(&records);
+    assert!(muon_lrs.len() == 2);
+    assert_eq!(claim(&both, paper).verdict, Verdict::DidNotHold);
+    assert!(claim(&both, paper).measured.contains("muon at 2 of 2"));
+    assert_eq!(claim(&both, paper).protocol, Protocol::Paper);
+}
+
+/// The paper's collapse criterion: a defended run that reaches the target but leaves the
+/// utility loss more than ln 2 above the released model's is no success; without the criterion
+/// it is one.
+#[test]
+fn a_collapsed_run_is_no_success_under_the_criterion() {
+    let mut records = reference();
+    for r in records.iter_mut().filter(|r| is_defended(r)) {
+        (r.reached_target, r.steps_to_target) = (false, None);
+    }
+    let sweep = "No learning rate of a wide sweep lets a first-order";
+    assert_eq!(claim(&claims(&records), sweep).verdict, Verdict::Held);
+    let one = records.iter_mut().find(|r| is_defended(r)).unwrap();
+    (one.reached_target, one.steps_to_target) = (true, Some(10));
+    one.utility_loss_before_defense = Some(0.1);
+    one.utility_loss_after_attack = Some(0.1 + 0.7);
+    one.collapsed = Some(true);
+    let collapsed = claims(&records);
+    let row = claim(&collapsed, sweep);
+    assert_eq!(row.verdict, Verdict::Held, "{row:?}");
+    assert_eq!(row.verdict_target_only, Verdict::DidNotHold);
     assert!(
-        claim(&curvature, "Curvature-aware")
-            .setting
-            .contains("muon")
+        row.measured
+            .contains("1 defended run(s) reached the target but collapsed")
     );
+    // Up by less than ln 2: a success either way.
+    let one = records.iter_mut().find(|r| r.collapsed.is_some()).unwrap();
+    one.utility_loss_after_attack = Some(0.1 + 0.6);
+    one.collapsed = Some(false);
+    let kept = claims(&records);
+    assert_eq!(claim(&kept, sweep).verdict, Verdict::DidNotHold);
+    assert_eq!(claim(&kept, sweep).verdict_target_only, Verdict::DidNotHold);
 }
 
 #[test]
@@ -188,17 +236,19 @@ fn specdef_report_writes_a_self_contained_page_and_its_markdown_twin() {
     std::fs::create_dir(&results).unwrap();
     std::fs::write(results.join("runs.jsonl"), REFERENCE).unwrap();
     let out = succeeded(specdef_command(&["report", results.to_str().unwrap()], &[]));
-    assert!(out.contains("9 claims"), "{out}");
+    assert!(out.contains("10 claims"), "{out}");
     let html = std::fs::read_to_string(results.join("report.html")).unwrap();
     let markdown = std::fs::read_to_string(results.join("report.md")).unwrap();
-    assert_eq!(html.matches("<tr><td>PAPER.md").count(), 9);
+    let rows = html.matches("<tr><td>paper: ").count()
+        + html.matches("<tr><td>project hypothesis").count();
+    assert_eq!(rows, 10);
     assert!(html.contains("<svg"), "figures inlined");
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script")
     );
     for c in claims(&reference()) {
         let verdict = format!("**{}**", c.verdict.name());
-        assert!(markdown.contains(&format!("| {} |", c.section)) && markdown.contains(&verdict));
+        assert!(markdown.contains(&format!("| {} |", c.source)) && markdown.contains(&verdict));
     }
     for line in markdown.lines().filter(|l| l.starts_with("![")) {
         let name = line.split('(').nth(1).unwrap().trim_end_matches(')');

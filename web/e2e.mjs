@@ -128,7 +128,7 @@ async function runPage(browser, base, name, { query, results, withoutWebGpu }) {
 }
 
 // The report page: self-contained, so opened from disk; it must render its claims table (one
-// row per claim, five cells each) and its inlined figures without a console error.
+// row per claim, eight cells each) and its inlined figures without a console error.
 async function checkReport(browser, path) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
@@ -143,7 +143,7 @@ async function checkReport(browser, path) {
   await page.goto(`file://${path}`);
   const seen = await page.evaluate(() => ({
     claims: document.querySelectorAll("#claims tbody tr").length,
-    fullRows: [...document.querySelectorAll("#claims tbody tr")].filter((r) => r.cells.length === 5).length,
+    fullRows: [...document.querySelectorAll("#claims tbody tr")].filter((r) => r.cells.length === 8).length,
     figures: document.querySelectorAll("figure svg").length,
   }));
   await page.screenshot({ path: join(out, "report.png"), fullPage: false });

@@ -113,13 +113,16 @@ pub fn window_figure(ui: &mut egui::Ui, records: &[RunRecord]) {
 
 /// The claims table: one row per claim of PAPER.md sections 4 and 5, from the records.
 pub fn claims_table(ui: &mut egui::Ui, records: &[RunRecord]) {
-    ui.label("the paper's claims against these records (as `specdef report` writes them)");
+    ui.label(
+        "the claims against these records (as `specdef report` writes them); a success keeps \
+         utility (the paper's collapse criterion), the verdict without it in brackets",
+    );
     egui::Grid::new("claims")
         .striped(true)
         .num_columns(4)
-        .max_col_width(360.0)
+        .max_col_width(300.0)
         .show(ui, |ui| {
-            for heading in ["claim", "setting", "measured", "verdict"] {
+            for heading in ["verdict", "source, protocol", "claim", "measured"] {
                 ui.strong(heading);
             }
             ui.end_row();
@@ -127,15 +130,20 @@ pub fn claims_table(ui: &mut egui::Ui, records: &[RunRecord]) {
                 let wrapped = |ui: &mut egui::Ui, text: &str| {
                     ui.add(egui::Label::new(egui::RichText::new(text).small()).wrap());
                 };
-                wrapped(ui, &format!("{} ({})", c.claim, c.section));
-                wrapped(ui, &c.setting);
-                wrapped(ui, &c.measured);
                 let colour = match c.verdict {
                     Verdict::Held => egui::Color32::from_rgb(40, 140, 60),
                     Verdict::DidNotHold => egui::Color32::from_rgb(190, 50, 50),
                     Verdict::NotMeasured => ui.visuals().weak_text_color(),
                 };
-                ui.colored_label(colour, c.verdict.name());
+                let verdict = if c.verdict == c.verdict_target_only {
+                    c.verdict.name().to_string()
+                } else {
+                    format!("{} ({})", c.verdict.name(), c.verdict_target_only.name())
+                };
+                ui.colored_label(colour, verdict);
+                wrapped(ui, &format!("{}; {}", c.source, c.protocol.name()));
+                wrapped(ui, &format!("{} ({})", c.claim, c.setting));
+                wrapped(ui, &c.measured);
                 ui.end_row();
             }
         });

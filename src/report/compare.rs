@@ -1,10 +1,11 @@
 //! Comparing two result files run for run: the reproducibility check across platforms. Runs are
 //! matched by what was run (scenario, variant, seed, defence, attack settings), never by what ran
-//! it; each metric then agrees or not within its own tolerance.
+//! it, on the fields both files carry (a file of an older version lacks the later ones; the
+//! report names those left out); each metric then agrees or not within its own tolerance.
 
 use crate::scenario::RunRecord;
 use crate::tolerance::Tolerance;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 /// How close two runs must be. Steps to target are measured at evaluation points, so the band is
@@ -55,56 +56,67 @@ impl CompareSettings {
 pub const OUTCOME_METRICS: [&str; 3] =
     ["reached_target", "steps_to_target", "utility_after_defense"];
 
-/// The identity of a run: everything that defines it, nothing about what computed it. Fields
-/// that older files lack count as their defaults then (the reference hyper-parameters, the
-/// groups the `train_*` flags name plus the later groups, which trained by default).
-fn run_key(r: &RunRecord) -> String {
-    let default_decay = if r.optimizer == "adamw" { 0.01 } else { 0.0 };
-    let hyper = format!(
-        "b1={:e},b2={:e},eps={:e},m={:e},wd={:e}",
-        r.beta1.unwrap_or(0.9),
-        r.beta2.unwrap_or(0.999),
-        r.eps.unwrap_or(1e-8),
-        r.momentum.unwrap_or(0.9),
-        r.weight_decay.unwrap_or(default_decay)
-    );
-    let trainable = if r.trainable.is_empty() {
-        let flags = [
-            (r.train_weights, "weights"),
-            (r.train_biases, "biases"),
-            (r.train_compensation, "compensation"),
-        ];
-        let mut groups: Vec<&str> = flags.iter().filter(|f| f.0).map(|f| f.1).collect();
-        groups.extend(["factors", "injected", "lora"]);
-        groups.join(",")
-    } else {
-        r.trainable.clone()
-    };
-    let groups = match r.optimizer_groups.as_str() {
-        "" => "{}",
-        g => g,
-    };
-    format!(
-        "{}|{}|seed={}|trial={:?}|{}|alpha={:?}|k={:?}|layers={:?}|adaptive={}|task={}|{}|lr={:e}|{}|steps={}|batch={:?}|every={}|target={}|train={trainable}|{hyper}|groups={groups}|second_order={}",
-        r.scenario,
-        r.variant.clone().unwrap_or_default(),
-        r.seed,
-        r.trial,
-        r.defense,
-        r.alpha,
-        r.k,
-        r.layers,
-        r.adaptive.as_deref().unwrap_or_default(),
-        r.task,
-        r.optimizer,
-        r.lr,
-        r.schedule,
-        r.steps,
-        r.batch_size,
-        r.eval_every,
-        r.target_accuracy,
-        r.second_order.as_deref().unwrap_or_default(),
-    )
+/// One field of a run's identity: its value, or None where the record does not carry it (a
+/// file written before the field existed).
+type KeyField = (&'static str, Option<String>);
+
+/// The identity of a run: everything that defines it, nothing about what computed it.
+fn key_fields(r: &RunRecord) -> Vec<KeyField> {
+    fn text<T: std::fmt::Debug>(v: T) -> Option<String> {
+        Some(format!("{v:?}"))
+    }
+    let float = |v: Option<f64>| v.map(|v| format!("{v:e}"));
+    let nonempty = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    vec![
+        ("scenario", text(&r.scenario)),
+        ("variant", text(&r.variant)),
+        ("seed", text(r.seed)),
+        ("trial", text(r.trial)),
+        ("defense", text(&r.defense)),
+        ("compensation_form", r.compensation_form.clone()),
+        ("alpha", text(r.alpha)),
+        ("k", text(r.k)),
+        ("k_per_layer", r.k_per_layer.clone()),
+        ("layers", text(&r.layers)),
+        ("adaptive", text(&r.adaptive)),
+        ("task", text(&r.task)),
+        ("optimizer", text(&r.optimizer)),
+        ("lr", float(Some(r.lr))),
+        ("schedule", text(&r.schedule)),
+        ("steps", text(r.steps)),
+        ("batch_size", text(r.batch_size)),
+        ("eval_every", text(r.eval_every)),
+        ("target_accuracy", float(Some(r.target_accuracy))),
+        (
+            "train_weights, train_biases, train_compensation",
+            text((r.train_weights, r.train_biases, r.train_compensation)),
+        ),
+        ("trainable", nonempty(&r.trainable)),
+        ("beta1", float(r.beta1)),
+        ("beta2", float(r.beta2)),
+        ("eps", float(r.eps)),
+        ("momentum", float(r.momentum)),
+        ("weight_decay", float(r.weight_decay)),
+        ("optimizer_groups", nonempty(&r.optimizer_groups)),
+        ("second_order", r.second_order.clone()),
+    ]
+}
+
+/// The key fields some record of `records` carries.
+fn carried(records: &[RunRecord]) -> BTreeSet<&'static str> {
+    (records.iter())
+        .flat_map(key_fields)
+        .filter_map(|(name, value)| value.map(|_| name))
+        .collect()
+}
+
+/// A run's key over the fields `used`.
+fn run_key(r: &RunRecord, used: &BTreeSet<&'static str>) -> String {
+    (key_fields(r).into_iter())
+        .filter(|(name, _)| used.contains(name))
+        .map(|(name, value)| format!("{name}={}", value.as_deref().unwrap_or("-")))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
 fn short_name(r: &RunRecord) -> String {
@@ -134,6 +146,9 @@ pub struct Comparison {
     pub only_in_first: Vec<String>,
     pub only_in_second: Vec<String>,
     pub duplicates: Vec<String>,
+    /// Key fields only one file carries (one was written before they existed): runs were
+    /// matched without them.
+    pub unused_key_fields: Vec<&'static str>,
     pub metrics: Vec<MetricSummary>,
 }
 
@@ -154,6 +169,14 @@ impl Comparison {
             "comparing {} against {}: {} runs matched\n",
             self.engines.0, self.engines.1, self.matched
         );
+        if !self.unused_key_fields.is_empty() {
+            let _ = writeln!(
+                out,
+                "matched without {}: only one file carries them (it was written by a version \
+                 that records them)",
+                self.unused_key_fields.join(", ")
+            );
+        }
         for (what, names) in [
             ("only in the first file", &self.only_in_first),
             ("only in the second file", &self.only_in_second),
@@ -260,11 +283,12 @@ fn engine_of(records: &[RunRecord]) -> String {
 /// Runs by identity; a run listed twice is noted in `duplicates`.
 fn index_runs<'a>(
     records: &'a [RunRecord],
+    used: &BTreeSet<&'static str>,
     duplicates: &mut Vec<String>,
 ) -> BTreeMap<String, &'a RunRecord> {
     let mut map = BTreeMap::new();
     for r in records {
-        if map.insert(run_key(r), r).is_some() {
+        if map.insert(run_key(r, used), r).is_some() {
             duplicates.push(short_name(r));
         }
     }
@@ -276,10 +300,14 @@ pub fn compare(
     second: &[RunRecord],
     settings: &CompareSettings,
 ) -> Comparison {
+    // Runs match on the key fields both files carry; the others are named in the report.
+    let (in_first, in_second) = (carried(first), carried(second));
+    let used: BTreeSet<&'static str> = in_first.intersection(&in_second).copied().collect();
+    let unused_key_fields = in_first.symmetric_difference(&in_second).copied().collect();
     let mut duplicates = Vec::new();
     let (a, b) = (
-        index_runs(first, &mut duplicates),
-        index_runs(second, &mut duplicates),
+        index_runs(first, &used, &mut duplicates),
+        index_runs(second, &used, &mut duplicates),
     );
     let only = |x: &BTreeMap<String, &RunRecord>, y: &BTreeMap<String, &RunRecord>| {
         x.iter()
@@ -317,6 +345,7 @@ pub fn compare(
         only_in_first: only(&a, &b),
         only_in_second: only(&b, &a),
         duplicates,
+        unused_key_fields,
         metrics,
     }
 }

@@ -17,8 +17,10 @@ pub use config::{
     AdaptiveGrid, AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, MAX_ALPHA,
     MAX_TOTAL_STEPS, MIN_LR, Scenario, SvdPlacement, TrainabilityGrid,
 };
-pub use outcome::{DefenseSummary, LayerSigma, RunError, ScenarioOutcome, layer_sigmas};
-pub use record::{RECORD_SCHEMA, RunRecord, finite};
+pub use outcome::{
+    DefenseSummary, LayerSigma, RunError, ScenarioOutcome, UtilityMeasured, layer_sigmas,
+};
+pub use record::{COLLAPSE_MARGIN, RECORD_SCHEMA, RunRecord, Success, finite, is_collapse};
 pub use record_check::MAX_LR;
 pub use runner::{RunSettings, drive_to_end, run_scenario};
 pub use session::{ScenarioSession, SessionPlan};

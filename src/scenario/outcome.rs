@@ -85,6 +85,16 @@ pub struct ScenarioOutcome {
     pub records: Vec<RunRecord>,
 }
 
+/// The utility test set's accuracy and mean cross-entropy on the released model and after the
+/// attack.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UtilityMeasured {
+    pub accuracy_before_defense: f64,
+    pub loss_before_defense: f64,
+    pub accuracy_after_attack: f64,
+    pub loss_after_attack: f64,
+}
+
 /// The record of one attack run; the function error is the run engine's (the summary's first).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record(
@@ -96,7 +106,7 @@ pub(super) fn record(
     task: super::Task,
     attack: &TrainSettings,
     outcome: TrainOutcome,
-    (utility_before_defense, utility_after_attack): (f64, f64),
+    utility: UtilityMeasured,
     wall_ms: f64,
 ) -> RunRecord {
     let defense = summary.defense.as_ref();
@@ -153,9 +163,15 @@ pub(super) fn record(
         final_harmful_accuracy: outcome.final_accuracy,
         heldout_harmful_accuracy: None,
         final_loss: finite(outcome.final_loss),
-        utility_before_defense,
+        utility_before_defense: utility.accuracy_before_defense,
         utility_after_defense: summary.utility_after_defense,
-        utility_after_attack,
+        utility_after_attack: utility.accuracy_after_attack,
+        utility_loss_before_defense: Some(utility.loss_before_defense),
+        utility_loss_after_attack: finite(utility.loss_after_attack),
+        collapsed: Some(super::is_collapse(
+            utility.loss_before_defense,
+            finite(utility.loss_after_attack),
+        )),
         pretrain_from_cache: None,
         wall_ms,
         loss_curve: outcome

@@ -92,7 +92,41 @@ impl RunRecord {
                 "final_loss = {loss}: a cross-entropy is not negative"
             ));
         }
+        self.validate_collapse()?;
         self.validate_outcome()
+    }
+
+    /// The collapse flag against the utility losses it follows from (all three absent in older
+    /// files).
+    fn validate_collapse(&self) -> Result<(), String> {
+        let (before, after) = (
+            self.utility_loss_before_defense,
+            self.utility_loss_after_attack,
+        );
+        for (field, value) in [
+            ("utility_loss_before_defense", before),
+            ("utility_loss_after_attack", after),
+        ] {
+            if let Some(v) = value
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(format!(
+                    "{field} = {v}: a cross-entropy is a non-negative number"
+                ));
+            }
+        }
+        match (self.collapsed, before) {
+            (None, None) if after.is_none() => Ok(()),
+            (Some(collapsed), Some(before)) if collapsed == super::is_collapse(before, after) => {
+                Ok(())
+            }
+            _ => Err(format!(
+                "collapsed = {:?} disagrees with utility_loss_before_defense = {before:?} and \
+                 utility_loss_after_attack = {after:?} (collapsed: after - before > ln 2, or \
+                 after absent)",
+                self.collapsed
+            )),
+        }
     }
 
     /// The outcome fields against the curves: the run stops at the first evaluation that reaches

@@ -9,12 +9,12 @@
 //! fine-tune, then the model's utility and held-out harmful accuracy from one readback.
 
 use super::cache::PretrainCache;
-use super::outcome::record;
+use super::outcome::{UtilityMeasured, record};
 use super::{
     AttackRun, DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement,
     Target, Task, TaskData, layer_sigmas,
 };
-use crate::attack::{TrainOutcome, TrainSession, TrainSettings, accuracy};
+use crate::attack::{TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy};
 use crate::defense::relative_errors;
 use crate::engine::cpu::{CpuEngine32, CpuEngine64};
 use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
@@ -75,6 +75,8 @@ pub struct ScenarioSession {
     base: Option<HostModel>,
     from_cache: bool,
     utility_before: f64,
+    /// The released model's mean cross-entropy on the utility test set (the collapse baseline).
+    utility_loss_before: f64,
     reference_logits: Vec<f64>,
     /// The model being attacked (defended, and rewritten by the adaptive attacker).
     defended: Option<HostModel>,
@@ -166,6 +168,7 @@ impl ScenarioSession {
             base: None,
             from_cache: false,
             utility_before: f64::NAN,
+            utility_loss_before: f64::NAN,
             reference_logits: Vec::new(),
             defended: None,
             summaries: Vec::new(),
@@ -394,7 +397,9 @@ impl ScenarioSession {
             Stage::BaseUtility { mut eval } => match eval.poll(engine, block)? {
                 None => (Stage::BaseUtility { eval }, false),
                 Some(logits) => {
-                    self.utility_before = accuracy(&logits, &self.data.utility_test.labels);
+                    let labels = &self.data.utility_test.labels;
+                    self.utility_before = accuracy(&logits, labels);
+                    self.utility_loss_before = mean_cross_entropy(&logits, labels);
                     (self.next_defense(), true)
                 }
             },
@@ -514,7 +519,12 @@ impl ScenarioSession {
                     };
                     let classes = logits.len() / (utility.len() + heldout_rows).max(1);
                     let (utility_logits, heldout_logits) = logits.split_at(utility.len() * classes);
-                    let utility_after_attack = accuracy(utility_logits, &utility.labels);
+                    let measured = UtilityMeasured {
+                        accuracy_before_defense: self.utility_before,
+                        loss_before_defense: self.utility_loss_before,
+                        accuracy_after_attack: accuracy(utility_logits, &utility.labels),
+                        loss_after_attack: mean_cross_entropy(utility_logits, &utility.labels),
+                    };
                     let heldout = &self.data.harmful_heldout;
                     let heldout_accuracy = (!heldout_logits.is_empty())
                         .then(|| accuracy(heldout_logits, &heldout.labels));
@@ -530,7 +540,7 @@ impl ScenarioSession {
                         self.current_target().task,
                         &settings,
                         outcome,
-                        (self.utility_before, utility_after_attack),
+                        measured,
                         started.elapsed().as_secs_f64() * 1e3,
                     );
                     finished.pretrain_from_cache = Some(self.from_cache);
