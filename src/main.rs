@@ -380,7 +380,10 @@ fn with_progress<T>(variant: Option<String>, work: impl FnOnce(&mut RunSettings<
         bar.set_length(total as u64);
         bar.set_position(done as u64);
         bar.set_message(what.to_string());
-        let next = what.split(" lr=").next().unwrap_or(what).to_string();
+        // An attack's description ends in its learning rate; the rest names its block.
+        let Some((next, _)) = what.rsplit_once(" lr=") else {
+            return;
+        };
         if bar.is_hidden() && next != block {
             if done > 0 && !block.is_empty() {
                 let elapsed = started.elapsed().as_secs_f64();
@@ -390,7 +393,7 @@ fn with_progress<T>(variant: Option<String>, work: impl FnOnce(&mut RunSettings<
                      finished {block}"
                 );
             }
-            block = next;
+            block = next.to_string();
         }
     };
     // Notes (cache hits, retraining and why) reach stderr even where the bar is hidden (no TTY).

@@ -19,8 +19,9 @@ pub fn tables(records: &[RunRecord], defenses: &[DefenseSummary]) -> String {
         return seed_tables(records);
     }
     let adaptive = report::adaptive_table(records).map_or(String::new(), |t| format!("\n{t}"));
+    let slowdown = report::slowdown_table(records).map_or(String::new(), |t| format!("\n{t}"));
     format!(
-        "{}\n{}{adaptive}\nimmunisation report:\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
+        "{}\n{}{slowdown}{adaptive}\nimmunisation report:\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
         report::main_table(records),
         report::success_window_table(records),
         report::immunisation_table(records),

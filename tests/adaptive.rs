@@ -251,15 +251,20 @@ fn attack_names_parse_and_bad_ones_are_refused_naming_them() {
 
 #[test]
 fn the_builtin_scenario_runs_every_adaptive_attack_and_quick_none() {
+    // The default at alpha 1e4; the whole study at every alpha.
     let main = Scenario::builtin(None).unwrap();
     let labels: Vec<String> = main.targets().iter().map(|t| t.label()).collect();
-    for expected in [
-        "none + lora-weight r=8",
-        "specdef a=1e2 + factorisation p=2",
-        "specdef a=1e4 + fusion",
-        "specdef a=1e4 + injection",
-        "specdef a=1e6 + factorisation p=6",
-        "specdef a=1e6 + lora-fused r=8",
+    let full = Scenario::builtin(Some("full")).unwrap();
+    let whole: Vec<String> = full.targets().iter().map(|t| t.label()).collect();
+    for (labels, expected) in [
+        (&labels, "none + lora-weight r=8"),
+        (&labels, "specdef a=1e4 + fusion"),
+        (&labels, "specdef a=1e4 + injection"),
+        (&labels, "specdef a=1e4 + factorisation p=4"),
+        (&labels, "specdef a=1e4 + lora-fused r=8"),
+        (&whole, "specdef a=1e2 + factorisation p=2"),
+        (&whole, "specdef a=1e6 + factorisation p=6"),
+        (&whole, "specdef a=1e6 + lora-fused r=8"),
     ] {
         assert!(
             labels.iter().any(|l| l == expected),

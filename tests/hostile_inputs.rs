@@ -134,8 +134,8 @@ fn bad_scenario_fields_are_refused_before_any_work_naming_the_field() {
         (
             "zero eval interval",
             scenario_with(
-                "steps = 300\neval_every = 10",
-                "steps = 300\neval_every = 0",
+                "steps = 300\neval_every = 10\n",
+                "steps = 300\neval_every = 0\n",
             ),
             &["attack.eval_every", "at least 1"],
         ),

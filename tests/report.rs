@@ -239,8 +239,7 @@ fn specdef_report_writes_a_self_contained_page_and_its_markdown_twin() {
     assert!(out.contains("10 claims"), "{out}");
     let html = std::fs::read_to_string(results.join("report.html")).unwrap();
     let markdown = std::fs::read_to_string(results.join("report.md")).unwrap();
-    let rows = html.matches("<tr><td>paper: ").count()
-        + html.matches("<tr><td>project hypothesis").count();
+    let rows = html.matches("<tr><td>paper: ").count() + html.matches("<tr><td>project").count();
     assert_eq!(rows, 10);
     assert!(html.contains("<svg"), "figures inlined");
     assert!(
@@ -309,4 +308,63 @@ fn the_attackers_search_is_the_expected_best_over_random_orders() {
         assert_eq!(s.trials_to_success, expected);
     }
     assert_eq!(searches(&records, 0), all, "seeded: the same orders");
+}
+
+/// The paper's table shows the defended model at the undefended model's working rates, and the
+/// steps ratio follows the fastest successes; a collapsed success is no success in either.
+#[test]
+fn the_slowdown_tables_follow_the_records() {
+    let mut records = reference();
+    let table = report::slowdown_table(&records).unwrap();
+    assert!(table.contains("the paper's table"), "{table}");
+    // The undefended SGD window's rates are the columns; make the defended model succeed at the
+    // first in 40 steps where the undefended model took its own steps.
+    let (free_steps, lr) = (records.iter())
+        .filter(|r| r.alpha.is_none() && r.optimizer == "sgd")
+        .filter_map(|r| Some((r.steps_to_success()?, r.lr)))
+        .min_by_key(|p| p.0)
+        .unwrap();
+    for r in records
+        .iter_mut()
+        .filter(|r| is_defended(r) && r.optimizer == "sgd")
+    {
+        (
+            r.reached_target,
+            r.steps_to_target,
+            r.diverged,
+            r.diverged_at,
+        ) = (false, None, false, None);
+    }
+    let never = report::slowdown_table(&records).unwrap();
+    let sgd_ratio = |table: &str| {
+        (table.lines())
+            .rfind(|l| l.starts_with("sgd "))
+            .unwrap()
+            .to_string()
+    };
+    assert!(sgd_ratio(&never).contains("never"), "{never}");
+    let run = (records.iter_mut())
+        .find(|r| is_defended(r) && r.optimizer == "sgd" && r.lr == lr)
+        .unwrap();
+    (run.reached_target, run.steps_to_target, run.steps_run) = (true, Some(40), 40);
+    run.collapsed = Some(false);
+    let slowed = report::slowdown_table(&records).unwrap();
+    let expected = format!("{:.2}x (40 @{lr:.0e})", 40.0 / free_steps as f64);
+    assert!(
+        sgd_ratio(&slowed).contains(&expected),
+        "{expected} in {slowed}"
+    );
+    run_collapses(&mut records, lr);
+    assert!(sgd_ratio(&report::slowdown_table(&records).unwrap()).contains("never"));
+}
+
+fn run_collapses(records: &mut [RunRecord], lr: f64) {
+    let run = (records.iter_mut())
+        .find(|r| is_defended(r) && r.optimizer == "sgd" && r.lr == lr)
+        .unwrap();
+    (
+        run.utility_loss_before_defense,
+        run.utility_loss_after_attack,
+    ) = (Some(0.1), None);
+    run.collapsed = Some(true);
 }

@@ -9,7 +9,7 @@ use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine::cpu::CpuEngine32;
 use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec, Trainable, file};
 use specdef::report::{self, success_windows};
-use specdef::scenario::{RunRecord, Scenario, ScenarioSession};
+use specdef::scenario::{RunRecord, Scenario, ScenarioSession, Success};
 
 #[test]
 fn the_builtin_scenario_and_its_quick_variant_parse() {
@@ -23,20 +23,44 @@ fn the_builtin_scenario_and_its_quick_variant_parse() {
         "one lr per decade from 1e-10 to 1"
     );
     assert_eq!(full.attack.lr_grid.values()[0], 1e-10);
-    let labels: Vec<String> = (full.defense.defenses().iter())
-        .map(|d| d.as_ref().map_or("none".to_string(), SpecDef::label))
-        .collect();
+    let labels = |scenario: &Scenario| -> Vec<String> {
+        (scenario.defense.defenses().iter())
+            .map(|d| d.as_ref().map_or("none".to_string(), SpecDef::label))
+            .collect()
+    };
     assert_eq!(
-        labels,
+        labels(&full),
+        [
+            "none",
+            "specdef a=1e3",
+            "specdef a=1e4",
+            "specdef a=1e6",
+            "specdef-ablation a=1e4"
+        ],
+        "undefended, the paper's alphas, and the ablation without C"
+    );
+    // The paper's setting by default; the earlier one kept as `first-order`.
+    assert_eq!(full.release.name(), "relearning");
+    assert_eq!(
+        quick.release.name(),
+        "new-classes",
+        "the device check's reference"
+    );
+    let earlier = Scenario::builtin(Some("first-order")).unwrap();
+    assert_eq!(earlier.release.name(), "new-classes");
+    assert_eq!(
+        labels(&earlier),
         [
             "none",
             "specdef a=1e2",
             "specdef a=1e4",
             "specdef a=1e6",
             "specdef-thin a=1e4"
-        ],
-        "undefended, three alphas, and the thin form at 1e4"
+        ]
     );
+    let whole = Scenario::builtin(Some("full")).unwrap();
+    assert!(whole.attack.optimizers.contains(&OptimizerKind::NewtonCg));
+    assert!(!full.attack.optimizers.contains(&OptimizerKind::NewtonCg));
     assert_eq!(quick.defense.defenses().len(), 2, "undefended and 1e4 only");
     // The variant replaces only what it names: of the data, the held-out share (none).
     assert_eq!(quick.data.harmful_classes, full.data.harmful_classes);
@@ -108,8 +132,9 @@ fn scenario_errors_name_the_field() {
     let err = Scenario::parse(&unknown_group, None, "bad.toml").unwrap_err();
     assert!(err.contains("gates"), "{err}");
 
+    // The thin form is in the whole study's extra defences.
     let bad_extra = base.replace("compensation = \"thin\"", "compensation = \"half\"");
-    let err = Scenario::parse(&bad_extra, None, "bad.toml").unwrap_err();
+    let err = Scenario::parse(&bad_extra, Some("full"), "bad.toml").unwrap_err();
     assert!(err.contains("half"), "{err}");
 
     let err = Scenario::parse("name = ", None, "bad.toml").unwrap_err();
@@ -261,6 +286,44 @@ fn check_quick_outcome(records: &[RunRecord]) {
     // The records survive a trip through the JSON-lines file format.
     let text = report::to_json_lines(records).unwrap();
     assert_eq!(report::from_json_lines(&text).unwrap().len(), records.len());
+}
+
+/// The relearning setting on the quick model: pretrained on every digit, the harmful ones then
+/// suppressed to about chance while utility stays; the records say so, and a defended run that
+/// relearns while losing utility is marked collapsed.
+#[test]
+fn the_relearning_setting_suppresses_then_the_attacker_relearns() {
+    let mut scenario = Scenario::builtin(Some("quick")).unwrap();
+    scenario.release = Scenario::builtin(None).unwrap().release;
+    scenario.attack.optimizers = vec![OptimizerKind::Adam];
+    let records = run_quietly(&mut CpuEngine32::new(), &scenario, None).records;
+    assert_eq!(records.len(), 2 * 7);
+    for r in &records {
+        assert_eq!(r.release.as_deref(), Some("relearning"));
+        let suppressed = r.harmful_accuracy_released.unwrap();
+        assert!(
+            suppressed <= 0.35,
+            "harmful accuracy {suppressed} after suppression"
+        );
+        assert!(
+            r.utility_before_defense >= 0.9,
+            "utility {}",
+            r.utility_before_defense
+        );
+        let (before, after) = (
+            r.utility_loss_before_defense.unwrap(),
+            r.utility_loss_after_attack,
+        );
+        assert_eq!(
+            r.collapsed,
+            Some(specdef::scenario::is_collapse(before, after))
+        );
+    }
+    // Undefended Adam relearns somewhere keeping utility.
+    assert!(
+        (records.iter()).any(|r| r.alpha.is_none() && r.succeeded(Success::KeepingUtility)),
+        "undefended Adam relearned nowhere"
+    );
 }
 
 #[test]

@@ -18,10 +18,11 @@ pub type Figure = (String, String);
 /// says it at a glance), then steps to target, then the loss curves.
 fn ordered(figures: &[Figure]) -> Vec<&Figure> {
     let rank = |name: &str| match name {
-        "success_windows.svg" => 0,
-        "best_attack_vs_trials.svg" => 1,
-        "steps_to_target.svg" => 2,
-        _ => 3,
+        "slowdown.svg" => 0,
+        "success_windows.svg" => 1,
+        "best_attack_vs_trials.svg" => 2,
+        "steps_to_target.svg" => 3,
+        _ => 4,
     };
     let mut out: Vec<&Figure> = figures.iter().collect();
     out.sort_by_key(|(name, _)| rank(name));
@@ -76,6 +77,9 @@ fn text_sections(records: &[RunRecord]) -> Vec<(&'static str, String)> {
         ("Main table", main_table(records)),
         ("Success windows", success_window_table(records)),
     ];
+    if let Some(slowdown) = super::slowdown_table(records) {
+        sections.push(("Slowdown: the paper's table and the steps ratio", slowdown));
+    }
     if let Some(adaptive) = adaptive_table(records) {
         sections.push(("Adaptive attacks and their overhead", adaptive));
     }

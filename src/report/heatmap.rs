@@ -21,7 +21,7 @@ fn shade(fraction: f64) -> RGBColor {
 /// The cell of a group of runs: the median steps (None where most missed) and the count reached.
 fn cell(runs: &[&RunRecord]) -> (Option<f64>, usize) {
     let steps: Vec<f64> = (runs.iter())
-        .map(|r| r.steps_to_target.map_or(f64::INFINITY, |s| s as f64))
+        .map(|r| r.steps_to_success().map_or(f64::INFINITY, |s| s as f64))
         .collect();
     let reached = steps.iter().filter(|s| s.is_finite()).count();
     (median(&steps).filter(|m| m.is_finite()), reached)

@@ -83,7 +83,7 @@ pub fn immunisation_table(records: &[RunRecord]) -> String {
         );
     }
     out.push_str(
-        "resistance and trainability: learning rates that reached the target (fewest steps); \
+        "resistance and trainability: learning rates that succeeded, reaching the target and keeping utility (fewest steps); \
          benign task: the utility digits mirrored, target on their mirrored held-out images\n",
     );
     out

@@ -15,6 +15,9 @@ pub mod plots;
 pub mod seeds;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sigma_plot;
+mod slowdown;
+#[cfg(not(target_arch = "wasm32"))]
+mod slowdown_plot;
 mod table;
 pub mod trials;
 #[cfg(not(target_arch = "wasm32"))]
@@ -27,6 +30,7 @@ pub use crate::atomic_file::write_atomically;
 pub use adaptive_table::adaptive_table;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
 pub use immunisation::immunisation_table;
+pub use slowdown::{SlowdownPoint, slowdown_points, slowdown_table};
 pub use trials::trials_table;
 pub use utility_bound::{EPSILONS, strongest_within, utility_bound_table};
 
@@ -71,7 +75,7 @@ pub fn fastest_run<'a>(
     };
     let fastest = runs
         .iter()
-        .filter_map(|&r| Some((r.steps_to_target?, r)))
+        .filter_map(|&r| Some((r.steps_to_success()?, r)))
         .min_by(|(steps_a, a), (steps_b, b)| {
             steps_a.cmp(steps_b).then(loss(a).total_cmp(&loss(b)))
         });

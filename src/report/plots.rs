@@ -45,6 +45,14 @@ pub fn render_all(records: &[RunRecord]) -> Figures {
         one("steps_to_target.svg", steps_to_target(records)),
     );
     add(
+        "slowdown.svg",
+        super::slowdown_plot::slowdown_figure(records).map(|svg| {
+            svg.map(|s| ("slowdown.svg".to_string(), s))
+                .into_iter()
+                .collect()
+        }),
+    );
+    add(
         "success_windows.svg",
         one(
             "success_windows.svg",
@@ -194,7 +202,7 @@ pub fn loss_curves(records: &[RunRecord]) -> Result<Vec<(String, String)>, PlotE
 }
 
 /// `steps_to_target.svg`: one series per defence and optimiser; learning rates that never
-/// reached the target are left out.
+/// succeeded (reached the target keeping utility) are left out.
 pub fn steps_to_target(records: &[RunRecord]) -> Result<String, PlotError> {
     let mut svg = String::new();
     let lrs: Vec<f64> = records.iter().map(|r| r.lr).collect();
@@ -207,7 +215,7 @@ pub fn steps_to_target(records: &[RunRecord]) -> Result<String, PlotError> {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "steps to the harmful target against learning rate",
+                "steps to the harmful target (utility kept) against learning rate",
                 ("sans-serif", 22),
             )
             .margin(16)
@@ -232,7 +240,7 @@ pub fn steps_to_target(records: &[RunRecord]) -> Result<String, PlotError> {
             let points: Vec<(f64, f64)> = records
                 .iter()
                 .filter(|r| &r.defense_label() == defense && &r.optimizer == optimizer)
-                .filter_map(|r| r.steps_to_target.map(|s| (r.lr, s as f64)))
+                .filter_map(|r| r.steps_to_success().map(|s| (r.lr, s as f64)))
                 .collect();
             if points.is_empty() {
                 continue;

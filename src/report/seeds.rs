@@ -6,7 +6,7 @@
 //! in at least one.
 
 use super::distinct;
-use crate::scenario::RunRecord;
+use crate::scenario::{RunRecord, Success};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write;
@@ -101,6 +101,7 @@ pub fn seed_rows(records: &[RunRecord]) -> Vec<SeedRow> {
         let best: Vec<Option<usize>> = (seeds.iter())
             .map(|&s| {
                 (runs.iter().filter(|r| r.seed == s))
+                    .filter(|r| r.succeeded(Success::KeepingUtility))
                     .filter_map(|r| r.steps_to_target)
                     .min()
             })
@@ -113,7 +114,9 @@ pub fn seed_rows(records: &[RunRecord]) -> Vec<SeedRow> {
         let trials = distinct(runs.iter().map(|r| (r.trial, r.lr.to_bits())));
         let reached_in = |trial: &(Option<usize>, u64)| {
             (runs.iter())
-                .filter(|r| (r.trial, r.lr.to_bits()) == *trial && r.reached_target)
+                .filter(|r| {
+                    (r.trial, r.lr.to_bits()) == *trial && r.succeeded(Success::KeepingUtility)
+                })
                 .count()
         };
         let lrs = |wanted: &dyn Fn(usize) -> bool| {
@@ -218,7 +221,7 @@ pub fn seed_grid_table(records: &[RunRecord]) -> String {
                 .collect();
             let steps: Vec<f64> = runs
                 .iter()
-                .filter_map(|r| r.steps_to_target)
+                .filter_map(|r| r.steps_to_success())
                 .map(|s| s as f64)
                 .collect();
             let text = match (runs.len(), median(&steps)) {

@@ -3,12 +3,17 @@
 //! not reached in N steps, `div@N` when training diverged at step N).
 
 use super::distinct;
-use crate::scenario::{DefenseSummary, RunRecord};
+use crate::scenario::{DefenseSummary, RunRecord, Success};
 use std::fmt::Write;
 
-fn cell(r: &RunRecord) -> String {
+/// A main-table cell: `steps/accuracy`, `Nc/acc` (collapsed), `>N/acc` or `div@N`.
+pub(super) fn cell(r: &RunRecord) -> String {
     if let Some(step) = r.diverged_at {
         format!("div@{step}")
+    } else if let Some(step) = r.steps_to_target
+        && !r.succeeded(Success::KeepingUtility)
+    {
+        format!("{step}c/{:.2}", r.final_harmful_accuracy)
     } else if let Some(step) = r.steps_to_target {
         format!("{step}/{:.2}", r.final_harmful_accuracy)
     } else {
@@ -62,13 +67,15 @@ pub fn main_table(records: &[RunRecord]) -> String {
         out.push('\n');
     }
     out.push_str(
-        "cells: steps to target/harmful accuracy; >N: target not reached in N steps; div@N: diverged at step N\n\
+        "cells: steps to target/harmful accuracy; >N: target not reached in N steps; div@N: diverged at step N;\n\
+         Nc: reached the target at step N but collapsed (utility cross-entropy up by more than ln 2: no success)\n\
          util0: utility before the defence; util1: after it (held-out utility-task accuracy)\n",
     );
     out
 }
 
-/// The lowest and highest learning rate that reached the target, per defence and optimiser.
+/// The lowest and highest learning rate that succeeded (reached the target and kept utility),
+/// per defence and optimiser.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SuccessWindow {
     pub defense: String,
@@ -76,6 +83,8 @@ pub struct SuccessWindow {
     pub lowest: Option<f64>,
     pub highest: Option<f64>,
     pub fewest_steps: Option<usize>,
+    /// Runs that reached the target but collapsed: not in the window.
+    pub collapsed: usize,
 }
 
 pub fn success_windows(records: &[RunRecord]) -> Vec<SuccessWindow> {
@@ -86,13 +95,13 @@ pub fn success_windows(records: &[RunRecord]) -> Vec<SuccessWindow> {
     )
     .into_iter()
     .map(|(defense, optimizer)| {
-        let reached: Vec<&RunRecord> = records
-            .iter()
-            .filter(|r| {
-                r.defense_label() == defense && r.optimizer == optimizer && r.reached_target
-            })
+        let runs =
+            (records.iter()).filter(|r| r.defense_label() == defense && r.optimizer == optimizer);
+        let reached: Vec<&RunRecord> = (runs.clone())
+            .filter(|r| r.succeeded(Success::KeepingUtility))
             .collect();
         SuccessWindow {
+            collapsed: runs.filter(|r| r.reached_target).count() - reached.len(),
             lowest: reached.iter().map(|r| r.lr).reduce(f64::min),
             highest: reached.iter().map(|r| r.lr).reduce(f64::max),
             fewest_steps: reached.iter().filter_map(|r| r.steps_to_target).min(),
@@ -107,8 +116,8 @@ pub fn success_window_table(records: &[RunRecord]) -> String {
     let windows = success_windows(records);
     let width = label_width(windows.iter().map(|w| (w.defense.clone(), ())));
     let mut out = format!(
-        "{:<width$} {:<10} {:>21} {:>12}\n",
-        "defence", "optimizer", "success window (lr)", "best steps"
+        "{:<width$} {:<10} {:>21} {:>12} {:>10}\n",
+        "defence", "optimizer", "success window (lr)", "best steps", "collapsed"
     );
     for w in windows {
         let window = match (w.lowest, w.highest) {
@@ -118,10 +127,14 @@ pub fn success_window_table(records: &[RunRecord]) -> String {
         let steps = w.fewest_steps.map_or("-".to_string(), |s| s.to_string());
         let _ = writeln!(
             out,
-            "{:<width$} {:<10} {window:>21} {steps:>12}",
-            w.defense, w.optimizer
+            "{:<width$} {:<10} {window:>21} {steps:>12} {:>10}",
+            w.defense, w.optimizer, w.collapsed
         );
     }
+    out.push_str(
+        "a success reaches the target and keeps utility (the paper's collapse criterion); \
+         collapsed: runs that reached it without\n",
+    );
     out
 }
 

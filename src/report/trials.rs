@@ -5,7 +5,7 @@
 //! the attacker search longer shows here and nowhere else.
 
 use super::distinct;
-use crate::scenario::RunRecord;
+use crate::scenario::{RunRecord, Success};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -40,7 +40,7 @@ pub fn searches(records: &[RunRecord], seed: u64) -> Vec<Search> {
                 .map(|r| r.final_harmful_accuracy)
                 .collect();
             let successes = (plain.iter())
-                .filter(|r| r.defense_label() == defense && r.reached_target)
+                .filter(|r| r.defense_label() == defense && r.succeeded(Success::KeepingUtility))
                 .count();
             let n = scores.len();
             let mut rng = ChaCha8Rng::seed_from_u64(seed);

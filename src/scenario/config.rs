@@ -7,7 +7,7 @@ use crate::attack::{
 };
 use crate::defense::{CompensationForm, LayerSelection, SpecDef};
 use crate::model::{ModelSpec, ParamGroup, Trainable};
-use crate::scenario::MAX_LR;
+use crate::scenario::{MAX_LR, Release};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -43,8 +43,13 @@ pub struct Scenario {
     pub seed: u64,
     pub data: DataConfig,
     pub model: ModelSpec,
-    /// How the released model is trained on the utility task.
+    /// How the released model is trained: on the utility task, or on every class before the
+    /// suppression step of `release`.
     pub pretrain: TrainSettings,
+    /// What the released model knew of the harmful task: never learned (`new-classes`, where
+    /// absent) or learned and suppressed (`[release.relearning]`, the paper's setting).
+    #[serde(default, skip_serializing_if = "Release::is_new_classes")]
+    pub release: Release,
     pub defense: DefenseGrid,
     pub attack: AttackGrid,
     /// The adaptive attacker's rewrites (none unless the file asks).
@@ -462,6 +467,9 @@ impl Scenario {
             ));
         }
         self.pretrain.validate("pretrain")?;
+        if let Some(suppression) = self.release.suppression() {
+            suppression.validate("release.relearning")?;
+        }
         let grid = &self.attack.lr_grid;
         let finite = grid.from.is_finite() && grid.to.is_finite();
         if !(finite && grid.from > 0.0 && grid.to >= grid.from && grid.per_decade > 0) {

@@ -6,6 +6,7 @@ mod config;
 mod outcome;
 mod record;
 mod record_check;
+mod release;
 mod runner;
 mod session;
 mod targets;
@@ -22,6 +23,7 @@ pub use outcome::{
 };
 pub use record::{COLLAPSE_MARGIN, RECORD_SCHEMA, RunRecord, Success, finite, is_collapse};
 pub use record_check::MAX_LR;
+pub use release::{Release, suppression_set};
 pub use runner::{RunSettings, drive_to_end, run_scenario};
 pub use session::{ScenarioSession, SessionPlan};
 pub use targets::{Target, Task};

@@ -163,6 +163,8 @@ pub(super) fn record(
         final_harmful_accuracy: outcome.final_accuracy,
         heldout_harmful_accuracy: None,
         final_loss: finite(outcome.final_loss),
+        release: None,
+        harmful_accuracy_released: None,
         utility_before_defense: utility.accuracy_before_defense,
         utility_after_defense: summary.utility_after_defense,
         utility_after_attack: utility.accuracy_after_attack,

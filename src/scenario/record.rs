@@ -99,6 +99,14 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heldout_harmful_accuracy: Option<f64>,
     pub final_loss: Option<f64>,
+    /// What the released model knew of the harmful task: `new-classes` (never learned) or
+    /// `relearning` (learned, then suppressed); absent in older files (new-classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// The released (undefended) model's harmful test accuracy before any defence or attack:
+    /// the paper's WMDP-bio 0.2 before the attack. Absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harmful_accuracy_released: Option<f64>,
     pub utility_before_defense: f64,
     pub utility_after_defense: f64,
     pub utility_after_attack: f64,
@@ -145,6 +153,13 @@ impl RunRecord {
         self.reached_target && (criterion == Success::TargetOnly || self.collapsed != Some(true))
     }
 
+    /// The steps to the target of a run that succeeded under the paper's criterion (what the
+    /// figures and tables of steps show); None for a collapsed one.
+    pub fn steps_to_success(&self) -> Option<usize> {
+        self.steps_to_target
+            .filter(|_| self.succeeded(Success::KeepingUtility))
+    }
+
     /// `none`, `specdef a=1e4` or `specdef-ablation a=1e4`, then the adaptive attacker's
     /// rewrite where there is one (`specdef a=1e4 + fusion`): how tables and plots name the
     /// model that was fine-tuned.
@@ -171,7 +186,7 @@ impl RunRecord {
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,trial,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,k_per_layer,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,utility_before_defense,utility_after_defense,utility_after_attack,utility_loss_before_defense,utility_loss_after_attack,collapsed,pretrain_from_cache,wall_ms"
+        "schema,crate_version,scenario,variant,seed,trial,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,k_per_layer,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,release,harmful_accuracy_released,utility_before_defense,utility_after_defense,utility_after_attack,utility_loss_before_defense,utility_loss_after_attack,collapsed,pretrain_from_cache,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -235,6 +250,8 @@ impl RunRecord {
             self.final_harmful_accuracy.to_string(),
             opt(self.heldout_harmful_accuracy),
             opt(self.final_loss),
+            text(self.release.as_deref().unwrap_or_default()),
+            opt(self.harmful_accuracy_released),
             self.utility_before_defense.to_string(),
             self.utility_after_defense.to_string(),
             self.utility_after_attack.to_string(),

@@ -38,6 +38,13 @@ impl RunRecord {
                 ));
             }
         }
+        if let Some(release) = &self.release
+            && !["new-classes", "relearning"].contains(&release.as_str())
+        {
+            return Err(format!(
+                "release = {release:?}: expected \"new-classes\" or \"relearning\""
+            ));
+        }
         if !(self.lr.is_finite() && self.lr > 0.0 && self.lr <= MAX_LR) {
             return Err(format!("lr = {}: must be in (0, {MAX_LR:e}]", self.lr));
         }
@@ -65,6 +72,7 @@ impl RunRecord {
             ("target_accuracy", Some(self.target_accuracy)),
             ("final_harmful_accuracy", Some(self.final_harmful_accuracy)),
             ("heldout_harmful_accuracy", self.heldout_harmful_accuracy),
+            ("harmful_accuracy_released", self.harmful_accuracy_released),
             ("utility_before_defense", Some(self.utility_before_defense)),
             ("utility_after_defense", Some(self.utility_after_defense)),
             ("utility_after_attack", Some(self.utility_after_attack)),

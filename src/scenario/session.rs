@@ -11,8 +11,8 @@
 use super::cache::PretrainCache;
 use super::outcome::{UtilityMeasured, record};
 use super::{
-    AttackRun, DefenseSummary, RunError, RunRecord, Scenario, ScenarioOutcome, SvdPlacement,
-    Target, Task, TaskData, layer_sigmas,
+    AttackRun, DefenseSummary, Release, RunError, RunRecord, Scenario, ScenarioOutcome,
+    SvdPlacement, Target, Task, TaskData, layer_sigmas,
 };
 use crate::attack::{TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy};
 use crate::defense::relative_errors;
@@ -25,6 +25,11 @@ use web_time::Instant;
 
 enum Stage {
     Pretrain {
+        device: Owned<DeviceModel>,
+        session: TrainSession,
+    },
+    /// Relearning only: the harmful classes suppressed after pretraining (`release.rs`).
+    Suppress {
         device: Owned<DeviceModel>,
         session: TrainSession,
     },
@@ -77,6 +82,8 @@ pub struct ScenarioSession {
     utility_before: f64,
     /// The released model's mean cross-entropy on the utility test set (the collapse baseline).
     utility_loss_before: f64,
+    /// The released model's harmful test accuracy (the paper's 0.2 before the attack).
+    harmful_before: f64,
     reference_logits: Vec<f64>,
     /// The model being attacked (defended, and rewritten by the adaptive attacker).
     defended: Option<HostModel>,
@@ -143,7 +150,7 @@ impl ScenarioSession {
         let targets = scenario.targets();
         assert_eq!(plan.runs.len(), targets.len(), "one run list per target");
         let info = engine.info();
-        let key = format!(
+        let mut key = format!(
             "{}|{}|{}|{}|{}|{}",
             env!("CARGO_PKG_VERSION"),
             info.engine,
@@ -152,6 +159,13 @@ impl ScenarioSession {
             serde_json::to_string(&scenario.pretrain).unwrap_or_default(),
             scenario.seed
         );
+        // Only where there is a suppression step, so new-classes keys stay as they were.
+        if !scenario.release.is_new_classes() {
+            key.push_str(&format!(
+                "|release={}",
+                serde_json::to_string(&scenario.release).unwrap_or_default()
+            ));
+        }
         let cache = cache_dir.map(|dir| PretrainCache::new(&dir, key));
         let mut session = Self {
             data: TaskData::load(scenario)?,
@@ -169,6 +183,7 @@ impl ScenarioSession {
             from_cache: false,
             utility_before: f64::NAN,
             utility_loss_before: f64::NAN,
+            harmful_before: f64::NAN,
             reference_logits: Vec::new(),
             defended: None,
             summaries: Vec::new(),
@@ -178,17 +193,22 @@ impl ScenarioSession {
         session.stage = match session.cached_model() {
             Some(model) => session.released(engine, model)?,
             None => {
-                session
-                    .notes
-                    .push("pretraining the released model on the utility task".to_string());
+                session.notes.push(match scenario.release {
+                    Release::NewClasses => {
+                        "pretraining the released model on the utility task".to_string()
+                    }
+                    Release::Relearning(_) => "pretraining the released model on the utility \
+                                               and harmful tasks (then suppressing the harmful one)"
+                        .to_string(),
+                });
                 let host = HostModel::init(&scenario.model, scenario.seed);
                 let device = DeviceModel::upload(engine, &host)?;
                 let train = &session.data;
                 let session_train = TrainSession::start(
                     engine,
                     &device,
-                    &train.utility_train,
-                    &train.utility_test,
+                    &train.release_train,
+                    &train.release_test,
                     &scenario.pretrain,
                     scenario.seed,
                 )?;
@@ -210,9 +230,12 @@ impl ScenarioSession {
 
     /// The released model is known: measure its utility next.
     fn released(&mut self, engine: &mut dyn Engine, model: HostModel) -> Result<Stage, RunError> {
-        let inputs = &self.data.utility_test.inputs;
-        self.reference_logits = predict(&mut CpuEngine64::new(), &model, inputs)?;
-        let eval = PendingPredict::start(engine, &model, inputs)?;
+        let utility = &self.data.utility_test.inputs;
+        self.reference_logits = predict(&mut CpuEngine64::new(), &model, utility)?;
+        // The utility test set, then the harmful one: what the released model knows of each.
+        let mut inputs = utility.clone();
+        inputs.extend_from_slice(&self.data.harmful_test.inputs);
+        let eval = PendingPredict::start(engine, &model, &inputs)?;
         self.base = Some(model);
         Ok(Stage::BaseUtility { eval })
     }
@@ -237,6 +260,12 @@ impl ScenarioSession {
             Stage::Pretrain { session, .. } => {
                 format!("pretraining, step {}", session.outcome().steps_run)
             }
+            Stage::Suppress { session, .. } => {
+                format!(
+                    "suppressing the harmful task, step {}",
+                    session.outcome().steps_run
+                )
+            }
             Stage::Download { .. } | Stage::BaseUtility { .. } => {
                 "measuring the released model".to_string()
             }
@@ -259,9 +288,9 @@ impl ScenarioSession {
     /// The loss curve of the training run in progress (pretraining or an attack), for live plots.
     pub fn live_loss_curve(&self) -> Option<&[(usize, f64)]> {
         match &self.stage {
-            Stage::Pretrain { session, .. } | Stage::Attack { session, .. } => {
-                Some(&session.outcome().loss_curve)
-            }
+            Stage::Pretrain { session, .. }
+            | Stage::Suppress { session, .. }
+            | Stage::Attack { session, .. } => Some(&session.outcome().loss_curve),
             _ => None,
         }
     }
@@ -371,13 +400,55 @@ impl ScenarioSession {
                 mut session,
             } => {
                 let moved = drive(&mut session, engine, block)?;
-                if session.is_finished() {
-                    session.finish();
-                    let ticket = device.begin_download(engine)?;
-                    (Stage::Download { device, ticket }, true)
-                } else {
-                    (Stage::Pretrain { device, session }, moved)
+                if !session.is_finished() {
+                    return Ok((Stage::Pretrain { device, session }, moved));
                 }
+                let outcome = session.finish();
+                self.notes.push(format!(
+                    "pretrained for {} steps: accuracy {:.3} on the {}",
+                    outcome.steps_run,
+                    outcome.final_accuracy,
+                    match self.scenario.release {
+                        Release::NewClasses => "utility test set",
+                        Release::Relearning(_) => "utility and harmful test sets",
+                    }
+                ));
+                match (
+                    self.scenario.release.suppression(),
+                    &self.data.suppression_train,
+                ) {
+                    (Some(settings), Some(train)) => {
+                        let session = TrainSession::start(
+                            engine,
+                            &device,
+                            train,
+                            &self.data.utility_test,
+                            settings,
+                            self.scenario.seed,
+                        )?;
+                        (Stage::Suppress { device, session }, true)
+                    }
+                    _ => {
+                        let ticket = device.begin_download(engine)?;
+                        (Stage::Download { device, ticket }, true)
+                    }
+                }
+            }
+            Stage::Suppress {
+                device,
+                mut session,
+            } => {
+                let moved = drive(&mut session, engine, block)?;
+                if !session.is_finished() {
+                    return Ok((Stage::Suppress { device, session }, moved));
+                }
+                let outcome = session.finish();
+                self.notes.push(format!(
+                    "suppressed the harmful task for {} steps: utility accuracy {:.3}",
+                    outcome.steps_run, outcome.final_accuracy
+                ));
+                let ticket = device.begin_download(engine)?;
+                (Stage::Download { device, ticket }, true)
             }
             Stage::Download { device, mut ticket } => {
                 match take_read(engine, &mut ticket, block)? {
@@ -398,8 +469,18 @@ impl ScenarioSession {
                 None => (Stage::BaseUtility { eval }, false),
                 Some(logits) => {
                     let labels = &self.data.utility_test.labels;
-                    self.utility_before = accuracy(&logits, labels);
-                    self.utility_loss_before = mean_cross_entropy(&logits, labels);
+                    let rows = labels.len() + self.data.harmful_test.len();
+                    let classes = logits.len() / rows.max(1);
+                    let (utility, harmful) = logits.split_at(labels.len() * classes);
+                    self.utility_before = accuracy(utility, labels);
+                    self.utility_loss_before = mean_cross_entropy(utility, labels);
+                    self.harmful_before = accuracy(harmful, &self.data.harmful_test.labels);
+                    self.notes.push(format!(
+                        "released model: utility accuracy {:.3}, harmful accuracy {:.3} ({})",
+                        self.utility_before,
+                        self.harmful_before,
+                        self.scenario.release.name()
+                    ));
                     (self.next_defense(), true)
                 }
             },
@@ -544,6 +625,8 @@ impl ScenarioSession {
                         started.elapsed().as_secs_f64() * 1e3,
                     );
                     finished.pretrain_from_cache = Some(self.from_cache);
+                    finished.harmful_accuracy_released = Some(self.harmful_before);
+                    finished.release = Some(self.scenario.release.name().to_string());
                     finished.heldout_harmful_accuracy = heldout_accuracy;
                     finished.trial = self.record_trials.then_some(run.trial);
                     self.records.push(finished);

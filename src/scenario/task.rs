@@ -1,15 +1,22 @@
 //! The data sets of a scenario, split from the embedded digits by the scenario's seed: the
 //! utility and harmful tasks' train and test sets, the harmful held-out set no attack is chosen
-//! on (generalisation; empty unless `data.heldout_fraction` > 0), and the benign task of
-//! trainability (the utility digits mirrored left to right).
+//! on (generalisation; empty unless `data.heldout_fraction` > 0), the benign task of
+//! trainability (the utility digits mirrored left to right), and what the released model is
+//! trained on (`release`: the utility classes, or every class and then the suppression set).
 
-use super::Scenario;
+use super::{Release, Scenario, suppression_set};
 use crate::data::{DataError, Dataset, load_digits, stratified_split};
 
 /// Mixed into the seed of the held-out split, so it is not the train/test split's draw again.
 const HELDOUT_SEED: u64 = 0x0068_656c_646f_7574;
 
 pub struct TaskData {
+    /// What pretraining learns and is evaluated on: the utility classes, or (relearning) every
+    /// class of the utility and harmful tasks.
+    pub release_train: Dataset,
+    pub release_test: Dataset,
+    /// The suppression step's training set (relearning only; see `release.rs`).
+    pub suppression_train: Option<Dataset>,
     pub utility_train: Dataset,
     pub utility_test: Dataset,
     pub harmful_train: Dataset,
@@ -45,12 +52,26 @@ impl TaskData {
         };
         let (utility_train, utility_test) =
             (train.with_classes(utility), test.with_classes(utility));
+        let harmful_train = train.with_classes(harmful);
+        let both: Vec<usize> = utility.iter().chain(harmful).copied().collect();
+        let classes = scenario.model.widths.last().copied().unwrap_or(0);
+        let (release_train, release_test, suppression_train) = match &scenario.release {
+            Release::NewClasses => (utility_train.clone(), utility_test.clone(), None),
+            Release::Relearning(_) => (
+                train.with_classes(&both),
+                test.with_classes(&both),
+                Some(suppression_set(&utility_train, &harmful_train, classes)),
+            ),
+        };
         Ok(Self {
+            release_train,
+            release_test,
+            suppression_train,
             benign_train: utility_train.mirrored(),
             benign_test: utility_test.mirrored(),
             utility_train,
             utility_test,
-            harmful_train: train.with_classes(harmful),
+            harmful_train,
             harmful_test,
             harmful_heldout,
         })
