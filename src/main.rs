@@ -426,21 +426,47 @@ fn train_released(
     let data = TaskData::load(&scenario)?;
     let host = HostModel::init(&scenario.model, scenario.seed);
     let device = DeviceModel::upload(engine.as_mut(), &host)?;
+    // As a scenario run makes it: pretraining, then (relearning) the suppression stage.
     let outcome = train(
         engine.as_mut(),
         &device,
-        &data.utility_train,
-        &data.utility_test,
+        &data.release_train,
+        &data.release_test,
         &scenario.pretrain,
         scenario.seed,
     )?;
+    let mut done = format!(
+        "pretrained for {} steps (accuracy {:.3})",
+        outcome.steps_run, outcome.final_accuracy
+    );
+    if let (Some(settings), Some(set)) = (scenario.release.suppression(), &data.suppression_train) {
+        let suppressed = train(
+            engine.as_mut(),
+            &device,
+            set,
+            &data.utility_test,
+            settings,
+            scenario.seed,
+        )?;
+        done.push_str(&format!(
+            ", then the harmful task suppressed for {} steps",
+            suppressed.steps_run
+        ));
+    }
     let trained = device.download(engine.as_mut())?;
+    let mut accuracy_on = |set: &specdef::data::Dataset| -> Result<f64> {
+        let logits = specdef::model::predict(engine.as_mut(), &trained, &set.inputs)?;
+        Ok(specdef::attack::accuracy(&logits, &set.labels))
+    };
+    let (utility, harmful) = (
+        accuracy_on(&data.utility_test)?,
+        accuracy_on(&data.harmful_test)?,
+    );
     file::save(out, &trained, "none")?;
     println!(
-        "trained on {} for {} steps: utility accuracy {:.3}; wrote {}",
+        "{done} on {}: utility accuracy {utility:.3}, harmful accuracy {harmful:.3} ({}); wrote {}",
         engine.info(),
-        outcome.steps_run,
-        outcome.final_accuracy,
+        scenario.release.name(),
         out.display()
     );
     Ok(())
