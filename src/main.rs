@@ -531,7 +531,7 @@ fn list() {
         optimizers.join(", ")
     );
     println!(
-        "adaptive:   [adaptive] attacks = fusion, injection, factorisation[:p], lora-weight | lora-compensation | lora-both | lora-fused[:rank]"
+        "adaptive:   [adaptive] attacks = fusion, injection[-unlocked], factorisation[-locked | -fused][:p], lora-weight | lora-compensation | lora-both | lora-fused[:rank]"
     );
     println!(
         "benign:     [trainability] optimizers: fine-tuning on the mirrored utility digits; [data] heldout_fraction: harmful images no attack is judged on"

@@ -4,12 +4,14 @@
 mod common;
 
 use common::run_quietly;
-use specdef::attack::{AdaptiveAttack, LoraPlacement};
+use specdef::attack::{AdaptiveAttack, LoraPlacement, OptimizerKind, OptimizerState};
 use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
+use specdef::engine::{Engine, Recording};
 use specdef::linalg::faer_svd;
 use specdef::model::{
-    ActivationChoice, FactorRole, HostModel, ModelSpec, ParamGroup, Trainable, predict,
+    ActivationChoice, DeviceModel, FactorRole, Gradients, HostModel, ModelSpec, ParamGroup,
+    ParamKey, ParamRole, Trainable, Workspace, graph, predict,
 };
 use specdef::scenario::Scenario;
 
@@ -58,9 +60,14 @@ fn every_attack() -> Vec<AdaptiveAttack> {
     [
         "fusion",
         "injection",
+        "injection-unlocked",
         "factorisation",
         "factorisation:2",
         "factorisation:3",
+        "factorisation-locked",
+        "factorisation-locked:3",
+        "factorisation-fused",
+        "factorisation-fused:2",
         "lora-weight",
         "lora-compensation:4",
         "lora-both",
@@ -121,7 +128,7 @@ fn overheads_are_linear_in_the_factor_count_and_the_defended_layers() {
         let shapes: Vec<(usize, usize)> = chosen.iter().map(|&i| spec().layer_shape(i)).collect();
         let params = model.parameter_count() as i64;
         for p in [2u16, 3, 5] {
-            let attack = AdaptiveAttack::Factorisation { factors: Some(p) };
+            let attack: AdaptiveAttack = format!("factorisation:{p}").parse().unwrap();
             let added = attack.apply(&model, ALPHA, 0).unwrap().parameter_count() as i64 - params;
             let expected: usize = shapes
                 .iter()
@@ -129,9 +136,23 @@ fn overheads_are_linear_in_the_factor_count_and_the_defended_layers() {
                 .sum();
             assert_eq!(added, expected as i64, "p = {p}, layers {chosen:?}");
         }
-        let injected = AdaptiveAttack::Injection.apply(&model, ALPHA, 0).unwrap();
-        let expected: usize = shapes.iter().map(|&(_, m)| m * m).sum();
-        assert_eq!(injected.parameter_count() as i64 - params, expected as i64);
+        for injection in ["injection", "injection-unlocked"] {
+            let attack: AdaptiveAttack = injection.parse().unwrap();
+            let injected = attack.apply(&model, ALPHA, 0).unwrap();
+            let expected: usize = shapes.iter().map(|&(_, m)| m * m).sum();
+            assert_eq!(
+                injected.parameter_count() as i64 - params,
+                expected as i64,
+                "{injection}"
+            );
+        }
+        // The fused product's factors replace W~ and C: (p - 1) r^2 - m^2 per layer.
+        let fused: AdaptiveAttack = "factorisation-fused:3".parse().unwrap();
+        let added = fused.apply(&model, ALPHA, 0).unwrap().parameter_count() as i64 - params;
+        let expected: i64 = (shapes.iter())
+            .map(|&(n, m)| 2 * n.min(m).pow(2) as i64 - (m * m) as i64)
+            .sum();
+        assert_eq!(added, expected, "factorisation-fused:3, layers {chosen:?}");
     }
 }
 
@@ -139,7 +160,7 @@ fn overheads_are_linear_in_the_factor_count_and_the_defended_layers() {
 fn balanced_factors_share_the_top_singular_value_evenly() {
     let (base, model) = defended(LayerSelection::All);
     let p = 4u16;
-    let attack = AdaptiveAttack::Factorisation { factors: None };
+    let attack: AdaptiveAttack = "factorisation".parse().unwrap();
     assert_eq!(
         attack.factor_count(ALPHA),
         p,
@@ -189,6 +210,85 @@ fn each_attack_trains_the_groups_it_should() {
         Trainable::only(&[ParamGroup::Injected, ParamGroup::Biases])
     );
     assert_eq!(only("lora-both"), Trainable::only(&[ParamGroup::Lora]));
+    // glm-locking's forms train the scenario's groups; the rewrite locks W~ and C (below).
+    assert_eq!(only("factorisation-locked"), full);
+    let frozen_weights = Trainable {
+        weights: false,
+        injected: false,
+        ..full
+    };
+    assert_eq!(
+        AdaptiveAttack::trainable("injection-unlocked".parse().unwrap(), frozen_weights),
+        Trainable {
+            injected: true,
+            ..frozen_weights
+        }
+    );
+}
+
+/// One SGD step of a rewritten model (f64) under the attack's groups: (key, moved) for every
+/// parameter of the rewritten model.
+fn moved_by_one_step(attack: &str, model: &HostModel) -> Vec<(ParamKey, bool)> {
+    let attack: AdaptiveAttack = attack.parse().unwrap();
+    let rewritten = attack.apply(model, ALPHA, 0).unwrap();
+    let mut e = CpuEngine64::new();
+    let device = DeviceModel::upload(&mut e, &rewritten).unwrap();
+    let ws = Workspace::alloc(&mut e, &device, 32, 1).unwrap();
+    e.upload(ws.inputs, &inputs()).unwrap();
+    let labels: Vec<f64> = (0..32).map(|i| (i % 10) as f64).collect();
+    e.upload(ws.targets, &labels).unwrap();
+    let grads = Gradients::alloc(&mut e, &device).unwrap();
+    let trainable = attack.trainable(Trainable::default());
+    let pairs = grads.trainable_pairs(&device, trainable);
+    let sgd = OptimizerState::new(&mut e, OptimizerKind::Sgd, pairs).unwrap();
+    let mut rec = Recording::new();
+    graph::forward(&mut rec, &device, &ws).unwrap();
+    graph::cross_entropy(&mut rec, &ws).unwrap();
+    graph::backward(&mut rec, &device, &ws, &grads, trainable).unwrap();
+    sgd.record_step(&mut rec, 1e-3, 1).unwrap();
+    e.run(&rec).unwrap();
+    let after = device.download(&mut e).unwrap();
+    (rewritten.parameters().into_iter().zip(after.parameters()))
+        .map(|((key, before), (_, now))| (key, before.values != now.values))
+        .collect()
+}
+
+#[test]
+fn glm_lockings_forms_keep_the_locked_factors_and_train_the_rest() {
+    // Layer 1 undefended: glm-locking's injection trains its weight, the suite's does not.
+    let (_, model) = defended(LayerSelection::Indices(vec![0, 2]));
+    let factor = |layer, role| ParamKey {
+        layer,
+        role: ParamRole::Factor(role),
+    };
+    let unlocked = moved_by_one_step("injection-unlocked", &model);
+    let suite = moved_by_one_step("injection", &model);
+    for (key, moved) in &unlocked {
+        let locked = key.layer != 1
+            && matches!(
+                key.role,
+                ParamRole::Factor(FactorRole::Weight | FactorRole::Compensation)
+            );
+        assert_eq!(*moved, !locked, "injection-unlocked: {key}");
+    }
+    let moved = |steps: &[(ParamKey, bool)], key| steps.iter().any(|&(k, m)| k == key && m);
+    assert!(!moved(&suite, factor(1, FactorRole::Weight)));
+    assert!(moved(&suite, factor(0, FactorRole::Injected)));
+
+    // glm-locking's factorisation: C locked, the factors and everything else train.
+    let locked = moved_by_one_step("factorisation-locked:2", &model);
+    for (key, moved) in &locked {
+        let is_compensation = key.role == ParamRole::Factor(FactorRole::Compensation);
+        assert_eq!(*moved, !is_compensation, "factorisation-locked: {key}");
+    }
+    assert!(
+        locked
+            .iter()
+            .any(|(k, _)| k.role == ParamRole::Factor(FactorRole::Compensation))
+    );
+    // The suite's first form trains C.
+    let trained = moved_by_one_step("factorisation:2", &model);
+    assert!(moved(&trained, factor(0, FactorRole::Compensation)));
 }
 
 #[test]
@@ -230,16 +330,21 @@ fn attack_names_parse_and_bad_ones_are_refused_naming_them() {
             "{attack} round-trips"
         );
     }
+    let auto = |name: &str| name.parse::<AdaptiveAttack>().unwrap();
+    assert_eq!(auto("factorisation").describe(1e6), "factorisation p=6");
     assert_eq!(
-        AdaptiveAttack::Factorisation { factors: None }.describe(1e6),
-        "factorisation p=6"
+        auto("factorisation-locked").describe(1e4),
+        "factorisation-locked p=4"
     );
+    assert_eq!(auto("factorisation-fused").factor_count(1e2), 2);
     assert_eq!(
-        AdaptiveAttack::Factorisation { factors: None }.factor_count(1e2),
-        2
+        auto("injection-unlocked").describe(1e4),
+        "injection-unlocked"
     );
     for (bad, says) in [
         ("fusion:2", "takes no"),
+        ("injection-unlocked:2", "takes no"),
+        ("factorisation-locked:1", "factor count"),
         ("lora-sideways", "unknown adaptive attack"),
         ("factorisation:0", "factor count"),
         ("lora-weight:x", "LoRA rank"),
@@ -259,8 +364,10 @@ fn the_builtin_scenario_runs_every_adaptive_attack_and_quick_none() {
     for (labels, expected) in [
         (&labels, "none + lora-weight r=8"),
         (&labels, "specdef a=1e4 + fusion"),
-        (&labels, "specdef a=1e4 + injection"),
+        (&labels, "specdef a=1e4 + injection-unlocked"),
         (&labels, "specdef a=1e4 + factorisation p=4"),
+        (&labels, "specdef a=1e4 + factorisation-locked p=4"),
+        (&labels, "specdef a=1e4 + factorisation-fused p=4"),
         (&labels, "specdef a=1e4 + lora-fused r=8"),
         (&whole, "specdef a=1e2 + factorisation p=2"),
         (&whole, "specdef a=1e6 + factorisation p=6"),
@@ -283,7 +390,7 @@ fn an_adaptive_attack_that_cannot_act_is_refused_before_any_work() {
     );
     let err = Scenario::parse(&text, None, "ablation.toml").unwrap_err();
     assert!(
-        err.contains("ablation.toml") && err.contains("fusion"),
+        err.contains("ablation.toml") && err.contains("injection-unlocked"),
         "{err}"
     );
     let bad = specdef::scenario::DEFAULT_SCENARIO.replace("\"fusion\", ", "\"fission\", ");

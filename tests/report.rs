@@ -29,7 +29,7 @@ fn is_defended(r: &RunRecord) -> bool {
 fn the_sweep_claim_follows_the_defended_runs() {
     let mut records = reference();
     let all = claims(&records);
-    assert_eq!(all.len(), 10);
+    assert_eq!(all.len(), 12);
     let sweep = "No learning rate of a wide sweep";
     // The reference: Adam reaches the target on the defended model somewhere in the grid.
     let reached = records.iter().any(|r| is_defended(r) && r.reached_target);
@@ -196,6 +196,88 @@ fn a_rewrite_restores_convergence_only_where_its_runs_say_so() {
     );
 }
 
+/// Each rewrite's row reads its own form: glm-locking's locked factorisation is not counted as
+/// the suite's form with C trainable, nor the other way round.
+#[test]
+fn each_factorisation_form_has_its_own_row() {
+    let mut records = reference();
+    let locked: Vec<RunRecord> = (records.iter())
+        .filter(|r| r.alpha.is_none())
+        .map(|r| {
+            let mut f = r.clone();
+            f.alpha = Some(1e4);
+            f.defense = "specdef".to_string();
+            f.adaptive = Some("factorisation-locked p=4".to_string());
+            f.adaptive_overhead = Some(5000);
+            f
+        })
+        .collect();
+    records.extend(locked);
+    let all = claims(&records);
+    let published = claim(
+        &all,
+        "Balanced factorisation of W~ into p factors, C frozen",
+    );
+    assert_eq!(published.verdict, Verdict::Held, "{published:?}");
+    assert!(
+        published.measured.contains("factorisation-locked p=4 +"),
+        "{}",
+        published.measured
+    );
+    for other in [
+        "Balanced factorisation of W~ into p factors with C left trainable",
+        "Balanced factorisation of the fused product",
+    ] {
+        assert_eq!(claim(&all, other).verdict, Verdict::NotMeasured, "{other}");
+    }
+}
+
+/// The frontier is where an engine stops keeping utility: per engine, from the records.
+#[test]
+fn the_precision_frontier_is_read_from_the_records_per_engine() {
+    let mut records = reference();
+    let defended: Vec<RunRecord> = records.iter().filter(|r| is_defended(r)).cloned().collect();
+    assert!(!defended.is_empty());
+    let engine = defended[0].engine.clone();
+    for alpha in [1e7, 1e9] {
+        records.extend(defended.iter().map(|r| {
+            let mut r = r.clone();
+            r.alpha = Some(alpha);
+            r.utility_after_defense = r.utility_before_defense - 0.5;
+            r.function_error_max = 3.0;
+            r
+        }));
+    }
+    // The same models on another engine that keeps them all.
+    let other: Vec<RunRecord> = (records.iter())
+        .filter(|r| is_defended(r))
+        .map(|r| {
+            let mut r = r.clone();
+            r.engine = "wider".to_string();
+            r.utility_after_defense = r.utility_before_defense;
+            r.function_error_max = 1e-9;
+            r
+        })
+        .collect();
+    records.extend(other);
+    let frontiers = report::frontiers(&records);
+    assert_eq!(frontiers.len(), 2, "{frontiers:?}");
+    assert_eq!(frontiers[0].engine, engine);
+    assert_eq!(frontiers[0].kept_up_to.map(|(a, _)| a), Some(1e4));
+    let (lost_at, change) = frontiers[0].lost_from.unwrap();
+    assert_eq!(lost_at, 1e7);
+    assert!((change + 0.5).abs() < 1e-12, "{change}");
+    assert_eq!(frontiers[1].kept_up_to, Some((1e9, 1e-9)));
+    assert_eq!(frontiers[1].lost_from, None);
+    let kept = claim(&claims(&records), "The defence keeps")
+        .measured
+        .clone();
+    assert!(
+        kept.contains("precision frontier") && kept.contains("lost from 1e7"),
+        "{kept}"
+    );
+}
+
 #[test]
 fn the_strongest_attack_keeps_utility_within_the_bound() {
     let mut records = reference();
@@ -236,11 +318,11 @@ fn specdef_report_writes_a_self_contained_page_and_its_markdown_twin() {
     std::fs::create_dir(&results).unwrap();
     std::fs::write(results.join("runs.jsonl"), REFERENCE).unwrap();
     let out = succeeded(specdef_command(&["report", results.to_str().unwrap()], &[]));
-    assert!(out.contains("10 claims"), "{out}");
+    assert!(out.contains("12 claims"), "{out}");
     let html = std::fs::read_to_string(results.join("report.html")).unwrap();
     let markdown = std::fs::read_to_string(results.join("report.md")).unwrap();
     let rows = html.matches("<tr><td>paper: ").count() + html.matches("<tr><td>project").count();
-    assert_eq!(rows, 10);
+    assert_eq!(rows, 12);
     assert!(html.contains("<svg"), "figures inlined");
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script")

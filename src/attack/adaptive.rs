@@ -4,11 +4,17 @@
 //! loses nothing), plus the parameter groups it trains:
 //!
 //! - `fusion`: every layer's chain `C W~` becomes one matrix (the undefended parameter count);
-//! - `injection`: `C` and `W~` frozen, a trainable identity `m x m` factor after them;
+//! - `injection`: `C` and `W~` frozen, a trainable identity `m x m` factor after them; only the
+//!   injected factors and the biases train. `injection-unlocked` is glm-locking's form: the
+//!   defended layers' `W~` and `C` locked, every other parameter of the scenario's groups trains
+//!   (the two coincide when every layer is defended);
 //! - `factorisation[:p]`: `W~ = U S V^T` becomes `p` balanced factors `S^(1/p) V^T`,
 //!   `S^(1/p)` (p - 2 times), `U S^(1/p)`, each with top singular value `sigma_1(W~)^(1/p)`
 //!   (about `alpha^(1/p)` times the undefended one's); without `:p`, p is chosen from alpha as
-//!   the smallest with `alpha^(1/p) <= 10`;
+//!   the smallest with `alpha^(1/p) <= 10`. Three forms: `factorisation` keeps `C` trainable
+//!   (the suite's first form: `C`'s alpha-scaled curvature stays), `factorisation-locked` locks
+//!   `C` (glm-locking's form), `factorisation-fused` factorises the fused product `C W~` (= W)
+//!   instead, `C` gone;
 //! - `lora-weight`, `lora-compensation`, `lora-both`, `lora-fused` `[:r]`: rank-r adapters
 //!   (A seeded, B zero, so the function is unchanged) on `W~` (every layer's weight), on `C`,
 //!   on both, or on the fused matrix; only the adapters train.
@@ -55,13 +61,55 @@ impl LoraPlacement {
     }
 }
 
+/// What an injection trains besides the injected layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectionForm {
+    /// The injected layers and the biases (`injection`).
+    InjectedOnly,
+    /// glm-locking's: every parameter of the scenario's groups but the locked `W~` and `C`
+    /// (`injection-unlocked`).
+    Unlocked,
+}
+
+/// What a factorisation splits, and whether `C` trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorisationForm {
+    /// `W~` factorised, `C` trainable (`factorisation`).
+    CompensationTrainable,
+    /// `W~` factorised, `C` locked: glm-locking's form (`factorisation-locked`).
+    CompensationLocked,
+    /// The fused product `C W~` factorised (`factorisation-fused`).
+    Fused,
+}
+
+impl FactorisationForm {
+    const ALL: [(FactorisationForm, &'static str); 3] = [
+        (FactorisationForm::CompensationTrainable, "factorisation"),
+        (
+            FactorisationForm::CompensationLocked,
+            "factorisation-locked",
+        ),
+        (FactorisationForm::Fused, "factorisation-fused"),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(f, _)| *f == self)
+            .map_or("", |(_, n)| n)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdaptiveAttack {
     Fusion,
-    Injection,
+    Injection {
+        form: InjectionForm,
+    },
     /// `factors: None` chooses p from alpha.
     Factorisation {
         factors: Option<u16>,
+        form: FactorisationForm,
     },
     Lora {
         placement: LoraPlacement,
@@ -85,8 +133,10 @@ impl AdaptiveAttack {
     /// The number of factors for a defence of this alpha (1 for attacks that do not factorise).
     pub fn factor_count(self, alpha: f64) -> u16 {
         match self {
-            AdaptiveAttack::Factorisation { factors: Some(p) } => p,
-            AdaptiveAttack::Factorisation { factors: None } => {
+            AdaptiveAttack::Factorisation {
+                factors: Some(p), ..
+            } => p,
+            AdaptiveAttack::Factorisation { factors: None, .. } => {
                 let p = (alpha.max(1.0).log10() / AUTO_FACTOR_GROWTH.log10()).ceil();
                 p.clamp(2.0, 64.0) as u16
             }
@@ -95,13 +145,12 @@ impl AdaptiveAttack {
     }
 
     /// How records and tables name the attack on a defence of this alpha: `fusion`,
-    /// `factorisation p=4`, `lora-weight r=8`.
+    /// `factorisation-locked p=4`, `lora-weight r=8`. The first word is the attack's kind.
     pub fn describe(self, alpha: f64) -> String {
         match self {
-            AdaptiveAttack::Fusion => "fusion".to_string(),
-            AdaptiveAttack::Injection => "injection".to_string(),
-            AdaptiveAttack::Factorisation { .. } => {
-                format!("factorisation p={}", self.factor_count(alpha))
+            AdaptiveAttack::Fusion | AdaptiveAttack::Injection { .. } => self.to_string(),
+            AdaptiveAttack::Factorisation { form, .. } => {
+                format!("{} p={}", form.name(), self.factor_count(alpha))
             }
             AdaptiveAttack::Lora { placement, rank } => {
                 format!("lora-{} r={rank}", placement.name())
@@ -110,14 +159,21 @@ impl AdaptiveAttack {
     }
 
     /// The groups that train: the scenario's for fusion and factorisation (full fine-tuning of
-    /// the rewritten model), the injected factors and biases for injection, the adapters alone
-    /// for LoRA.
+    /// the rewritten model; the locked factors stay fixed), the injected factors and biases for
+    /// injection, the scenario's and the injected ones for glm-locking's injection, the
+    /// adapters alone for LoRA.
     pub fn trainable(self, scenario: Trainable) -> Trainable {
         match self {
             AdaptiveAttack::Fusion | AdaptiveAttack::Factorisation { .. } => scenario,
-            AdaptiveAttack::Injection => {
-                Trainable::only(&[ParamGroup::Injected, ParamGroup::Biases])
-            }
+            AdaptiveAttack::Injection {
+                form: InjectionForm::InjectedOnly,
+            } => Trainable::only(&[ParamGroup::Injected, ParamGroup::Biases]),
+            AdaptiveAttack::Injection {
+                form: InjectionForm::Unlocked,
+            } => Trainable {
+                injected: true,
+                ..scenario
+            },
             AdaptiveAttack::Lora { .. } => Trainable::only(&[ParamGroup::Lora]),
         }
     }
@@ -137,14 +193,24 @@ impl AdaptiveAttack {
             let is_defended = defended.contains(&i);
             match self {
                 AdaptiveAttack::Fusion => fuse(layer),
-                AdaptiveAttack::Injection if is_defended => {
+                AdaptiveAttack::Injection { form } if is_defended => {
+                    if form == InjectionForm::Unlocked {
+                        lock(layer, &[FactorRole::Weight, FactorRole::Compensation]);
+                    }
                     let outputs = layer.bias.cols;
-                    layer.factors.push(plain_factor(
+                    (layer.factors).push(FactorOf::plain(
                         FactorRole::Injected,
                         Matrix::identity(outputs),
                     ));
                 }
-                AdaptiveAttack::Factorisation { .. } if is_defended => {
+                AdaptiveAttack::Factorisation { form, .. } if is_defended => {
+                    match form {
+                        FactorisationForm::CompensationTrainable => {}
+                        FactorisationForm::CompensationLocked => {
+                            lock(layer, &[FactorRole::Compensation]);
+                        }
+                        FactorisationForm::Fused => fuse(layer),
+                    }
                     factorise(layer, self.factor_count(alpha))
                         .map_err(|e| format!("factorising layer {i}: {e}"))?;
                 }
@@ -199,18 +265,22 @@ fn check_function_kept(before: &HostModel, after: &HostModel) -> Result<(), Stri
     Ok(())
 }
 
-fn plain_factor(role: FactorRole, matrix: Matrix) -> FactorOf<Matrix> {
-    FactorOf {
-        role,
-        matrix,
-        lora: None,
+/// The layer's factors of these roles held fixed during the attack.
+fn lock(layer: &mut HostLayer, roles: &[FactorRole]) {
+    for factor in &mut layer.factors {
+        if roles.contains(&factor.role) {
+            factor.locked = true;
+        }
     }
 }
 
 /// The layer's whole chain (LoRA branches included) as one plain weight, in f64.
 fn fuse(layer: &mut HostLayer) {
     if !layer.is_plain() {
-        layer.factors = vec![plain_factor(FactorRole::Weight, layer.effective_weight())];
+        layer.factors = vec![FactorOf::plain(
+            FactorRole::Weight,
+            layer.effective_weight(),
+        )];
     }
 }
 
@@ -229,17 +299,17 @@ fn factorise(layer: &mut HostLayer, p: u16) -> Result<(), String> {
     let mut factors = Vec::with_capacity(usize::from(p));
     // S^(1/p) V^T (r x n), input side.
     let first = (0..r * n).map(|idx| root[idx / n] * svd.v.values[(idx % n) * r + idx / n]);
-    factors.push(plain_factor(role(1), Matrix::new(r, n, first.collect())));
+    factors.push(FactorOf::plain(role(1), Matrix::new(r, n, first.collect())));
     for index in 2..p {
         let mut middle = Matrix::zeros(r, r);
         for (k, s) in root.iter().enumerate() {
             middle.values[k * r + k] = *s;
         }
-        factors.push(plain_factor(role(index), middle));
+        factors.push(FactorOf::plain(role(index), middle));
     }
     // U S^(1/p) (m x r), output side.
     let last = (0..m * r).map(|idx| svd.u.values[idx] * root[idx % r]);
-    factors.push(plain_factor(role(p), Matrix::new(m, r, last.collect())));
+    factors.push(FactorOf::plain(role(p), Matrix::new(m, r, last.collect())));
     layer.factors.splice(at..=at, factors);
     Ok(())
 }
@@ -260,9 +330,20 @@ impl fmt::Display for AdaptiveAttack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             AdaptiveAttack::Fusion => write!(f, "fusion"),
-            AdaptiveAttack::Injection => write!(f, "injection"),
-            AdaptiveAttack::Factorisation { factors: None } => write!(f, "factorisation"),
-            AdaptiveAttack::Factorisation { factors: Some(p) } => write!(f, "factorisation:{p}"),
+            AdaptiveAttack::Injection {
+                form: InjectionForm::InjectedOnly,
+            } => write!(f, "injection"),
+            AdaptiveAttack::Injection {
+                form: InjectionForm::Unlocked,
+            } => write!(f, "injection-unlocked"),
+            AdaptiveAttack::Factorisation {
+                factors: None,
+                form,
+            } => write!(f, "{}", form.name()),
+            AdaptiveAttack::Factorisation {
+                factors: Some(p),
+                form,
+            } => write!(f, "{}:{p}", form.name()),
             AdaptiveAttack::Lora { placement, rank } => {
                 write!(f, "lora-{}:{rank}", placement.name())
             }
@@ -273,7 +354,8 @@ impl fmt::Display for AdaptiveAttack {
 impl FromStr for AdaptiveAttack {
     type Err = String;
 
-    /// `fusion`, `injection`, `factorisation[:p]`, `lora-<weight|compensation|both|fused>[:r]`.
+    /// `fusion`, `injection[-unlocked]`, `factorisation[-locked|-fused][:p]`,
+    /// `lora-<weight|compensation|both|fused>[:r]`.
     fn from_str(text: &str) -> Result<Self, String> {
         let (name, given) = match text.trim().split_once(':') {
             Some((name, n)) => (name, Some(n.trim())),
@@ -290,24 +372,34 @@ impl FromStr for AdaptiveAttack {
                 .transpose()
         };
         match name {
-            "fusion" | "injection" if given.is_some() => {
+            "fusion" | "injection" | "injection-unlocked" if given.is_some() => {
                 Err(format!("adaptive attack {text:?}: {name} takes no `:n`"))
             }
             "fusion" => Ok(AdaptiveAttack::Fusion),
-            "injection" => Ok(AdaptiveAttack::Injection),
-            "factorisation" => Ok(AdaptiveAttack::Factorisation {
-                // One factor would be W~ itself: a factorisation has at least two.
-                factors: count("the factor count p", 2, 64)?.map(|p| p as u16),
+            "injection" => Ok(AdaptiveAttack::Injection {
+                form: InjectionForm::InjectedOnly,
+            }),
+            "injection-unlocked" => Ok(AdaptiveAttack::Injection {
+                form: InjectionForm::Unlocked,
             }),
             _ => {
+                let factorisation = FactorisationForm::ALL.iter().find(|(_, n)| *n == name);
+                if let Some(&(form, _)) = factorisation {
+                    return Ok(AdaptiveAttack::Factorisation {
+                        // One factor would be W~ itself: a factorisation has at least two.
+                        factors: count("the factor count p", 2, 64)?.map(|p| p as u16),
+                        form,
+                    });
+                }
                 let placement = name
                     .strip_prefix("lora-")
                     .and_then(|p| LoraPlacement::ALL.iter().find(|(_, n)| *n == p))
                     .map(|(p, _)| *p)
                     .ok_or_else(|| {
                         format!(
-                            "unknown adaptive attack {text:?}: expected fusion, injection, \
-                             factorisation[:p] or lora-weight|compensation|both|fused[:rank]"
+                            "unknown adaptive attack {text:?}: expected fusion, \
+                             injection[-unlocked], factorisation[-locked|-fused][:p] or \
+                             lora-weight|compensation|both|fused[:rank]"
                         )
                     })?;
                 Ok(AdaptiveAttack::Lora {

@@ -53,9 +53,9 @@ pub struct FreezeArgs {
     /// Parameter groups held fixed (weights, biases, compensation, factors, injected, lora).
     #[arg(long, value_delimiter = ',', value_parser = parse_group)]
     pub freeze: Vec<ParamGroup>,
-    /// Rewrite the model as this adaptive attack does first (fusion, injection,
-    /// factorisation[:p], lora-weight|compensation|both|fused[:r]) and measure the Hessian over
-    /// the groups that attack trains (less any --freeze).
+    /// Rewrite the model as this adaptive attack does first (fusion, injection[-unlocked],
+    /// factorisation[-locked|-fused][:p], lora-weight|compensation|both|fused[:r]) and measure
+    /// the Hessian over the parameters that attack trains (less any --freeze).
     #[arg(long, value_name = "ATTACK")]
     pub adaptive: Option<AdaptiveAttack>,
 }

@@ -195,11 +195,7 @@ impl SpecDef {
                     });
                 }
             }
-            let factor = |role, matrix| FactorOf {
-                role,
-                matrix,
-                lora: None,
-            };
+            let factor = FactorOf::plain;
             layer.factors = vec![factor(FactorRole::Weight, tilde)];
             if self.compensate {
                 layer

@@ -134,7 +134,7 @@ impl Gradients {
             .parameters()
             .into_iter()
             .zip(self.parameters())
-            .filter(|((key, _), _)| trainable.trains(key.group()))
+            .filter(|((key, _), _)| model.layers[key.layer].trains(key.role, trainable))
             .map(|((key, param), (_, grad))| (key, param, grad))
             .collect()
     }

@@ -229,6 +229,7 @@ pub fn decode(bytes: &[u8]) -> Result<(HostModel, String), String> {
                 role,
                 matrix: read(&name)?,
                 lora,
+                locked: false,
             });
         }
         let bias = read(&format!("layers.{i}.bias"))?;

@@ -7,7 +7,7 @@
 //! Per layer, Z = h_p + 1 b^T and db = 1^T dZ: bias broadcast and bias gradient are matmuls with
 //! a column of ones, so no extra kernels are needed.
 
-use super::layer::{ParamGroup, Trainable};
+use super::layer::{ParamGroup, ParamRole, Trainable};
 use super::{DeviceModel, Gradients, Workspace};
 use crate::engine::{BinaryOp, EngineError, Recording, ReduceAxis, Reduction, Tensor};
 
@@ -97,7 +97,7 @@ pub fn backward(
                 buffers.factors[j - 1].out
             };
             let d_out = out.grad_out;
-            if trainable.trains(factor.role.group()) {
+            if layer.trains(ParamRole::Factor(factor.role), trainable) {
                 rec.matmul(d_out, input, grad_factor.matrix, true, false)?;
             }
             let lora = match (&factor.lora, out.lora, &grad_factor.lora) {

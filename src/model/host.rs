@@ -16,11 +16,7 @@ impl HostLayer {
     pub fn plain(weight: Matrix, bias: Vec<f64>) -> Self {
         let outputs = bias.len();
         Self {
-            factors: vec![FactorOf {
-                role: FactorRole::Weight,
-                matrix: weight,
-                lora: None,
-            }],
+            factors: vec![FactorOf::plain(FactorRole::Weight, weight)],
             bias: Matrix::new(1, outputs, bias),
         }
     }

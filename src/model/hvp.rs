@@ -62,7 +62,7 @@ impl HessianVectorProduct {
             .into_iter()
             .zip(v.parameters())
             .zip(gradients.parameters())
-            .filter(|(((key, _), _), _)| trainable.trains(key.group()))
+            .filter(|(((key, _), _), _)| model.layers[key.layer].trains(key.role, trainable))
             .map(|(((key, param), (_, v)), (_, grad))| (key, param, v, grad))
             .collect();
         let seeds: Vec<(Tensor, Tensor)> = trained.iter().map(|&(_, p, v, _)| (p, v)).collect();

@@ -167,6 +167,22 @@ pub struct FactorOf<T> {
     pub role: FactorRole,
     pub matrix: T,
     pub lora: Option<LoraOf<T>>,
+    /// Held fixed whatever the trainable groups say: an adaptive attack's locked factor
+    /// (glm-locking's forms freeze SpecDef's `W~` and `C` while the rest of the model trains).
+    /// Not stored in model files: a property of an attack, not of a model.
+    pub locked: bool,
+}
+
+impl<T> FactorOf<T> {
+    /// A factor without an adapter, not locked.
+    pub fn plain(role: FactorRole, matrix: T) -> Self {
+        Self {
+            role,
+            matrix,
+            lora: None,
+            locked: false,
+        }
+    }
 }
 
 /// One layer: the chain of factors, applied input side first, then the bias (`1 x out`).
@@ -216,6 +232,7 @@ impl<T> LayerOf<T> {
                 role: factor.role,
                 matrix,
                 lora,
+                locked: factor.locked,
             });
         }
         Ok(LayerOf {
@@ -235,6 +252,16 @@ impl<T> LayerOf<T> {
             ParamRole::LoraB(r) if r == f.role => f.lora.as_mut().map(|l| &mut l.b),
             _ => None,
         })
+    }
+
+    /// Whether the parameter of this role trains: its group trains and, for a factor's matrix,
+    /// the attack has not locked it (an adapter on a locked factor still trains).
+    pub fn trains(&self, role: ParamRole, trainable: Trainable) -> bool {
+        let locked = match role {
+            ParamRole::Factor(r) => self.factor(r).is_some_and(|f| f.locked),
+            _ => false,
+        };
+        trainable.trains(role.group()) && !locked
     }
 
     /// The factor of a role, if the chain has one.

@@ -68,6 +68,13 @@ fn precision_text(records: &[RunRecord]) -> String {
             ));
         }
     }
+    let frontiers = super::frontiers(records);
+    if !frontiers.is_empty() {
+        out.push('\n');
+    }
+    for frontier in frontiers {
+        out.push_str(&format!("frontier, {}\n", frontier.describe()));
+    }
     out
 }
 

@@ -12,6 +12,7 @@ pub mod heatmap;
 mod immunisation;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod plots;
+mod precision;
 pub mod seeds;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod sigma_plot;
@@ -30,6 +31,7 @@ pub use crate::atomic_file::write_atomically;
 pub use adaptive_table::adaptive_table;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
 pub use immunisation::immunisation_table;
+pub use precision::{Frontier, UTILITY_POINT, frontiers};
 pub use slowdown::{SlowdownPoint, slowdown_points, slowdown_table};
 pub use trials::trials_table;
 pub use utility_bound::{EPSILONS, strongest_within, utility_bound_table};

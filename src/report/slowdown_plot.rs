@@ -2,7 +2,9 @@
 //! harmful target keeping utility, against SpecDef's alpha (log; the undefended model at 1), per
 //! optimiser, for the paper protocol (dashed: only the learning rates that work undefended) and
 //! the adaptive sweep (solid: any rate of the grid). "never" (no success) is drawn above the step
-//! budget.
+//! budget. Dotted: the bound's first-order prediction (PAPER.md 2), the undefended paper-protocol
+//! steps times alpha: if the alpha-scaled block sets sigma_1(H), every stable step size shrinks
+//! by alpha, and the steps grow by as much.
 
 use super::plots::{decades, log_axis, log_tick};
 use super::{distinct, slowdown_points};
@@ -28,7 +30,7 @@ pub fn slowdown_figure(records: &[RunRecord]) -> Result<Option<String>, PlotErro
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 "steps to the harmful target (utility kept) against alpha; solid: adaptive \
-                 sweep, dashed: paper protocol",
+                 sweep, dashed: paper protocol, dotted: the bound's prediction",
                 ("sans-serif", 18),
             )
             .margin(16)
@@ -84,6 +86,16 @@ pub fn slowdown_figure(records: &[RunRecord]) -> Result<Option<String>, PlotErro
             chart.draw_series(
                 (paper.iter()).map(|&p| TriangleMarker::new(p, 5, color.stroke_width(1))),
             )?;
+            if let Some(undefended) = of.iter().find(|p| p.alpha == 1.0).and_then(|p| p.paper) {
+                let predicted =
+                    (of.iter()).map(|p| (p.alpha, (undefended as f64 * p.alpha).min(never)));
+                chart.draw_series(DashedLineSeries::new(
+                    predicted,
+                    2,
+                    4,
+                    color.mix(0.6).stroke_width(1),
+                ))?;
+            }
         }
         chart
             .configure_series_labels()

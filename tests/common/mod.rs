@@ -132,7 +132,12 @@ pub fn every_form_model(activation: ActivationChoice) -> HostModel {
     let mut matrix = |rows: usize, cols: usize, scale: f64| {
         Matrix::new(rows, cols, uniform(&mut r, rows * cols, scale))
     };
-    let factor = |role, matrix, lora| FactorOf { role, matrix, lora };
+    let factor = |role, matrix, lora| FactorOf {
+        role,
+        matrix,
+        lora,
+        locked: false,
+    };
     let lora = |a, b| Some(LoraOf { a, b, scale: 0.5 });
     // Non-zero biases so their gradients are not trivially checked at zero.
     for layer in &mut model.layers {
