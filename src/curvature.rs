@@ -4,6 +4,7 @@
 //! parameter tensors) carry the curvature; a lower bound on sigma_1 from those blocks; the
 //! layers' spectra that PAPER.md section 2's bound scales with; and the step sizes they predict.
 
+use crate::compensation_bound::{CompensationBound, compensation_bounds as compensation_bounds_of};
 use crate::data::Dataset;
 use crate::engine::{Engine, EngineError};
 use crate::linalg::faer_svd;
@@ -11,7 +12,9 @@ use crate::model::spectrum::{
     LanczosSettings, PowerSettings, SpectrumError, TraceSettings, hutchinson_trace, lanczos,
     power_iteration, preconditioned_power_iteration, rademacher_probes,
 };
-use crate::model::{DeviceModel, HessianVectorProduct, HostModel, Loss, Trainable, Workspace};
+use crate::model::{
+    DeviceModel, FactorRole, HessianVectorProduct, HostModel, Loss, ParamRole, Trainable, Workspace,
+};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,12 @@ pub struct CurvatureReport {
     /// matrix never has a larger norm than the matrix), the first link of PAPER.md section 2.
     pub block_lower_bound: f64,
     pub factor_spectra: Vec<FactorSpectrum>,
+    /// The closed-form lower bound from each SpecDef layer's spectrum and its inputs' alignment
+    /// (`compensation_bound.rs`), for the layers whose compensation trains.
+    pub compensation_bounds: Vec<CompensationBound>,
+    /// Layers whose compensation trains but whose bound is not evaluated, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub compensation_bounds_skipped: Vec<String>,
     /// 2 / sigma_1: gradient descent on the local quadratic diverges at any larger step.
     pub predicted_stable_sgd_lr: f64,
     /// Adam's preconditioned sharpness, where asked for (`specdef curvature --adam-lr`).
@@ -154,6 +163,16 @@ pub fn measure(
     let blocks = block_norms(engine, &product, settings)?;
     let block_lower_bound = blocks.iter().filter_map(|b| b.sigma_1).fold(0.0, f64::max);
     let sigma_1 = power.sigma_1();
+    let (mut compensation_bounds, mut compensation_bounds_skipped) = (Vec::new(), Vec::new());
+    let compensation = ParamRole::Factor(FactorRole::Compensation);
+    for (layer, bound) in compensation_bounds_of(model, batch) {
+        if model.layers[layer].trains(compensation, settings.trainable) {
+            match bound {
+                Ok(bound) => compensation_bounds.push(bound),
+                Err(why) => compensation_bounds_skipped.push(why),
+            }
+        }
+    }
     Ok(CurvatureReport {
         engine: engine.info().to_string(),
         samples: batch.len(),
@@ -169,6 +188,8 @@ pub fn measure(
         blocks,
         block_lower_bound,
         factor_spectra: factor_spectra(model)?,
+        compensation_bounds,
+        compensation_bounds_skipped,
         predicted_stable_sgd_lr: 2.0 / sigma_1,
         adam: None,
     })
@@ -336,6 +357,9 @@ pub struct SigmaPoint {
     pub c_frozen: f64,
     /// The block lower bound with C trainable.
     pub block_lower_bound: f64,
+    /// The closed-form bound (`compensation_bound.rs`): the largest over the layers, C
+    /// trainable.
+    pub closed_form_bound: f64,
     /// The largest sigma_1 of the layers' W~ (scaled by alpha): the B of section 2's bound.
     pub weight_sigma_1: f64,
 }

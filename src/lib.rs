@@ -10,6 +10,7 @@ pub mod atomic_file;
 pub mod atomic_folder;
 pub mod attack;
 pub mod benchmark;
+pub mod compensation_bound;
 pub mod curvature;
 pub mod data;
 pub mod defense;

@@ -295,6 +295,29 @@ fn print_report(report: &CurvatureReport, model: &Path, defense: &str, batch: &s
         "  lower bound from the blocks: sigma_1(H) >= {:.6e}",
         report.block_lower_bound
     );
+    if !report.compensation_bounds.is_empty() {
+        println!(
+            "  closed-form bound from each SpecDef layer's C block (sigma_r(W~)^2 x lambda_max \
+             of the output side weighted by the inputs' alignment with W~'s r-th right singular \
+             vector, the best r; src/compensation_bound.rs):"
+        );
+    }
+    for b in &report.compensation_bounds {
+        println!(
+            "    layer {}: sigma_1(H) >= {:.4e} = {:.4e}^2 x {:.4e} (r = {}, mean cos^2 {:.3}); \
+             {:.1}% of the measured sigma_1(H)",
+            b.layer,
+            b.bound,
+            b.sigma_weight,
+            b.output_curvature,
+            b.direction,
+            b.mean_cos2,
+            100.0 * b.bound / report.sigma_1
+        );
+    }
+    for why in &report.compensation_bounds_skipped {
+        println!("    not evaluated: {why}");
+    }
     println!("  layer factors' sigma_1 (the B of PAPER.md section 2's bound):");
     for f in &report.factor_spectra {
         println!(
@@ -405,6 +428,9 @@ pub fn curvature_alpha(
             *slot = report.sigma_1;
             if !frozen {
                 point.block_lower_bound = report.block_lower_bound;
+                point.closed_form_bound = (report.compensation_bounds.iter())
+                    .map(|b| b.bound)
+                    .fold(0.0, f64::max);
             }
         }
         point.weight_sigma_1 = curvature::factor_spectra(&defended)?
@@ -413,8 +439,12 @@ pub fn curvature_alpha(
             .map(|f| f.sigma_1)
             .fold(0.0, f64::max);
         println!(
-            "  alpha {alpha:>8.0e}: sigma_1 {:.4e} (C trainable), {:.4e} (C frozen); block bound {:.4e}; max sigma_1(W~) {:.4e}",
-            point.c_trainable, point.c_frozen, point.block_lower_bound, point.weight_sigma_1
+            "  alpha {alpha:>8.0e}: sigma_1 {:.4e} (C trainable), {:.4e} (C frozen); block bound {:.4e}; closed-form bound {:.4e}; max sigma_1(W~) {:.4e}",
+            point.c_trainable,
+            point.c_frozen,
+            point.block_lower_bound,
+            point.closed_form_bound,
+            point.weight_sigma_1
         );
         points.push(point);
     }

@@ -1,6 +1,6 @@
 //! `sigma_vs_alpha.svg`: sigma_1 of the loss Hessian against SpecDef's alpha on log-log axes,
-//! with the compensation trainable and frozen, the block lower bound and the layers' sigma_1(W~)
-//! beside them, and guide lines of slope 1 and 2 through the first point.
+//! with the compensation trainable and frozen, the block lower bound, the closed-form bound and
+//! the layers' sigma_1(W~) beside them, and guide lines of slope 1 and 2 through the first point.
 
 use super::plots::{decades, log_tick};
 use crate::curvature::{SigmaPoint, SigmaSlopes};
@@ -12,7 +12,7 @@ type PlotError = Box<dyn std::error::Error>;
 type Series = (&'static str, fn(&SigmaPoint) -> f64, RGBColor);
 
 pub fn sigma_vs_alpha(points: &[SigmaPoint], slopes: &SigmaSlopes) -> Result<String, PlotError> {
-    let series: [Series; 4] = [
+    let series: [Series; 5] = [
         (
             "sigma_1(H), C trainable",
             |p| p.c_trainable,
@@ -27,6 +27,11 @@ pub fn sigma_vs_alpha(points: &[SigmaPoint], slopes: &SigmaSlopes) -> Result<Str
             "block lower bound (C trainable)",
             |p| p.block_lower_bound,
             RGBColor(230, 140, 0),
+        ),
+        (
+            "closed-form bound (C block, compensation_bound.rs)",
+            |p| p.closed_form_bound,
+            RGBColor(20, 150, 80),
         ),
         (
             "max sigma_1(W~)",
