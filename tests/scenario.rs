@@ -11,6 +11,37 @@ use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec, Traina
 use specdef::report::{self, success_windows};
 use specdef::scenario::{RunRecord, Scenario, ScenarioSession, Success};
 
+/// Every variant of the built-in scenario resolves and validates, and the two that carry the
+/// paper's setting further keep it: the paper's alpha range, and the relearning seeds sweep.
+#[test]
+fn every_builtin_variant_validates() {
+    let names = Scenario::variant_names(specdef::scenario::DEFAULT_SCENARIO);
+    for expected in [
+        "full",
+        "paper-alphas",
+        "first-order",
+        "relearning-seeds",
+        "quick",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    for name in &names {
+        let scenario = Scenario::builtin(Some(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        scenario
+            .validate()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let alphas = Scenario::builtin(Some("paper-alphas")).unwrap();
+    assert_eq!(alphas.defense.alphas, [1e3, 1e5, 1e7, 1e9]);
+    assert_eq!(alphas.release.name(), "relearning");
+    let seeds = Scenario::builtin(Some("relearning-seeds")).unwrap();
+    assert_eq!(seeds.release.name(), "relearning");
+    assert_eq!(seeds.sweep.seeds, 5);
+}
+
 #[test]
 fn the_builtin_scenario_and_its_quick_variant_parse() {
     let full = Scenario::builtin(None).unwrap();
