@@ -13,19 +13,12 @@ struct ElementwiseParams {
 
 override OP: u32 = 0u;
 
-const RELU: u32 = 0u;
-const GELU: u32 = 1u;
-const TANH: u32 = 2u;
-
 const ADD: u32 = 0u;
 const SUB: u32 = 1u;
 const MUL: u32 = 2u;
 
 const ABS: u32 = 0u;
 const SIGN: u32 = 1u;
-
-const GELU_SCALE: f32 = 0.7978845608028654; // sqrt(2 / pi)
-const GELU_CUBIC: f32 = 0.044715;
 
 @group(0) @binding(0) var<uniform> params: ElementwiseParams;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -35,64 +28,6 @@ const GELU_CUBIC: f32 = 0.044715;
 @group(0) @binding(4) var<storage, read> in2: array<f32>;
 @group(0) @binding(5) var<storage, read> in3: array<f32>;
 
-// Some drivers evaluate tanh as (e^2x - 1) / (e^2x + 1), which is NaN once e^2x overflows;
-// at |x| = 15 tanh already rounds to +-1 in f32, so the clamp changes no result.
-fn safe_tanh(x: f32) -> f32 {
-    return tanh(clamp(x, -15.0, 15.0));
-}
-
-fn activation_value(x: f32) -> f32 {
-    switch OP {
-        case RELU: {
-            return max(x, 0.0);
-        }
-        case GELU: {
-            let inner = GELU_SCALE * (x + GELU_CUBIC * x * x * x);
-            return 0.5 * x * (1.0 + safe_tanh(inner));
-        }
-        default: {
-            return safe_tanh(x);
-        }
-    }
-}
-
-fn activation_derivative(x: f32) -> f32 {
-    switch OP {
-        case RELU: {
-            return select(0.0, 1.0, x > 0.0);
-        }
-        case GELU: {
-            let t = safe_tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
-            let inner_derivative = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
-            return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * inner_derivative;
-        }
-        default: {
-            let t = safe_tanh(x);
-            return 1.0 - t * t;
-        }
-    }
-}
-
-// f''(x). For GELU, with u = s (x + c x^3), u' = s (1 + 3 c x^2) and t = tanh(u), the exact
-// derivative of activation_derivative: (1 - t^2) (u' - x t u'^2 + 3 s c x^2).
-fn activation_second_derivative(x: f32) -> f32 {
-    switch OP {
-        case RELU: {
-            return 0.0;
-        }
-        case GELU: {
-            let t = safe_tanh(GELU_SCALE * (x + GELU_CUBIC * x * x * x));
-            let inner_derivative = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x);
-            return (1.0 - t * t) * (inner_derivative - x * t * inner_derivative * inner_derivative
-                + 3.0 * GELU_SCALE * GELU_CUBIC * x * x);
-        }
-        default: {
-            let t = safe_tanh(x);
-            return -2.0 * t * (1.0 - t * t);
-        }
-    }
-}
-
 @compute @workgroup_size(256)
 fn activate(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
@@ -101,7 +36,7 @@ fn activate(
 ) {
     let i = element_index(workgroup_id, num_workgroups, local_index);
     if i < params.len {
-        out[i] = activation_value(in0[i]);
+        out[i] = activation_value(OP, in0[i]);
     }
 }
 
@@ -114,7 +49,7 @@ fn activate_grad(
 ) {
     let i = element_index(workgroup_id, num_workgroups, local_index);
     if i < params.len {
-        out[i] = in1[i] * activation_derivative(in0[i]);
+        out[i] = in1[i] * activation_derivative(OP, in0[i]);
     }
 }
 
@@ -130,7 +65,8 @@ fn activate_grad_jvp(
     let i = element_index(workgroup_id, num_workgroups, local_index);
     if i < params.len {
         let x = in0[i];
-        out[i] = in3[i] * activation_derivative(x) + in1[i] * activation_second_derivative(x) * in2[i];
+        out[i] = in3[i] * activation_derivative(OP, x)
+            + in1[i] * activation_second_derivative(OP, x) * in2[i];
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 mod error;
+pub mod fusion;
 pub mod gpu;
 pub mod op;
 mod owned;
@@ -72,6 +73,15 @@ pub trait Engine {
 
     /// Executes every op of the recording in order.
     fn run(&mut self, recording: &Recording) -> Result<(), EngineError>;
+
+    /// What one run of the recording costs in dispatches, barriers, workgroups, FLOPs and bytes,
+    /// where the engine plans dispatches (the GPU); `None` for the CPU engines.
+    fn plan_figures(
+        &self,
+        _recording: &Recording,
+    ) -> Result<Option<gpu::plan::PlanFigures>, EngineError> {
+        Ok(None)
+    }
 
     /// Reads back the named tensors only (row-major, widened to f64). Blocks until the GPU is done;
     /// in the browser use `begin_read` / `poll_read` instead.

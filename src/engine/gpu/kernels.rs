@@ -2,6 +2,7 @@
 //! creates each pipeline once. Shader metadata (files, entry points, pipeline constants, binding
 //! counts) lives here and nowhere else; tests/shader_validation.rs checks it against shaders/.
 
+use super::adam_group::adam_group_source;
 use crate::engine::op::{Activation, BinaryOp, Reduction, UnaryOp};
 use std::collections::HashMap;
 
@@ -11,9 +12,41 @@ pub const COMMON_SOURCES: &[(&str, &str)] = &[(
     include_str!("../../../shaders/common/grid.wgsl"),
 )];
 
+/// Snippets prepended to the files that use them, after the common ones.
+pub const SNIPPETS: &[(&str, &str)] = &[
+    (
+        "common/activation.wgsl",
+        include_str!("../../../shaders/common/activation.wgsl"),
+    ),
+    (
+        "common/matmul_tile.wgsl",
+        include_str!("../../../shaders/common/matmul_tile.wgsl"),
+    ),
+    (
+        "common/adam_update.wgsl",
+        include_str!("../../../shaders/common/adam_update.wgsl"),
+    ),
+];
+
+/// The snippets a kernel file uses besides the common ones.
+fn snippets_of(file: &str) -> &'static [&'static str] {
+    match file {
+        "elementwise" => &["common/activation.wgsl"],
+        "matmul" => &["common/matmul_tile.wgsl"],
+        "linear" => &["common/activation.wgsl", "common/matmul_tile.wgsl"],
+        "adam" | "adam_group" => &["common/adam_update.wgsl"],
+        _ => &[],
+    }
+}
+
 /// Every kernel file in shaders/, by file stem.
 pub const SHADER_FILES: &[(&str, &str)] = &[
     ("matmul", include_str!("../../../shaders/matmul.wgsl")),
+    ("linear", include_str!("../../../shaders/linear.wgsl")),
+    (
+        "cross_entropy_sum",
+        include_str!("../../../shaders/cross_entropy_sum.wgsl"),
+    ),
     (
         "elementwise",
         include_str!("../../../shaders/elementwise.wgsl"),
@@ -40,21 +73,58 @@ pub const SHADER_FILES: &[(&str, &str)] = &[
     ("damping", include_str!("../../../shaders/damping.wgsl")),
 ];
 
+/// The common snippets and those `file` uses, in the order they are prepended.
+fn included_by(file: &str) -> Vec<(&'static str, &'static str)> {
+    let snippets = snippets_of(file).iter().map(|name| {
+        *SNIPPETS
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("registered")
+    });
+    COMMON_SOURCES.iter().copied().chain(snippets).collect()
+}
+
 /// The full source of a kernel file as compiled: common snippets, then the file.
 pub fn shader_source(file: &str) -> Option<String> {
     let body = SHADER_FILES.iter().find(|(name, _)| *name == file)?.1;
     let mut source = String::new();
-    for (name, snippet) in COMMON_SOURCES {
+    for (name, snippet) in included_by(file) {
         source.push_str(&format!("// ---- {name} ----\n{snippet}\n"));
     }
     source.push_str(&format!("// ---- {file}.wgsl ----\n{body}"));
     Some(source)
 }
 
+/// The most tensors one Adam group dispatch updates (4 storage buffers each): a bound on the
+/// generated modules, far above what the default MLP needs (6 tensors, 12 defended).
+pub const MAX_ADAM_GROUP: u8 = 16;
+
 /// One compute pipeline: a shader entry point with its pipeline-constant values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    Matmul { trans_a: bool, trans_b: bool },
+    Matmul {
+        trans_a: bool,
+        trans_b: bool,
+    },
+    /// The fused forward of a linear layer: product, bias, and the activation where there is one.
+    LinearForward {
+        trans_b: bool,
+        activation: Option<Activation>,
+    },
+    /// The fused weight and bias gradients of a linear layer.
+    LinearWeightGrad,
+    /// The fused input gradient of a linear layer through the previous layer's activation.
+    LinearInputGrad {
+        trans_b: bool,
+        activation: Activation,
+    },
+    /// Softmax cross-entropy with the sum of its losses.
+    SoftmaxCrossEntropySum,
+    /// Adam updates of `tensors` tensors with the same hyper-parameters in one dispatch
+    /// (2..=MAX_ADAM_GROUP; its WGSL is written per size by adam_group.rs).
+    AdamGroup {
+        tensors: u8,
+    },
     Activate(Activation),
     ActivateGrad(Activation),
     ActivateGradJvp(Activation),
@@ -89,6 +159,24 @@ impl Kernel {
                 all.push(Kernel::Matmul { trans_a, trans_b });
             }
         }
+        for trans_b in [false, true] {
+            all.push(Kernel::LinearForward {
+                trans_b,
+                activation: None,
+            });
+            for f in Activation::ALL {
+                all.push(Kernel::LinearForward {
+                    trans_b,
+                    activation: Some(f),
+                });
+                all.push(Kernel::LinearInputGrad {
+                    trans_b,
+                    activation: f,
+                });
+            }
+        }
+        all.extend([Kernel::LinearWeightGrad, Kernel::SoftmaxCrossEntropySum]);
+        all.extend((2..=MAX_ADAM_GROUP).map(|tensors| Kernel::AdamGroup { tensors }));
         for f in Activation::ALL {
             all.push(Kernel::Activate(f));
             all.push(Kernel::ActivateGrad(f));
@@ -119,9 +207,33 @@ impl Kernel {
         all
     }
 
+    /// The full source of the module this kernel's pipeline is made from.
+    pub fn source(self) -> String {
+        match self {
+            Kernel::AdamGroup { tensors } => {
+                adam_group_source(usize::from(tensors), &included_by(self.shader_file()))
+            }
+            _ => shader_source(self.shader_file()).expect("every kernel's file is registered"),
+        }
+    }
+
+    /// Which module the kernel's pipeline comes from: its file, and the group size of a
+    /// generated one.
+    fn module_key(self) -> (&'static str, u8) {
+        match self {
+            Kernel::AdamGroup { tensors } => (self.shader_file(), tensors),
+            _ => (self.shader_file(), 0),
+        }
+    }
+
     pub fn shader_file(self) -> &'static str {
         match self {
             Kernel::Matmul { .. } => "matmul",
+            Kernel::LinearForward { .. }
+            | Kernel::LinearWeightGrad
+            | Kernel::LinearInputGrad { .. } => "linear",
+            Kernel::SoftmaxCrossEntropySum => "cross_entropy_sum",
+            Kernel::AdamGroup { .. } => "adam_group",
             Kernel::Activate(_)
             | Kernel::ActivateGrad(_)
             | Kernel::ActivateGradJvp(_)
@@ -148,6 +260,14 @@ impl Kernel {
     pub fn entry_point(self) -> &'static str {
         match self {
             Kernel::Matmul { .. } => "matmul",
+            Kernel::LinearForward {
+                activation: None, ..
+            } => "linear_forward",
+            Kernel::LinearForward { .. } => "linear_forward_activate",
+            Kernel::LinearWeightGrad => "linear_weight_grad",
+            Kernel::LinearInputGrad { .. } => "linear_input_grad",
+            Kernel::SoftmaxCrossEntropySum => "softmax_cross_entropy_sum",
+            Kernel::AdamGroup { .. } => "adam_group",
             Kernel::Activate(_) => "activate",
             Kernel::ActivateGrad(_) => "activate_grad",
             Kernel::ActivateGradJvp(_) => "activate_grad_jvp",
@@ -181,6 +301,23 @@ impl Kernel {
             Kernel::Matmul { trans_a, trans_b } => {
                 vec![("TRANS_A", flag(trans_a)), ("TRANS_B", flag(trans_b))]
             }
+            Kernel::LinearForward {
+                trans_b,
+                activation,
+            } => {
+                let mut constants = vec![("TRANS_A", 0.0), ("TRANS_B", flag(trans_b))];
+                constants.extend(activation.map(|f| ("ACTIVATION", activation_code(f))));
+                constants
+            }
+            Kernel::LinearWeightGrad => vec![("TRANS_A", 1.0), ("TRANS_B", 0.0)],
+            Kernel::LinearInputGrad {
+                trans_b,
+                activation,
+            } => vec![
+                ("TRANS_A", 0.0),
+                ("TRANS_B", flag(trans_b)),
+                ("ACTIVATION", activation_code(activation)),
+            ],
             Kernel::Activate(f) | Kernel::ActivateGrad(f) | Kernel::ActivateGradJvp(f) => {
                 vec![("OP", activation_code(f))]
             }
@@ -210,6 +347,8 @@ impl Kernel {
             Kernel::Scale
             | Kernel::Axpy
             | Kernel::Fill
+            | Kernel::SoftmaxCrossEntropySum
+            | Kernel::AdamGroup { .. }
             | Kernel::SoftmaxCrossEntropy
             | Kernel::SoftmaxCrossEntropyJvp
             | Kernel::Transpose
@@ -227,9 +366,28 @@ impl Kernel {
         }
     }
 
-    /// (outputs, inputs): bindings 1..=outputs are read_write, the next `inputs` are read-only.
+    /// The storage bindings: outputs (read_write) from binding 1, then read-only inputs.
     pub fn bindings(self) -> Bindings {
         let (outputs, inputs) = match self {
+            // linear.wgsl's inputs start at binding 3 whatever its outputs (see below).
+            Kernel::LinearForward { activation, .. } => {
+                return Bindings {
+                    outputs: if activation.is_some() { 2 } else { 1 },
+                    inputs: 4,
+                    first_input: 3,
+                };
+            }
+            Kernel::LinearWeightGrad | Kernel::LinearInputGrad { .. } => {
+                return Bindings {
+                    outputs: 2,
+                    inputs: 3,
+                    first_input: 3,
+                };
+            }
+            // loss, grad, loss_sum; logits, labels.
+            Kernel::SoftmaxCrossEntropySum => (3, 2),
+            // param, m, v of each tensor; each gradient.
+            Kernel::AdamGroup { tensors } => (3 * usize::from(tensors), usize::from(tensors)),
             Kernel::Matmul { .. } => (1, 2),
             Kernel::Activate(_) => (1, 1),
             Kernel::ActivateGrad(_) => (1, 2),
@@ -261,7 +419,7 @@ impl Kernel {
             // lambda; actual, predicted.
             Kernel::DampingUpdate => (1, 2),
         };
-        Bindings { outputs, inputs }
+        Bindings::packed(outputs, inputs)
     }
 
     /// A readable name for labels, timings and errors, e.g. `matmul_tn`, `activate_gelu`.
@@ -272,12 +430,29 @@ impl Kernel {
                 if trans_a { 't' } else { 'n' },
                 if trans_b { 't' } else { 'n' }
             ),
+            Kernel::LinearForward {
+                trans_b,
+                activation,
+            } => format!(
+                "linear_forward_n{}{}",
+                if trans_b { 't' } else { 'n' },
+                activation.map_or(String::new(), |f| format!("_{}", f.name()))
+            ),
+            Kernel::LinearInputGrad {
+                trans_b,
+                activation,
+            } => format!(
+                "linear_input_grad_n{}_{}",
+                if trans_b { 't' } else { 'n' },
+                activation.name()
+            ),
             Kernel::Activate(f) => format!("activate_{}", f.name()),
             Kernel::ActivateGrad(f) => format!("activate_grad_{}", f.name()),
             Kernel::ActivateGradJvp(f) => format!("activate_grad_jvp_{}", f.name()),
             Kernel::Binary(op) => format!("binary_{}", op.name()),
             Kernel::Reduce(r) => format!("reduce_{}", r.name()),
             Kernel::Unary(op) => format!("unary_{}", op.name()),
+            Kernel::AdamGroup { tensors } => format!("adam_group_{tensors}"),
             other => other.entry_point().to_string(),
         }
     }
@@ -291,15 +466,38 @@ fn activation_code(f: Activation) -> f64 {
     }
 }
 
+/// Where a kernel's storage buffers bind: outputs (read_write) at bindings 1..=outputs, inputs
+/// (read-only) from `first_input` on. Operands are listed in that order, outputs first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Bindings {
     pub outputs: usize,
     pub inputs: usize,
+    /// `outputs + 1`, except where a file's entry points share globals and one of them leaves
+    /// an output out (linear_forward has no binding 2).
+    pub first_input: usize,
 }
 
 impl Bindings {
+    /// Outputs then inputs, with no gap.
+    pub const fn packed(outputs: usize, inputs: usize) -> Self {
+        Self {
+            outputs,
+            inputs,
+            first_input: outputs + 1,
+        }
+    }
+
     pub fn storage_count(self) -> usize {
         self.outputs + self.inputs
+    }
+
+    /// The binding number of operand `i` (outputs first, then inputs).
+    pub fn binding_of(self, i: usize) -> u32 {
+        if i < self.outputs {
+            1 + i as u32
+        } else {
+            (self.first_input + i - self.outputs) as u32
+        }
     }
 }
 
@@ -312,7 +510,7 @@ pub const PARAMS_BINDING_BYTES: u64 = 32;
 /// Creates shader modules, layouts and pipelines on first use and keeps them.
 #[derive(Default)]
 pub struct PipelineCache {
-    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    modules: HashMap<(&'static str, u8), wgpu::ShaderModule>,
     layouts: HashMap<Bindings, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
     pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
 }
@@ -344,7 +542,7 @@ impl PipelineCache {
             }];
             for i in 0..bindings.storage_count() {
                 entries.push(wgpu::BindGroupLayoutEntry {
-                    binding: 1 + i as u32,
+                    binding: bindings.binding_of(i),
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Storage {
@@ -356,7 +554,10 @@ impl PipelineCache {
                     count: None,
                 });
             }
-            let label = format!("layout_{}out_{}in", bindings.outputs, bindings.inputs);
+            let label = format!(
+                "layout_{}out_{}in_from{}",
+                bindings.outputs, bindings.inputs, bindings.first_input
+            );
             let bind_group_layout =
                 device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some(&label),
@@ -374,12 +575,10 @@ impl PipelineCache {
     /// The pipeline for `kernel`, compiled on first use.
     pub fn pipeline(&mut self, device: &wgpu::Device, kernel: Kernel) -> &wgpu::ComputePipeline {
         if !self.pipelines.contains_key(&kernel) {
-            let file = kernel.shader_file();
-            let module = self.modules.entry(file).or_insert_with(|| {
-                let source = shader_source(file).expect("every kernel's file is registered");
+            let module = self.modules.entry(kernel.module_key()).or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(file),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                    label: Some(kernel.shader_file()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
                 })
             });
             let module = module.clone();

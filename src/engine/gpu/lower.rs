@@ -3,7 +3,7 @@
 
 use super::kernels::{Bindings, Kernel};
 use crate::engine::cpu::random::split_u64;
-use crate::engine::op::{DeviceScalar, Op, ReduceAxis, Reduction};
+use crate::engine::op::{AdamHyper, DeviceScalar, Op, ReduceAxis, Reduction};
 use crate::engine::{EngineError, Tensor};
 use bytemuck::{Pod, Zeroable};
 
@@ -44,6 +44,17 @@ struct MatmulParams {
     alpha: f32,
     beta: f32,
     _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct LinearParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub b_cols: u32,
+    pub alpha: f32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -200,6 +211,13 @@ pub fn params_layouts() -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
             alpha,
             beta
         }),
+        layout!(LinearParams {
+            m,
+            n,
+            k,
+            b_cols,
+            alpha
+        }),
         layout!(ElementwiseParams {
             len,
             alpha,
@@ -284,12 +302,16 @@ pub fn params_layouts() -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
     ]
 }
 
-fn words<P: Pod>(params: P) -> ParamWords {
+pub(crate) fn words<P: Pod>(params: P) -> ParamWords {
     bytemuck::cast(params)
 }
 
 /// Splits `count` workgroups over x and y, as the kernels' `flat_workgroup_id` expects.
-fn grid_1d(op: &'static str, count: usize, max_per_dim: u32) -> Result<[u32; 3], EngineError> {
+pub(crate) fn grid_1d(
+    op: &'static str,
+    count: usize,
+    max_per_dim: u32,
+) -> Result<[u32; 3], EngineError> {
     let max = max_per_dim as usize;
     let x = count.clamp(1, max);
     let y = count.div_ceil(x);
@@ -302,7 +324,7 @@ fn grid_1d(op: &'static str, count: usize, max_per_dim: u32) -> Result<[u32; 3],
     Ok([x as u32, y as u32, 1])
 }
 
-fn grid_2d(
+pub(crate) fn grid_2d(
     op: &'static str,
     x: usize,
     y: usize,
@@ -409,8 +431,23 @@ fn random_params(len: usize, cols: usize, seed: u64, stream: u64) -> ParamWords 
     })
 }
 
-/// The params of both softmax cross-entropy kernels (the loss and its tangent).
-fn softmax_params(logits: Tensor, grad_scale: f64) -> ParamWords {
+/// The params of both Adam kernels: `len` is the (first) tensor's length.
+pub(crate) fn adam_params(len: usize, hyper: &AdamHyper, step: u32) -> ParamWords {
+    let (correction1, correction2) = hyper.corrections(step);
+    words(AdamParams {
+        len: len as u32,
+        lr: hyper.lr as f32,
+        beta1: hyper.beta1 as f32,
+        beta2: hyper.beta2 as f32,
+        eps: hyper.eps as f32,
+        weight_decay: hyper.weight_decay as f32,
+        correction1: correction1 as f32,
+        correction2: correction2 as f32,
+    })
+}
+
+/// The params of the softmax cross-entropy kernels (the loss, its tangent, the fused sum).
+pub(crate) fn softmax_params(logits: Tensor, grad_scale: f64) -> ParamWords {
     words(SoftmaxParams {
         rows: logits.rows() as u32,
         cols: logits.cols() as u32,
@@ -609,24 +646,12 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
             v,
             hyper,
             step,
-        } => {
-            let (correction1, correction2) = hyper.corrections(step);
-            Dispatch {
-                kernel: Kernel::Adam,
-                params: words(AdamParams {
-                    len: param.len() as u32,
-                    lr: hyper.lr as f32,
-                    beta1: hyper.beta1 as f32,
-                    beta2: hyper.beta2 as f32,
-                    eps: hyper.eps as f32,
-                    weight_decay: hyper.weight_decay as f32,
-                    correction1: correction1 as f32,
-                    correction2: correction2 as f32,
-                }),
-                operands: vec![T(param), T(m), T(v), T(grad)],
-                workgroups: grid_1d("adam", param.len().div_ceil(256), max_per_dim)?,
-            }
-        }
+        } => Dispatch {
+            kernel: Kernel::Adam,
+            params: adam_params(param.len(), &hyper, step),
+            operands: vec![T(param), T(m), T(v), T(grad)],
+            workgroups: grid_1d("adam", param.len().div_ceil(256), max_per_dim)?,
+        },
         Op::Unary { op, x, out } => elementwise(
             Kernel::Unary(op),
             x.len(),

@@ -3,20 +3,24 @@
 //! whole recording is encoded into one compute pass and one submission, and only the tensors
 //! asked for are read back.
 
+mod adam_group;
 mod context;
 pub mod kernels;
 pub mod lower;
+pub mod plan;
 mod pool;
 mod readback;
 
 pub use context::{GpuDevice, GpuOptions, open_device};
 pub use readback::PendingRead;
 
+use super::fusion::Fusion;
 use super::{
     Engine, EngineError, EngineInfo, ReadTicket, Recording, ReleaseQueue, Tensor, check_alloc,
 };
 use kernels::{Bindings, Kernel, PARAMS_BINDING_BYTES, PARAMS_SLOT_BYTES, PipelineCache};
 use lower::{Dispatch, MAX_REDUCE_PARTIALS, Operand};
+use plan::{PlanFigures, PlanLimits};
 use pool::{BufferPool, PooledBuffer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,7 +55,7 @@ struct BindGroupKey {
 
 /// A dispatch ready to encode.
 struct Prepared {
-    label: String,
+    kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
@@ -71,6 +75,7 @@ pub struct GpuEngine {
     scratch: PooledBuffer,
     params: ParamsRing,
     bind_groups: HashMap<BindGroupKey, wgpu::BindGroup>,
+    fusion: Fusion,
     /// Validation and out-of-memory errors that wgpu reports asynchronously.
     errors: Arc<Mutex<Vec<String>>>,
 }
@@ -152,6 +157,7 @@ impl GpuEngine {
             scratch,
             params,
             bind_groups: HashMap::new(),
+            fusion: Fusion::default(),
             errors,
         }
     }
@@ -170,6 +176,16 @@ impl GpuEngine {
 
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+
+    /// Whether recordings are fused before they are lowered (on by default; the results are the
+    /// same either way within the tolerances the parity tests state).
+    pub fn set_fusion(&mut self, fusion: Fusion) {
+        self.fusion = fusion;
+    }
+
+    pub fn fusion(&self) -> Fusion {
+        self.fusion
     }
 
     /// Whether `run_timed` can measure device time on this adapter.
@@ -194,8 +210,14 @@ impl GpuEngine {
     }
 
     /// Compiles every pipeline now rather than on first use, reporting a shader that fails.
+    /// Compiles every pipeline the device's limits allow (an Adam group binds more storage
+    /// buffers than a WebGPU device may).
     pub fn compile_all(&mut self) -> Result<(), EngineError> {
+        let max_storage = self.limits.max_storage_buffers_per_shader_stage as usize;
         for kernel in Kernel::all() {
+            if kernel.bindings().storage_count() > max_storage {
+                continue;
+            }
             self.pipelines.pipeline(&self.device, kernel);
             self.take_error().map_or(Ok(()), |message| {
                 Err(EngineError::Shader {
@@ -267,7 +289,7 @@ impl GpuEngine {
         for (i, &operand) in dispatch.operands.iter().enumerate() {
             let (buffer, bytes) = self.operand_buffer(operand)?;
             entries.push(wgpu::BindGroupEntry {
-                binding: 1 + i as u32,
+                binding: bindings.binding_of(i),
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: &buffer.buffer,
                     offset: 0,
@@ -286,14 +308,13 @@ impl GpuEngine {
 
     /// Lowers the recording, uploads all its params in one write and prepares each dispatch.
     fn prepare(&mut self, recording: &Recording) -> Result<Vec<Prepared>, EngineError> {
-        let max_per_dim = self.limits.max_compute_workgroups_per_dimension;
-        let mut dispatches = Vec::with_capacity(recording.len());
         for op in recording.ops() {
             for tensor in op.tensors() {
                 self.tensor(tensor)?;
             }
-            dispatches.extend(lower::lower(op, max_per_dim)?);
         }
+        let dispatches =
+            plan::lower_recording(recording, self.fusion, PlanLimits::of(&self.limits))?;
         self.ensure_params_slots(dispatches.len() as u64);
         let slot_words = (PARAMS_SLOT_BYTES / 4) as usize;
         let mut params = vec![0u32; dispatches.len() * slot_words];
@@ -317,7 +338,7 @@ impl GpuEngine {
                 });
             }
             prepared.push(Prepared {
-                label: dispatch.kernel.label(),
+                kernel: dispatch.kernel,
                 pipeline,
                 bind_group: self.bind_group(dispatch)?,
                 workgroups: dispatch.workgroups,
@@ -334,8 +355,10 @@ impl GpuEngine {
 
     fn encode_dispatch(pass: &mut wgpu::ComputePass<'_>, slot: usize, dispatch: &Prepared) {
         let offset = (slot as u64 * PARAMS_SLOT_BYTES) as u32;
-        // Names each dispatch in GPU debuggers (RenderDoc, browser devtools).
-        pass.insert_debug_marker(&dispatch.label);
+        // Names each dispatch in GPU debuggers (RenderDoc, browser devtools); debug builds only,
+        // as the label is a new string per dispatch.
+        #[cfg(debug_assertions)]
+        pass.insert_debug_marker(&dispatch.kernel.label());
         pass.set_pipeline(&dispatch.pipeline);
         pass.set_bind_group(0, &dispatch.bind_group, &[offset]);
         let [x, y, z] = dispatch.workgroups;
@@ -391,7 +414,7 @@ impl GpuEngine {
             });
         for (slot, dispatch) in prepared.iter().enumerate() {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(&dispatch.label),
+                label: Some(&dispatch.kernel.label()),
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
                     query_set: &query_set,
                     beginning_of_pass_write_index: Some(2 * slot as u32),
@@ -430,7 +453,7 @@ impl GpuEngine {
             .iter()
             .zip(ticks.chunks_exact(2))
             .map(|(dispatch, pair)| KernelTiming {
-                kernel: dispatch.label.clone(),
+                kernel: dispatch.kernel.label(),
                 device_ns: pair[1].saturating_sub(pair[0]) as f64 * period_ns,
             })
             .collect())
@@ -541,6 +564,12 @@ impl Engine for GpuEngine {
             }
         }
         self.submit(encoder)
+    }
+
+    fn plan_figures(&self, recording: &Recording) -> Result<Option<PlanFigures>, EngineError> {
+        let dispatches =
+            plan::lower_recording(recording, self.fusion, PlanLimits::of(&self.limits))?;
+        Ok(Some(PlanFigures::of(&dispatches)))
     }
 
     fn begin_read(&mut self, tensors: &[Tensor]) -> Result<ReadTicket, EngineError> {
