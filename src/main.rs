@@ -160,6 +160,10 @@ enum Command {
         /// Measured samples per workload (after 2 warm-up samples).
         #[arg(long, default_value_t = 5)]
         samples: usize,
+        /// Run the GPU engine's recordings unfused, one dispatch per recorded op (the "before"
+        /// of the fusion figures; results agree within the parity tests' tolerances).
+        #[arg(long)]
+        unfused: bool,
         /// Measure nothing: write the suite's attack-step workloads (initial model, batch,
         /// optimiser, the first steps' losses) to this folder for a peer implementation to run
         /// the same work (benches/peers/).
@@ -708,10 +712,11 @@ fn main() -> Result<ExitCode> {
             suite,
             out,
             samples,
+            unfused,
             export_peer,
         } => done(match export_peer {
             Some(dir) => cli::bench::export_peer(suite, &dir),
-            None => cli::bench::bench(&engine, suite, &out, samples),
+            None => cli::bench::bench(&engine, suite, &out, samples, unfused),
         }),
         Command::BenchPlot { files, out } => done(cli::bench::plot(&files, &out)),
         Command::Report { results, out } => done(cli::report::report(&results, out.as_deref())),

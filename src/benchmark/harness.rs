@@ -3,6 +3,7 @@
 
 use super::record::BenchRecord;
 use super::workload::{Prepared, Workload};
+use crate::engine::gpu::plan::PlanFigures;
 use crate::engine::{Engine, EngineInfo, ReadTicket};
 use web_time::Instant;
 
@@ -35,6 +36,12 @@ struct Sampling {
     warmups_left: usize,
     samples: Vec<f64>,
     in_flight: Option<(Instant, ReadTicket)>,
+    plan_per_step: Option<PlanFigures>,
+    /// Dispatches of one run of the recording, where the engine plans them.
+    dispatches_per_run: Option<usize>,
+    /// Seconds spent inside the engine's `run` during the counted samples, and their runs.
+    host_seconds: f64,
+    host_runs: usize,
 }
 
 pub struct BenchSession {
@@ -95,13 +102,25 @@ impl BenchSession {
         let Some(sampling) = &mut self.sampling else {
             if let Some(&workload) = self.workloads.get(self.next) {
                 self.next += 1;
+                let prepared = workload.prepare(engine)?;
+                let plan = |recording| {
+                    engine
+                        .plan_figures(recording)
+                        .map_err(|e| format!("{}: {e}", workload.name()))
+                };
+                let plan_per_step = plan(&prepared.step)?;
+                let dispatches_per_run = plan(&prepared.recording)?.map(|p| p.dispatches);
                 self.sampling = Some(Sampling {
                     workload,
-                    prepared: workload.prepare(engine)?,
+                    prepared,
                     runs_per_sample: 1,
                     warmups_left: self.settings.warmup_samples,
                     samples: Vec::new(),
                     in_flight: None,
+                    plan_per_step,
+                    dispatches_per_run,
+                    host_seconds: 0.0,
+                    host_runs: 0,
                 });
             }
             return Ok(true);
@@ -109,10 +128,17 @@ impl BenchSession {
         let name = sampling.workload.name();
         let Some((started, ticket)) = &mut sampling.in_flight else {
             let started = Instant::now();
-            for _ in 0..sampling.runs_per_sample {
+            for run in 0..sampling.runs_per_sample {
+                let run_started = Instant::now();
                 engine
                     .run(&sampling.prepared.recording)
                     .map_err(|e| format!("{name}: {e}"))?;
+                // The host's own time is the first run's, started with the device idle: later
+                // runs of a sample may wait for a driver queue that is still busy.
+                if run == 0 && sampling.warmups_left == 0 {
+                    sampling.host_seconds += run_started.elapsed().as_secs_f64();
+                    sampling.host_runs += 1;
+                }
             }
             let ticket = engine
                 .begin_read(&[sampling.prepared.probe])
@@ -155,6 +181,10 @@ impl BenchSession {
                 done.samples,
             );
             record.flop_per_step = done.prepared.flop_per_step;
+            record.plan_per_step = done.plan_per_step;
+            record.host_us_per_dispatch = done.dispatches_per_run.map(|dispatches| {
+                1e6 * done.host_seconds / (done.host_runs * dispatches.max(1)) as f64
+            });
             self.records.push(record);
         }
         Ok(true)

@@ -1,6 +1,7 @@
 //! One benchmark result, as a JSON line: what ran, on what, and the samples.
 
 use crate::engine::EngineInfo;
+use crate::engine::gpu::plan::PlanFigures;
 use serde::{Deserialize, Serialize};
 
 pub const BENCH_SCHEMA: &str = "specdef.bench/1";
@@ -36,6 +37,17 @@ pub struct BenchRecord {
     /// in records written before it existed.
     #[serde(default)]
     pub flop_per_step: Option<f64>,
+    /// The GPU engine's plan of one step (one run where the workload has no steps): dispatches,
+    /// barrier stages, workgroups, FLOPs and bytes, read off the plan. Absent on CPU engines and
+    /// in records written before it existed.
+    #[serde(default)]
+    pub plan_per_step: Option<PlanFigures>,
+    /// The host's time in the engine's `run` per dispatch (planning, binding, encoding and
+    /// submitting; the GPU's work is not waited for), in microseconds, from each sample's first
+    /// run (started with the device idle): the same wgpu host path on lavapipe as on a GPU.
+    /// GPU engine only.
+    #[serde(default)]
+    pub host_us_per_dispatch: Option<f64>,
 }
 
 impl BenchRecord {
@@ -84,6 +96,8 @@ impl BenchRecord {
             samples,
             kernel_ms_per_run: None,
             flop_per_step: None,
+            plan_per_step: None,
+            host_us_per_dispatch: None,
         }
     }
 
@@ -135,6 +149,8 @@ impl BenchRecord {
         for (field, value) in [
             ("kernel_ms_per_run", self.kernel_ms_per_run),
             ("flop_per_step", self.flop_per_step),
+            ("host_us_per_dispatch", self.host_us_per_dispatch),
+            ("plan_per_step.flop", self.plan_per_step.map(|p| p.flop)),
         ] {
             if let Some(v) = value
                 && !throughput(v)
@@ -147,10 +163,11 @@ impl BenchRecord {
         Ok(())
     }
 
-    /// `matmul 256x256x256   12.3 GFLOP/s (min 11.9, max 12.8; 5 samples of 4 runs)`
+    /// `matmul 256x256x256   12.3 GFLOP/s (min 11.9, max 12.8; 5 samples of 4 runs)`, and on
+    /// the GPU `; 15 dispatches in 12 stages per step, host 3.1 us per dispatch`.
     pub fn summary(&self) -> String {
-        format!(
-            "{:<28} {:>9.3} {:<8} (min {:.3}, max {:.3}; {} samples of {} runs)",
+        let mut line = format!(
+            "{:<28} {:>9.3} {:<8} (min {:.3}, max {:.3}; {} samples of {} runs",
             self.workload,
             self.median,
             self.unit,
@@ -158,7 +175,17 @@ impl BenchRecord {
             self.max,
             self.samples.len(),
             self.runs_per_sample
-        )
+        );
+        if let Some(plan) = self.plan_per_step {
+            line.push_str(&format!(
+                "; {} dispatches in {} stages per step",
+                plan.dispatches, plan.barrier_stages
+            ));
+        }
+        if let Some(host) = self.host_us_per_dispatch {
+            line.push_str(&format!(", host {host:.1} us per dispatch"));
+        }
+        line + ")"
     }
 }
 

@@ -179,6 +179,9 @@ impl Workload {
 /// the workload's tensors (through `owners`), which are freed when it is dropped.
 pub struct Prepared {
     pub recording: Recording,
+    /// One step of `recording` (all of it where a run is one step): what the plan's figures
+    /// per step are read from.
+    pub step: Recording,
     pub probe: Tensor,
     /// Work of one run of the recording, in the unit's numerator (GFLOP, steps).
     pub work_per_run: f64,
@@ -195,6 +198,7 @@ fn prepare_matmul(engine: &mut dyn Engine, n: usize) -> Result<Prepared, Box<dyn
     let mut recording = Recording::new();
     recording.matmul(a, b, c, false, false)?;
     Ok(Prepared {
+        step: recording.clone(),
         recording,
         probe: c,
         work_per_run: 2.0 * (n as f64).powi(3) / 1e9,
@@ -332,6 +336,7 @@ pub fn prepare_attack_steps_of(
     }
     Ok(Prepared {
         recording,
+        step: one_step,
         probe: state.ws.loss_sum,
         work_per_run: steps as f64,
         flop_per_step: Some(flop_per_step),
@@ -403,6 +408,7 @@ pub fn prepare_derivative(
     (0..repeats).for_each(|_| recording.extend(&one));
     Ok(Prepared {
         recording,
+        step: one,
         probe: ws.loss_sum,
         work_per_run: repeats as f64,
         flop_per_step: None,

@@ -9,6 +9,7 @@ use specdef::benchmark::{
     attack_losses, attack_model, prepare_attack_steps_of,
 };
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
+use specdef::engine::fusion::Fusion;
 use specdef::engine::gpu::GpuEngine;
 use specdef::engine_choice::EngineChoice;
 use specdef::model::HostModel;
@@ -18,7 +19,13 @@ use std::path::Path;
 /// The most measured samples per workload (the `curves` suite takes minutes at 5).
 const MAX_SAMPLES: usize = 1000;
 
-pub fn bench(engines: &[EngineChoice], suite: Suite, out: &Path, samples: usize) -> Result<()> {
+pub fn bench(
+    engines: &[EngineChoice],
+    suite: Suite,
+    out: &Path,
+    samples: usize,
+    unfused: bool,
+) -> Result<()> {
     anyhow::ensure!(
         (1..=MAX_SAMPLES).contains(&samples),
         "--samples must be 1..={MAX_SAMPLES}, got {samples}"
@@ -42,6 +49,9 @@ pub fn bench(engines: &[EngineChoice], suite: Suite, out: &Path, samples: usize)
             // Concretely typed, so the same device also times the kernels.
             match GpuEngine::new() {
                 Ok(mut gpu) => {
+                    if unfused {
+                        gpu.set_fusion(Fusion::Off);
+                    }
                     let mut measured = measure(&mut gpu)?;
                     add_kernel_times(&mut gpu, &workloads, &mut measured)?;
                     records.extend(measured);
