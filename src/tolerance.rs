@@ -118,6 +118,11 @@ impl Tolerance {
         Self::new(self.abs + other.abs, self.rel + other.rel)
     }
 
+    /// The looser of two tolerances, term by term (values of two kinds checked together).
+    pub fn looser(self, other: Tolerance) -> Self {
+        Self::new(self.abs.max(other.abs), self.rel.max(other.rel))
+    }
+
     /// The error allowed for an expected value.
     pub fn allowed(&self, expected: f64) -> f64 {
         self.abs + self.rel * expected.abs()

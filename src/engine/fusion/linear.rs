@@ -12,8 +12,10 @@
 //!   previous layer's activation.
 
 use super::independent;
+use super::product_pair::Product;
 use crate::engine::gpu::kernels::Kernel;
 use crate::engine::gpu::lower::{Dispatch, LinearParams, Operand, grid_2d, words};
+use crate::engine::gpu::product_pair::ProductKind;
 use crate::engine::{Activation, EngineError, Op, Tensor};
 
 /// The params and grid of a tiled product with `m x n` results over `k` terms, whose B has
@@ -181,6 +183,24 @@ impl LinearWeightGrad {
         })
     }
 
+    /// The product as a pair holds it.
+    pub(super) fn product(&self) -> Product {
+        let (m, b_cols) = self.dw.shape();
+        Product {
+            kind: ProductKind::WeightGrad,
+            m,
+            n: b_cols + 1,
+            k: self.g.rows(),
+            b_cols,
+            alpha: self.alpha,
+            trans_a: true,
+            trans_b: false,
+            activation: None,
+            outputs: vec![self.dw, self.db],
+            inputs: vec![self.g, self.h, self.ones],
+        }
+    }
+
     pub(super) fn lower(&self, max_per_dim: u32) -> Result<Dispatch, EngineError> {
         use Operand::Tensor as T;
         let (m, b_cols) = self.dw.shape();
@@ -243,6 +263,24 @@ impl LinearInputGrad {
             pre,
             grad_pre,
         })
+    }
+
+    /// The product as a pair holds it.
+    pub(super) fn product(&self) -> Product {
+        let (m, n) = self.dh.shape();
+        Product {
+            kind: ProductKind::InputGrad,
+            m,
+            n,
+            k: self.g.cols(),
+            b_cols: n,
+            alpha: self.alpha,
+            trans_a: false,
+            trans_b: self.trans_b,
+            activation: Some(self.activation),
+            outputs: vec![self.dh, self.grad_pre],
+            inputs: vec![self.g, self.w, self.pre],
+        }
     }
 
     pub(super) fn lower(&self, max_per_dim: u32) -> Result<Dispatch, EngineError> {

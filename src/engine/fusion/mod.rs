@@ -13,10 +13,12 @@
 mod adam_group;
 mod cross_entropy_sum;
 mod linear;
+mod product_pair;
 
 pub use adam_group::{AdamGroup, max_group};
 pub use cross_entropy_sum::CrossEntropySum;
 pub use linear::{LinearForward, LinearInputGrad, LinearWeightGrad};
+pub use product_pair::ProductPair;
 
 use super::gpu::lower::Dispatch;
 use super::{EngineError, Op, Tensor};
@@ -38,6 +40,8 @@ pub enum Fused {
     LinearInputGrad(LinearInputGrad),
     CrossEntropySum(CrossEntropySum),
     AdamGroup(AdamGroup),
+    /// Two of the products above (or plain matmuls) side by side; formed after the others.
+    ProductPair(ProductPair),
 }
 
 impl Fused {
@@ -64,6 +68,7 @@ impl Fused {
             Fused::LinearInputGrad(f) => f.lower(max_per_dim),
             Fused::CrossEntropySum(f) => Ok(f.lower()),
             Fused::AdamGroup(f) => f.lower(max_per_dim),
+            Fused::ProductPair(f) => f.lower(max_per_dim),
         }
     }
 }
@@ -75,9 +80,9 @@ pub enum Step<'a> {
     Fused(Fused),
 }
 
-/// The recording's ops with every fusable run replaced, left to right, first match wins; no
-/// fused kernel binds more than `max_storage_buffers` storage buffers (the device's limit per
-/// stage).
+/// The recording's ops with every fusable run replaced, left to right, first match wins, then
+/// each two consecutive independent products paired; no fused kernel binds more than
+/// `max_storage_buffers` storage buffers (the device's limit per stage).
 pub fn fuse(ops: &[Op], max_storage_buffers: u32) -> Vec<Step<'_>> {
     let mut steps = Vec::with_capacity(ops.len());
     let mut at = 0;
@@ -93,7 +98,7 @@ pub fn fuse(ops: &[Op], max_storage_buffers: u32) -> Vec<Step<'_>> {
             }
         }
     }
-    steps
+    product_pair::pair_products(steps, max_storage_buffers)
 }
 
 /// A fused kernel binds each output once and reads none of them: the outputs are distinct from

@@ -3,6 +3,7 @@
 //! counts) lives here and nowhere else; tests/shader_validation.rs checks it against shaders/.
 
 use super::adam_group::adam_group_source;
+use super::product_pair::{ProductKind, product_pair_source};
 use crate::engine::op::{Activation, BinaryOp, Reduction, UnaryOp};
 use std::collections::HashMap;
 
@@ -35,6 +36,8 @@ fn snippets_of(file: &str) -> &'static [&'static str] {
         "matmul" => &["common/matmul_tile.wgsl"],
         "linear" => &["common/activation.wgsl", "common/matmul_tile.wgsl"],
         "adam" | "adam_group" => &["common/adam_update.wgsl"],
+        // The tiling is copied per product rather than prepended (see product_pair.rs).
+        "product_pair" => &["common/activation.wgsl"],
         _ => &[],
     }
 }
@@ -73,14 +76,18 @@ pub const SHADER_FILES: &[(&str, &str)] = &[
     ("damping", include_str!("../../../shaders/damping.wgsl")),
 ];
 
+/// A registered snippet's text.
+fn snippet(name: &str) -> &'static str {
+    SNIPPETS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .expect("registered")
+        .1
+}
+
 /// The common snippets and those `file` uses, in the order they are prepended.
 fn included_by(file: &str) -> Vec<(&'static str, &'static str)> {
-    let snippets = snippets_of(file).iter().map(|name| {
-        *SNIPPETS
-            .iter()
-            .find(|(n, _)| n == name)
-            .expect("registered")
-    });
+    let snippets = snippets_of(file).iter().map(|&name| (name, snippet(name)));
     COMMON_SOURCES.iter().copied().chain(snippets).collect()
 }
 
@@ -117,6 +124,12 @@ pub enum Kernel {
     LinearInputGrad {
         trans_b: bool,
         activation: Activation,
+    },
+    /// Two independent products in one dispatch (its WGSL is written per pair of kinds by
+    /// product_pair.rs).
+    ProductPair {
+        first: ProductKind,
+        second: ProductKind,
     },
     /// Softmax cross-entropy with the sum of its losses.
     SoftmaxCrossEntropySum,
@@ -177,6 +190,9 @@ impl Kernel {
         }
         all.extend([Kernel::LinearWeightGrad, Kernel::SoftmaxCrossEntropySum]);
         all.extend((2..=MAX_ADAM_GROUP).map(|tensors| Kernel::AdamGroup { tensors }));
+        for first in ProductKind::ALL {
+            all.extend(ProductKind::ALL.map(|second| Kernel::ProductPair { first, second }));
+        }
         for f in Activation::ALL {
             all.push(Kernel::Activate(f));
             all.push(Kernel::ActivateGrad(f));
@@ -213,6 +229,11 @@ impl Kernel {
             Kernel::AdamGroup { tensors } => {
                 adam_group_source(usize::from(tensors), &included_by(self.shader_file()))
             }
+            Kernel::ProductPair { first, second } => product_pair_source(
+                (first, second),
+                &included_by(self.shader_file()),
+                snippet("common/matmul_tile.wgsl"),
+            ),
             _ => shader_source(self.shader_file()).expect("every kernel's file is registered"),
         }
     }
@@ -222,6 +243,9 @@ impl Kernel {
     fn module_key(self) -> (&'static str, u8) {
         match self {
             Kernel::AdamGroup { tensors } => (self.shader_file(), tensors),
+            Kernel::ProductPair { first, second } => {
+                (self.shader_file(), 3 * first.index() + second.index())
+            }
             _ => (self.shader_file(), 0),
         }
     }
@@ -234,6 +258,7 @@ impl Kernel {
             | Kernel::LinearInputGrad { .. } => "linear",
             Kernel::SoftmaxCrossEntropySum => "cross_entropy_sum",
             Kernel::AdamGroup { .. } => "adam_group",
+            Kernel::ProductPair { .. } => "product_pair",
             Kernel::Activate(_)
             | Kernel::ActivateGrad(_)
             | Kernel::ActivateGradJvp(_)
@@ -268,6 +293,7 @@ impl Kernel {
             Kernel::LinearInputGrad { .. } => "linear_input_grad",
             Kernel::SoftmaxCrossEntropySum => "softmax_cross_entropy_sum",
             Kernel::AdamGroup { .. } => "adam_group",
+            Kernel::ProductPair { .. } => "product_pair",
             Kernel::Activate(_) => "activate",
             Kernel::ActivateGrad(_) => "activate_grad",
             Kernel::ActivateGradJvp(_) => "activate_grad_jvp",
@@ -349,6 +375,7 @@ impl Kernel {
             | Kernel::Fill
             | Kernel::SoftmaxCrossEntropySum
             | Kernel::AdamGroup { .. }
+            | Kernel::ProductPair { .. }
             | Kernel::SoftmaxCrossEntropy
             | Kernel::SoftmaxCrossEntropyJvp
             | Kernel::Transpose
@@ -388,6 +415,11 @@ impl Kernel {
             Kernel::SoftmaxCrossEntropySum => (3, 2),
             // param, m, v of each tensor; each gradient.
             Kernel::AdamGroup { tensors } => (3 * usize::from(tensors), usize::from(tensors)),
+            // The first product's outputs, the second's; the first's inputs, the second's.
+            Kernel::ProductPair { first, second } => (
+                first.outputs() + second.outputs(),
+                first.inputs() + second.inputs(),
+            ),
             Kernel::Matmul { .. } => (1, 2),
             Kernel::Activate(_) => (1, 1),
             Kernel::ActivateGrad(_) => (1, 2),
@@ -453,6 +485,9 @@ impl Kernel {
             Kernel::Reduce(r) => format!("reduce_{}", r.name()),
             Kernel::Unary(op) => format!("unary_{}", op.name()),
             Kernel::AdamGroup { tensors } => format!("adam_group_{tensors}"),
+            Kernel::ProductPair { first, second } => {
+                format!("product_pair_{}_{}", first.name(), second.name())
+            }
             other => other.entry_point().to_string(),
         }
     }
@@ -504,8 +539,9 @@ impl Bindings {
 /// Size of one dispatch's uniform slot: every params struct fits in it, and it is a multiple of
 /// every adapter's `min_uniform_buffer_offset_alignment` (at most 256 by the WebGPU spec).
 pub const PARAMS_SLOT_BYTES: u64 = 256;
-/// The bytes of each slot the shaders read (the largest params struct is 32 bytes).
-pub const PARAMS_BINDING_BYTES: u64 = 32;
+/// The bytes of each slot the shaders read (the largest params struct, a product pair's, is 64
+/// bytes).
+pub const PARAMS_BINDING_BYTES: u64 = 64;
 
 /// Creates shader modules, layouts and pipelines on first use and keeps them.
 #[derive(Default)]

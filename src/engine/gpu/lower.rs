@@ -17,8 +17,8 @@ pub enum Operand {
     },
 }
 
-/// Params are 8 words (32 bytes), the bytes of the WGSL params struct padded to the binding size.
-pub type ParamWords = [u32; 8];
+/// Params are 16 words (64 bytes, the binding size): the WGSL params struct's bytes, then zeros.
+pub type ParamWords = [u32; 16];
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dispatch {
@@ -303,7 +303,11 @@ pub fn params_layouts() -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
 }
 
 pub(crate) fn words<P: Pod>(params: P) -> ParamWords {
-    bytemuck::cast(params)
+    const { assert!(size_of::<P>() <= size_of::<ParamWords>()) };
+    let mut words = [0u32; 16];
+    let bytes = bytemuck::bytes_of(&params);
+    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+    words
 }
 
 /// Splits `count` workgroups over x and y, as the kernels' `flat_workgroup_id` expects.

@@ -9,6 +9,7 @@ pub mod kernels;
 pub mod lower;
 pub mod plan;
 mod pool;
+pub mod product_pair;
 mod readback;
 
 pub use context::{GpuDevice, GpuOptions, open_device};

@@ -87,6 +87,13 @@ fn product_flop(dispatch: &Dispatch) -> f64 {
             let [m, n, k, ..] = dispatch.params;
             2.0 * f64::from(m) * f64::from(n) * f64::from(k + 1)
         }
+        // Two products' params, eight words each.
+        Kernel::ProductPair { .. } => dispatch.params.chunks(8).fold(0.0, |flop, product| {
+            let [m, n, k, ..] = *product else {
+                return flop;
+            };
+            flop + 2.0 * f64::from(m) * f64::from(n) * f64::from(k)
+        }),
         _ => 0.0,
     }
 }

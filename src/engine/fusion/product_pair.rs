@@ -1,0 +1,170 @@
+//! Two independent products side by side: where two consecutive steps of a plan are products
+//! (a recorded matmul with beta = 0, or a layer's fused weight or input gradient) and neither
+//! reads or writes what the other writes, one dispatch computes both (the kernel written by
+//! src/engine/gpu/product_pair.rs). A backward pass is full of such pairs: a layer's weight
+//! gradient and the gradient it passes down both read the output gradient and nothing of each
+//! other. Each value is computed as the unpaired kernel computes it, so pairing changes no result.
+
+use super::{Fused, Step, independent};
+use crate::engine::gpu::kernels::Kernel;
+use crate::engine::gpu::lower::{Dispatch, Operand, grid_1d, words};
+use crate::engine::gpu::product_pair::ProductKind;
+use crate::engine::{Activation, EngineError, Op, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+/// One product as a pair holds it: its shape, scalars and buffers in binding order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Product {
+    pub(super) kind: ProductKind,
+    /// The result's rows and columns (columns including a weight gradient's bias column), the
+    /// terms of each sum, and B's columns as stored.
+    pub(super) m: usize,
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) b_cols: usize,
+    pub(super) alpha: f64,
+    pub(super) trans_a: bool,
+    pub(super) trans_b: bool,
+    /// The activation whose derivative an input gradient applies.
+    pub(super) activation: Option<Activation>,
+    pub(super) outputs: Vec<Tensor>,
+    pub(super) inputs: Vec<Tensor>,
+}
+
+impl Product {
+    /// The product a plan step computes, if it is one a pair can hold.
+    fn of(step: &Step) -> Option<Product> {
+        match step {
+            &Step::Op(&Op::Matmul {
+                a,
+                b,
+                c,
+                trans_a,
+                trans_b,
+                alpha,
+                beta: 0.0,
+            }) => Some(Product {
+                kind: ProductKind::Matmul,
+                m: c.rows(),
+                n: c.cols(),
+                k: if trans_a { a.rows() } else { a.cols() },
+                b_cols: c.cols(),
+                alpha,
+                trans_a,
+                trans_b,
+                activation: None,
+                outputs: vec![c],
+                inputs: vec![a, b],
+            }),
+            Step::Fused(Fused::LinearWeightGrad(f)) => Some(f.product()),
+            Step::Fused(Fused::LinearInputGrad(f)) => Some(f.product()),
+            _ => None,
+        }
+    }
+
+    fn tiles(&self) -> (usize, usize) {
+        (self.m.div_ceil(64), self.n.div_ceil(64))
+    }
+
+    fn params(&self) -> ProductParams {
+        let (tiles_m, tiles_n) = self.tiles();
+        let activation_code = self.activation.map_or(0, |f| match f {
+            Activation::Relu => 0,
+            Activation::Gelu => 1,
+            Activation::Tanh => 2,
+        });
+        ProductParams {
+            m: self.m as u32,
+            n: self.n as u32,
+            k: self.k as u32,
+            b_cols: self.b_cols as u32,
+            alpha: self.alpha as f32,
+            tiles_n: tiles_n as u32,
+            tiles: (tiles_m * tiles_n) as u32,
+            flags: u32::from(self.trans_a) | u32::from(self.trans_b) << 1 | activation_code << 2,
+        }
+    }
+}
+
+/// product_pair.rs's `ProductParams`.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ProductParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    b_cols: u32,
+    alpha: f32,
+    tiles_n: u32,
+    tiles: u32,
+    flags: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProductPair {
+    first: Product,
+    second: Product,
+}
+
+impl ProductPair {
+    /// The two products as one dispatch, where they are independent and their buffers fit the
+    /// device's `max_storage_buffers` per stage.
+    fn of(first: Product, second: Product, max_storage_buffers: u32) -> Option<Self> {
+        let outputs = [&first.outputs[..], &second.outputs[..]].concat();
+        let inputs = [&first.inputs[..], &second.inputs[..]].concat();
+        let fits = outputs.len() + inputs.len() <= max_storage_buffers as usize;
+        (fits && independent(&outputs, &inputs)).then_some(Self { first, second })
+    }
+
+    pub fn kinds(&self) -> (ProductKind, ProductKind) {
+        (self.first.kind, self.second.kind)
+    }
+
+    pub(super) fn lower(&self, max_per_dim: u32) -> Result<Dispatch, EngineError> {
+        let (first, second) = (self.first.params(), self.second.params());
+        let operands = [
+            &self.first.outputs,
+            &self.second.outputs,
+            &self.first.inputs,
+            &self.second.inputs,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|&t| Operand::Tensor(t))
+        .collect();
+        let kernel = Kernel::ProductPair {
+            first: self.first.kind,
+            second: self.second.kind,
+        };
+        Ok(Dispatch {
+            kernel,
+            params: words([first, second]),
+            operands,
+            workgroups: grid_1d(
+                kernel.entry_point(),
+                (first.tiles + second.tiles) as usize,
+                max_per_dim,
+            )?,
+        })
+    }
+}
+
+/// The plan's steps with each run of two independent products made one pair, left to right.
+pub(super) fn pair_products(steps: Vec<Step<'_>>, max_storage_buffers: u32) -> Vec<Step<'_>> {
+    let mut paired = Vec::with_capacity(steps.len());
+    let mut steps = steps.into_iter().peekable();
+    while let Some(step) = steps.next() {
+        let pair = Product::of(&step).and_then(|first| {
+            let second = Product::of(steps.peek()?)?;
+            ProductPair::of(first, second, max_storage_buffers)
+        });
+        match pair {
+            Some(pair) => {
+                steps.next();
+                paired.push(Step::Fused(Fused::ProductPair(pair)));
+            }
+            None => paired.push(step),
+        }
+    }
+    paired
+}
