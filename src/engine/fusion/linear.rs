@@ -193,9 +193,6 @@ impl LinearWeightGrad {
             k: self.g.rows(),
             b_cols,
             alpha: self.alpha,
-            trans_a: true,
-            trans_b: false,
-            activation: None,
             outputs: vec![self.dw, self.db],
             inputs: vec![self.g, self.h, self.ones],
         }
@@ -269,15 +266,15 @@ impl LinearInputGrad {
     pub(super) fn product(&self) -> Product {
         let (m, n) = self.dh.shape();
         Product {
-            kind: ProductKind::InputGrad,
+            kind: ProductKind::InputGrad {
+                trans_b: self.trans_b,
+                activation: self.activation,
+            },
             m,
             n,
             k: self.g.cols(),
             b_cols: n,
             alpha: self.alpha,
-            trans_a: false,
-            trans_b: self.trans_b,
-            activation: Some(self.activation),
             outputs: vec![self.dh, self.grad_pre],
             inputs: vec![self.g, self.w, self.pre],
         }

@@ -9,7 +9,7 @@ use super::{Fused, Step, independent};
 use crate::engine::gpu::kernels::Kernel;
 use crate::engine::gpu::lower::{Dispatch, Operand, grid_1d, words};
 use crate::engine::gpu::product_pair::ProductKind;
-use crate::engine::{Activation, EngineError, Op, Tensor};
+use crate::engine::{EngineError, Op, Tensor};
 use bytemuck::{Pod, Zeroable};
 
 /// One product as a pair holds it: its shape, scalars and buffers in binding order.
@@ -23,10 +23,6 @@ pub struct Product {
     pub(super) k: usize,
     pub(super) b_cols: usize,
     pub(super) alpha: f64,
-    pub(super) trans_a: bool,
-    pub(super) trans_b: bool,
-    /// The activation whose derivative an input gradient applies.
-    pub(super) activation: Option<Activation>,
     pub(super) outputs: Vec<Tensor>,
     pub(super) inputs: Vec<Tensor>,
 }
@@ -44,15 +40,12 @@ impl Product {
                 alpha,
                 beta: 0.0,
             }) => Some(Product {
-                kind: ProductKind::Matmul,
+                kind: ProductKind::Matmul { trans_a, trans_b },
                 m: c.rows(),
                 n: c.cols(),
                 k: if trans_a { a.rows() } else { a.cols() },
                 b_cols: c.cols(),
                 alpha,
-                trans_a,
-                trans_b,
-                activation: None,
                 outputs: vec![c],
                 inputs: vec![a, b],
             }),
@@ -68,11 +61,6 @@ impl Product {
 
     fn params(&self) -> ProductParams {
         let (tiles_m, tiles_n) = self.tiles();
-        let activation_code = self.activation.map_or(0, |f| match f {
-            Activation::Relu => 0,
-            Activation::Gelu => 1,
-            Activation::Tanh => 2,
-        });
         ProductParams {
             m: self.m as u32,
             n: self.n as u32,
@@ -81,7 +69,7 @@ impl Product {
             alpha: self.alpha as f32,
             tiles_n: tiles_n as u32,
             tiles: (tiles_m * tiles_n) as u32,
-            flags: u32::from(self.trans_a) | u32::from(self.trans_b) << 1 | activation_code << 2,
+            _pad: 0,
         }
     }
 }
@@ -97,7 +85,7 @@ struct ProductParams {
     alpha: f32,
     tiles_n: u32,
     tiles: u32,
-    flags: u32,
+    _pad: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 //! counts) lives here and nowhere else; tests/shader_validation.rs checks it against shaders/.
 
 use super::adam_group::adam_group_source;
-use super::product_pair::{ProductKind, product_pair_source};
+use super::product_pair::{ProductKind, activation_code, product_pair_source};
 use crate::engine::op::{Activation, BinaryOp, Reduction, UnaryOp};
 use std::collections::HashMap;
 
@@ -190,8 +190,10 @@ impl Kernel {
         }
         all.extend([Kernel::LinearWeightGrad, Kernel::SoftmaxCrossEntropySum]);
         all.extend((2..=MAX_ADAM_GROUP).map(|tensors| Kernel::AdamGroup { tensors }));
-        for first in ProductKind::ALL {
-            all.extend(ProductKind::ALL.map(|second| Kernel::ProductPair { first, second }));
+        for first in ProductKind::all() {
+            for second in ProductKind::all() {
+                all.push(Kernel::ProductPair { first, second });
+            }
         }
         for f in Activation::ALL {
             all.push(Kernel::Activate(f));
@@ -243,9 +245,10 @@ impl Kernel {
     fn module_key(self) -> (&'static str, u8) {
         match self {
             Kernel::AdamGroup { tensors } => (self.shader_file(), tensors),
-            Kernel::ProductPair { first, second } => {
-                (self.shader_file(), 3 * first.index() + second.index())
-            }
+            Kernel::ProductPair { first, second } => (
+                self.shader_file(),
+                3 * first.module_index() + second.module_index(),
+            ),
             _ => (self.shader_file(), 0),
         }
     }
@@ -344,6 +347,11 @@ impl Kernel {
                 ("TRANS_B", flag(trans_b)),
                 ("ACTIVATION", activation_code(activation)),
             ],
+            Kernel::ProductPair { first, second } => {
+                let mut constants = first.constants(0);
+                constants.extend(second.constants(1));
+                constants
+            }
             Kernel::Activate(f) | Kernel::ActivateGrad(f) | Kernel::ActivateGradJvp(f) => {
                 vec![("OP", activation_code(f))]
             }
@@ -375,7 +383,6 @@ impl Kernel {
             | Kernel::Fill
             | Kernel::SoftmaxCrossEntropySum
             | Kernel::AdamGroup { .. }
-            | Kernel::ProductPair { .. }
             | Kernel::SoftmaxCrossEntropy
             | Kernel::SoftmaxCrossEntropyJvp
             | Kernel::Transpose
@@ -486,18 +493,10 @@ impl Kernel {
             Kernel::Unary(op) => format!("unary_{}", op.name()),
             Kernel::AdamGroup { tensors } => format!("adam_group_{tensors}"),
             Kernel::ProductPair { first, second } => {
-                format!("product_pair_{}_{}", first.name(), second.name())
+                format!("product_pair_{}_{}", first.label(), second.label())
             }
             other => other.entry_point().to_string(),
         }
-    }
-}
-
-fn activation_code(f: Activation) -> f64 {
-    match f {
-        Activation::Relu => 0.0,
-        Activation::Gelu => 1.0,
-        Activation::Tanh => 2.0,
     }
 }
 

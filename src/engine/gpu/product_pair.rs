@@ -6,68 +6,127 @@
 //! Each product is one of three kinds, the products that linear.wgsl and matmul.wgsl compute:
 //! a plain `C = alpha op(A) op(B)`, a layer's weight and bias gradients `[C | C2^T] = alpha A^T
 //! [B | aux]`, and a layer's input gradient `C = alpha A op(B)`, `C2 = C * f'(aux)`. A kind fixes
-//! only the product's bindings (three or five buffers); its shape, alpha, transpositions and
-//! activation are the params slot's, so three kinds make nine modules. The tiling is
-//! common/matmul_tile.wgsl's, copied once per product with the product's loads (WGSL has no
-//! function pointers): each value is computed as the kernel the product replaces computes it.
+//! the product's bindings (three or five buffers), so three kinds make nine modules; its
+//! transpositions and activation are pipeline constants, and its shape and alpha the params
+//! slot's. The tiling is common/matmul_tile.wgsl's, copied once per product with the product's
+//! loads (WGSL has no function pointers), so each value is computed as the kernel the product
+//! replaces computes it, and no load picks its buffer or its product's params at run time.
 
+use crate::engine::Activation;
 use std::fmt::Write;
 
-/// The products a pair may hold, by the buffers they bind.
+/// The products a pair may hold. The kind fixes the product's bindings (three or five
+/// buffers); its transpositions and activation are pipeline constants (`TRANS_A_0`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProductKind {
     /// `C = alpha op(A) op(B)` (a recorded matmul with beta = 0): c; a, b.
-    Matmul,
+    Matmul { trans_a: bool, trans_b: bool },
     /// `[C | C2^T] = alpha A^T [B | aux]`: the weight and bias gradients; c, c2; a, b, aux.
     WeightGrad,
     /// `C = alpha A op(B)`, `C2 = C * f'(aux)`: the input gradient through an activation; c, c2;
     /// a, b, aux.
-    InputGrad,
+    InputGrad {
+        trans_b: bool,
+        activation: Activation,
+    },
 }
 
 impl ProductKind {
-    pub const ALL: [ProductKind; 3] = [
-        ProductKind::Matmul,
-        ProductKind::WeightGrad,
-        ProductKind::InputGrad,
-    ];
+    /// Every kind with every setting of its constants.
+    pub fn all() -> Vec<ProductKind> {
+        let mut all = vec![ProductKind::WeightGrad];
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                all.push(ProductKind::Matmul { trans_a, trans_b });
+            }
+            for activation in Activation::ALL {
+                all.push(ProductKind::InputGrad {
+                    trans_b: trans_a,
+                    activation,
+                });
+            }
+        }
+        all
+    }
 
     pub fn name(self) -> &'static str {
         match self {
-            ProductKind::Matmul => "matmul",
+            ProductKind::Matmul { .. } => "matmul",
             ProductKind::WeightGrad => "weight_grad",
-            ProductKind::InputGrad => "input_grad",
+            ProductKind::InputGrad { .. } => "input_grad",
         }
+    }
+
+    /// The name with its constants, as pipeline labels show it (`matmul_tn`, `input_grad_nt_relu`).
+    pub fn label(self) -> String {
+        let t = |transposed: bool| if transposed { 't' } else { 'n' };
+        match self {
+            ProductKind::Matmul { trans_a, trans_b } => {
+                format!("matmul_{}{}", t(trans_a), t(trans_b))
+            }
+            ProductKind::WeightGrad => "weight_grad".to_string(),
+            ProductKind::InputGrad {
+                trans_b,
+                activation,
+            } => format!("input_grad_n{}_{}", t(trans_b), activation.name()),
+        }
+    }
+
+    /// Whether it binds c2 and aux besides c, a and b.
+    fn binds_aux(self) -> bool {
+        !matches!(self, ProductKind::Matmul { .. })
     }
 
     /// Read-write buffers it binds.
     pub fn outputs(self) -> usize {
-        match self {
-            ProductKind::Matmul => 1,
-            ProductKind::WeightGrad | ProductKind::InputGrad => 2,
-        }
+        if self.binds_aux() { 2 } else { 1 }
     }
 
     /// Read-only buffers it binds.
     pub fn inputs(self) -> usize {
+        if self.binds_aux() { 3 } else { 2 }
+    }
+
+    /// The index of its module among the nine pair modules (its constants aside).
+    pub fn module_index(self) -> u8 {
         match self {
-            ProductKind::Matmul => 2,
-            ProductKind::WeightGrad | ProductKind::InputGrad => 3,
+            ProductKind::Matmul { .. } => 0,
+            ProductKind::WeightGrad => 1,
+            ProductKind::InputGrad { .. } => 2,
         }
     }
 
-    /// The index of a pair's module among the nine.
-    pub fn index(self) -> u8 {
-        match self {
-            ProductKind::Matmul => 0,
-            ProductKind::WeightGrad => 1,
-            ProductKind::InputGrad => 2,
+    /// Its pipeline constants as product `p` (0 or 1) of a pair.
+    pub fn constants(self, p: usize) -> Vec<(&'static str, f64)> {
+        const NAMES: [[&str; 3]; 2] = [
+            ["TRANS_A_0", "TRANS_B_0", "ACTIVATION_0"],
+            ["TRANS_A_1", "TRANS_B_1", "ACTIVATION_1"],
+        ];
+        let [trans_a_name, trans_b_name, activation_name] = NAMES[p];
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let (trans_a, trans_b) = match self {
+            ProductKind::Matmul { trans_a, trans_b } => (trans_a, trans_b),
+            ProductKind::WeightGrad => (true, false),
+            ProductKind::InputGrad { trans_b, .. } => (false, trans_b),
+        };
+        let mut constants = vec![(trans_a_name, flag(trans_a)), (trans_b_name, flag(trans_b))];
+        if let ProductKind::InputGrad { activation, .. } = self {
+            constants.push((activation_name, activation_code(activation)));
         }
+        constants
     }
 }
 
-/// The params of one product: eight words, two products to a slot. `flags` holds trans_a (bit
-/// 0), trans_b (bit 1) and the activation's code (bits 2..) of an input gradient.
+/// common/activation.wgsl's code for `f`.
+pub fn activation_code(f: Activation) -> f64 {
+    match f {
+        Activation::Relu => 0.0,
+        Activation::Gelu => 1.0,
+        Activation::Tanh => 2.0,
+    }
+}
+
+/// The params of one product: eight words, two products to a slot.
 pub const PRODUCT_PARAMS_WGSL: &str = "
 struct ProductParams {
     m: u32,
@@ -79,7 +138,7 @@ struct ProductParams {
     // Tiles per row of the result, and in all.
     tiles_n: u32,
     tiles: u32,
-    flags: u32,
+    _pad: u32,
 }
 
 struct PairParams {
@@ -104,20 +163,19 @@ pub fn product_pair_source(
     let _ = writeln!(
         source,
         "// ---- product_pair ({} + {}, written by src/engine/gpu/product_pair.rs) ----",
-        first.name(),
-        second.name()
+        first.label(),
+        second.label()
     );
     source.push_str(PRODUCT_PARAMS_WGSL);
-    // The tile constants and workgroup memory once; the product function per product.
+    // The tile constants and workgroup memory once; the tile function once per product, with
+    // the product's loads and transpositions.
     let split = tile_snippet
         .find("fn tile_product(")
         .expect("common/matmul_tile.wgsl defines tile_product");
     source.push_str(&tile_snippet[..split]);
-
-    let kinds = [first, second];
     let mut next_output = 1;
     let mut next_input = 1 + first.outputs() + second.outputs();
-    for (p, kind) in kinds.into_iter().enumerate() {
+    for (p, kind) in [first, second].into_iter().enumerate() {
         let mut bind = |name: &str, output: bool| {
             let (binding, access) = if output {
                 next_output += 1;
@@ -132,12 +190,12 @@ pub fn product_pair_source(
             );
         };
         bind("c", true);
-        if kind != ProductKind::Matmul {
+        if kind.binds_aux() {
             bind("c2", true);
         }
         bind("a", false);
         bind("b", false);
-        if kind != ProductKind::Matmul {
+        if kind.binds_aux() {
             bind("aux", false);
         }
         source.push_str(&product_functions(p, kind));
@@ -145,16 +203,21 @@ pub fn product_pair_source(
             .replace("fn tile_product(", &format!("fn tile_product_{p}("))
             .replace("load_a(", &format!("load_a_{p}("))
             .replace("load_b(", &format!("load_b_{p}("))
-            .replace("TRANS_A", &format!("trans_a_{p}()"))
-            .replace("TRANS_B", &format!("trans_b_{p}()"));
+            .replace("TRANS_A", &format!("TRANS_A_{p}"))
+            .replace("TRANS_B", &format!("TRANS_B_{p}"));
         source.push_str(&tile_function);
     }
     source.push_str(ENTRY_POINT);
     source
 }
 
-/// Product `p`'s loads, its epilogue and the function that computes one of its tiles.
+/// Product `p`'s constants, loads, epilogue and the function that computes one of its tiles.
 fn product_functions(p: usize, kind: ProductKind) -> String {
+    let activation = if matches!(kind, ProductKind::InputGrad { .. }) {
+        format!("override ACTIVATION_{p}: u32 = 0u;\n")
+    } else {
+        String::new()
+    };
     // The weight gradient reads aux as B's last column.
     let aux_column = if kind == ProductKind::WeightGrad {
         format!("    if col >= q.b_cols {{\n        return aux_{p}[kk];\n    }}\n")
@@ -162,30 +225,25 @@ fn product_functions(p: usize, kind: ProductKind) -> String {
         String::new()
     };
     let store = match kind {
-        ProductKind::Matmul => format!("    c_{p}[row * q.n + col] = value;\n"),
+        ProductKind::Matmul { .. } => format!("    c_{p}[row * q.n + col] = value;\n"),
         ProductKind::WeightGrad => format!(
             "    if col < q.b_cols {{\n        c_{p}[row * q.b_cols + col] = value;\n    }} else {{\n        c2_{p}[row] = value;\n    }}\n"
         ),
-        ProductKind::InputGrad => format!(
-            "    let index = row * q.n + col;\n    c_{p}[index] = value;\n    c2_{p}[index] = value * activation_derivative(q.flags >> 2u, aux_{p}[index]);\n"
+        ProductKind::InputGrad { .. } => format!(
+            "    let index = row * q.n + col;\n    c_{p}[index] = value;\n    c2_{p}[index] = value * activation_derivative(ACTIVATION_{p}, aux_{p}[index]);\n"
         ),
     };
     format!(
         "
-fn trans_a_{p}() -> bool {{
-    return (params.product[{p}].flags & 1u) != 0u;
-}}
-
-fn trans_b_{p}() -> bool {{
-    return (params.product[{p}].flags & 2u) != 0u;
-}}
-
+override TRANS_A_{p}: bool = false;
+override TRANS_B_{p}: bool = false;
+{activation}
 fn load_a_{p}(row: u32, kk: u32) -> f32 {{
     let q = params.product[{p}];
     if row >= q.m || kk >= q.k {{
         return 0.0;
     }}
-    if trans_a_{p}() {{
+    if TRANS_A_{p} {{
         return a_{p}[kk * q.m + row];
     }}
     return a_{p}[row * q.k + kk];
@@ -196,7 +254,7 @@ fn load_b_{p}(kk: u32, col: u32) -> f32 {{
     if kk >= q.k || col >= q.n {{
         return 0.0;
     }}
-{aux_column}    if trans_b_{p}() {{
+{aux_column}    if TRANS_B_{p} {{
         return b_{p}[col * q.k + kk];
     }}
     return b_{p}[kk * q.b_cols + col];
