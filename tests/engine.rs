@@ -388,6 +388,45 @@ fn freed_buffers_are_reused_by_the_pool() {
     gpu.free(again);
 }
 
+/// A recording run again reuses its plan (its params included) and still computes what it
+/// computed; a recording of other scalars on the same tensors is another plan, whose params must
+/// not leak into the first's next run; a kept plan naming a freed tensor is refused like a new one.
+#[test]
+fn plans_are_kept_by_recording_and_reused_with_their_own_params() {
+    let Some(mut gpu) = gpu() else { return };
+    let x = gpu
+        .tensor_from("x", 2, 3, &[1.0, -2.0, 3.0, 0.5, 0.0, 4.0])
+        .unwrap();
+    let y = gpu.alloc("y", 2, 3).unwrap();
+    let scaled = |alpha: f64| {
+        let mut rec = Recording::new();
+        rec.scale(alpha, x, y).unwrap().axpy(1.0, x, y).unwrap();
+        rec
+    };
+    let (double_plus, triple_plus) = (scaled(2.0), scaled(3.0));
+    let made_before = gpu.plans_made();
+    let mut results = Vec::new();
+    for rec in [&double_plus, &triple_plus, &double_plus, &double_plus] {
+        gpu.run(rec).unwrap();
+        results.push(gpu.read_one(y).unwrap());
+    }
+    assert_eq!(
+        gpu.plans_made() - made_before,
+        2,
+        "one plan per distinct recording"
+    );
+    assert_eq!(results[0], [3.0, -6.0, 9.0, 1.5, 0.0, 12.0]);
+    assert_eq!(results[1], [4.0, -8.0, 12.0, 2.0, 0.0, 16.0]);
+    assert_eq!(results[2], results[0], "the kept plan's own params");
+    assert_eq!(results[3], results[0]);
+    gpu.free(x);
+    match gpu.run(&double_plus) {
+        Err(EngineError::UnknownTensor { id }) => assert_eq!(id, x.id()),
+        other => panic!("a kept plan naming a freed tensor ran: {other:?}"),
+    }
+    gpu.free(y);
+}
+
 #[test]
 fn thousands_of_dispatches_in_one_recording_run_in_order() {
     // 3000 axpy steps in one submission: more params slots than the initial ring holds, and each

@@ -8,6 +8,7 @@ mod context;
 pub mod kernels;
 pub mod lower;
 pub mod plan;
+mod plan_cache;
 mod pool;
 pub mod product_pair;
 mod readback;
@@ -22,6 +23,7 @@ use super::{
 use kernels::{Bindings, Kernel, PARAMS_BINDING_BYTES, PARAMS_SLOT_BYTES, PipelineCache};
 use lower::{Dispatch, MAX_REDUCE_PARTIALS, Operand};
 use plan::{PlanFigures, PlanLimits};
+use plan_cache::{CachedPlan, PlanCache};
 use pool::{BufferPool, PooledBuffer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,6 +78,9 @@ pub struct GpuEngine {
     scratch: PooledBuffer,
     params: ParamsRing,
     bind_groups: HashMap<BindGroupKey, wgpu::BindGroup>,
+    plans: PlanCache,
+    /// The serial of the plan whose params the params buffer holds (as of the last write).
+    params_of_plan: Option<u64>,
     fusion: Fusion,
     /// Validation and out-of-memory errors that wgpu reports asynchronously.
     errors: Arc<Mutex<Vec<String>>>,
@@ -158,6 +163,8 @@ impl GpuEngine {
             scratch,
             params,
             bind_groups: HashMap::new(),
+            plans: PlanCache::default(),
+            params_of_plan: None,
             fusion: Fusion::default(),
             errors,
         }
@@ -210,6 +217,12 @@ impl GpuEngine {
         self.storage_pool.idle_count() + self.staging_pool.idle_count()
     }
 
+    /// Recordings planned so far (a recording run again reuses its plan; for tests and
+    /// diagnostics).
+    pub fn plans_made(&self) -> u64 {
+        self.plans.made()
+    }
+
     /// Compiles every pipeline now rather than on first use, reporting a shader that fails.
     /// Compiles every pipeline the device's limits allow (an Adam group binds more storage
     /// buffers than a WebGPU device may).
@@ -255,8 +268,9 @@ impl GpuEngine {
             self.params.buffer = create_params_buffer(&self.device, slots);
             self.params.slots = slots;
             self.params.generation += 1;
-            // Every cached bind group points at the old params buffer.
+            // Every cached bind group, and so every cached plan, points at the old params buffer.
             self.bind_groups.clear();
+            self.plans.clear();
         }
     }
 
@@ -307,11 +321,45 @@ impl GpuEngine {
         Ok(group)
     }
 
-    /// Lowers the recording, uploads all its params in one write and prepares each dispatch.
-    fn prepare(&mut self, recording: &Recording) -> Result<Vec<Prepared>, EngineError> {
+    /// Makes the recording's plan the plan cache's newest (planning it unless it is kept) and
+    /// writes its params to the params buffer unless they are there already.
+    fn prepare(&mut self, recording: &Recording) -> Result<(), EngineError> {
+        let generation = self.params.generation;
+        if self.plans.promote(recording.ops(), self.fusion, generation) {
+            let plan = self.plans.newest().expect("promoted");
+            // A freed tensor's id is never reused, so a kept plan names it until it is forgotten.
+            for &id in &plan.tensor_ids {
+                if !self.tensors.contains_key(&id) {
+                    return Err(EngineError::UnknownTensor { id });
+                }
+            }
+        } else {
+            let plan = self.plan(recording)?;
+            self.plans.insert(plan);
+        }
+        let plan = self.plans.newest().expect("kept");
+        if self.params_of_plan != Some(plan.serial) && !plan.params.is_empty() {
+            self.queue
+                .write_buffer(&self.params.buffer, 0, bytemuck::cast_slice(&plan.params));
+            self.params_of_plan = Some(plan.serial);
+        }
+        Ok(())
+    }
+
+    /// The dispatches of the plan `prepare` made ready last.
+    fn prepared(&self) -> &[Prepared] {
+        self.plans.newest().map_or(&[], |plan| &plan.dispatches)
+    }
+
+    /// Lowers the recording and prepares each dispatch: its params slot, pipeline and bind group.
+    fn plan(&mut self, recording: &Recording) -> Result<CachedPlan, EngineError> {
+        let mut tensor_ids = Vec::new();
         for op in recording.ops() {
             for tensor in op.tensors() {
                 self.tensor(tensor)?;
+                if !tensor_ids.contains(&tensor.id()) {
+                    tensor_ids.push(tensor.id());
+                }
             }
         }
         let dispatches =
@@ -321,10 +369,6 @@ impl GpuEngine {
         let mut params = vec![0u32; dispatches.len() * slot_words];
         for (slot, dispatch) in params.chunks_mut(slot_words).zip(&dispatches) {
             slot[..dispatch.params.len()].copy_from_slice(&dispatch.params);
-        }
-        if !params.is_empty() {
-            self.queue
-                .write_buffer(&self.params.buffer, 0, bytemuck::cast_slice(&params));
         }
         let mut prepared = Vec::with_capacity(dispatches.len());
         for dispatch in &dispatches {
@@ -345,7 +389,15 @@ impl GpuEngine {
                 workgroups: dispatch.workgroups,
             });
         }
-        Ok(prepared)
+        Ok(CachedPlan {
+            ops: recording.ops().to_vec(),
+            fusion: self.fusion,
+            params_generation: self.params.generation,
+            tensor_ids,
+            params,
+            dispatches: prepared,
+            serial: 0,
+        })
     }
 
     fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<(), EngineError> {
@@ -375,7 +427,8 @@ impl GpuEngine {
                 "GPU timestamp queries (TIMESTAMP_QUERY)",
             ));
         }
-        let prepared = self.prepare(recording)?;
+        self.prepare(recording)?;
+        let prepared = self.prepared();
         let queries = 2 * prepared.len() as u32;
         if queries > wgpu::QUERY_SET_MAX_QUERIES {
             return Err(EngineError::Shape {
@@ -548,7 +601,8 @@ impl Engine for GpuEngine {
 
     fn run(&mut self, recording: &Recording) -> Result<(), EngineError> {
         self.collect_released();
-        let prepared = self.prepare(recording)?;
+        self.prepare(recording)?;
+        let prepared = self.prepared();
         let mut encoder = self
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
