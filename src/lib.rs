@@ -21,6 +21,7 @@ pub mod input_file;
 pub mod linalg;
 pub mod model;
 pub mod printable;
+pub mod record;
 pub mod reference;
 pub mod report;
 pub mod run_folder;

@@ -635,7 +635,7 @@ fn jsonl(records: &[serde_json::Value]) -> String {
 fn records_read_back_are_checked_against_their_own_invariants() {
     let dir = scratch("round2", "records");
     let records = tiny_records(&dir);
-    let edits: [(&str, &str, serde_json::Value, &[&str]); 9] = [
+    let edits: [(&str, &str, serde_json::Value, &[&str]); 11] = [
         (
             "a negative learning rate",
             "lr",
@@ -689,6 +689,18 @@ fn records_read_back_are_checked_against_their_own_invariants() {
             "utility_loss_before_defense",
             serde_json::json!(-1.0),
             &["utility_loss_before_defense"],
+        ),
+        (
+            "a defence of no known kind",
+            "defense_params",
+            serde_json::json!({"kind": "mystery"}),
+            &["defense_params", "mystery"],
+        ),
+        (
+            "defence parameters of another alpha than the alpha column's 1e4",
+            "defense_params",
+            serde_json::json!({"kind": "specdef", "alpha": 1e3, "k": 4, "layers": "all"}),
+            &["defense_params", "specdef a=1e3"],
         ),
     ];
     for (case, field, value, needles) in edits {

@@ -450,3 +450,25 @@ fn run_collapses(records: &mut [RunRecord], lr: f64) {
     ) = (Some(0.1), None);
     run.collapsed = Some(true);
 }
+
+/// The claims' optimiser classes come from the optimisers themselves: the paper's first-order
+/// attackers (PAPER.md 4) and its curvature-aware ones, Newton-CG beside them as the suite's own.
+#[test]
+fn every_optimiser_belongs_to_a_family_the_claims_read() {
+    use specdef::attack::{OptimizerFamily, OptimizerKind};
+    let first_order = OptimizerKind::names_where(|o| o.family() == OptimizerFamily::FirstOrder);
+    assert_eq!(
+        first_order,
+        ["sgd", "momentum", "nesterov", "adam", "adamw"]
+    );
+    let curvature = |paper: bool| {
+        OptimizerKind::names_where(|o| {
+            o.family() == OptimizerFamily::CurvatureAware && (o.in_paper() || !paper)
+        })
+    };
+    assert_eq!(curvature(true), ["muon", "adahessian", "sophia"]);
+    assert_eq!(
+        curvature(false),
+        ["muon", "adahessian", "sophia", "newton-cg"]
+    );
+}

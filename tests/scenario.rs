@@ -5,7 +5,7 @@ mod common;
 use common::{every_form_model, gpu, run_quietly};
 use specdef::Engine;
 use specdef::attack::{OptimizerKind, Schedule, TrainOutcome, TrainSession, TrainSettings, train};
-use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
+use specdef::defense::{CompensationForm, Defense, LayerSelection, SpecDef};
 use specdef::engine::cpu::CpuEngine32;
 use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec, Trainable, file};
 use specdef::report::{self, success_windows};
@@ -56,7 +56,7 @@ fn the_builtin_scenario_and_its_quick_variant_parse() {
     assert_eq!(full.attack.lr_grid.values()[0], 1e-10);
     let labels = |scenario: &Scenario| -> Vec<String> {
         (scenario.defense.defenses().iter())
-            .map(|d| d.as_ref().map_or("none".to_string(), SpecDef::label))
+            .map(Defense::label)
             .collect()
     };
     assert_eq!(
@@ -589,4 +589,45 @@ fn the_pretraining_cache_is_never_trusted_blindly() {
         }
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A defence is a value that records carry: its parameters serialised, `kind` naming it, read
+/// back as the same value; records written before `defense_params` existed (the reference
+/// records) give the same value from their columns, and pass the checks with it.
+#[test]
+fn records_carry_the_defence_as_a_value_and_older_records_give_the_same() {
+    let thin = Defense::SpecDef(SpecDef {
+        alpha: 1e4,
+        k: 25,
+        layers: "0,2".parse().unwrap(),
+        compensate: true,
+        compensation: CompensationForm::Thin,
+    });
+    let params = thin.params();
+    assert_eq!(params["kind"], "specdef");
+    assert_eq!(params["alpha"], 1e4);
+    assert_eq!(params["layers"], "0,2");
+    assert_eq!(params["compensation"], "thin");
+    assert_eq!(serde_json::from_value::<Defense>(params).unwrap(), thin);
+    assert_eq!(Defense::None.params(), serde_json::json!({"kind": "none"}));
+
+    let old = report::from_json_lines(include_str!("../reference/quick-cpu64/runs.jsonl")).unwrap();
+    assert!(old.iter().all(|r| r.defense_params.is_none()));
+    assert!(old.iter().any(|r| r.defense == "specdef") && old.iter().any(|r| r.defense == "none"));
+    for r in &old {
+        let value = r.defense_value().unwrap();
+        assert_eq!((value.name(), value.alpha()), (r.defense.as_str(), r.alpha));
+        if let Some(d) = value.spec_def() {
+            assert_eq!(
+                (Some(d.k), Some(d.layers.to_string())),
+                (r.k, r.layers.clone())
+            );
+        }
+        let written_now = RunRecord {
+            defense_params: Some(value.params()),
+            ..r.clone()
+        };
+        written_now.validate().unwrap();
+        assert_eq!(written_now.defense_value().unwrap(), value);
+    }
 }

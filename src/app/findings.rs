@@ -3,9 +3,9 @@
 //! undefended window's centre), and the paper's claims beside what the records measured, the
 //! same table `specdef report` writes.
 
+use crate::record::RunRecord;
 use crate::report::claims::{Verdict, claims};
 use crate::report::success_windows;
-use crate::scenario::RunRecord;
 use egui_plot::{GridMark, Legend, Line, MarkerShape, Plot, Points};
 
 /// One bar of the window figure.

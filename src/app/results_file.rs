@@ -3,8 +3,8 @@
 //! for viewing from a file dropped on the window (or `specdef gui --open FILE`). Browsers read
 //! dropped files asynchronously, so loads arrive through an inbox the app drains each frame.
 
+use crate::record::RunRecord;
 use crate::report;
-use crate::scenario::RunRecord;
 use std::cell::RefCell;
 use std::rc::Rc;
 

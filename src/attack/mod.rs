@@ -9,7 +9,7 @@ mod train;
 
 pub use adaptive::{AdaptiveAttack, DEFAULT_LORA_RANK, LoraPlacement};
 pub use optimizer::{
-    GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState,
+    GroupSettings, OptimizerConfig, OptimizerFamily, OptimizerHyper, OptimizerKind, OptimizerState,
 };
 pub use schedule::Schedule;
 pub use second_order::{

@@ -61,6 +61,35 @@ impl OptimizerKind {
         }
     }
 
+    /// How the claims group it: first-order, or aware of curvature (of the loss, or for Muon
+    /// of each matrix's geometry). Every optimiser has one, so none can drop out of a claim.
+    pub fn family(self) -> OptimizerFamily {
+        match self {
+            OptimizerKind::Sgd
+            | OptimizerKind::Momentum
+            | OptimizerKind::Nesterov
+            | OptimizerKind::Adam
+            | OptimizerKind::Adamw => OptimizerFamily::FirstOrder,
+            OptimizerKind::Muon
+            | OptimizerKind::Adahessian
+            | OptimizerKind::Sophia
+            | OptimizerKind::NewtonCg => OptimizerFamily::CurvatureAware,
+        }
+    }
+
+    /// Named by the paper (PAPER.md 4); Newton-CG is the suite's own addition.
+    pub fn in_paper(self) -> bool {
+        self != OptimizerKind::NewtonCg
+    }
+
+    /// The names of the optimisers `keep` keeps, in `ALL`'s order.
+    pub fn names_where(keep: impl Fn(OptimizerKind) -> bool) -> Vec<&'static str> {
+        (Self::ALL.into_iter())
+            .filter(|&o| keep(o))
+            .map(Self::name)
+            .collect()
+    }
+
     /// Run by `SecondOrderState` (`second_order.rs`) rather than `OptimizerState`: Muon (per
     /// matrix, no curvature products), AdaHessian, Sophia and Newton-CG. They update the whole
     /// model as one, so parameter groups are refused with them.
@@ -90,6 +119,13 @@ impl OptimizerKind {
             | OptimizerKind::NewtonCg => 0,
         }
     }
+}
+
+/// The classes of optimisers the claims compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerFamily {
+    FirstOrder,
+    CurvatureAware,
 }
 
 /// Hyper-parameters, each defaulting to the reference implementation's value.

@@ -521,11 +521,8 @@ pub fn stable_step(
     let grid = scenario.attack.lr_grid.values();
     let mut rows = Vec::new();
     for defense in scenario.defense.defenses() {
-        let defended = match &defense {
-            None => model.clone(),
-            Some(d) => d.apply(&model, scenario.seed)?,
-        };
-        let label = defense.as_ref().map_or("none".to_string(), |d| d.label());
+        let defended = defense.apply(&model, scenario.seed)?;
+        let label = defense.label();
         let diverges = |engine: &mut dyn specdef::Engine, lr: f64| -> Result<bool> {
             let device = DeviceModel::upload(engine, &defended)?;
             let settings = specdef::attack::TrainSettings {

@@ -3,7 +3,7 @@
 //! model it started from, under the same optimisers.
 
 use super::{distinct, success_windows};
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use std::fmt::Write;
 
 /// None where the records hold no adaptive attack.

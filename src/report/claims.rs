@@ -5,7 +5,9 @@
 //! computed from the records: a claim the records cannot speak to is "not measured", never
 //! assumed.
 
-use crate::scenario::{RunRecord, Success};
+use crate::attack::{OptimizerFamily, OptimizerKind};
+use crate::defense::CompensationForm;
+use crate::record::{RunRecord, Success};
 use std::collections::BTreeSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,10 +82,19 @@ const EXTENSION: &str = "project: the paper's claim, extended to the adaptive at
 /// The paper's experiments use alpha 1e3..1e9: paper-protocol rows judge those defences only.
 pub const PAPER_MIN_ALPHA: f64 = 1e3;
 
-const FIRST_ORDER: [&str; 5] = ["sgd", "momentum", "nesterov", "adam", "adamw"];
-/// The curvature-aware optimisers the paper names; Newton-CG is the suite's own addition.
-const PAPER_CURVATURE_AWARE: [&str; 3] = ["muon", "adahessian", "sophia"];
-const CURVATURE_AWARE: [&str; 4] = ["muon", "adahessian", "sophia", "newton-cg"];
+/// The optimisers of a family, by name: every optimiser is in one (`OptimizerKind::family`).
+fn family(family: OptimizerFamily) -> Vec<&'static str> {
+    OptimizerKind::names_where(|o| o.family() == family)
+}
+
+fn first_order() -> Vec<&'static str> {
+    family(OptimizerFamily::FirstOrder)
+}
+
+/// The curvature-aware optimisers the paper names.
+fn paper_curvature_aware() -> Vec<&'static str> {
+    OptimizerKind::names_where(|o| o.family() == OptimizerFamily::CurvatureAware && o.in_paper())
+}
 
 /// What the runs of one model under one optimiser reached.
 struct Window {
@@ -167,9 +178,9 @@ impl<'a> Runs<'a> {
     fn defenses(&self) -> Vec<(String, f64)> {
         let mut out: Vec<(String, f64)> = Vec::new();
         for r in self.records {
-            if let (Some(alpha), None, true) =
-                (r.alpha, &r.adaptive, r.defense.starts_with("specdef"))
-                && r.defense != "specdef-ablation"
+            let compensated = r.is_spec_def_in(CompensationForm::Full)
+                || r.is_spec_def_in(CompensationForm::Thin);
+            if let (Some(alpha), None, true) = (r.alpha, &r.adaptive, compensated)
                 && !out.iter().any(|(l, _)| *l == r.defense_label())
             {
                 out.push((r.defense_label(), alpha));
@@ -341,7 +352,7 @@ pub fn claims(records: &[RunRecord]) -> Vec<Claim> {
 /// PAPER.md 4, paper protocol: at every learning rate that works undefended, the defended
 /// first-order attack fails.
 fn first_order_stalls(runs: &Runs) -> Claim {
-    let optimizers = runs.optimizers_among(&FIRST_ORDER);
+    let optimizers = runs.optimizers_among(&first_order());
     let (measured, broken, outside) = runs.at_undefended_rates(&optimizers);
     Claim {
         source: PAPER_FIRST_ORDER,
@@ -382,7 +393,7 @@ fn paper_setting(optimizers: &[String], outside: &[String]) -> String {
 
 /// PAPER.md 4, paper protocol: Sophia, Muon and AdaHessian are slowed too.
 fn curvature_aware_paper(runs: &Runs) -> Claim {
-    let optimizers = runs.optimizers_among(&PAPER_CURVATURE_AWARE);
+    let optimizers = runs.optimizers_among(&paper_curvature_aware());
     let (measured, broken, outside) = runs.at_undefended_rates(&optimizers);
     Claim {
         source: PAPER_SECOND_ORDER,
@@ -406,7 +417,7 @@ fn curvature_aware_paper(runs: &Runs) -> Claim {
 /// PAPER.md 4 (adaptive sweep, the project's extension): no learning rate of the whole grid
 /// bypasses the defence.
 fn no_learning_rate_bypasses(runs: &Runs) -> Claim {
-    let optimizers = runs.optimizers_among(&FIRST_ORDER);
+    let optimizers = runs.optimizers_among(&first_order());
     let (measured, bypassed) = runs.bypasses(&optimizers);
     Claim {
         source: EXTENSION,
@@ -441,7 +452,7 @@ fn grid_of(records: &[RunRecord]) -> String {
 
 /// The adaptive sweep for curvature-aware optimisers, Newton-CG (the suite's own) included.
 fn curvature_aware_sweep(runs: &Runs) -> Claim {
-    let optimizers = runs.optimizers_among(&CURVATURE_AWARE);
+    let optimizers = runs.optimizers_among(&family(OptimizerFamily::CurvatureAware));
     let (measured, bypassed) = runs.bypasses(&optimizers);
     Claim {
         source: EXTENSION,
@@ -474,7 +485,7 @@ fn utility_kept(runs: &Runs) -> Claim {
     for r in (runs.records.iter()).filter(|r| r.alpha.is_some() && r.adaptive.is_none()) {
         let label = r.defense_label();
         let judged = defenses.iter().any(|(l, _)| *l == label)
-            || (r.defense == "specdef-ablation" && r.alpha.is_some_and(|a| a >= PAPER_MIN_ALPHA));
+            || (r.is_spec_def_ablation() && r.alpha.is_some_and(|a| a >= PAPER_MIN_ALPHA));
         if judged && !changes.iter().any(|(l, _)| *l == label) {
             changes.push((label, r.utility_after_defense - r.utility_before_defense));
         }
@@ -596,7 +607,7 @@ fn frozen_compensation_not_slowed(runs: &Runs) -> Claim {
         let adaptive = baseline.trim_start_matches("none + ");
         for (label, _) in runs.defenses() {
             let attacked = format!("{label} + {adaptive}");
-            for optimizer in runs.optimizers_among(&FIRST_ORDER) {
+            for optimizer in runs.optimizers_among(&first_order()) {
                 let (Some(free), Some(defended)) = (
                     runs.window(baseline, &optimizer),
                     runs.window(&attacked, &optimizer),
@@ -679,7 +690,7 @@ const REWRITES: [Rewrite; 5] = [
 fn rewrite_restores(runs: &Runs, rewrite: &Rewrite) -> Claim {
     let rewrites = runs.rewrites(rewrite.kinds);
     let (mut measured, mut failed, mut text) = (false, Vec::new(), Vec::new());
-    for optimizer in runs.optimizers_among(&FIRST_ORDER) {
+    for optimizer in runs.optimizers_among(&first_order()) {
         let Some(free) = runs.window("none", &optimizer) else {
             continue;
         };

@@ -3,7 +3,7 @@
 //! it, on the fields both files carry (a file of an older version lacks the later ones; the
 //! report names those left out); each metric then agrees or not within its own tolerance.
 
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use crate::tolerance::Tolerance;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -73,6 +73,11 @@ fn key_fields(r: &RunRecord) -> Vec<KeyField> {
         ("seed", text(r.seed)),
         ("trial", text(r.trial)),
         ("defense", text(&r.defense)),
+        // Keys sorted (serde_json's map), so equal parameters print equal.
+        (
+            "defense_params",
+            r.defense_params.as_ref().map(|p| p.to_string()),
+        ),
         ("compensation_form", r.compensation_form.clone()),
         ("alpha", text(r.alpha)),
         ("k", text(r.k)),

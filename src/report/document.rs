@@ -9,7 +9,7 @@ use super::{
     adaptive_table, distinct, immunisation_table, main_table, success_window_table, trials_table,
     utility_bound_table,
 };
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 
 /// A figure: its file name (the markdown twin links to it) and its SVG text.
 pub type Figure = (String, String);

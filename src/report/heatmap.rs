@@ -6,7 +6,7 @@
 //! and, over several runs, how many reached the target.
 
 use super::{distinct, seeds::median};
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 

@@ -4,7 +4,7 @@
 //! and trainability (does benign fine-tuning still work, and at which learning rate).
 
 use super::{distinct, success_windows};
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use std::fmt::Write;
 
 /// `specdef a=1e4`: the defence, without task or rewrite.

@@ -40,7 +40,7 @@ pub use table::{
     SuccessWindow, main_table, precision_table, success_window_table, success_windows,
 };
 
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 
 /// Distinct values in first-seen order (the row and series order of tables and plots).
 pub(crate) fn distinct<T: PartialEq + Clone>(items: impl Iterator<Item = T>) -> Vec<T> {

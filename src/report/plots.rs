@@ -3,7 +3,7 @@
 //! the learning rate.
 
 use super::{ChosenBy, distinct, fastest_run};
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use plotters::prelude::*;
 
 const SIZE: (u32, u32) = (960, 600);

@@ -3,7 +3,8 @@
 //! `alpha * u` (u the unit roundoff), so f32 loses the function somewhere past 1e6 and f64 keeps
 //! it to 1e9 and beyond; the frontier is read from the records, per engine.
 
-use crate::scenario::RunRecord;
+use crate::defense::CompensationForm;
+use crate::record::RunRecord;
 
 /// The paper's utility bar: the defended model's utility-task accuracy within about one point
 /// of the released model's.
@@ -45,7 +46,7 @@ pub fn frontiers(records: &[RunRecord]) -> Vec<Frontier> {
     for r in records {
         let Some(alpha) = r.alpha else { continue };
         let label = r.defense_label();
-        if r.defense != "specdef" || r.adaptive.is_some() || r.is_benign() {
+        if !r.is_spec_def_in(CompensationForm::Full) || r.adaptive.is_some() || r.is_benign() {
             continue;
         }
         if seen.contains(&(r.engine.clone(), label.clone())) {

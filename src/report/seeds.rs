@@ -6,7 +6,7 @@
 //! in at least one.
 
 use super::distinct;
-use crate::scenario::{RunRecord, Success};
+use crate::record::{RunRecord, Success};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt::Write;

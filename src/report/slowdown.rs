@@ -6,7 +6,8 @@
 
 use super::distinct;
 use super::table::cell;
-use crate::scenario::RunRecord;
+use crate::defense::CompensationForm;
+use crate::record::RunRecord;
 use std::fmt::Write;
 
 /// The fewest steps to a success among `runs`, and the learning rate that took them.
@@ -33,7 +34,7 @@ pub struct SlowdownPoint {
 pub fn slowdown_points(records: &[RunRecord]) -> Vec<SlowdownPoint> {
     let plain: Vec<&RunRecord> = (records.iter())
         .filter(|r| !r.is_benign() && r.adaptive.is_none())
-        .filter(|r| r.alpha.is_none() || r.defense == "specdef")
+        .filter(|r| r.alpha.is_none() || r.is_spec_def_in(CompensationForm::Full))
         .collect();
     let mut points = Vec::new();
     for optimizer in distinct(plain.iter().map(|r| r.optimizer.clone())) {

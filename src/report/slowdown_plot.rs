@@ -8,7 +8,7 @@
 
 use super::plots::{decades, log_axis, log_tick};
 use super::{distinct, slowdown_points};
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use plotters::prelude::*;
 
 type PlotError = Box<dyn std::error::Error>;

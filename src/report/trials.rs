@@ -5,7 +5,7 @@
 //! the attacker search longer shows here and nowhere else.
 
 use super::distinct;
-use crate::scenario::{RunRecord, Success};
+use crate::record::{RunRecord, Success};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;

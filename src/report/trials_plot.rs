@@ -4,7 +4,7 @@
 
 use super::seeds::has_seeds;
 use super::trials::{searches, seed_searches};
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use plotters::prelude::*;
 
 type PlotError = Box<dyn std::error::Error>;

@@ -4,7 +4,7 @@
 //! defended model's. An attack that wins only by wrecking the model does not count.
 
 use super::distinct;
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use std::fmt::Write;
 
 /// The utility bounds reported.

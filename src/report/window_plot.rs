@@ -7,7 +7,7 @@
 
 use super::plots::log_tick;
 use super::{distinct, success_windows};
-use crate::scenario::RunRecord;
+use crate::record::RunRecord;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 

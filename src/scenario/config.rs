@@ -5,7 +5,7 @@ use crate::attack::{
     AdaptiveAttack, GroupSettings, OptimizerHyper, OptimizerKind, Schedule, SecondOrderHyper,
     TrainSettings,
 };
-use crate::defense::{CompensationForm, LayerSelection, SpecDef};
+use crate::defense::{CompensationForm, Defense, LayerSelection, SpecDef};
 use crate::model::{ModelSpec, ParamGroup, Trainable};
 use crate::scenario::{MAX_LR, Release};
 use serde::{Deserialize, Serialize};
@@ -25,9 +25,7 @@ pub const MAX_GRID_POINTS: usize = 10_000;
 /// about 1e-20).
 pub const MIN_LR: f64 = 1e-30;
 
-/// The largest alpha a scenario may ask for: f64 compensates alphas up to about 1e11
-/// (`F64_COMPENSATION_BOUND`); larger ones would be refused only after pretraining.
-pub const MAX_ALPHA: f64 = 1e12;
+pub use crate::record::MAX_ALPHA;
 
 /// The most optimisation steps of all a scenario's runs together (runs x steps): about a day of
 /// the default model's steps on two CPU cores; more is a typo, not a study.
@@ -176,19 +174,26 @@ fn yes() -> bool {
 }
 
 impl DefenseGrid {
-    /// The undefended model (None) first, then SpecDef at each alpha.
-    pub fn defenses(&self) -> Vec<Option<SpecDef>> {
-        std::iter::once(None)
-            .chain(self.alphas.iter().map(|&alpha| {
-                Some(SpecDef {
-                    alpha,
-                    k: self.k,
-                    layers: self.layers.clone(),
-                    compensate: self.compensate,
-                    compensation: self.compensation,
-                })
-            }))
-            .chain(self.extra.iter().cloned().map(Some))
+    /// SpecDef at `alpha` with the grid's other settings.
+    pub fn spec_def(&self, alpha: f64) -> SpecDef {
+        SpecDef {
+            alpha,
+            k: self.k,
+            layers: self.layers.clone(),
+            compensate: self.compensate,
+            compensation: self.compensation,
+        }
+    }
+
+    /// The undefended model first, then SpecDef at each alpha, then the extra ones.
+    pub fn defenses(&self) -> Vec<Defense> {
+        std::iter::once(Defense::None)
+            .chain(
+                self.alphas
+                    .iter()
+                    .map(|&alpha| Defense::SpecDef(self.spec_def(alpha))),
+            )
+            .chain(self.extra.iter().cloned().map(Defense::SpecDef))
             .collect()
     }
 }
@@ -606,7 +611,8 @@ impl Scenario {
         // Defences are the same where they change the same model the same way: the same alpha,
         // compensation and, after resolving the layer list, the same k in the same layers.
         let spec = &self.model;
-        let defenses: Vec<_> = (self.defense.defenses().into_iter().flatten())
+        let defenses: Vec<_> = (self.defense.defenses().iter())
+            .filter_map(|d| d.spec_def().cloned())
             .map(|d| {
                 let key = (
                     d.alpha,

@@ -4,8 +4,6 @@ mod attack_run;
 mod cache;
 mod config;
 mod outcome;
-mod record;
-mod record_check;
 mod release;
 mod runner;
 mod session;
@@ -21,8 +19,10 @@ pub use config::{
 pub use outcome::{
     DefenseSummary, LayerSigma, RunError, ScenarioOutcome, UtilityMeasured, layer_sigmas,
 };
-pub use record::{COLLAPSE_MARGIN, RECORD_SCHEMA, RunRecord, Success, finite, is_collapse};
-pub use record_check::MAX_LR;
+// Records live in their own leaf module; the runner that writes them re-exports them.
+pub use crate::record::{
+    COLLAPSE_MARGIN, MAX_LR, RECORD_SCHEMA, RunRecord, Success, finite, is_collapse,
+};
 pub use release::{Release, suppression_set};
 pub use runner::{RunSettings, drive_to_end, run_scenario};
 pub use session::{ScenarioSession, SessionPlan};

@@ -5,7 +5,7 @@
 use super::{RECORD_SCHEMA, RunRecord, Scenario, finite};
 use crate::attack::{TrainOutcome, TrainSettings};
 use crate::data::DataError;
-use crate::defense::{DefenseError, SpecDef};
+use crate::defense::{Defense, DefenseError};
 use crate::engine::{EngineError, EngineInfo};
 use crate::linalg::faer_svd;
 use crate::model::file::ModelFileError;
@@ -35,7 +35,7 @@ pub enum RunError {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DefenseSummary {
     pub label: String,
-    pub defense: Option<SpecDef>,
+    pub defense: Defense,
     /// The adaptive attacker's rewrite, as records name it (`factorisation p=4`).
     pub adaptive: Option<String>,
     /// Parameters the rewrite added to the defended model.
@@ -109,7 +109,7 @@ pub(super) fn record(
     utility: UtilityMeasured,
     wall_ms: f64,
 ) -> RunRecord {
-    let defense = summary.defense.as_ref();
+    let defense = summary.defense.spec_def();
     let (_, function_error_max, function_error_mean) = summary.function_error[0].clone();
     RunRecord {
         schema: RECORD_SCHEMA.to_string(),
@@ -123,7 +123,8 @@ pub(super) fn record(
         adapter: info.adapter.clone(),
         driver: info.driver.clone(),
         device_type: info.device_type.clone(),
-        defense: defense.map_or("none", SpecDef::kind_name).to_string(),
+        defense: summary.defense.name().to_string(),
+        defense_params: Some(summary.defense.params()),
         compensation_form: defense
             .filter(|d| d.compensate)
             .map(|d| d.compensation.name().to_string()),

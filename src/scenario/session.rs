@@ -490,14 +490,12 @@ impl ScenarioSession {
                     .as_ref()
                     .expect("the released model before defences");
                 let target = &self.targets[self.target_index];
-                let model = match (&target.defense, self.scenario.defense.svd) {
-                    (None, _) => base.clone(),
-                    (Some(d), SvdPlacement::Host) => d.apply(base, self.scenario.seed)?,
-                    (Some(d), SvdPlacement::Engine) => {
-                        d.apply_with(base, self.scenario.seed, &mut |w| {
-                            jacobi_svd(&mut *engine, w, JACOBI_SWEEPS).map_err(|e| e.to_string())
-                        })?
-                    }
+                let seed = self.scenario.seed;
+                let model = match self.scenario.defense.svd {
+                    SvdPlacement::Host => target.defense.apply(base, seed)?,
+                    SvdPlacement::Engine => target.defense.apply_with(base, seed, &mut |w| {
+                        jacobi_svd(&mut *engine, w, JACOBI_SWEEPS).map_err(|e| e.to_string())
+                    })?,
                 };
                 let (model, overhead) = match target.adaptive {
                     None => (model, None),

@@ -3,7 +3,7 @@
 
 use super::Scenario;
 use crate::attack::{AdaptiveAttack, LoraPlacement, OptimizerKind};
-use crate::defense::SpecDef;
+use crate::defense::Defense;
 
 /// What the fine-tuning learns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,8 +26,7 @@ impl Task {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
-    /// None: the undefended model.
-    pub defense: Option<SpecDef>,
+    pub defense: Defense,
     pub adaptive: Option<AdaptiveAttack>,
     pub optimizers: Vec<OptimizerKind>,
     pub task: Task,
@@ -37,10 +36,7 @@ impl Target {
     /// `specdef a=1e4`, or with the rewrite `specdef a=1e4 + factorisation p=4`; as records'
     /// `defense_label` names it.
     pub fn label(&self) -> String {
-        let defense = self
-            .defense
-            .as_ref()
-            .map_or("none".to_string(), SpecDef::label);
+        let defense = self.defense.label();
         match self.adaptive {
             Some(attack) => format!("{defense} + {}", attack.describe(self.alpha())),
             None => defense,
@@ -49,7 +45,7 @@ impl Target {
 
     /// The defence's alpha (1 for the undefended model).
     pub fn alpha(&self) -> f64 {
-        self.defense.as_ref().map_or(1.0, |d| d.alpha)
+        self.defense.alpha().unwrap_or(1.0)
     }
 }
 
@@ -80,20 +76,14 @@ impl Scenario {
                 ..
             } = attack
             {
-                targets.push(target(None, attack));
+                targets.push(target(Defense::None, attack));
             }
         }
         let alphas = adaptive.alphas.as_ref().unwrap_or(&self.defense.alphas);
         for &alpha in alphas {
-            let defense = SpecDef {
-                alpha,
-                k: self.defense.k,
-                layers: self.defense.layers.clone(),
-                compensate: self.defense.compensate,
-                compensation: self.defense.compensation,
-            };
+            let defense = Defense::SpecDef(self.defense.spec_def(alpha));
             for &attack in &adaptive.attacks {
-                targets.push(target(Some(defense.clone()), attack));
+                targets.push(target(defense.clone(), attack));
             }
         }
         if !self.trainability.optimizers.is_empty() {

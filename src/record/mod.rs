@@ -1,7 +1,13 @@
 //! One result record per attack run: flat, so a notebook, a spreadsheet or a database takes it as
 //! is. Written as JSON lines (`runs.jsonl`) and CSV (`runs.csv`, without the curves).
-//! Non-finite numbers (a diverged loss) are written as null.
+//! Non-finite numbers (a diverged loss) are written as null. A leaf of the crate: reports,
+//! sweeps and the app read records without the scenario runner that writes them.
 
+mod check;
+
+pub use check::{MAX_ALPHA, MAX_LR};
+
+use crate::defense::{CompensationForm, Defense, SpecDef};
 use serde::{Deserialize, Serialize};
 
 pub const RECORD_SCHEMA: &str = "specdef.run/1";
@@ -28,6 +34,11 @@ pub struct RunRecord {
     /// "none", "specdef", "specdef-thin" (thin compensation form) or "specdef-ablation" (no
     /// compensation layers).
     pub defense: String,
+    /// The defence's parameters, `kind` naming it (`{"kind": "specdef", "alpha": 10000.0, "k":
+    /// 25, "layers": "all", ...}`, `{"kind": "none"}`): the defence as data, enough to make it
+    /// again. Absent in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defense_params: Option<serde_json::Value>,
     /// "full" or "thin" where the defence has compensation layers (absent in older files).
     #[serde(default)]
     pub compensation_form: Option<String>,
@@ -179,6 +190,39 @@ impl RunRecord {
         }
     }
 
+    /// The defence as a value: `defense_params` where the record carries it, else made from the
+    /// columns older files have (`defense`, `alpha`, `k`, `layers`, `compensation_form`). An
+    /// error names what does not describe a defence.
+    pub fn defense_value(&self) -> Result<Defense, String> {
+        if let Some(params) = &self.defense_params {
+            return serde_json::from_value(params.clone()).map_err(|e| e.to_string());
+        }
+        let compensation = match self.defense.as_str() {
+            "none" => return Ok(Defense::None),
+            "specdef" | "specdef-ablation" => CompensationForm::Full,
+            "specdef-thin" => CompensationForm::Thin,
+            other => return Err(format!("unknown defence {other:?}")),
+        };
+        let missing = |field: &str| format!("{} without {field}", self.defense);
+        Ok(Defense::SpecDef(SpecDef {
+            alpha: self.alpha.ok_or_else(|| missing("alpha"))?,
+            k: self.k.ok_or_else(|| missing("k"))?,
+            layers: (self.layers.as_deref().ok_or_else(|| missing("layers"))?).parse()?,
+            compensate: self.defense != "specdef-ablation",
+            compensation,
+        }))
+    }
+
+    /// A run against SpecDef with its compensation layers in `form` (not the ablation).
+    pub fn is_spec_def_in(&self, form: CompensationForm) -> bool {
+        matches!(self.defense_value(), Ok(Defense::SpecDef(d)) if d.compensate && d.compensation == form)
+    }
+
+    /// A run against SpecDef's ablation (no compensation layers).
+    pub fn is_spec_def_ablation(&self) -> bool {
+        matches!(self.defense_value(), Ok(Defense::SpecDef(d)) if !d.compensate)
+    }
+
     /// A trainability run (benign fine-tuning), not an attack.
     pub fn is_benign(&self) -> bool {
         self.task == "benign"
@@ -186,7 +230,7 @@ impl RunRecord {
 
     /// The CSV columns: every scalar field, in declaration order (curves left out).
     pub fn csv_header() -> &'static str {
-        "schema,crate_version,scenario,variant,seed,trial,engine,backend,adapter,driver,device_type,defense,compensation_form,alpha,k,k_per_layer,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,release,harmful_accuracy_released,utility_before_defense,utility_after_defense,utility_after_attack,utility_loss_before_defense,utility_loss_after_attack,collapsed,pretrain_from_cache,wall_ms"
+        "schema,crate_version,scenario,variant,seed,trial,engine,backend,adapter,driver,device_type,defense,defense_params,compensation_form,alpha,k,k_per_layer,layers,parameter_count,adaptive,adaptive_overhead,function_error_max,function_error_mean,task,optimizer,lr,schedule,beta1,beta2,eps,momentum,weight_decay,optimizer_groups,second_order,steps,batch_size,eval_every,target_accuracy,train_weights,train_biases,train_compensation,trainable,reached_target,steps_to_target,diverged,diverged_at,steps_run,final_harmful_accuracy,heldout_harmful_accuracy,final_loss,release,harmful_accuracy_released,utility_before_defense,utility_after_defense,utility_after_attack,utility_loss_before_defense,utility_loss_after_attack,collapsed,pretrain_from_cache,wall_ms"
     }
 
     pub fn csv_row(&self) -> String {
@@ -213,6 +257,7 @@ impl RunRecord {
             text(&self.driver),
             text(&self.device_type),
             text(&self.defense),
+            text(&(self.defense_params.as_ref()).map_or(String::new(), |p| p.to_string())),
             text(&self.compensation_form.clone().unwrap_or_default()),
             opt(self.alpha),
             opt(self.k),

@@ -6,6 +6,11 @@
 
 use super::RunRecord;
 
+/// The largest alpha a scenario may ask for, and so a record may carry: f64 compensates alphas
+/// up to about 1e11 (`F64_COMPENSATION_BOUND`); larger ones would be refused only after
+/// pretraining.
+pub const MAX_ALPHA: f64 = 1e12;
+
 /// The largest learning rate a scenario may ask for (`attack.lr_grid`, `pretrain.lr`, a random
 /// search's range), and so the largest a record may carry: far above any rate that trains, far
 /// below where doubling it for a plot's margin overflows.
@@ -49,15 +54,26 @@ impl RunRecord {
             return Err(format!("lr = {}: must be in (0, {MAX_LR:e}]", self.lr));
         }
         if let Some(alpha) = self.alpha
-            && !(1.0..=super::MAX_ALPHA).contains(&alpha)
+            && !(1.0..=MAX_ALPHA).contains(&alpha)
         {
             return Err(format!(
                 "alpha = {alpha}: must be in [1, {:e}], as a scenario's",
-                super::MAX_ALPHA
+                MAX_ALPHA
             ));
         }
         if self.k == Some(0) {
             return Err("k = 0: a defence keeps at least one direction".to_string());
+        }
+        let defense = self
+            .defense_value()
+            .map_err(|e| format!("defense_params: {e}"))?;
+        if defense.name() != self.defense || defense.alpha() != self.alpha {
+            return Err(format!(
+                "defense = {:?} with alpha {:?}, but defense_params describes {}",
+                self.defense,
+                self.alpha,
+                defense.label()
+            ));
         }
         for (field, value) in [
             ("function_error_max", self.function_error_max),
