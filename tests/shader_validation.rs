@@ -5,6 +5,7 @@
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
 use specdef::engine::gpu::kernels::{Kernel, PARAMS_BINDING_BYTES, SHADER_FILES, shader_source};
 use specdef::engine::gpu::lower::params_layouts;
+use specdef::engine::gpu::product_pair::ProductKind;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// WebGPU's default limits, which the portable kernels must fit.
@@ -131,6 +132,11 @@ fn is_padding(name: &str) -> bool {
 /// member that is not padding.
 fn wgsl_params_layout(file: &str) -> (String, u32, BTreeMap<String, u32>) {
     let (module, _) = parse_and_validate(file);
+    params_layout_of(file, &module)
+}
+
+/// The same in a parsed module.
+fn params_layout_of(file: &str, module: &naga::Module) -> (String, u32, BTreeMap<String, u32>) {
     let mut uniforms = module
         .global_variables
         .iter()
@@ -183,6 +189,38 @@ fn params_structs_match_their_rust_layout() {
         );
         seen.insert(name);
     }
+    // The product pairs' generated modules: `PairParams` holds two `ProductParams`, 32 bytes
+    // apart.
+    let pair = Kernel::ProductPair {
+        first: ProductKind::WeightGrad,
+        second: ProductKind::Matmul {
+            trans_a: false,
+            trans_b: true,
+        },
+    };
+    let (module, _) = validate_source("product_pair", &pair.source());
+    let (name, size, wgsl) = params_layout_of("product_pair", &module);
+    assert_eq!((name.as_str(), size), ("PairParams", 64));
+    let (_, product) = (module.types.iter())
+        .find(|(_, ty)| ty.name.as_deref() == Some("ProductParams"))
+        .expect("the pair module declares ProductParams");
+    let naga::TypeInner::Struct { members, span } = &product.inner else {
+        panic!("ProductParams is not a struct");
+    };
+    assert_eq!((*span, wgsl["product"]), (32, 0));
+    let product_fields: BTreeMap<String, u32> = (members.iter())
+        .map(|m| (m.name.clone().expect("named"), m.offset))
+        .filter(|(field, _)| !is_padding(field))
+        .collect();
+    let rust_fields: BTreeMap<String, u32> = rust["ProductParams"]
+        .iter()
+        .map(|&(field, offset)| (field.to_string(), offset as u32))
+        .collect();
+    assert_eq!(
+        product_fields, rust_fields,
+        "ProductParams: WGSL (left) against Rust"
+    );
+    seen.insert("ProductParams".to_string());
     let listed: BTreeSet<String> = rust.keys().map(|k| k.to_string()).collect();
     assert_eq!(
         listed, seen,

@@ -8,9 +8,8 @@
 use super::{Fused, Step, independent};
 use crate::engine::gpu::kernels::Kernel;
 use crate::engine::gpu::lower::{Dispatch, Operand, grid_1d, words};
-use crate::engine::gpu::product_pair::ProductKind;
+use crate::engine::gpu::product_pair::{ProductKind, ProductParams};
 use crate::engine::{EngineError, Op, Tensor};
-use bytemuck::{Pod, Zeroable};
 
 /// One product as a pair holds it: its shape, scalars and buffers in binding order.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,20 +71,6 @@ impl Product {
             _pad: 0,
         }
     }
-}
-
-/// product_pair.rs's `ProductParams`.
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ProductParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    b_cols: u32,
-    alpha: f32,
-    tiles_n: u32,
-    tiles: u32,
-    _pad: u32,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -2,6 +2,7 @@
 //! bound buffers and workgroup grid. Pure data, no wgpu calls, so it is testable on its own.
 
 use super::kernels::{Bindings, Kernel};
+use super::product_pair::ProductParams;
 use crate::engine::cpu::random::split_u64;
 use crate::engine::op::{AdamHyper, DeviceScalar, Op, ReduceAxis, Reduction};
 use crate::engine::{EngineError, Tensor};
@@ -210,6 +211,15 @@ pub fn params_layouts() -> Vec<(&'static str, Vec<(&'static str, usize)>)> {
             accumulate,
             alpha,
             beta
+        }),
+        layout!(ProductParams {
+            m,
+            n,
+            k,
+            b_cols,
+            alpha,
+            tiles_n,
+            tiles
         }),
         layout!(LinearParams {
             m,

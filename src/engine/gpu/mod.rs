@@ -354,10 +354,11 @@ impl GpuEngine {
     /// Lowers the recording and prepares each dispatch: its params slot, pipeline and bind group.
     fn plan(&mut self, recording: &Recording) -> Result<CachedPlan, EngineError> {
         let mut tensor_ids = Vec::new();
+        let mut named = std::collections::HashSet::new();
         for op in recording.ops() {
             for tensor in op.tensors() {
                 self.tensor(tensor)?;
-                if !tensor_ids.contains(&tensor.id()) {
+                if named.insert(tensor.id()) {
                     tensor_ids.push(tensor.id());
                 }
             }

@@ -13,6 +13,7 @@
 //! replaces computes it, and no load picks its buffer or its product's params at run time.
 
 use crate::engine::Activation;
+use bytemuck::{Pod, Zeroable};
 use std::fmt::Write;
 
 /// The products a pair may hold. The kind fixes the product's bindings (three or five
@@ -124,6 +125,21 @@ pub fn activation_code(f: Activation) -> f64 {
         Activation::Gelu => 1.0,
         Activation::Tanh => 2.0,
     }
+}
+
+/// The params of one product (`PRODUCT_PARAMS_WGSL`'s struct; tests/shader_validation.rs checks
+/// the two against each other).
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+pub(crate) struct ProductParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub b_cols: u32,
+    pub alpha: f32,
+    pub tiles_n: u32,
+    pub tiles: u32,
+    pub _pad: u32,
 }
 
 /// The params of one product: eight words, two products to a slot.
