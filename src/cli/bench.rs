@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+use specdef::attack::{OptimizerHyper, OptimizerKind};
 use specdef::benchmark::{
     self, AttackShape, BENCH_LR, BenchRecord, BenchSettings, Suite, Workload, attack_batch,
     attack_losses, attack_model, prepare_attack_steps_of,
@@ -154,6 +155,8 @@ pub fn export_peer(suite: Suite, dir: &Path) -> Result<()> {
     crate::writable(&manifest_path)?;
     let mut workloads = Vec::new();
     let mut engine = CpuEngine32::new();
+    // The attack step's Adam: OptimizerState::new's, the defaults of the attack's optimiser.
+    let adam = OptimizerHyper::default();
     for workload in suite.workloads() {
         let Workload::AttackSteps(shape) = workload else {
             continue;
@@ -188,10 +191,10 @@ pub fn export_peer(suite: Suite, dir: &Path) -> Result<()> {
             optimizer: PeerOptimizer {
                 kind: "adam",
                 lr: BENCH_LR,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.0,
+                beta1: adam.beta1,
+                beta2: adam.beta2,
+                eps: adam.eps,
+                weight_decay: adam.weight_decay_for(OptimizerKind::Adam),
             },
             steps_per_run: prepared.work_per_run as usize,
             flop_per_step: prepared.flop_per_step,
