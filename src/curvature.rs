@@ -427,7 +427,7 @@ pub struct AdamSharpness {
 pub struct AdamRun {
     pub lr: f64,
     pub steps: usize,
-    pub hyper: crate::attack::OptimizerHyper,
+    pub hyper: crate::training::OptimizerHyper,
 }
 
 /// Trains a copy of `model` with full-batch Adam on `batch` for `steps` steps at `lr` (one

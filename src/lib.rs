@@ -31,6 +31,7 @@ pub mod stable_step;
 pub mod sweep;
 pub mod theory;
 pub mod tolerance;
+pub mod training;
 
 pub use engine::{Engine, EngineError, EngineInfo, Recording, Tensor};
 pub use tolerance::Tolerance;

@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use specdef::app::ScenarioChoice;
-use specdef::attack::{OptimizerKind, train};
 use specdef::benchmark::Suite;
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::engine::gpu::GpuEngine;
@@ -16,6 +15,7 @@ use specdef::model::{DeviceModel, HostModel, file};
 use specdef::report;
 use specdef::run_folder::{self, ResultFolder};
 use specdef::scenario::{DEFAULT_SCENARIO, RunSettings, Scenario, TaskData, run_scenario};
+use specdef::training::{OptimizerKind, train};
 use specdef::{Engine, selftest};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -460,7 +460,7 @@ fn train_released(
     let trained = device.download(engine.as_mut())?;
     let mut accuracy_on = |set: &specdef::data::Dataset| -> Result<f64> {
         let logits = specdef::model::predict(engine.as_mut(), &trained, &set.inputs)?;
-        Ok(specdef::attack::accuracy(&logits, &set.labels))
+        Ok(specdef::training::accuracy(&logits, &set.labels))
     };
     let (utility, harmful) = (
         accuracy_on(&data.utility_test)?,

@@ -8,12 +8,12 @@
 //!   dZ_ij/dW_kl = C_jk X_il (plain: [j == k] X_il),  dZ_ij/db_j = 1,  dZ_ij/dC_jk = A_ik,
 //!   H = J^T J / n  +  residual term d2L/dC_jk dW_kl = sum_i R_ij X_il / n.
 
-use crate::attack::{OptimizerKind, OptimizerState};
 use crate::data::Regression;
 use crate::engine::{Engine, EngineError, Recording};
 use crate::model::{
     DeviceModel, FactorRole, Gradients, HostLayer, HostModel, Trainable, Workspace, graph,
 };
+use crate::training::{OptimizerKind, OptimizerState};
 use faer::Mat;
 
 /// The exact Hessian of the regression loss of a one-layer model at its current parameters; the

@@ -4,7 +4,7 @@
 mod common;
 
 use common::run_quietly;
-use specdef::attack::{AdaptiveAttack, LoraPlacement, OptimizerKind, OptimizerState};
+use specdef::attack::{AdaptiveAttack, LoraPlacement};
 use specdef::defense::{LayerSelection, SpecDef};
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::{Engine, Recording};
@@ -14,6 +14,7 @@ use specdef::model::{
     ParamKey, ParamRole, Trainable, Workspace, graph, predict,
 };
 use specdef::scenario::Scenario;
+use specdef::training::{OptimizerKind, OptimizerState};
 
 const ALPHA: f64 = 1e4;
 
@@ -420,7 +421,7 @@ fn a_scenario_records_each_rewrite_with_its_overhead() {
         .iter()
         .map(|a| a.parse().unwrap())
         .collect();
-    scenario.adaptive.optimizers = vec![specdef::attack::OptimizerKind::Adam];
+    scenario.adaptive.optimizers = vec![specdef::training::OptimizerKind::Adam];
     let outcome = run_quietly(&mut CpuEngine32::new(), &scenario, None);
     let widths = &scenario.model.widths;
     let undefended: usize = widths.windows(2).map(|w| w[0] * w[1] + w[1]).sum();

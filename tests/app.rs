@@ -6,9 +6,9 @@ mod common;
 use common::run_quietly;
 
 use specdef::app::{CustomRun, LoadedResults, ScenarioChoice, SpecdefApp};
-use specdef::attack::OptimizerKind;
 use specdef::engine::cpu::CpuEngine32;
 use specdef::scenario::{RunRecord, Scenario};
+use specdef::training::OptimizerKind;
 use specdef::{report, run_folder};
 use std::time::Duration;
 

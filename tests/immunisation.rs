@@ -5,10 +5,10 @@
 mod common;
 
 use common::run_quietly;
-use specdef::attack::OptimizerKind;
 use specdef::engine::cpu::CpuEngine32;
 use specdef::report;
 use specdef::scenario::{Scenario, TaskData};
+use specdef::training::OptimizerKind;
 
 fn small(heldout_fraction: f64) -> Scenario {
     let mut scenario = common::short_quick();

@@ -5,15 +5,15 @@ mod common;
 
 use common::{check_on_every_engine, every_form_model, gpu, rng, uniform};
 use specdef::Tolerance;
-use specdef::attack::{
-    GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState,
-};
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef, function_preservation};
 use specdef::engine::cpu::CpuEngine64;
 use specdef::engine::{Engine, Recording};
 use specdef::model::{
     ActivationChoice, DeviceModel, FactorRole, Gradients, HostLayer, HostModel, Matrix, ModelSpec,
     ParamGroup, ParamKey, Trainable, Workspace, graph,
+};
+use specdef::training::{
+    GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState,
 };
 
 fn small_spec(activation: ActivationChoice) -> ModelSpec {

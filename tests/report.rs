@@ -455,7 +455,7 @@ fn run_collapses(records: &mut [RunRecord], lr: f64) {
 /// attackers (PAPER.md 4) and its curvature-aware ones, Newton-CG beside them as the suite's own.
 #[test]
 fn every_optimiser_belongs_to_a_family_the_claims_read() {
-    use specdef::attack::{OptimizerFamily, OptimizerKind};
+    use specdef::training::{OptimizerFamily, OptimizerKind};
     let first_order = OptimizerKind::names_where(|o| o.family() == OptimizerFamily::FirstOrder);
     assert_eq!(
         first_order,

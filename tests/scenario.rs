@@ -4,12 +4,14 @@ mod common;
 
 use common::{every_form_model, gpu, run_quietly};
 use specdef::Engine;
-use specdef::attack::{OptimizerKind, Schedule, TrainOutcome, TrainSession, TrainSettings, train};
 use specdef::defense::{CompensationForm, Defense, LayerSelection, SpecDef};
 use specdef::engine::cpu::CpuEngine32;
 use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec, Trainable, file};
 use specdef::report::{self, success_windows};
 use specdef::scenario::{RunRecord, Scenario, ScenarioSession, Success};
+use specdef::training::{
+    OptimizerKind, Schedule, TrainOutcome, TrainSession, TrainSettings, train,
+};
 
 /// Every variant of the built-in scenario resolves and validates, and the two that carry the
 /// paper's setting further keep it: the paper's alpha range, and the relearning seeds sweep.

@@ -1,4 +1,4 @@
-//! The second-order and curvature-aware optimisers (`attack/second_order.rs`), each on a problem
+//! The second-order and curvature-aware optimisers (`training/second_order.rs`), each on a problem
 //! with a known answer: undamped Newton-CG solves a least-squares problem in one step;
 //! AdaHessian's Hutchinson diagonal is exact on a diagonal quadratic; Sophia never moves an
 //! entry by more than lr (beyond its weight decay); Muon's update has the singular values the
@@ -11,10 +11,6 @@ mod common;
 use common::{Call, CallLog, Logging, every_form_model, gpu, rng, uniform};
 use faer::Mat;
 use faer::prelude::SolveLstsq;
-use specdef::attack::{
-    HessianAverage, NEWTON_SCHULZ, OptimizerKind, Schedule, SecondOrderConfig, SecondOrderHyper,
-    SecondOrderState, SophiaEstimator, TrainSession, TrainSettings,
-};
 use specdef::data::teacher_student;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::engine::{Engine, Recording};
@@ -24,6 +20,10 @@ use specdef::model::{
     ParamRole, Trainable, Workspace,
 };
 use specdef::scenario::{Scenario, TaskData};
+use specdef::training::{
+    HessianAverage, NEWTON_SCHULZ, OptimizerKind, Schedule, SecondOrderConfig, SecondOrderHyper,
+    SecondOrderState, SophiaEstimator, TrainSession, TrainSettings,
+};
 
 /// Runs `body` on the f64 engine (`exact` true), then on the f32 CPU engine and the GPU engine
 /// where there is one (`exact` false).

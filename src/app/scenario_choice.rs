@@ -2,8 +2,8 @@
 //! (the quick scenario's data, model and pre-training, with the user's alpha, k, layers,
 //! optimiser, learning rate and step budget).
 
-use crate::attack::OptimizerKind;
 use crate::scenario::{LrGrid, Scenario};
+use crate::training::OptimizerKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScenarioChoice {

@@ -1,22 +1,7 @@
-//! Attacks: fine-tuning the released model toward the harmful task with first-order and
-//! second-order optimisers over learning-rate sweeps, after the adaptive attacker's rewrites.
+//! The adaptive attacker's rewrites of a defended model before fine-tuning (fusion, injection,
+//! factorisation, LoRA). The fine-tuning itself, with first- and second-order optimisers, is
+//! `training/`, which attacks, pretraining, suppression and trainability share.
 
 mod adaptive;
-mod optimizer;
-mod schedule;
-mod second_order;
-mod train;
 
 pub use adaptive::{AdaptiveAttack, DEFAULT_LORA_RANK, LoraPlacement};
-pub use optimizer::{
-    GroupSettings, OptimizerConfig, OptimizerFamily, OptimizerHyper, OptimizerKind, OptimizerState,
-};
-pub use schedule::Schedule;
-pub use second_order::{
-    AdaHessianSettings, HessianAverage, MuonSettings, NEWTON_SCHULZ, NewtonCgSettings,
-    SecondOrderConfig, SecondOrderHyper, SecondOrderState, SophiaEstimator, SophiaSettings,
-};
-pub use train::{
-    MAX_BATCH, MAX_STEPS, TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy,
-    train,
-};

@@ -2,7 +2,6 @@
 //! undefended or with every layer defended (steps/s, with the step's matmul FLOPs beside, so
 //! the cost curves can show GFLOP/s too).
 
-use crate::attack::{OptimizerKind, OptimizerState};
 use crate::defense::{DefenseError, LayerSelection, SpecDef};
 use crate::engine::{Allocation, Engine, Owned, Recording, Tensor};
 use crate::model::{
@@ -10,6 +9,7 @@ use crate::model::{
     Trainable, Workspace, graph,
 };
 use crate::selftest::seeded_uniform;
+use crate::training::{OptimizerKind, OptimizerState};
 use std::any::Any;
 use std::error::Error;
 

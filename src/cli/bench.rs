@@ -4,7 +4,6 @@
 
 use anyhow::{Context, Result};
 use serde::Serialize;
-use specdef::attack::{OptimizerHyper, OptimizerKind};
 use specdef::benchmark::{
     self, AttackShape, BENCH_LR, BenchRecord, BenchSettings, Suite, Workload, attack_batch,
     attack_losses, attack_model, prepare_attack_steps_of,
@@ -14,6 +13,7 @@ use specdef::engine::fusion::Fusion;
 use specdef::engine::gpu::GpuEngine;
 use specdef::engine_choice::EngineChoice;
 use specdef::model::HostModel;
+use specdef::training::{OptimizerHyper, OptimizerKind};
 use specdef::{Engine, report};
 use std::path::Path;
 

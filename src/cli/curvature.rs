@@ -5,8 +5,6 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use specdef::attack::AdaptiveAttack;
-use specdef::attack::OptimizerHyper;
-use specdef::attack::{OptimizerKind, train};
 use specdef::curvature::{self, AdamRun, CurvatureReport, CurvatureSettings, SigmaPoint};
 use specdef::data::{Dataset, file as data_file};
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
@@ -14,6 +12,8 @@ use specdef::engine_choice::EngineChoice;
 use specdef::model::spectrum::{LanczosSettings, PowerSettings};
 use specdef::model::{DeviceModel, ParamGroup, Trainable, file};
 use specdef::scenario::{Scenario, TaskData};
+use specdef::training::OptimizerHyper;
+use specdef::training::{OptimizerKind, train};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -525,7 +525,7 @@ pub fn stable_step(
         let label = defense.label();
         let diverges = |engine: &mut dyn specdef::Engine, lr: f64| -> Result<bool> {
             let device = DeviceModel::upload(engine, &defended)?;
-            let settings = specdef::attack::TrainSettings {
+            let settings = specdef::training::TrainSettings {
                 target_accuracy: None,
                 ..scenario.attack.settings(OptimizerKind::Sgd, lr)
             };

@@ -5,9 +5,9 @@
 //! computed from the records: a claim the records cannot speak to is "not measured", never
 //! assumed.
 
-use crate::attack::{OptimizerFamily, OptimizerKind};
 use crate::defense::CompensationForm;
 use crate::record::{RunRecord, Success};
+use crate::training::{OptimizerFamily, OptimizerKind};
 use std::collections::BTreeSet;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

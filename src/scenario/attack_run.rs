@@ -3,7 +3,7 @@
 //! run fine-tunes every target over the attack grid; a sweep hands the session any list.
 
 use super::{Scenario, Target};
-use crate::attack::{OptimizerKind, Schedule, TrainSettings};
+use crate::training::{OptimizerKind, Schedule, TrainSettings};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttackRun {

@@ -1,13 +1,13 @@
 //! Scenario files: TOML, unknown fields rejected, a base with named variants whose tables are
 //! merged over the base (`[variants.quick]`). Errors name the file, the variant and the field.
 
-use crate::attack::{
-    AdaptiveAttack, GroupSettings, OptimizerHyper, OptimizerKind, Schedule, SecondOrderHyper,
-    TrainSettings,
-};
+use crate::attack::AdaptiveAttack;
 use crate::defense::{CompensationForm, Defense, LayerSelection, SpecDef};
 use crate::model::{ModelSpec, ParamGroup, Trainable};
 use crate::scenario::{MAX_LR, Release};
+use crate::training::{
+    GroupSettings, OptimizerHyper, OptimizerKind, Schedule, SecondOrderHyper, TrainSettings,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

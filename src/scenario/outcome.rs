@@ -3,13 +3,13 @@
 //! that stop one.
 
 use super::{RECORD_SCHEMA, RunRecord, Scenario, finite};
-use crate::attack::{TrainOutcome, TrainSettings};
 use crate::data::DataError;
 use crate::defense::{Defense, DefenseError};
 use crate::engine::{EngineError, EngineInfo};
 use crate::linalg::faer_svd;
 use crate::model::file::ModelFileError;
 use crate::model::{FactorRole, HostModel, Matrix};
+use crate::training::{TrainOutcome, TrainSettings};
 use thiserror::Error;
 
 #[derive(Debug, Error)]

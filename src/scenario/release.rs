@@ -10,8 +10,8 @@
 //! utility training images (their own labels, one copy per class too, so an image weighs the
 //! same in both terms). Plain cross-entropy training on that set, so every engine runs it.
 
-use crate::attack::TrainSettings;
 use crate::data::Dataset;
+use crate::training::TrainSettings;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

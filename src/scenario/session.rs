@@ -14,12 +14,12 @@ use super::{
     AttackRun, DefenseSummary, Release, RunError, RunRecord, Scenario, ScenarioOutcome,
     SvdPlacement, Target, Task, TaskData, layer_sigmas,
 };
-use crate::attack::{TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy};
 use crate::defense::relative_errors;
 use crate::engine::cpu::{CpuEngine32, CpuEngine64};
 use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
 use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
 use crate::model::{DeviceModel, HostModel, PendingPredict, predict, take_read};
+use crate::training::{TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy};
 use std::path::PathBuf;
 use web_time::Instant;
 

@@ -2,8 +2,9 @@
 //! rewrite where there is one) with the optimisers that attack it over the learning-rate grid.
 
 use super::Scenario;
-use crate::attack::{AdaptiveAttack, LoraPlacement, OptimizerKind};
+use crate::attack::{AdaptiveAttack, LoraPlacement};
 use crate::defense::Defense;
+use crate::training::OptimizerKind;
 
 /// What the fine-tuning learns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

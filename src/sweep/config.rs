@@ -2,7 +2,7 @@
 //! seeds (each splits the data, initialises and pretrains the released model and orders the
 //! batches anew), and the attack grid or a seeded random search. `specdef run` ignores it.
 
-use crate::attack::Schedule;
+use crate::training::Schedule;
 use serde::{Deserialize, Serialize};
 
 /// The most runs one sweep may plan (seeds x targets x trials).
@@ -103,8 +103,12 @@ impl SweepConfig {
             ));
         }
         for (name, list, max) in [
-            ("steps", &random.steps, crate::attack::MAX_STEPS),
-            ("batch_sizes", &random.batch_sizes, crate::attack::MAX_BATCH),
+            ("steps", &random.steps, crate::training::MAX_STEPS),
+            (
+                "batch_sizes",
+                &random.batch_sizes,
+                crate::training::MAX_BATCH,
+            ),
         ] {
             match list {
                 Some(list) if list.is_empty() || list.contains(&0) => {
@@ -127,7 +131,7 @@ impl SweepConfig {
                 || random
                     .warmup_steps
                     .iter()
-                    .any(|&w| w > crate::attack::MAX_STEPS))
+                    .any(|&w| w > crate::training::MAX_STEPS))
         {
             return Err(
                 "sweep.random.warmup_steps must list at least one length, each 1..=1e7".to_string(),

@@ -4,8 +4,8 @@
 //! pretrained model with the shards beside it through the cache.
 
 use super::config::RandomSearch;
-use crate::attack::OptimizerKind;
 use crate::scenario::{AttackRun, Scenario, Target, TrialBudget};
+use crate::training::OptimizerKind;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
