@@ -26,7 +26,19 @@ pub fn forward(
     model: &DeviceModel,
     ws: &Workspace,
 ) -> Result<(), EngineError> {
-    for (i, (layer, buffers)) in model.layers.iter().zip(&ws.layers).enumerate() {
+    forward_through(rec, model, ws, model.layers.len() - 1)
+}
+
+/// Records the forward pass of layers `0..=last` only; layer `last`'s output ends in
+/// `ws.layers[last].output()` (a loss on a hidden layer needs nothing after it).
+pub fn forward_through(
+    rec: &mut Recording,
+    model: &DeviceModel,
+    ws: &Workspace,
+    last: usize,
+) -> Result<(), EngineError> {
+    let layers = model.layers.iter().zip(&ws.layers).take(last + 1);
+    for (i, (layer, buffers)) in layers.enumerate() {
         let mut input = layer_input(ws, i);
         for (factor, out) in layer.factors.iter().zip(&buffers.factors) {
             rec.matmul(input, factor.matrix, out.out, false, true)?;
@@ -83,7 +95,46 @@ pub fn backward(
     grads: &Gradients,
     trainable: Trainable,
 ) -> Result<(), EngineError> {
-    for i in (0..model.layers.len()).rev() {
+    backward_layers(rec, model, ws, grads, trainable, model.layers.len() - 1)
+}
+
+/// The tensor that holds the gradient of layer `i`'s output (`f(Z)`, or `Z` without an
+/// activation): where a loss on that layer writes its gradient before `backward_from`.
+pub fn output_grad(ws: &Workspace, i: usize) -> Tensor {
+    let buffers = &ws.layers[i];
+    buffers
+        .activated
+        .map_or(buffers.grad_pre(), |(_, d_post)| d_post)
+}
+
+/// Records the backward pass of layers `0..=layer` from the gradient of layer `layer`'s output
+/// (in `output_grad(ws, layer)`): for a loss on a hidden layer. The layers after it get no
+/// gradient, so their gradient tensors are left as they were.
+pub fn backward_from(
+    rec: &mut Recording,
+    model: &DeviceModel,
+    ws: &Workspace,
+    grads: &Gradients,
+    trainable: Trainable,
+    layer: usize,
+) -> Result<(), EngineError> {
+    let buffers = &ws.layers[layer];
+    if let (Some(f), Some((_, d_post))) = (model.spec.activation_after(layer), buffers.activated) {
+        rec.activate_grad(f, buffers.pre(), d_post, buffers.grad_pre())?;
+    }
+    backward_layers(rec, model, ws, grads, trainable, layer)
+}
+
+/// Layers `top..=0` from layer `top`'s `grad_pre`.
+fn backward_layers(
+    rec: &mut Recording,
+    model: &DeviceModel,
+    ws: &Workspace,
+    grads: &Gradients,
+    trainable: Trainable,
+    top: usize,
+) -> Result<(), EngineError> {
+    for i in (0..=top).rev() {
         let (layer, buffers, grad) = (&model.layers[i], &ws.layers[i], &grads.layers[i]);
         if trainable.trains(ParamGroup::Biases) {
             rec.matmul(ws.ones, buffers.grad_pre(), grad.bias, true, false)?;

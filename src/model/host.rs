@@ -106,6 +106,27 @@ impl HostModel {
         self.layers.get_mut(key.layer)?.parameter_mut(key.role)
     }
 
+    /// Layer `layer`'s output (`f(Z)`, or `Z` without an activation) for each row of `inputs`
+    /// (`rows x features`), in f64: what a loss on a hidden layer compares with.
+    pub fn layer_output(&self, inputs: &Matrix, layer: usize) -> Matrix {
+        let mut h = inputs.clone();
+        for (i, host_layer) in self.layers.iter().enumerate().take(layer + 1) {
+            let weight = host_layer.effective_weight();
+            let mut z = Matrix::from_faer((h.to_faer() * weight.to_faer().transpose()).as_ref());
+            let activation = self.spec.activation_after(i);
+            for row in z.values.chunks_mut(z.cols) {
+                for (v, b) in row.iter_mut().zip(&host_layer.bias.values) {
+                    *v += b;
+                    if let Some(f) = activation {
+                        *v = crate::engine::cpu::elementwise::activation_value(f, *v);
+                    }
+                }
+            }
+            h = z;
+        }
+        h
+    }
+
     /// Checks every layer's chain against the architecture (see `check_layer`).
     pub fn validate(&self) -> Result<(), String> {
         self.spec.validate()?;

@@ -2,11 +2,13 @@
 //! Attacks fine-tune with it, and so do pretraining, the relearning setting's suppression and
 //! trainability's benign fine-tuning: none of them is an attack.
 
+mod objective;
 mod optimizer;
 mod schedule;
 mod second_order;
 mod train;
 
+pub use objective::{HiddenTargetSet, TrainRows};
 pub use optimizer::{
     GroupSettings, OptimizerConfig, OptimizerFamily, OptimizerHyper, OptimizerKind, OptimizerState,
 };

@@ -2,6 +2,7 @@
 //! into one submission; the loss and the evaluation logits are read back every `eval_every`
 //! steps only. Divergence (a non-finite loss, or one over the bound) is a measured outcome.
 
+use super::objective::{HiddenLossTensors, Objective, TrainRows, gather};
 use super::{
     GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState, Schedule,
     SecondOrderConfig, SecondOrderHyper, SecondOrderState,
@@ -277,10 +278,12 @@ pub fn mean_cross_entropy(logits: &[f64], labels: &[usize]) -> f64 {
     total / labels.len() as f64
 }
 
-/// A data set uploaded as fixed batches (shuffled once by the seed, the remainder dropped).
+/// A data set uploaded as fixed batches (shuffled once by the seed, the remainder dropped): inputs,
+/// targets (labels, or a hidden layer's targets) and, for a hidden-layer loss, gradient weights.
 struct Batches {
     inputs: Vec<crate::Tensor>,
-    labels: Vec<crate::Tensor>,
+    targets: Vec<crate::Tensor>,
+    weights: Vec<crate::Tensor>,
     size: usize,
     _owner: Allocation,
 }
@@ -288,27 +291,37 @@ struct Batches {
 impl Batches {
     fn upload(
         engine: &mut dyn Engine,
-        data: &Dataset,
+        rows: TrainRows,
         batch_size: Option<usize>,
         seed: u64,
     ) -> Result<Self, EngineError> {
-        let size = batch_size.unwrap_or(data.len()).clamp(1, data.len().max(1));
-        let mut order: Vec<usize> = (0..data.len()).collect();
-        if size < data.len() {
+        let size = batch_size.unwrap_or(rows.len()).clamp(1, rows.len().max(1));
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        if size < rows.len() {
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         }
         let mut owner = Allocation::new(engine);
-        let (mut inputs, mut labels) = (Vec::new(), Vec::new());
+        let (features, target_cols) = (rows.features(), rows.target_cols());
+        let (mut inputs, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
         for chunk in order.chunks_exact(size) {
-            let part = data.select(chunk);
-            let features = data.features;
-            inputs.push(owner.tensor_from(engine, "batch.inputs", size, features, &part.inputs)?);
-            let values = part.label_values();
-            labels.push(owner.tensor_from(engine, "batch.labels", size, 1, &values)?);
+            let part = gather(rows.inputs(), features, chunk);
+            inputs.push(owner.tensor_from(engine, "batch.inputs", size, features, &part)?);
+            let values = rows.targets_of(chunk);
+            targets.push(owner.tensor_from(engine, "batch.targets", size, target_cols, &values)?);
+            if let Some(values) = rows.gradient_weights_of(chunk) {
+                weights.push(owner.tensor_from(
+                    engine,
+                    "batch.weights",
+                    size,
+                    target_cols,
+                    &values,
+                )?);
+            }
         }
         Ok(Self {
             inputs,
-            labels,
+            targets,
+            weights,
             size,
             _owner: owner,
         })
@@ -340,6 +353,9 @@ pub struct TrainSession {
     eval_labels: Vec<usize>,
     stepper: Stepper,
     settings: TrainSettings,
+    objective: Objective,
+    /// The hidden-layer loss's difference and scratch (`batch x width`), with their owner.
+    hidden_scratch: Option<([crate::Tensor; 2], Allocation)>,
     eval_forward: Recording,
     /// Steps submitted so far.
     submitted: usize,
@@ -349,7 +365,8 @@ pub struct TrainSession {
 }
 
 impl TrainSession {
-    /// Uploads the data and allocates everything the run needs; trains `model` in place.
+    /// Uploads the data and allocates everything the run needs; trains `model` in place
+    /// (cross-entropy on `train_data`'s labels).
     pub fn start(
         engine: &mut dyn Engine,
         model: &DeviceModel,
@@ -358,17 +375,56 @@ impl TrainSession {
         settings: &TrainSettings,
         seed: u64,
     ) -> Result<Self, EngineError> {
-        for (label, data) in [("training set", train_data), ("evaluation set", eval_data)] {
-            if data.is_empty() {
+        let rows = TrainRows::Labelled(train_data);
+        Self::start_rows(engine, model, rows, eval_data, settings, seed)
+    }
+
+    /// The same for any rows: labels (cross-entropy) or a hidden layer's targets (first-order
+    /// optimisers only; only the layers up to it train).
+    pub fn start_rows(
+        engine: &mut dyn Engine,
+        model: &DeviceModel,
+        rows: TrainRows,
+        eval_data: &Dataset,
+        settings: &TrainSettings,
+        seed: u64,
+    ) -> Result<Self, EngineError> {
+        for (label, empty, features) in [
+            ("training set", rows.is_empty(), rows.features()),
+            ("evaluation set", eval_data.is_empty(), eval_data.features),
+        ] {
+            if empty {
                 return Err(EngineError::EmptyTensor {
                     label: label.to_string(),
                     rows: 0,
-                    cols: data.features,
+                    cols: features,
                 });
             }
         }
-        let batches = Batches::upload(engine, train_data, settings.batch_size, seed)?;
-        let workspace = Workspace::alloc(engine, model, batches.size, 1)?;
+        rows.check(model)?;
+        let objective = rows.objective();
+        if objective != Objective::CrossEntropy && settings.optimizer.is_second_order() {
+            return Err(EngineError::Shape {
+                op: "hidden-layer loss",
+                message: format!(
+                    "the second-order optimiser {} trains on cross-entropy only; use a \
+                     first-order one",
+                    settings.optimizer.name()
+                ),
+            });
+        }
+        let batches = Batches::upload(engine, rows, settings.batch_size, seed)?;
+        let workspace = Workspace::alloc(engine, model, batches.size, rows.target_cols())?;
+        let hidden_scratch = match objective {
+            Objective::CrossEntropy => None,
+            Objective::HiddenTarget { .. } => {
+                let mut owner = Allocation::new(engine);
+                let (size, width) = (batches.size, rows.target_cols());
+                let diff = owner.alloc(engine, "hidden_loss.diff", size, width)?;
+                let scratch = owner.alloc(engine, "hidden_loss.scratch", size, width)?;
+                Some(([diff, scratch], owner))
+            }
+        };
         let eval_ws = Workspace::alloc(engine, model, eval_data.len(), 1)?;
         engine.upload(eval_ws.inputs, &eval_data.inputs)?;
         let stepper = if settings.optimizer.is_second_order() {
@@ -381,11 +437,11 @@ impl TrainSession {
             )?))
         } else {
             let grads = Gradients::alloc(engine, model)?;
-            let optimizer = OptimizerState::with_config(
-                engine,
-                &settings.optimizer_config(),
-                grads.trainable_pairs(model, settings.trainable),
-            )?;
+            let pairs = (grads.trainable_pairs(model, settings.trainable).into_iter())
+                .filter(|(key, _, _)| objective.trains_layer(key.layer))
+                .collect();
+            let optimizer =
+                OptimizerState::with_config(engine, &settings.optimizer_config(), pairs)?;
             Stepper::FirstOrder { grads, optimizer }
         };
         let mut eval_forward = Recording::new();
@@ -398,6 +454,8 @@ impl TrainSession {
             eval_labels: eval_data.labels.clone(),
             stepper,
             settings: settings.clone(),
+            objective,
+            hidden_scratch,
             eval_forward,
             submitted: 0,
             in_flight: None,
@@ -437,24 +495,32 @@ impl TrainSession {
         let mut rec = Recording::new();
         let batch = |s: usize| {
             let b = s % self.batches.inputs.len();
-            Workspace {
+            let ws = Workspace {
                 inputs: self.batches.inputs[b],
-                targets: self.batches.labels[b],
+                targets: self.batches.targets[b],
                 ..Workspace::clone(&self.workspace)
-            }
+            };
+            let hidden =
+                (self.hidden_scratch.as_ref()).map(|([diff, scratch], _)| HiddenLossTensors {
+                    weights: self.batches.weights[b],
+                    diff: *diff,
+                    scratch: *scratch,
+                });
+            (ws, hidden)
         };
         if chunk_end == 0 {
-            graph::forward(&mut rec, &self.model, &batch(0))?;
-            graph::cross_entropy(&mut rec, &batch(0))?;
+            let (ws, hidden) = batch(0);
+            self.objective
+                .record(&mut rec, &self.model, &ws, hidden, None)?;
         }
         for s in self.submitted..chunk_end {
-            let ws = batch(s);
+            let (ws, hidden) = batch(s);
             let lr = settings.schedule.lr_at(settings.lr, s, settings.steps);
             match &self.stepper {
                 Stepper::FirstOrder { grads, optimizer } => {
-                    graph::forward(&mut rec, &self.model, &ws)?;
-                    graph::cross_entropy(&mut rec, &ws)?;
-                    graph::backward(&mut rec, &self.model, &ws, grads, settings.trainable)?;
+                    let backward = Some((&**grads, settings.trainable));
+                    self.objective
+                        .record(&mut rec, &self.model, &ws, hidden, backward)?;
                     optimizer.record_step(&mut rec, lr, s as u32 + 1)?;
                 }
                 Stepper::SecondOrder(state) => {
@@ -473,7 +539,7 @@ impl TrainSession {
     /// Takes the read-back loss and logits of the last submission into the outcome.
     fn receive(&mut self, values: Vec<Vec<f64>>) {
         let step = self.submitted;
-        let loss = values[0][0] / self.batches.size as f64;
+        let loss = values[0][0] / self.objective.loss_divisor(self.batches.size);
         let acc = accuracy(&values[1], &self.eval_labels);
         let outcome = &mut self.outcome;
         outcome.loss_curve.push((step, loss));
