@@ -1,11 +1,14 @@
-//! Defences that rewrite a released model: SpecDef and its no-compensation ablation, as one
-//! value (`Defense`) that targets and records carry.
+//! Defences of a released model, as one value (`Defense`) that targets and records carry:
+//! SpecDef and its no-compensation ablation (rewrites on the host) and the baselines the paper
+//! compares it with (training stages on the engine: RMU).
 
 mod layers;
+mod rmu;
 mod specdef;
 mod value;
 
 pub use layers::LayerSelection;
+pub use rmu::Rmu;
 pub use specdef::{
     CompensationForm, DefenseError, F64_COMPENSATION_BOUND, SpecDef, function_preservation,
     relative_errors,

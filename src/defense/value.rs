@@ -3,7 +3,7 @@
 //! defence is a new variant here and its parameters travel with every result it produced, not a
 //! label string and columns of its own.
 
-use super::{DefenseError, SpecDef};
+use super::{DefenseError, Rmu, SpecDef};
 use crate::linalg::{Matrix, Svd};
 use crate::model::HostModel;
 use serde::{Deserialize, Serialize};
@@ -15,23 +15,27 @@ pub enum Defense {
     None,
     /// SpecDef, its thin-compensation form or its no-compensation ablation.
     SpecDef(SpecDef),
+    /// RMU (`rmu.rs`): a training stage on the engine, not a rewrite.
+    Rmu(Box<Rmu>),
 }
 
 impl Defense {
     /// As records' `defense` column names it: `none`, `specdef`, `specdef-thin`,
-    /// `specdef-ablation`.
+    /// `specdef-ablation`, `rmu`.
     pub fn name(&self) -> &'static str {
         match self {
             Defense::None => "none",
             Defense::SpecDef(d) => d.kind_name(),
+            Defense::Rmu(_) => "rmu",
         }
     }
 
-    /// As tables and plots name it: `none`, `specdef a=1e4`.
+    /// As tables and plots name it: `none`, `specdef a=1e4`, `rmu l=1 c=20`.
     pub fn label(&self) -> String {
         match self {
             Defense::None => "none".to_string(),
             Defense::SpecDef(d) => d.label(),
+            Defense::Rmu(d) => d.label(),
         }
     }
 
@@ -42,8 +46,17 @@ impl Defense {
 
     pub fn spec_def(&self) -> Option<&SpecDef> {
         match self {
-            Defense::None => None,
             Defense::SpecDef(d) => Some(d),
+            Defense::None | Defense::Rmu(_) => None,
+        }
+    }
+
+    /// The training stage that makes the defended model, for a defence that is trained on the
+    /// engine (RMU) rather than rewritten on the host.
+    pub fn training_stage(&self) -> Option<&Rmu> {
+        match self {
+            Defense::Rmu(d) => Some(d.as_ref()),
+            Defense::None | Defense::SpecDef(_) => None,
         }
     }
 
@@ -63,6 +76,7 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply_with(base, seed, svd),
+            Defense::Rmu(_) => Err(self.not_a_rewrite()),
         }
     }
 
@@ -71,7 +85,16 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply(base, seed),
+            Defense::Rmu(_) => Err(self.not_a_rewrite()),
         }
+    }
+
+    fn not_a_rewrite(&self) -> DefenseError {
+        DefenseError::Config(format!(
+            "{} is a training stage on the engine, not a rewrite of the model: a scenario run \
+             trains it (`[defense] baselines`)",
+            self.label()
+        ))
     }
 }
 

@@ -171,13 +171,14 @@ impl RunRecord {
             .filter(|_| self.succeeded(Success::KeepingUtility))
     }
 
-    /// `none`, `specdef a=1e4` or `specdef-ablation a=1e4`, then the adaptive attacker's
-    /// rewrite where there is one (`specdef a=1e4 + fusion`): how tables and plots name the
-    /// model that was fine-tuned.
+    /// `none`, `specdef a=1e4` or `specdef-ablation a=1e4`, a baseline's own label (`rmu l=1
+    /// c=50`), then the adaptive attacker's rewrite where there is one (`specdef a=1e4 +
+    /// fusion`): how tables and plots name the model that was fine-tuned.
     pub fn defense_label(&self) -> String {
         let defense = match self.alpha {
-            None => "none".to_string(),
             Some(alpha) => format!("{} a={alpha:.0e}", self.defense),
+            None if self.defense == "none" => "none".to_string(),
+            None => (self.defense_value()).map_or_else(|_| self.defense.clone(), |d| d.label()),
         };
         let model = match &self.adaptive {
             Some(adaptive) => format!("{defense} + {adaptive}"),

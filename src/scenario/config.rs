@@ -159,6 +159,10 @@ pub struct DefenseGrid {
     /// Jacobi SVD on the run's engine, WGSL on the GPU).
     #[serde(default)]
     pub svd: SvdPlacement,
+    /// The baseline defences, each trained on the released model before its attacks
+    /// (`{ kind = "rmu", ... }`; `defense/rmu.rs`), after SpecDef's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baselines: Vec<Defense>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +198,30 @@ impl DefenseGrid {
                     .map(|&alpha| Defense::SpecDef(self.spec_def(alpha))),
             )
             .chain(self.extra.iter().cloned().map(Defense::SpecDef))
+            .chain(self.baselines.iter().cloned())
             .collect()
+    }
+
+    /// Each baseline is a training stage with settings that fit the model, named once.
+    fn validate_baselines(&self, model: &crate::model::ModelSpec) -> Result<(), String> {
+        for (i, defense) in self.baselines.iter().enumerate() {
+            let field = format!("defense.baselines[{i}]");
+            let Some(stage) = defense.training_stage() else {
+                return Err(format!(
+                    "{field}: kind {:?} is not a baseline (SpecDef goes in defense.alphas or \
+                     defense.extra; the undefended model is always run)",
+                    defense.name()
+                ));
+            };
+            stage.validate(model).map_err(|e| format!("{field}: {e}"))?;
+            if self.baselines[..i].contains(defense) {
+                return Err(format!(
+                    "{field} repeats an earlier baseline ({}): it would run twice",
+                    defense.label()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -548,6 +575,7 @@ impl Scenario {
         }
         // After every list is known to be valid: repeats compare resolved defences.
         self.validate_no_repeats()?;
+        self.defense.validate_baselines(&self.model)?;
         Ok(())
     }
 

@@ -19,7 +19,9 @@ use crate::engine::cpu::{CpuEngine32, CpuEngine64};
 use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
 use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
 use crate::model::{DeviceModel, HostModel, PendingPredict, predict, take_read};
-use crate::training::{TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy};
+use crate::training::{
+    TrainOutcome, TrainRows, TrainSession, TrainSettings, accuracy, mean_cross_entropy,
+};
 use std::path::PathBuf;
 use web_time::Instant;
 
@@ -41,6 +43,15 @@ enum Stage {
         eval: PendingPredict,
     },
     Defend,
+    /// A defence trained on the engine (a baseline: RMU), from the released model.
+    DefenseTrain {
+        device: Owned<DeviceModel>,
+        session: TrainSession,
+    },
+    DefenseDownload {
+        device: Owned<DeviceModel>,
+        ticket: ReadTicket,
+    },
     DefenseEval {
         model: HostModel,
         /// Parameters the adaptive rewrite added to the defended model.
@@ -269,7 +280,12 @@ impl ScenarioSession {
             Stage::Download { .. } | Stage::BaseUtility { .. } => {
                 "measuring the released model".to_string()
             }
-            Stage::Defend | Stage::DefenseEval { .. } => {
+            Stage::DefenseTrain { session, .. } => format!(
+                "training the defence {}, step {}",
+                self.current_target().label(),
+                session.outcome().steps_run
+            ),
+            Stage::Defend | Stage::DefenseDownload { .. } | Stage::DefenseEval { .. } => {
                 format!("defending: {}", self.current_target().label())
             }
             Stage::Attack { .. } | Stage::AttackUtility { .. } => {
@@ -290,6 +306,7 @@ impl ScenarioSession {
         match &self.stage {
             Stage::Pretrain { session, .. }
             | Stage::Suppress { session, .. }
+            | Stage::DefenseTrain { session, .. }
             | Stage::Attack { session, .. } => Some(&session.outcome().loss_curve),
             _ => None,
         }
@@ -359,6 +376,34 @@ impl ScenarioSession {
             device,
             session,
             started,
+        })
+    }
+
+    /// The defended model is known: the adaptive attacker's rewrite where there is one, then
+    /// its utility and function preservation, measured from one evaluation.
+    fn rewrite_and_evaluate(
+        &mut self,
+        engine: &mut dyn Engine,
+        model: HostModel,
+    ) -> Result<Stage, RunError> {
+        let target = self.current_target();
+        let (model, overhead) = match target.adaptive {
+            None => (model, None),
+            Some(attack) => {
+                let rewritten = (attack.apply(&model, target.alpha(), self.scenario.seed))
+                    .map_err(|message| RunError::Adaptive {
+                        target: target.label(),
+                        message,
+                    })?;
+                let added = rewritten.parameter_count() as i64 - model.parameter_count() as i64;
+                (rewritten, Some(added))
+            }
+        };
+        let eval = PendingPredict::start(engine, &model, &self.data.utility_test.inputs)?;
+        Ok(Stage::DefenseEval {
+            model,
+            overhead,
+            eval,
         })
     }
 
@@ -491,34 +536,57 @@ impl ScenarioSession {
                     .expect("the released model before defences");
                 let target = &self.targets[self.target_index];
                 let seed = self.scenario.seed;
+                if let Some(stage) = target.defense.training_stage() {
+                    let data = &self.data;
+                    let set =
+                        stage.training_set(base, &data.utility_train, &data.harmful_train, seed)?;
+                    let device = DeviceModel::upload(engine, base)?;
+                    let rows = TrainRows::HiddenTargets(&set);
+                    let session = TrainSession::start_rows(
+                        engine,
+                        &device,
+                        rows,
+                        &data.utility_test,
+                        &stage.train,
+                        seed,
+                    )?;
+                    return Ok((Stage::DefenseTrain { device, session }, true));
+                }
                 let model = match self.scenario.defense.svd {
                     SvdPlacement::Host => target.defense.apply(base, seed)?,
                     SvdPlacement::Engine => target.defense.apply_with(base, seed, &mut |w| {
                         jacobi_svd(&mut *engine, w, JACOBI_SWEEPS).map_err(|e| e.to_string())
                     })?,
                 };
-                let (model, overhead) = match target.adaptive {
-                    None => (model, None),
-                    Some(attack) => {
-                        let rewritten = (attack.apply(&model, target.alpha(), self.scenario.seed))
-                            .map_err(|message| RunError::Adaptive {
-                                target: target.label(),
-                                message,
-                            })?;
-                        let added =
-                            rewritten.parameter_count() as i64 - model.parameter_count() as i64;
-                        (rewritten, Some(added))
+                (self.rewrite_and_evaluate(engine, model)?, true)
+            }
+            Stage::DefenseTrain {
+                device,
+                mut session,
+            } => {
+                let moved = drive(&mut session, engine, block)?;
+                if !session.is_finished() {
+                    return Ok((Stage::DefenseTrain { device, session }, moved));
+                }
+                let outcome = session.finish();
+                self.notes.push(format!(
+                    "{}: trained for {} steps, loss {:.4}, utility accuracy {:.3}",
+                    self.current_target().defense.label(),
+                    outcome.steps_run,
+                    outcome.final_loss,
+                    outcome.final_accuracy
+                ));
+                let ticket = device.begin_download(engine)?;
+                (Stage::DefenseDownload { device, ticket }, true)
+            }
+            Stage::DefenseDownload { device, mut ticket } => {
+                match take_read(engine, &mut ticket, block)? {
+                    None => (Stage::DefenseDownload { device, ticket }, false),
+                    Some(values) => {
+                        let model = device.host_from(values);
+                        (self.rewrite_and_evaluate(engine, model)?, true)
                     }
-                };
-                let eval = PendingPredict::start(engine, &model, &self.data.utility_test.inputs)?;
-                (
-                    Stage::DefenseEval {
-                        model,
-                        overhead,
-                        eval,
-                    },
-                    true,
-                )
+                }
             }
             Stage::DefenseEval {
                 model,

@@ -1,0 +1,354 @@
+//! The baseline defences (issue: the defences SpecDef is compared with). The hidden-layer loss
+//! they train with is checked against the host in f64 (its value, and its gradient by central
+//! differences); RMU against the property its paper states (harmful activations align with the
+//! control vector, utility activations stay) on every engine; and a scenario with an RMU
+//! baseline runs it before its attacks and records it as a value.
+
+mod common;
+
+use common::{gpu, rng, run_quietly, short_quick, uniform};
+use specdef::Tolerance;
+use specdef::data::Dataset;
+use specdef::defense::{Defense, Rmu};
+use specdef::engine::Engine;
+use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
+use specdef::linalg::Matrix;
+use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec};
+use specdef::training::{HiddenTargetSet, TrainRows, TrainSession, TrainSettings};
+
+const FEATURES: usize = 6;
+
+fn spec() -> ModelSpec {
+    ModelSpec {
+        widths: vec![FEATURES, 9, 7, 4],
+        activation: ActivationChoice::Tanh,
+    }
+}
+
+fn settings(text: &str) -> TrainSettings {
+    toml::from_str(text).expect("train settings")
+}
+
+/// A few labelled rows (the evaluation set a session needs).
+fn eval_set(rows: usize) -> Dataset {
+    Dataset {
+        inputs: uniform(&mut rng(7), rows * FEATURES, 1.0),
+        labels: (0..rows).map(|r| r % 4).collect(),
+        features: FEATURES,
+    }
+}
+
+/// `sum_r w_r |h_r - t_r|^2 / (rows width)` in f64 on the host.
+fn host_loss(model: &HostModel, set: &HiddenTargetSet) -> f64 {
+    let rows = set.weights.len();
+    let inputs = Matrix::new(rows, set.features, set.inputs.clone());
+    let h = model.layer_output(&inputs, set.layer);
+    let total: f64 = (h.values.chunks(set.width))
+        .zip(set.targets.chunks(set.width))
+        .zip(&set.weights)
+        .map(|((h, t), w)| w * h.iter().zip(t).map(|(a, b)| (a - b).powi(2)).sum::<f64>())
+        .sum();
+    total / (rows * set.width) as f64
+}
+
+fn hidden_set(model: &HostModel, layer: usize, rows: usize) -> HiddenTargetSet {
+    let width = model.spec.layer_shape(layer).1;
+    let mut r = rng(11 + layer as u64);
+    HiddenTargetSet {
+        inputs: uniform(&mut r, rows * FEATURES, 1.0),
+        features: FEATURES,
+        layer,
+        targets: uniform(&mut r, rows * width, 0.8),
+        width,
+        weights: (0..rows).map(|i| 0.5 + (i % 3) as f64).collect(),
+    }
+}
+
+/// One SGD step at `LR` on the whole set: (the loss before it, the model after it).
+const LR: f64 = 1e-3;
+fn one_sgd_step(
+    engine: &mut dyn Engine,
+    model: &HostModel,
+    set: &HiddenTargetSet,
+) -> (f64, HostModel) {
+    let device = DeviceModel::upload(engine, model).unwrap();
+    let settings = settings(&format!(
+        "optimizer = 'sgd'\nlr = {LR}\nsteps = 1\neval_every = 1"
+    ));
+    let mut session = TrainSession::start_rows(
+        engine,
+        &device,
+        TrainRows::HiddenTargets(set),
+        &eval_set(5),
+        &settings,
+        0,
+    )
+    .unwrap();
+    session.run_to_end(engine).unwrap();
+    let outcome = session.finish();
+    (outcome.loss_curve[0].1, device.download(engine).unwrap())
+}
+
+/// The gradient by central differences of the host loss, parameter by parameter.
+fn numeric_gradient(model: &HostModel, set: &HiddenTargetSet) -> Vec<f64> {
+    let keys: Vec<_> = model.parameters().into_iter().map(|(k, _)| k).collect();
+    let mut gradient = Vec::new();
+    for key in keys {
+        let count = model
+            .parameters()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap()
+            .1
+            .values
+            .len();
+        for i in 0..count {
+            let h = 1e-6;
+            let mut plus = model.clone();
+            plus.parameter_mut(key).unwrap().values[i] += h;
+            let mut minus = model.clone();
+            minus.parameter_mut(key).unwrap().values[i] -= h;
+            gradient.push((host_loss(&plus, set) - host_loss(&minus, set)) / (2.0 * h));
+        }
+    }
+    gradient
+}
+
+fn flat(model: &HostModel) -> Vec<f64> {
+    (model.parameters().into_iter())
+        .flat_map(|(_, m)| m.values.clone())
+        .collect()
+}
+
+#[test]
+fn the_hidden_layer_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
+    let model = HostModel::init(&spec(), 5);
+    // Layers 0 and 1 (through tanh) and layer 2 (the logits, no activation after it).
+    for layer in 0..3 {
+        let set = hidden_set(&model, layer, 12);
+        let expected_loss = host_loss(&model, &set);
+        let numeric = numeric_gradient(&model, &set);
+        let scale = numeric.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+        let before = flat(&model);
+        // f64: central differences are good to ~1e-10. f32: the step's rounding (6e-8 of a
+        // parameter near 1, over LR) and the f32 sums.
+        let f64_tolerance = Tolerance {
+            abs: 1e-7,
+            rel: 1e-5,
+        };
+        let f32_tolerance = Tolerance {
+            abs: 2e-3 * scale.max(0.1),
+            rel: 1e-2,
+        };
+        let mut results = vec![
+            (
+                "cpu-f64",
+                one_sgd_step(&mut CpuEngine64::new(), &model, &set),
+                f64_tolerance,
+            ),
+            (
+                "cpu-f32",
+                one_sgd_step(&mut CpuEngine32::new(), &model, &set),
+                f32_tolerance,
+            ),
+        ];
+        if let Some(mut gpu) = gpu() {
+            results.push(("gpu", one_sgd_step(&mut *gpu, &model, &set), f32_tolerance));
+        }
+        for (engine, (loss, after), tolerance) in results {
+            tolerance
+                .check(&[loss], &[expected_loss])
+                .unwrap_or_else(|e| panic!("{engine}, layer {layer}: loss: {e}"));
+            // SGD: after = before - LR gradient, exactly.
+            let gradient: Vec<f64> = (before.iter().zip(flat(&after)))
+                .map(|(b, a)| (b - a) / LR)
+                .collect();
+            tolerance
+                .check(&gradient, &numeric)
+                .unwrap_or_else(|e| panic!("{engine}, layer {layer}: gradient: {e}"));
+            // The layers after `layer` have no gradient: they stay as released, bit for bit
+            // (at the engine's precision).
+            let trained: usize = (model.layers.iter().take(layer + 1))
+                .map(|l| l.parameter_count())
+                .sum();
+            let released: Vec<f64> = (before[trained..].iter())
+                .map(|&v| {
+                    if engine == "cpu-f64" {
+                        v
+                    } else {
+                        v as f32 as f64
+                    }
+                })
+                .collect();
+            assert_eq!(
+                &flat(&after)[trained..],
+                &released[..],
+                "{engine}: the layers after {layer} changed"
+            );
+        }
+    }
+}
+
+/// Inputs of one task: uniform in [-1, 1] around `shift` (harmful and utility images differ in
+/// mean, as digits 5-9 and 0-4 do).
+fn task(seed: u64, rows: usize, shift: f64) -> Dataset {
+    let inputs = uniform(&mut rng(seed), rows * FEATURES, 1.0);
+    Dataset {
+        inputs: inputs.iter().map(|v| v + shift).collect(),
+        labels: (0..rows).map(|r| r % 4).collect(),
+        features: FEATURES,
+    }
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+/// Per row of `rows`: (mean cosine to `direction`, mean |h - t| / |t|) of layer `layer`'s
+/// output against `targets` (one row each, or one for all).
+fn alignment(
+    model: &HostModel,
+    data: &Dataset,
+    layer: usize,
+    targets: &[f64],
+    width: usize,
+) -> (f64, f64) {
+    let h = model.layer_output(
+        &Matrix::new(data.len(), FEATURES, data.inputs.clone()),
+        layer,
+    );
+    let rows = h.values.chunks(width).enumerate();
+    let (mut cos, mut dist) = (0.0, 0.0);
+    for (r, row) in rows {
+        let t = &targets[(r * width) % targets.len()..][..width];
+        cos += cosine(row, t);
+        let d: f64 = row.iter().zip(t).map(|(a, b)| (a - b).powi(2)).sum();
+        dist += d.sqrt() / t.iter().map(|x| x * x).sum::<f64>().sqrt();
+    }
+    (cos / data.len() as f64, dist / data.len() as f64)
+}
+
+/// RMU's stated property (Li et al. 2024, section 5): the steered layer's activations on harmful
+/// inputs align with the control vector, while those on utility inputs stay where they were.
+#[test]
+fn rmu_aligns_harmful_activations_with_its_control_vector_on_every_engine() {
+    let model = HostModel::init(&spec(), 9);
+    let (harmful, utility) = (task(21, 40, 0.6), task(22, 40, -0.6));
+    let rmu = Rmu {
+        layer: 1,
+        // tanh bounds each coordinate by 1: a norm-2 vector of 7 non-negative coordinates fits.
+        steering: 2.0,
+        retain_weight: 10.0,
+        train: settings("optimizer = 'adam'\nlr = 1e-2\nsteps = 400\neval_every = 100"),
+    };
+    let set = rmu.training_set(&model, &utility, &harmful, 4).unwrap();
+    let width = set.width;
+    let control = rmu.control_vector(width, 4);
+    let released = model.layer_output(
+        &Matrix::new(utility.len(), FEATURES, utility.inputs.clone()),
+        1,
+    );
+    let (cos_before, _) = alignment(&model, &harmful, 1, &control, width);
+    let run = |engine: &mut dyn Engine| {
+        let name = engine.info().engine;
+        let device = DeviceModel::upload(engine, &model).unwrap();
+        let rows = TrainRows::HiddenTargets(&set);
+        let mut session =
+            TrainSession::start_rows(engine, &device, rows, &eval_set(5), &rmu.train, 4).unwrap();
+        session.run_to_end(engine).unwrap();
+        let curve = session.finish().loss_curve;
+        let after = device.download(engine).unwrap();
+        let (cos, dist) = alignment(&after, &harmful, 1, &control, width);
+        let (_, kept) = alignment(&after, &utility, 1, &released.values, width);
+        eprintln!(
+            "{name}: loss {:.4} -> {:.4}; harmful cosine to c u {cos_before:.3} -> {cos:.3}, \
+             distance {dist:.3}; utility activations moved {kept:.3} of their norm",
+            curve[0].1,
+            curve[curve.len() - 1].1
+        );
+        assert!(cos > 0.95 && cos > cos_before + 0.3, "{name}: cosine {cos}");
+        assert!(
+            dist < 0.3,
+            "{name}: harmful activations {dist} of |c u| from it"
+        );
+        assert!(kept < 0.15, "{name}: utility activations moved {kept}");
+    };
+    run(&mut CpuEngine64::new());
+    run(&mut CpuEngine32::new());
+    if let Some(mut gpu) = gpu() {
+        run(&mut *gpu);
+    }
+}
+
+/// A scenario with an RMU baseline trains it on the released model before its attacks, and its
+/// records carry it as a value of its own (not as the undefended model).
+#[test]
+fn a_scenario_runs_its_rmu_baseline_and_records_it_as_a_defence_of_its_own() {
+    let mut scenario = short_quick();
+    let rmu = Rmu {
+        layer: 1,
+        steering: 20.0,
+        retain_weight: 100.0,
+        train: settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 30\neval_every = 10"),
+    };
+    scenario.defense.baselines = vec![Defense::Rmu(Box::new(rmu.clone()))];
+    scenario.validate().unwrap();
+    let outcome = run_quietly(&mut CpuEngine32::new(), &scenario, None);
+    let baseline = (outcome.defenses.iter())
+        .find(|d| d.defense == Defense::Rmu(Box::new(rmu.clone())))
+        .expect("a summary of the RMU baseline");
+    assert_eq!(baseline.label, "rmu l=1 c=20");
+    let runs: Vec<_> = (outcome.records.iter())
+        .filter(|r| r.defense == "rmu")
+        .collect();
+    let per_model = scenario.attack.optimizers.len() * scenario.attack.lr_grid.values().len();
+    assert_eq!(runs.len(), per_model);
+    for r in &runs {
+        r.validate().unwrap();
+        assert_eq!(
+            r.defense_value().unwrap(),
+            Defense::Rmu(Box::new(rmu.clone()))
+        );
+        assert_eq!(r.defense_label(), "rmu l=1 c=20");
+        assert_eq!(r.alpha, None);
+    }
+    let undefended = outcome
+        .records
+        .iter()
+        .filter(|r| r.defense_label() == "none");
+    assert_eq!(undefended.count(), per_model);
+}
+
+#[test]
+fn a_baseline_with_settings_that_do_not_fit_is_refused_naming_the_field() {
+    let mut scenario = short_quick();
+    let rmu = |layer| Rmu {
+        layer,
+        steering: 20.0,
+        retain_weight: 100.0,
+        train: settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
+    };
+    // Layer 2 of [64, 64, 64, 10] is the logits, not a hidden layer.
+    scenario.defense.baselines = vec![Defense::Rmu(Box::new(rmu(2)))];
+    let e = scenario.validate().unwrap_err();
+    assert!(
+        e.contains("defense.baselines[0]") && e.contains("rmu.layer"),
+        "{e}"
+    );
+    scenario.defense.baselines = vec![
+        Defense::Rmu(Box::new(rmu(1))),
+        Defense::Rmu(Box::new(rmu(1))),
+    ];
+    let e = scenario.validate().unwrap_err();
+    assert!(e.contains("defense.baselines[1] repeats"), "{e}");
+    scenario.defense.baselines = vec![Defense::None];
+    let e = scenario.validate().unwrap_err();
+    assert!(e.contains("not a baseline"), "{e}");
+    let mut second_order = rmu(1);
+    second_order.train.optimizer = specdef::training::OptimizerKind::Sophia;
+    scenario.defense.baselines = vec![Defense::Rmu(Box::new(second_order))];
+    let e = scenario.validate().unwrap_err();
+    assert!(e.contains("rmu.train.optimizer"), "{e}");
+}
