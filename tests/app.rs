@@ -60,6 +60,31 @@ fn run_to_end(app: &mut SpecdefApp) {
 }
 
 #[test]
+fn a_custom_run_can_train_the_rmu_baseline_beside_specdef() {
+    let mut app = SpecdefApp::new(Box::new(CpuEngine32::new()), "test engine".to_string());
+    *app.custom_run() = CustomRun {
+        log10_alpha: 4.0,
+        optimizer: OptimizerKind::Adam,
+        steps: 20,
+        baselines: true,
+        ..CustomRun::default()
+    };
+    app.start(ScenarioChoice::Custom);
+    run_to_end(&mut app);
+    assert_eq!(app.error(), None);
+    let records = app.records();
+    let defences: Vec<String> = records.iter().map(|r| r.defense_label()).collect();
+    assert_eq!(defences, ["none", "specdef a=1e4", "rmu l=1 c=50"]);
+    let rmu = &records[2];
+    assert_eq!(rmu.defense, "rmu");
+    assert!(
+        rmu.utility_after_defense > 0.5,
+        "{}",
+        rmu.utility_after_defense
+    );
+}
+
+#[test]
 fn a_custom_run_attacks_once_per_defence_with_the_chosen_settings() {
     let mut app = SpecdefApp::new(Box::new(CpuEngine32::new()), "test engine".to_string());
     *app.custom_run() = CustomRun {
@@ -69,6 +94,7 @@ fn a_custom_run_attacks_once_per_defence_with_the_chosen_settings() {
         optimizer: OptimizerKind::Sgd,
         log10_lr: -2.0,
         steps: 40,
+        baselines: false,
     };
     app.start(ScenarioChoice::Custom);
     run_to_end(&mut app);

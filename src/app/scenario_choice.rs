@@ -1,6 +1,6 @@
 //! What the app runs: one of the built-in scenarios, or a single defence and attack set by hand
 //! (the quick scenario's data, model and pre-training, with the user's alpha, k, layers,
-//! optimiser, learning rate and step budget).
+//! optimiser, learning rate and step budget, and optionally the RMU baseline beside SpecDef).
 
 use crate::scenario::{LrGrid, Scenario};
 use crate::training::OptimizerKind;
@@ -43,7 +43,8 @@ impl ScenarioChoice {
     }
 }
 
-/// The hand-set run: undefended and SpecDef at one alpha, attacked with one optimiser at one lr.
+/// The hand-set run: undefended and SpecDef at one alpha (and the baselines of the built-in
+/// `baselines` variant where asked), attacked with one optimiser at one lr.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CustomRun {
     pub log10_alpha: f64,
@@ -53,6 +54,8 @@ pub struct CustomRun {
     pub optimizer: OptimizerKind,
     pub log10_lr: f64,
     pub steps: usize,
+    /// Also the baseline defences, with the built-in `baselines` variant's settings.
+    pub baselines: bool,
 }
 
 impl Default for CustomRun {
@@ -64,6 +67,7 @@ impl Default for CustomRun {
             optimizer: OptimizerKind::Adam,
             log10_lr: -3.0,
             steps: 150,
+            baselines: false,
         }
     }
 }
@@ -85,6 +89,9 @@ impl CustomRun {
             per_decade: 1,
         };
         scenario.attack.steps = self.steps;
+        if self.baselines {
+            scenario.defense.baselines = Scenario::builtin(Some("baselines"))?.defense.baselines;
+        }
         scenario.validate()?;
         Ok(scenario)
     }
@@ -115,6 +122,12 @@ impl CustomRun {
             ui.end_row();
             ui.label("steps");
             ui.add(egui::Slider::new(&mut self.steps, 10..=1000).logarithmic(true));
+            ui.end_row();
+            ui.label("baselines");
+            ui.checkbox(&mut self.baselines, "RMU beside SpecDef")
+                .on_hover_text(
+                    "trained on the released model first (the baselines variant's settings)",
+                );
             ui.end_row();
         });
     }
