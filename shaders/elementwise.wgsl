@@ -1,5 +1,6 @@
 // Elementwise kernels: activations and their derivatives, the tangent of the activation
-// gradient, binary ops, unary ops (abs, sign), scale, axpy, the moving average, fill.
+// gradient, binary ops, unary ops (abs, sign, sigmoid, softplus), scale, axpy, the moving
+// average, fill.
 // One invocation per element; OP (a pipeline constant) picks the function, so each variant is
 // its own pipeline with no branch at run time.
 
@@ -19,6 +20,8 @@ const MUL: u32 = 2u;
 
 const ABS: u32 = 0u;
 const SIGN: u32 = 1u;
+const SIGMOID: u32 = 2u;
+const SOFTPLUS: u32 = 3u;
 
 @group(0) @binding(0) var<uniform> params: ElementwiseParams;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -94,8 +97,9 @@ fn binary(
     }
 }
 
-// out = |in0|, or sign(in0): 1 above 0, -1 below, 0 at 0 (and for NaN, where comparisons are
-// false; the builtin sign leaves NaN to the implementation).
+// out = |in0|; sign(in0): 1 above 0, -1 below, 0 at 0 (and for NaN, where comparisons are
+// false; the builtin sign leaves NaN to the implementation); sigmoid(in0) and softplus(in0)
+// from e^-|x| <= 1, so no exponential overflows.
 @compute @workgroup_size(256)
 fn unary(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
@@ -108,6 +112,13 @@ fn unary(
         switch OP {
             case ABS: {
                 out[i] = abs(x);
+            }
+            case SIGMOID: {
+                let e = exp(-abs(x));
+                out[i] = select(e, 1.0, x >= 0.0) / (1.0 + e);
+            }
+            case SOFTPLUS: {
+                out[i] = max(x, 0.0) + log(1.0 + exp(-abs(x)));
             }
             default: {
                 out[i] = select(select(0.0, -1.0, x < 0.0), 1.0, x > 0.0);

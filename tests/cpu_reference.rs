@@ -430,6 +430,33 @@ fn sampled_labels_match_a_naive_inverse_cdf() {
     }
 }
 
+/// Sigmoid and softplus against their textbook forms where those are exact enough, and finite
+/// and right where the textbook forms overflow (e^800).
+#[test]
+fn sigmoid_and_softplus_match_their_definitions_without_overflow() {
+    let x: [f64; 8] = [-800.0, -30.0, -1.5, 0.0, 0.25, 4.0, 30.0, 800.0];
+    let mut sigmoid = [0.0; 8];
+    let mut softplus = [0.0; 8];
+    elementwise::unary(UnaryOp::Sigmoid, &x, &mut sigmoid);
+    elementwise::unary(UnaryOp::Softplus, &x, &mut softplus);
+    for (i, &v) in x.iter().enumerate() {
+        if v.abs() < 100.0 {
+            let s = 1.0 / (1.0 + (-v).exp());
+            let p = v.exp().ln_1p();
+            assert!(
+                (sigmoid[i] - s).abs() <= 1e-15 * s.max(1e-300) + 1e-300,
+                "sigmoid {v}"
+            );
+            assert!(
+                (softplus[i] - p).abs() <= 1e-14 * p.max(1e-13),
+                "softplus {v}"
+            );
+        }
+    }
+    assert_eq!((sigmoid[0], sigmoid[7]), (0.0, 1.0));
+    assert_eq!((softplus[0], softplus[7]), (0.0, 800.0));
+}
+
 #[test]
 fn abs_sign_and_the_moving_average_match_their_definitions() {
     let x = [-2.5, -0.0, 0.0, 1e-300, 3.0, f64::NAN];

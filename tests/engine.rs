@@ -240,6 +240,38 @@ fn second_order_optimiser_ops_refuse_bad_shapes_aliasing_and_bad_hyper_parameter
     );
 }
 
+/// The tangents of sigmoid and softplus against central differences of their f64 values.
+#[test]
+fn tangents_of_sigmoid_and_softplus_match_central_differences() {
+    let mut e = CpuEngine64::new();
+    let xs = [-30.0, -2.0, -0.5, 0.0, 0.75, 3.0, 12.0, 40.0];
+    let dxs = [1.0, -2.0, 5.0, 0.5, -1.0, 2.0, 3.0, -0.25];
+    let x = e.tensor_from("x", 2, 4, &xs).unwrap();
+    let dx = e.tensor_from("dx", 2, 4, &dxs).unwrap();
+    for op in [UnaryOp::Sigmoid, UnaryOp::Softplus] {
+        let out = e.alloc("out", 2, 4).unwrap();
+        let mut primal = Recording::new();
+        primal.unary(op, x, out).unwrap();
+        let tangent = tangent_recording(&mut e, &primal, &[(x, dx)]).unwrap();
+        e.run(&tangent.recording).unwrap();
+        let d_out = e.read_one(tangent.tangent_of(out).unwrap()).unwrap();
+        let value = |v: f64| {
+            let mut y = [0.0];
+            specdef::engine::cpu::elementwise::unary(op, &[v], &mut y);
+            y[0]
+        };
+        for ((x, dx), got) in xs.iter().zip(&dxs).zip(&d_out) {
+            let h = 1e-5;
+            let expected = (value(x + h) - value(x - h)) / (2.0 * h) * dx;
+            assert!(
+                (got - expected).abs() <= 1e-8 * (1.0 + expected.abs()),
+                "{}: at {x}: {got} against {expected}",
+                op.name()
+            );
+        }
+    }
+}
+
 /// The tangent rules of the new elementwise ops, against their definitions: d|x| = sign(x) dx,
 /// sign and random draws have zero tangents, the moving average's is the moving average of the
 /// tangents; optimiser and damping updates are refused by name.

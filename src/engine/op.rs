@@ -45,20 +45,32 @@ impl BinaryOp {
 }
 
 /// Elementwise unary operations `out = f(x)` outside the activations (no backward kernel of
-/// their own): `abs`, and `sign` (1 for x > 0, -1 for x < 0, 0 for 0 and NaN).
+/// their own): `abs`, `sign` (1 for x > 0, -1 for x < 0, 0 for 0 and NaN), the logistic
+/// `sigmoid` 1 / (1 + e^-x) and `softplus` ln(1 + e^x) (NPO's loss and its gradient weight),
+/// both written so that no exponential overflows: sigmoid from e^-|x|, softplus as
+/// max(x, 0) + ln(1 + e^-|x|).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
     Abs,
     Sign,
+    Sigmoid,
+    Softplus,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 2] = [UnaryOp::Abs, UnaryOp::Sign];
+    pub const ALL: [UnaryOp; 4] = [
+        UnaryOp::Abs,
+        UnaryOp::Sign,
+        UnaryOp::Sigmoid,
+        UnaryOp::Softplus,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             UnaryOp::Abs => "abs",
             UnaryOp::Sign => "sign",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Softplus => "softplus",
         }
     }
 }

@@ -439,7 +439,7 @@ impl Recording {
         Ok(self)
     }
 
-    /// `out = f(x)` elementwise (`abs`, `sign`).
+    /// `out = f(x)` elementwise (`abs`, `sign`, `sigmoid`, `softplus`).
     pub fn unary(&mut self, op: UnaryOp, x: Tensor, out: Tensor) -> Result<&mut Self, EngineError> {
         same_shape(op.name(), "x and out", x, out)?;
         distinct(op.name(), &[out], &[x])?;

@@ -302,6 +302,39 @@ impl Transform<'_> {
                 out,
                 ..
             } => self.zero(out),
+            // d sigmoid(x) = s (1 - s) dx, s = sigmoid(x).
+            Op::Unary {
+                op: UnaryOp::Sigmoid,
+                x,
+                out,
+            } => match self.live(x) {
+                Some(dx) => {
+                    let (s, one_minus_s, slope) =
+                        (self.scratch(x)?, self.scratch(x)?, self.scratch(x)?);
+                    let d_out = self.output(op, out)?;
+                    let rec = &mut self.recording;
+                    rec.unary(UnaryOp::Sigmoid, x, s)?;
+                    rec.fill(1.0, one_minus_s).axpy(-1.0, s, one_minus_s)?;
+                    rec.binary(BinaryOp::Mul, s, one_minus_s, slope)?;
+                    rec.binary(BinaryOp::Mul, slope, dx, d_out)?;
+                }
+                None => self.zero(out),
+            },
+            // d softplus(x) = sigmoid(x) dx.
+            Op::Unary {
+                op: UnaryOp::Softplus,
+                x,
+                out,
+            } => match self.live(x) {
+                Some(dx) => {
+                    let s = self.scratch(x)?;
+                    let d_out = self.output(op, out)?;
+                    let rec = &mut self.recording;
+                    rec.unary(UnaryOp::Sigmoid, x, s)?;
+                    rec.binary(BinaryOp::Mul, s, dx, d_out)?;
+                }
+                None => self.zero(out),
+            },
             // Linear: d avg = beta d avg + (1 - beta) dx.
             Op::Ema { beta, x, avg } => match (self.live(x), self.live(avg)) {
                 (None, None) => {}

@@ -123,13 +123,26 @@ pub fn fill<T: CpuReal>(value: T, out: &mut [T]) {
     out.iter_mut().for_each(|o| *o = value);
 }
 
-/// `out = |x|` or `sign(x)` (1, -1, or 0 at 0 and for NaN).
+/// `out = |x|`, `sign(x)` (1, -1, or 0 at 0 and for NaN), `sigmoid(x)` or `softplus(x)`, the
+/// last two as the shader writes them (no exponential of a positive number).
 pub fn unary<T: CpuReal>(op: UnaryOp, x: &[T], out: &mut [T]) {
     for (o, &x) in out.iter_mut().zip(x) {
         *o = match op {
             UnaryOp::Abs => x.abs(),
             UnaryOp::Sign => super::optimizer::sign(x),
+            UnaryOp::Sigmoid => sigmoid(x),
+            UnaryOp::Softplus => x.max(T::zero()) + (-x.abs()).exp().ln_1p(),
         };
+    }
+}
+
+/// 1 / (1 + e^-x), from e = e^-|x| <= 1: 1 / (1 + e) for x >= 0, e / (1 + e) below.
+pub fn sigmoid<T: CpuReal>(x: T) -> T {
+    let e = (-x.abs()).exp();
+    if x >= T::zero() {
+        T::one() / (T::one() + e)
+    } else {
+        e / (T::one() + e)
     }
 }
 

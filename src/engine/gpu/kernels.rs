@@ -376,6 +376,8 @@ impl Kernel {
                 match op {
                     UnaryOp::Abs => 0.0,
                     UnaryOp::Sign => 1.0,
+                    UnaryOp::Sigmoid => 2.0,
+                    UnaryOp::Softplus => 3.0,
                 },
             )],
             Kernel::Scale
