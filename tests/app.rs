@@ -60,7 +60,7 @@ fn run_to_end(app: &mut SpecdefApp) {
 }
 
 #[test]
-fn a_custom_run_can_train_the_rmu_baseline_beside_specdef() {
+fn a_custom_run_can_train_the_baselines_beside_specdef() {
     let mut app = SpecdefApp::new(Box::new(CpuEngine32::new()), "test engine".to_string());
     *app.custom_run() = CustomRun {
         log10_alpha: 4.0,
@@ -74,14 +74,15 @@ fn a_custom_run_can_train_the_rmu_baseline_beside_specdef() {
     assert_eq!(app.error(), None);
     let records = app.records();
     let defences: Vec<String> = records.iter().map(|r| r.defense_label()).collect();
-    assert_eq!(defences, ["none", "specdef a=1e4", "rmu l=1 c=50"]);
-    let rmu = &records[2];
-    assert_eq!(rmu.defense, "rmu");
-    assert!(
-        rmu.utility_after_defense > 0.5,
-        "{}",
-        rmu.utility_after_defense
+    assert_eq!(
+        defences,
+        ["none", "specdef a=1e4", "rmu l=1 c=50", "npo b=0.1"]
     );
+    for (baseline, name) in records[2..].iter().zip(["rmu", "npo"]) {
+        assert_eq!(baseline.defense, name);
+        let utility = baseline.utility_after_defense;
+        assert!(utility > 0.5, "{name}: utility {utility}");
+    }
 }
 
 #[test]

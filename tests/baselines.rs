@@ -9,12 +9,14 @@ mod common;
 use common::{gpu, rng, run_quietly, short_quick, uniform};
 use specdef::Tolerance;
 use specdef::data::Dataset;
-use specdef::defense::{Defense, Rmu};
+use specdef::defense::{Defense, Npo, Rmu, TrainingStage, row_cross_entropy};
 use specdef::engine::Engine;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::linalg::Matrix;
 use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec};
-use specdef::training::{HiddenTargetSet, TrainRows, TrainSession, TrainSettings};
+use specdef::training::{
+    HiddenTargetSet, PreferenceSet, TrainRows, TrainSession, TrainSet, TrainSettings,
+};
 
 const FEATURES: usize = 6;
 
@@ -66,31 +68,20 @@ fn hidden_set(model: &HostModel, layer: usize, rows: usize) -> HiddenTargetSet {
 
 /// One SGD step at `LR` on the whole set: (the loss before it, the model after it).
 const LR: f64 = 1e-3;
-fn one_sgd_step(
-    engine: &mut dyn Engine,
-    model: &HostModel,
-    set: &HiddenTargetSet,
-) -> (f64, HostModel) {
+fn one_sgd_step(engine: &mut dyn Engine, model: &HostModel, rows: TrainRows) -> (f64, HostModel) {
     let device = DeviceModel::upload(engine, model).unwrap();
     let settings = settings(&format!(
         "optimizer = 'sgd'\nlr = {LR}\nsteps = 1\neval_every = 1"
     ));
-    let mut session = TrainSession::start_rows(
-        engine,
-        &device,
-        TrainRows::HiddenTargets(set),
-        &eval_set(5),
-        &settings,
-        0,
-    )
-    .unwrap();
+    let mut session =
+        TrainSession::start_rows(engine, &device, rows, &eval_set(5), &settings, 0).unwrap();
     session.run_to_end(engine).unwrap();
     let outcome = session.finish();
     (outcome.loss_curve[0].1, device.download(engine).unwrap())
 }
 
 /// The gradient by central differences of the host loss, parameter by parameter.
-fn numeric_gradient(model: &HostModel, set: &HiddenTargetSet) -> Vec<f64> {
+fn numeric_gradient(model: &HostModel, loss: &dyn Fn(&HostModel) -> f64) -> Vec<f64> {
     let keys: Vec<_> = model.parameters().into_iter().map(|(k, _)| k).collect();
     let mut gradient = Vec::new();
     for key in keys {
@@ -108,7 +99,7 @@ fn numeric_gradient(model: &HostModel, set: &HiddenTargetSet) -> Vec<f64> {
             plus.parameter_mut(key).unwrap().values[i] += h;
             let mut minus = model.clone();
             minus.parameter_mut(key).unwrap().values[i] -= h;
-            gradient.push((host_loss(&plus, set) - host_loss(&minus, set)) / (2.0 * h));
+            gradient.push((loss(&plus) - loss(&minus)) / (2.0 * h));
         }
     }
     gradient
@@ -120,82 +111,149 @@ fn flat(model: &HostModel) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn the_hidden_layer_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
-    let model = HostModel::init(&spec(), 5);
-    // Layers 0 and 1 (through tanh) and layer 2 (the logits, no activation after it).
-    for layer in 0..3 {
-        let set = hidden_set(&model, layer, 12);
-        let expected_loss = host_loss(&model, &set);
-        let numeric = numeric_gradient(&model, &set);
-        let scale = numeric.iter().fold(0.0f64, |m, g| m.max(g.abs()));
-        let before = flat(&model);
-        // f64: central differences are good to ~1e-10. f32: the step's rounding (6e-8 of a
-        // parameter near 1, over LR) and the f32 sums.
-        let f64_tolerance = Tolerance {
-            abs: 1e-7,
-            rel: 1e-5,
-        };
-        let f32_tolerance = Tolerance {
-            abs: 2e-3 * scale.max(0.1),
-            rel: 1e-2,
-        };
-        let mut results = vec![
-            (
-                "cpu-f64",
-                one_sgd_step(&mut CpuEngine64::new(), &model, &set),
-                f64_tolerance,
-            ),
-            (
-                "cpu-f32",
-                one_sgd_step(&mut CpuEngine32::new(), &model, &set),
-                f32_tolerance,
-            ),
-        ];
-        if let Some(mut gpu) = gpu() {
-            results.push(("gpu", one_sgd_step(&mut *gpu, &model, &set), f32_tolerance));
-        }
-        for (engine, (loss, after), tolerance) in results {
-            tolerance
-                .check(&[loss], &[expected_loss])
-                .unwrap_or_else(|e| panic!("{engine}, layer {layer}: loss: {e}"));
-            // SGD: after = before - LR gradient, exactly.
-            let gradient: Vec<f64> = (before.iter().zip(flat(&after)))
-                .map(|(b, a)| (b - a) / LR)
-                .collect();
-            tolerance
-                .check(&gradient, &numeric)
-                .unwrap_or_else(|e| panic!("{engine}, layer {layer}: gradient: {e}"));
-            // The layers after `layer` have no gradient: they stay as released, bit for bit
-            // (at the engine's precision).
-            let trained: usize = (model.layers.iter().take(layer + 1))
-                .map(|l| l.parameter_count())
-                .sum();
-            let released: Vec<f64> = (before[trained..].iter())
-                .map(|&v| {
-                    if engine == "cpu-f64" {
-                        v
-                    } else {
-                        v as f32 as f64
-                    }
-                })
-                .collect();
-            assert_eq!(
-                &flat(&after)[trained..],
-                &released[..],
-                "{engine}: the layers after {layer} changed"
-            );
-        }
+/// One SGD step on every engine against the host in f64: the loss before it, and the step's
+/// gradient ((before - after) / LR) against central differences of the host's loss. Parameters
+/// of the layers from `frozen_from` on must not move (bit for bit, at the engine's precision).
+fn check_loss_and_gradient(
+    what: &str,
+    model: &HostModel,
+    rows: TrainRows,
+    loss: &dyn Fn(&HostModel) -> f64,
+    frozen_from: usize,
+) {
+    let expected_loss = loss(model);
+    let numeric = numeric_gradient(model, loss);
+    let scale = numeric.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    let before = flat(model);
+    // f64: central differences are good to ~1e-10. f32: the step's rounding (6e-8 of a parameter
+    // near 1, over LR) and the f32 sums.
+    let f64_tolerance = Tolerance {
+        abs: 1e-7,
+        rel: 1e-5,
+    };
+    let f32_tolerance = Tolerance {
+        abs: 2e-3 * scale.max(0.1),
+        rel: 1e-2,
+    };
+    let mut results = vec![
+        (
+            "cpu-f64",
+            one_sgd_step(&mut CpuEngine64::new(), model, rows),
+            f64_tolerance,
+        ),
+        (
+            "cpu-f32",
+            one_sgd_step(&mut CpuEngine32::new(), model, rows),
+            f32_tolerance,
+        ),
+    ];
+    if let Some(mut gpu) = gpu() {
+        results.push(("gpu", one_sgd_step(&mut *gpu, model, rows), f32_tolerance));
+    }
+    let trained: usize = (model.layers.iter().take(frozen_from))
+        .map(|l| l.parameter_count())
+        .sum();
+    for (engine, (loss, after), tolerance) in results {
+        tolerance
+            .check(&[loss], &[expected_loss])
+            .unwrap_or_else(|e| panic!("{what} on {engine}: loss: {e}"));
+        // SGD: after = before - LR gradient, exactly.
+        let gradient: Vec<f64> = (before.iter().zip(flat(&after)))
+            .map(|(b, a)| (b - a) / LR)
+            .collect();
+        tolerance
+            .check(&gradient, &numeric)
+            .unwrap_or_else(|e| panic!("{what} on {engine}: gradient: {e}"));
+        let released: Vec<f64> = (before[trained..].iter())
+            .map(|&v| {
+                if engine == "cpu-f64" {
+                    v
+                } else {
+                    v as f32 as f64
+                }
+            })
+            .collect();
+        assert_eq!(
+            &flat(&after)[trained..],
+            &released[..],
+            "{what} on {engine}: layers from {frozen_from} on changed"
+        );
     }
 }
 
+#[test]
+fn the_hidden_layer_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
+    let model = HostModel::init(&spec(), 5);
+    // Layers 0 and 1 (through tanh) and layer 2 (the logits, no activation after it); the layers
+    // after the loss's have no gradient and stay as released.
+    for layer in 0..3 {
+        let set = hidden_set(&model, layer, 12);
+        let what = format!("hidden loss on layer {layer}");
+        let loss = |m: &HostModel| host_loss(m, &set);
+        check_loss_and_gradient(
+            &what,
+            &model,
+            TrainRows::HiddenTargets(&set),
+            &loss,
+            layer + 1,
+        );
+    }
+}
+
+/// NPO with a retain term (`PreferenceSet`) in f64 on the host.
+fn host_preference_loss(model: &HostModel, set: &PreferenceSet) -> f64 {
+    let rows = set.data.len();
+    let inputs = Matrix::new(rows, set.data.features, set.data.inputs.clone());
+    let logits = model.layer_output(&inputs, model.layers.len() - 1);
+    let ce = row_cross_entropy(&logits.values, &set.data.labels);
+    let softplus = |x: f64| x.max(0.0) + (-x.abs()).exp().ln_1p();
+    let total: f64 = (0..rows)
+        .map(|r| {
+            if set.forget[r] {
+                2.0 / set.beta * softplus(set.beta * (set.reference_loss[r] - ce[r]))
+            } else {
+                set.retain_weight * ce[r]
+            }
+        })
+        .sum();
+    total / rows as f64
+}
+
+fn preference_set(model: &HostModel, rows: usize) -> PreferenceSet {
+    let data = task(31, rows, 0.0, 1);
+    let inputs = Matrix::new(rows, FEATURES, data.inputs.clone());
+    let logits = model.layer_output(&inputs, model.layers.len() - 1);
+    // References a little off the model's own losses, so the log-ratios are not all zero.
+    let reference_loss = (row_cross_entropy(&logits.values, &data.labels).iter())
+        .enumerate()
+        .map(|(r, l)| l + 0.3 * ((r % 5) as f64 - 2.0))
+        .collect();
+    PreferenceSet {
+        data,
+        reference_loss,
+        forget: (0..rows).map(|r| r % 3 != 0).collect(),
+        beta: 0.5,
+        retain_weight: 1.5,
+    }
+}
+
+#[test]
+fn the_preference_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
+    let model = HostModel::init(&spec(), 6);
+    let set = preference_set(&model, 12);
+    let loss = |m: &HostModel| host_preference_loss(m, &set);
+    let layers = model.layers.len();
+    check_loss_and_gradient("npo", &model, TrainRows::Preference(&set), &loss, layers);
+}
+
 /// Inputs of one task: uniform in [-1, 1] around `shift` (harmful and utility images differ in
-/// mean, as digits 5-9 and 0-4 do).
-fn task(seed: u64, rows: usize, shift: f64) -> Dataset {
+/// mean, as digits 5-9 and 0-4 do), labelled `first` and `first + 1` in turn (the tasks' classes
+/// are disjoint, as the digits').
+fn task(seed: u64, rows: usize, shift: f64, first: usize) -> Dataset {
     let inputs = uniform(&mut rng(seed), rows * FEATURES, 1.0);
     Dataset {
         inputs: inputs.iter().map(|v| v + shift).collect(),
-        labels: (0..rows).map(|r| r % 4).collect(),
+        labels: (0..rows).map(|r| first + r % 2).collect(),
         features: FEATURES,
     }
 }
@@ -235,7 +293,7 @@ fn alignment(
 #[test]
 fn rmu_aligns_harmful_activations_with_its_control_vector_on_every_engine() {
     let model = HostModel::init(&spec(), 9);
-    let (harmful, utility) = (task(21, 40, 0.6), task(22, 40, -0.6));
+    let (harmful, utility) = (task(21, 40, 0.6, 2), task(22, 40, -0.6, 0));
     let rmu = Rmu {
         layer: 1,
         // tanh bounds each coordinate by 1: a norm-2 vector of 7 non-negative coordinates fits.
@@ -243,7 +301,10 @@ fn rmu_aligns_harmful_activations_with_its_control_vector_on_every_engine() {
         retain_weight: 10.0,
         train: settings("optimizer = 'adam'\nlr = 1e-2\nsteps = 400\neval_every = 100"),
     };
-    let set = rmu.training_set(&model, &utility, &harmful, 4).unwrap();
+    let TrainSet::HiddenTargets(set) = rmu.training_set(&model, &utility, &harmful, 4).unwrap()
+    else {
+        panic!("RMU trains a hidden layer's targets")
+    };
     let width = set.width;
     let control = rmu.control_vector(width, 4);
     let released = model.layer_output(
@@ -351,4 +412,124 @@ fn a_baseline_with_settings_that_do_not_fit_is_refused_naming_the_field() {
     scenario.defense.baselines = vec![Defense::Rmu(Box::new(second_order))];
     let e = scenario.validate().unwrap_err();
     assert!(e.contains("rmu.train.optimizer"), "{e}");
+    let npo = Npo {
+        beta: 0.0,
+        retain_weight: 1.0,
+        train: settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
+    };
+    scenario.defense.baselines = vec![Defense::Npo(Box::new(npo))];
+    let e = scenario.validate().unwrap_err();
+    assert!(e.contains("defense.baselines[0]: defence: npo.beta"), "{e}");
+}
+
+/// NPO's stated property (Zhang et al. 2024, section 3): training lowers the harmful labels'
+/// log-likelihood ratio to the reference, log p(y|x) - log p_ref(y|x), below 0, and as it falls
+/// the loss's gradient weight 2 sigmoid(beta ratio) falls below gradient ascent's 1; the retain
+/// term keeps the utility task.
+#[test]
+fn npo_lowers_the_harmful_log_likelihood_ratio_and_keeps_utility_on_every_engine() {
+    let model = HostModel::init(&spec(), 12);
+    let (harmful, utility) = (task(41, 40, 0.6, 2), task(42, 40, -0.6, 0));
+    let npo = Npo {
+        beta: 0.1,
+        retain_weight: 1.0,
+        train: settings("optimizer = 'adamw'\nlr = 1e-2\nsteps = 200\neval_every = 50"),
+    };
+    let TrainSet::Preference(set) = npo.training_set(&model, &utility, &harmful, 0).unwrap() else {
+        panic!("NPO trains on preference rows")
+    };
+    let losses = |m: &HostModel, data: &Dataset| {
+        let inputs = Matrix::new(data.len(), FEATURES, data.inputs.clone());
+        row_cross_entropy(&m.layer_output(&inputs, 2).values, &data.labels)
+    };
+    let reference = losses(&model, &harmful);
+    let utility_before = losses(&model, &utility).iter().sum::<f64>() / utility.len() as f64;
+    let run = |engine: &mut dyn Engine| {
+        let name = engine.info().engine;
+        let device = DeviceModel::upload(engine, &model).unwrap();
+        let rows = TrainRows::Preference(&set);
+        let mut session =
+            TrainSession::start_rows(engine, &device, rows, &utility, &npo.train, 0).unwrap();
+        session.run_to_end(engine).unwrap();
+        let after = device.download(engine).unwrap();
+        let ratios: Vec<f64> = (reference.iter().zip(losses(&after, &harmful)))
+            .map(|(reference, loss)| reference - loss)
+            .collect();
+        let mean_ratio = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        let weight = (ratios.iter())
+            .map(|d| 2.0 / (1.0 + (-npo.beta * d).exp()))
+            .sum::<f64>()
+            / ratios.len() as f64;
+        let utility_after = losses(&after, &utility).iter().sum::<f64>() / utility.len() as f64;
+        eprintln!(
+            "{name}: harmful log-likelihood ratio 0 -> {mean_ratio:.2} (every row below 0: {}), \
+             gradient weight 1 -> {weight:.3}; utility loss {utility_before:.3} -> \
+             {utility_after:.3}",
+            ratios.iter().all(|d| *d < 0.0)
+        );
+        assert!(mean_ratio < -1.0, "{name}: mean log-ratio {mean_ratio}");
+        assert!(ratios.iter().all(|d| *d < 0.0), "{name}: {ratios:?}");
+        assert!(weight < 1.0, "{name}: gradient weight {weight}");
+        assert!(
+            utility_after < utility_before + 0.1,
+            "{name}: utility loss {utility_before} -> {utility_after}"
+        );
+    };
+    run(&mut CpuEngine64::new());
+    run(&mut CpuEngine32::new());
+    if let Some(mut gpu) = gpu() {
+        run(&mut *gpu);
+    }
+}
+
+/// A baseline attacked by two targets (the harmful task and trainability's benign one) trains
+/// once per run, and a second run of the same released model reads it from the cache, with the
+/// same outcomes.
+#[test]
+fn a_baseline_trains_once_per_run_and_is_cached_between_runs() {
+    let mut scenario = short_quick();
+    scenario.trainability.optimizers = vec![specdef::training::OptimizerKind::Sgd];
+    let npo = Npo {
+        beta: 0.1,
+        retain_weight: 1.0,
+        train: settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 20\neval_every = 10"),
+    };
+    scenario.defense.baselines = vec![Defense::Npo(Box::new(npo))];
+    let cache = common::scratch("baselines", "cache");
+    let run = || {
+        let mut notes = Vec::new();
+        let (mut progress, mut log) = (
+            |_: usize, _: usize, _: &str| {},
+            |note: &str| notes.push(note.to_string()),
+        );
+        let outcome = specdef::scenario::run_scenario(
+            &mut CpuEngine32::new(),
+            &scenario,
+            &mut specdef::scenario::RunSettings {
+                variant: None,
+                cache_dir: Some(cache.clone()),
+                progress: &mut progress,
+                log: &mut log,
+            },
+        )
+        .unwrap();
+        (outcome, notes)
+    };
+    let count = |notes: &[String], text: &str| notes.iter().filter(|n| n.contains(text)).count();
+    let (first, notes) = run();
+    assert_eq!(count(&notes, "npo b=0.1: trained for"), 1, "{notes:?}");
+    assert_eq!(count(&notes, "baseline model from cache"), 0, "{notes:?}");
+    let (second, notes) = run();
+    assert_eq!(count(&notes, "npo b=0.1: trained for"), 0, "{notes:?}");
+    assert_eq!(count(&notes, "baseline model from cache"), 1, "{notes:?}");
+    let npo_runs =
+        |outcome: &specdef::scenario::ScenarioOutcome| -> Vec<(String, Option<f64>, f64)> {
+            (outcome.records.iter())
+                .filter(|r| r.defense == "npo")
+                .map(|r| (r.optimizer.clone(), r.final_loss, r.utility_after_defense))
+                .collect()
+        };
+    assert_eq!(npo_runs(&first).len(), 2 * 2 + 2);
+    assert_eq!(npo_runs(&first), npo_runs(&second));
+    let _ = std::fs::remove_dir_all(&cache);
 }

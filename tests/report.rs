@@ -68,7 +68,11 @@ fn the_baselines_claim_follows_the_baselines_runs_at_the_undefended_rates() {
     }
     let slow = judged(&copies);
     assert_eq!(slow.verdict, Verdict::DidNotHold, "{}", slow.measured);
-    assert!(slow.measured.contains("150 steps at best"), "{}", slow.measured);
+    assert!(
+        slow.measured.contains("150 steps at best"),
+        "{}",
+        slow.measured
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! What the app runs: one of the built-in scenarios, or a single defence and attack set by hand
 //! (the quick scenario's data, model and pre-training, with the user's alpha, k, layers,
-//! optimiser, learning rate and step budget, and optionally the RMU baseline beside SpecDef).
+//! optimiser, learning rate and step budget, and optionally the baseline defences beside it).
 
 use crate::scenario::{LrGrid, Scenario};
 use crate::training::OptimizerKind;
@@ -124,7 +124,7 @@ impl CustomRun {
             ui.add(egui::Slider::new(&mut self.steps, 10..=1000).logarithmic(true));
             ui.end_row();
             ui.label("baselines");
-            ui.checkbox(&mut self.baselines, "RMU beside SpecDef")
+            ui.checkbox(&mut self.baselines, "RMU and NPO beside SpecDef")
                 .on_hover_text(
                     "trained on the released model first (the baselines variant's settings)",
                 );

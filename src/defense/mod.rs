@@ -1,16 +1,20 @@
 //! Defences of a released model, as one value (`Defense`) that targets and records carry:
 //! SpecDef and its no-compensation ablation (rewrites on the host) and the baselines the paper
-//! compares it with (training stages on the engine: RMU).
+//! compares it with (training stages on the engine: RMU, NPO).
 
 mod layers;
+mod npo;
 mod rmu;
 mod specdef;
+mod stage;
 mod value;
 
 pub use layers::LayerSelection;
+pub use npo::{Npo, row_cross_entropy};
 pub use rmu::Rmu;
 pub use specdef::{
     CompensationForm, DefenseError, F64_COMPENSATION_BOUND, SpecDef, function_preservation,
     relative_errors,
 };
+pub use stage::TrainingStage;
 pub use value::Defense;

@@ -15,10 +15,11 @@
 //!   `retain_weight`: with as many rows of each (digits 5-9 against 0-4), half the reference's.
 
 use super::DefenseError;
+use super::stage::{TrainingStage, non_negative, validate_settings};
 use crate::data::Dataset;
 use crate::linalg::Matrix;
 use crate::model::{HostModel, ModelSpec};
-use crate::training::{HiddenTargetSet, TrainSettings};
+use crate::training::{HiddenTargetSet, TrainSet, TrainSettings};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -45,37 +46,6 @@ impl Rmu {
         format!("rmu l={} c={}", self.layer, self.steering)
     }
 
-    /// Checks the settings against the model, naming the field.
-    pub fn validate(&self, model: &ModelSpec) -> Result<(), DefenseError> {
-        let hidden = model.layer_count().saturating_sub(1);
-        if self.layer >= hidden {
-            return Err(DefenseError::Config(format!(
-                "rmu.layer = {} is not a hidden layer (this model's are 0..{})",
-                self.layer,
-                hidden.saturating_sub(1)
-            )));
-        }
-        for (field, value) in [
-            ("steering", self.steering),
-            ("retain_weight", self.retain_weight),
-        ] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(DefenseError::Config(format!(
-                    "rmu.{field} must be a finite non-negative number, got {value}"
-                )));
-            }
-        }
-        if self.train.optimizer.is_second_order() {
-            return Err(DefenseError::Config(format!(
-                "rmu.train.optimizer: {} is second-order; RMU trains with a first-order one",
-                self.train.optimizer.name()
-            )));
-        }
-        self.train
-            .validate("rmu.train")
-            .map_err(DefenseError::Config)
-    }
-
     /// `c u`: uniform in [0, 1) per coordinate, scaled to norm `c`, drawn from `seed`.
     pub fn control_vector(&self, width: usize, seed: u64) -> Vec<f64> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ CONTROL_SEED);
@@ -88,16 +58,32 @@ impl Rmu {
             .max(f64::MIN_POSITIVE);
         u.iter().map(|v| v / norm * self.steering).collect()
     }
+}
 
-    /// The training stage's rows: each harmful image with the control vector as its target,
-    /// each utility image with `base`'s own activations (f64) as its target.
-    pub fn training_set(
+impl TrainingStage for Rmu {
+    fn validate(&self, model: &ModelSpec) -> Result<(), DefenseError> {
+        let hidden = model.layer_count().saturating_sub(1);
+        if self.layer >= hidden {
+            return Err(DefenseError::Config(format!(
+                "rmu.layer = {} is not a hidden layer (this model's are 0..{})",
+                self.layer,
+                hidden.saturating_sub(1)
+            )));
+        }
+        non_negative("rmu", "steering", self.steering)?;
+        non_negative("rmu", "retain_weight", self.retain_weight)?;
+        validate_settings("rmu", &self.train)
+    }
+
+    /// Each harmful image with the control vector as its target, each utility image with
+    /// `base`'s own activations (f64) as its target.
+    fn training_set(
         &self,
         base: &HostModel,
         utility: &Dataset,
         harmful: &Dataset,
         seed: u64,
-    ) -> Result<HiddenTargetSet, DefenseError> {
+    ) -> Result<TrainSet, DefenseError> {
         self.validate(&base.spec)?;
         let width = base.spec.layer_shape(self.layer).1;
         let control = self.control_vector(width, seed);
@@ -111,13 +97,17 @@ impl Rmu {
         targets.extend_from_slice(&kept.values);
         let mut weights = vec![1.0; harmful.len()];
         weights.extend(std::iter::repeat_n(self.retain_weight, utility.len()));
-        Ok(HiddenTargetSet {
+        Ok(TrainSet::HiddenTargets(HiddenTargetSet {
             inputs,
             features: harmful.features,
             layer: self.layer,
             targets,
             width,
             weights,
-        })
+        }))
+    }
+
+    fn settings(&self) -> &TrainSettings {
+        &self.train
     }
 }

@@ -3,7 +3,7 @@
 //! defence is a new variant here and its parameters travel with every result it produced, not a
 //! label string and columns of its own.
 
-use super::{DefenseError, Rmu, SpecDef};
+use super::{DefenseError, Npo, Rmu, SpecDef, TrainingStage};
 use crate::linalg::{Matrix, Svd};
 use crate::model::HostModel;
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,8 @@ pub enum Defense {
     SpecDef(SpecDef),
     /// RMU (`rmu.rs`): a training stage on the engine, not a rewrite.
     Rmu(Box<Rmu>),
+    /// NPO (`npo.rs`): a training stage on the engine.
+    Npo(Box<Npo>),
 }
 
 impl Defense {
@@ -27,15 +29,17 @@ impl Defense {
             Defense::None => "none",
             Defense::SpecDef(d) => d.kind_name(),
             Defense::Rmu(_) => "rmu",
+            Defense::Npo(_) => "npo",
         }
     }
 
-    /// As tables and plots name it: `none`, `specdef a=1e4`, `rmu l=1 c=20`.
+    /// As tables and plots name it: `none`, `specdef a=1e4`, `rmu l=1 c=20`, `npo b=0.1`.
     pub fn label(&self) -> String {
         match self {
             Defense::None => "none".to_string(),
             Defense::SpecDef(d) => d.label(),
             Defense::Rmu(d) => d.label(),
+            Defense::Npo(d) => d.label(),
         }
     }
 
@@ -47,15 +51,16 @@ impl Defense {
     pub fn spec_def(&self) -> Option<&SpecDef> {
         match self {
             Defense::SpecDef(d) => Some(d),
-            Defense::None | Defense::Rmu(_) => None,
+            Defense::None | Defense::Rmu(_) | Defense::Npo(_) => None,
         }
     }
 
     /// The training stage that makes the defended model, for a defence that is trained on the
-    /// engine (RMU) rather than rewritten on the host.
-    pub fn training_stage(&self) -> Option<&Rmu> {
+    /// engine (the baselines) rather than rewritten on the host.
+    pub fn training_stage(&self) -> Option<&dyn TrainingStage> {
         match self {
             Defense::Rmu(d) => Some(d.as_ref()),
+            Defense::Npo(d) => Some(d.as_ref()),
             Defense::None | Defense::SpecDef(_) => None,
         }
     }
@@ -76,7 +81,7 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply_with(base, seed, svd),
-            Defense::Rmu(_) => Err(self.not_a_rewrite()),
+            Defense::Rmu(_) | Defense::Npo(_) => Err(self.not_a_rewrite()),
         }
     }
 
@@ -85,7 +90,7 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply(base, seed),
-            Defense::Rmu(_) => Err(self.not_a_rewrite()),
+            Defense::Rmu(_) | Defense::Npo(_) => Err(self.not_a_rewrite()),
         }
     }
 

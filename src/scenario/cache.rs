@@ -1,8 +1,10 @@
-//! The pretraining cache: the released model, kept between runs under a hash of what produced
-//! it (crate version, engine, data, model, pretraining settings, seed). It is never trusted
-//! blindly: the file carries the whole key and a checksum of its parameters, and a file whose
-//! key or checksum does not match, or whose weights are not finite, is retrained, with a note
-//! saying why. By default it lives in the user's cache folder, not a world-writable one.
+//! The model cache: trained models kept between runs under a hash of what produced them. The
+//! released model (`pretrain-*`: crate version, engine, data, model, pretraining settings,
+//! seed) and each baseline defence trained on it (`baseline-*`: the released model's key and
+//! the defence's parameters). It is never trusted blindly: the file carries the whole key and a
+//! checksum of its parameters, and a file whose key or checksum does not match, or whose
+//! weights are not finite, is retrained, with a note saying why. By default it lives in the
+//! user's cache folder, not a world-writable one.
 
 use crate::model::{HostModel, ModelSpec, file};
 use std::path::{Path, PathBuf};
@@ -23,21 +25,38 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| var("HOME").map(|d| d.join(".cache").join("specdef")))
 }
 
-/// One cache entry: where it lives and the key it must carry.
-pub struct PretrainCache {
+/// One cache entry: where it lives, the key it must carry and what it holds (`pretrained`,
+/// `baseline`), as notes name it.
+pub struct ModelCache {
     file: PathBuf,
     key: String,
+    holds: &'static str,
 }
 
-impl PretrainCache {
-    pub fn new(dir: &Path, key: String) -> Self {
+impl ModelCache {
+    /// The released model's entry.
+    pub fn pretrained(dir: &Path, key: String) -> Self {
+        Self::new(dir, "pretrain", "pretrained", key)
+    }
+
+    /// A baseline defence's trained model.
+    pub fn baseline(dir: &Path, key: String) -> Self {
+        Self::new(dir, "baseline", "baseline", key)
+    }
+
+    fn new(dir: &Path, prefix: &str, holds: &'static str, key: String) -> Self {
         Self {
             file: dir.join(format!(
-                "pretrain-{:016x}.safetensors",
+                "{prefix}-{:016x}.safetensors",
                 crate::fnv::fnv1a(key.bytes())
             )),
             key,
+            holds,
         }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     pub fn path(&self) -> &Path {
@@ -83,7 +102,7 @@ impl PretrainCache {
         }
         (
             Some(model),
-            Some(format!("pretrained model from cache {shown}")),
+            Some(format!("{} model from cache {shown}", self.holds)),
         )
     }
 

@@ -11,7 +11,7 @@ mod targets;
 mod task;
 
 pub use attack_run::{AttackRun, TrialBudget};
-pub use cache::{PretrainCache, default_cache_dir};
+pub use cache::{ModelCache, default_cache_dir};
 pub use config::{
     AdaptiveGrid, AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, MAX_ALPHA,
     MAX_TOTAL_STEPS, MIN_LR, Scenario, SvdPlacement, TrainabilityGrid,

@@ -8,20 +8,18 @@
 //! and function preservation from the same logits) -> for each optimiser and learning rate:
 //! fine-tune, then the model's utility and held-out harmful accuracy from one readback.
 
-use super::cache::PretrainCache;
+use super::cache::ModelCache;
 use super::outcome::{UtilityMeasured, record};
 use super::{
     AttackRun, DefenseSummary, Release, RunError, RunRecord, Scenario, ScenarioOutcome,
     SvdPlacement, Target, Task, TaskData, layer_sigmas,
 };
-use crate::defense::relative_errors;
+use crate::defense::{Defense, relative_errors};
 use crate::engine::cpu::{CpuEngine32, CpuEngine64};
 use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
 use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
 use crate::model::{DeviceModel, HostModel, PendingPredict, predict, take_read};
-use crate::training::{
-    TrainOutcome, TrainRows, TrainSession, TrainSettings, accuracy, mean_cross_entropy,
-};
+use crate::training::{TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy};
 use std::path::PathBuf;
 use web_time::Instant;
 
@@ -86,7 +84,11 @@ pub struct ScenarioSession {
     /// The target being defended or attacked, and how many of its runs are done.
     target_index: usize,
     runs_done: usize,
-    cache: Option<PretrainCache>,
+    cache: Option<ModelCache>,
+    cache_dir: Option<PathBuf>,
+    /// The baseline defences trained so far (a baseline attacked by several targets, the
+    /// harmful task's and trainability's, trains once).
+    trained_baselines: Vec<(Defense, HostModel)>,
     stage: Stage,
     base: Option<HostModel>,
     from_cache: bool,
@@ -177,7 +179,7 @@ impl ScenarioSession {
                 serde_json::to_string(&scenario.release).unwrap_or_default()
             ));
         }
-        let cache = cache_dir.map(|dir| PretrainCache::new(&dir, key));
+        let cache = (cache_dir.as_ref()).map(|dir| ModelCache::pretrained(dir, key));
         let mut session = Self {
             data: TaskData::load(scenario)?,
             targets,
@@ -189,6 +191,8 @@ impl ScenarioSession {
             variant,
             info,
             cache,
+            cache_dir,
+            trained_baselines: Vec::new(),
             stage: Stage::Done,
             base: None,
             from_cache: false,
@@ -379,6 +383,28 @@ impl ScenarioSession {
         })
     }
 
+    /// The current target's baseline defence as trained already: in this session, or in the
+    /// cache by an earlier run of the same released model, engine and defence.
+    fn trained_baseline(&mut self) -> Option<HostModel> {
+        let defense = self.current_target().defense.clone();
+        if let Some((_, model)) = self.trained_baselines.iter().find(|(d, _)| *d == defense) {
+            return Some(model.clone());
+        }
+        let (model, note) = self.baseline_cache(&defense)?.load(&self.scenario.model);
+        self.notes.extend(note);
+        if let Some(model) = &model {
+            self.trained_baselines.push((defense, model.clone()));
+        }
+        model
+    }
+
+    /// A baseline's cache entry: the released model's key and the defence's parameters.
+    fn baseline_cache(&self, defense: &Defense) -> Option<ModelCache> {
+        let (dir, released) = (self.cache_dir.as_ref()?, self.cache.as_ref()?);
+        let key = format!("{}|baseline={}", released.key(), defense.params());
+        Some(ModelCache::baseline(dir, key))
+    }
+
     /// The defended model is known: the adaptive attacker's rewrite where there is one, then
     /// its utility and function preservation, measured from one evaluation.
     fn rewrite_and_evaluate(
@@ -530,6 +556,11 @@ impl ScenarioSession {
                 }
             },
             Stage::Defend => {
+                if self.current_target().defense.training_stage().is_some()
+                    && let Some(model) = self.trained_baseline()
+                {
+                    return Ok((self.rewrite_and_evaluate(engine, model)?, true));
+                }
                 let base = self
                     .base
                     .as_ref()
@@ -541,13 +572,12 @@ impl ScenarioSession {
                     let set =
                         stage.training_set(base, &data.utility_train, &data.harmful_train, seed)?;
                     let device = DeviceModel::upload(engine, base)?;
-                    let rows = TrainRows::HiddenTargets(&set);
                     let session = TrainSession::start_rows(
                         engine,
                         &device,
-                        rows,
+                        set.rows(),
                         &data.utility_test,
-                        &stage.train,
+                        stage.settings(),
                         seed,
                     )?;
                     return Ok((Stage::DefenseTrain { device, session }, true));
@@ -584,6 +614,14 @@ impl ScenarioSession {
                     None => (Stage::DefenseDownload { device, ticket }, false),
                     Some(values) => {
                         let model = device.host_from(values);
+                        let defense = self.current_target().defense.clone();
+                        if let Some(cache) = self.baseline_cache(&defense)
+                            && let Err(e) = cache.store(&model)
+                        {
+                            let label = defense.label();
+                            self.notes.push(format!("could not cache {label}: {e}"));
+                        }
+                        self.trained_baselines.push((defense, model.clone()));
                         (self.rewrite_and_evaluate(engine, model)?, true)
                     }
                 }

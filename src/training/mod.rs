@@ -8,7 +8,7 @@ mod schedule;
 mod second_order;
 mod train;
 
-pub use objective::{HiddenTargetSet, TrainRows};
+pub use objective::{HiddenTargetSet, PreferenceSet, TrainRows, TrainSet};
 pub use optimizer::{
     GroupSettings, OptimizerConfig, OptimizerFamily, OptimizerHyper, OptimizerKind, OptimizerState,
 };

@@ -1,10 +1,12 @@
 //! What a training run minimises. Pretraining, suppression and attacks minimise the mean
-//! cross-entropy against class labels; representation-level defences (RMU) a weighted squared
-//! distance between a hidden layer's output and per-row targets. Both are recorded from the
-//! engine's existing ops, so every engine runs them.
+//! cross-entropy against class labels; the baseline defences minimise losses of their own: a
+//! weighted squared distance between a hidden layer's output and per-row targets (RMU), and
+//! negative preference optimisation against a frozen reference (NPO). Each is recorded from the
+//! engine's ops, so every engine runs it. A training set gives, per row, the inputs and the
+//! columns its loss reads (uploaded batch by batch); the loss asks for the scratch it needs.
 
 use crate::data::Dataset;
-use crate::engine::{BinaryOp, EngineError, Recording, ReduceAxis, Reduction, Tensor};
+use crate::engine::{BinaryOp, EngineError, Recording, ReduceAxis, Reduction, Tensor, UnaryOp};
 use crate::model::{DeviceModel, Gradients, Trainable, Workspace, graph};
 
 /// Rows to train on: inputs, and per row what the loss compares with.
@@ -14,6 +16,8 @@ pub enum TrainRows<'a> {
     Labelled(&'a Dataset),
     /// Targets for a hidden layer's output; the loss is the squared distance to them.
     HiddenTargets(&'a HiddenTargetSet),
+    /// Labels of rows to forget (NPO's loss against the reference) and to retain (cross-entropy).
+    Preference(&'a PreferenceSet),
 }
 
 /// A training set for a loss on layer `layer`'s output (`f(Z)`, or `Z` without an activation):
@@ -33,11 +37,61 @@ pub struct HiddenTargetSet {
     pub weights: Vec<f64>,
 }
 
+/// A training set for negative preference optimisation (Zhang et al. 2024) with a retain term:
+/// per batch of `b` rows,
+/// `loss = (1/b) sum_r [forget_r (2/beta) softplus(beta d_r) + retain_r retain_weight ce_r]`,
+/// where `ce_r` is the model's cross-entropy on row r's label and
+/// `d_r = log p(y|x) - log p_ref(y|x) = reference_loss_r - ce_r`. Its gradient on the logits is
+/// `(1/b) (softmax - onehot) (retain_weight retain_r - 2 forget_r sigmoid(beta d_r))`: forgetting
+/// slows as the model's likelihood falls below the reference's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreferenceSet {
+    pub data: Dataset,
+    /// Per row, the frozen reference model's cross-entropy on its label (forget rows; any value
+    /// on retain rows, where it is not read).
+    pub reference_loss: Vec<f64>,
+    /// Per row: forget (true) or retain.
+    pub forget: Vec<bool>,
+    pub beta: f64,
+    pub retain_weight: f64,
+}
+
+/// A set that owns its rows, for stages that build their own (the baseline defences).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrainSet {
+    HiddenTargets(HiddenTargetSet),
+    Preference(PreferenceSet),
+}
+
+impl TrainSet {
+    pub fn rows(&self) -> TrainRows<'_> {
+        match self {
+            TrainSet::HiddenTargets(set) => TrainRows::HiddenTargets(set),
+            TrainSet::Preference(set) => TrainRows::Preference(set),
+        }
+    }
+}
+
+/// One per-row column a loss reads: its label and width, and the values of a batch's rows.
+pub struct Column {
+    pub label: &'static str,
+    pub cols: usize,
+    pub values: Vec<f64>,
+}
+
+fn shape_error(message: String) -> EngineError {
+    EngineError::Shape {
+        op: "training loss",
+        message,
+    }
+}
+
 impl TrainRows<'_> {
     pub fn len(&self) -> usize {
         match self {
             TrainRows::Labelled(data) => data.len(),
             TrainRows::HiddenTargets(set) => set.weights.len(),
+            TrainRows::Preference(set) => set.data.len(),
         }
     }
 
@@ -49,6 +103,7 @@ impl TrainRows<'_> {
         match self {
             TrainRows::Labelled(data) => data.features,
             TrainRows::HiddenTargets(set) => set.features,
+            TrainRows::Preference(set) => set.data.features,
         }
     }
 
@@ -56,89 +111,146 @@ impl TrainRows<'_> {
         match self {
             TrainRows::Labelled(data) => &data.inputs,
             TrainRows::HiddenTargets(set) => &set.inputs,
+            TrainRows::Preference(set) => &set.data.inputs,
         }
     }
 
-    /// Columns of the per-row targets the workspace holds: 1 (a label) or the layer's width.
-    pub fn target_cols(&self) -> usize {
-        match self {
-            TrainRows::Labelled(_) => 1,
-            TrainRows::HiddenTargets(set) => set.width,
-        }
-    }
-
-    /// The targets of the rows `chunk`, row-major.
-    pub fn targets_of(&self, chunk: &[usize]) -> Vec<f64> {
-        match self {
-            TrainRows::Labelled(data) => chunk.iter().map(|&r| data.labels[r] as f64).collect(),
-            TrainRows::HiddenTargets(set) => gather(&set.targets, set.width, chunk),
-        }
-    }
-
-    /// The loss weights of the rows `chunk` as the recorded loss reads them (`rows x width`,
-    /// each row's weight times `2 / (rows width)`: the gradient of the batch's loss), or None
-    /// for cross-entropy.
-    pub fn gradient_weights_of(&self, chunk: &[usize]) -> Option<Vec<f64>> {
-        let TrainRows::HiddenTargets(set) = self else {
-            return None;
+    /// The columns of the rows `chunk` (one batch), in the order the loss reads them; the first
+    /// is the workspace's targets.
+    pub fn columns_of(&self, chunk: &[usize]) -> Vec<Column> {
+        let labels = |data: &Dataset| Column {
+            label: "batch.labels",
+            cols: 1,
+            values: chunk.iter().map(|&r| data.labels[r] as f64).collect(),
         };
-        let scale = 2.0 / (chunk.len() * set.width) as f64;
-        Some(
-            (chunk.iter())
-                .flat_map(|&r| std::iter::repeat_n(set.weights[r] * scale, set.width))
-                .collect(),
-        )
+        let per_row = |label, value: &dyn Fn(usize) -> f64| Column {
+            label,
+            cols: 1,
+            values: chunk.iter().map(|&r| value(r)).collect(),
+        };
+        match self {
+            TrainRows::Labelled(data) => vec![labels(data)],
+            TrainRows::HiddenTargets(set) => {
+                // The weights as the gradient reads them: each row's times 2 / (rows width).
+                let scale = 2.0 / (chunk.len() * set.width) as f64;
+                let weights = (chunk.iter())
+                    .flat_map(|&r| std::iter::repeat_n(set.weights[r] * scale, set.width))
+                    .collect();
+                vec![
+                    Column {
+                        label: "batch.hidden_targets",
+                        cols: set.width,
+                        values: gather(&set.targets, set.width, chunk),
+                    },
+                    Column {
+                        label: "batch.hidden_weights",
+                        cols: set.width,
+                        values: weights,
+                    },
+                ]
+            }
+            TrainRows::Preference(set) => {
+                let forget = |r: usize| set.forget[r];
+                vec![
+                    labels(&set.data),
+                    per_row("batch.reference_loss", &|r| {
+                        if forget(r) {
+                            set.reference_loss[r]
+                        } else {
+                            0.0
+                        }
+                    }),
+                    per_row("batch.forget_gain", &|r| if forget(r) { -2.0 } else { 0.0 }),
+                    per_row("batch.retain_gain", &|r| {
+                        if forget(r) { 0.0 } else { set.retain_weight }
+                    }),
+                ]
+            }
+        }
     }
 
     /// Checks the rows against the model before any upload.
     pub fn check(&self, model: &DeviceModel) -> Result<(), EngineError> {
-        let TrainRows::HiddenTargets(set) = self else {
-            return Ok(());
-        };
-        let layers = model.layers.len();
-        let shape_error = |message: String| EngineError::Shape {
-            op: "hidden-layer loss",
-            message,
-        };
-        if set.layer >= layers {
-            return Err(shape_error(format!(
-                "layer {} does not exist (the model has {layers} layers, 0..{})",
-                set.layer,
-                layers - 1
-            )));
+        match self {
+            TrainRows::Labelled(_) => Ok(()),
+            TrainRows::HiddenTargets(set) => check_hidden(set, model),
+            TrainRows::Preference(set) => {
+                let rows = set.data.len();
+                if set.reference_loss.len() != rows || set.forget.len() != rows {
+                    return Err(shape_error(format!(
+                        "{rows} rows need {rows} reference losses and forget flags, got {} and {}",
+                        set.reference_loss.len(),
+                        set.forget.len()
+                    )));
+                }
+                let finite = |v: f64| v.is_finite();
+                if !(finite(set.beta) && set.beta > 0.0) {
+                    return Err(shape_error(format!(
+                        "beta must be positive, got {}",
+                        set.beta
+                    )));
+                }
+                if !(finite(set.retain_weight) && set.retain_weight >= 0.0) {
+                    return Err(shape_error(format!(
+                        "the retain weight must be non-negative, got {}",
+                        set.retain_weight
+                    )));
+                }
+                let flagged = set.reference_loss.iter().zip(&set.forget);
+                if let Some((bad, _)) = flagged.filter(|(_, f)| **f).find(|(v, _)| !finite(**v)) {
+                    return Err(shape_error(format!(
+                        "a forget row's reference loss is {bad}: the reference model must give \
+                         every harmful image a finite loss"
+                    )));
+                }
+                Ok(())
+            }
         }
-        let width = model.spec.layer_shape(set.layer).1;
-        let rows = set.weights.len();
-        if set.width != width
-            || set.targets.len() != rows * width
-            || set.inputs.len() != rows * set.features
-        {
-            return Err(shape_error(format!(
-                "{rows} rows need {} inputs and {} targets (layer {} is {width} wide), got {} \
-                 and {} of width {}",
-                rows * set.features,
-                rows * width,
-                set.layer,
-                set.inputs.len(),
-                set.targets.len(),
-                set.width
-            )));
-        }
-        if let Some(bad) = set.weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
-            return Err(shape_error(format!(
-                "row weights must be finite and non-negative, got {bad}"
-            )));
-        }
-        Ok(())
     }
 
-    /// The loss as recorded: cross-entropy, or a hidden layer's squared distance.
+    /// The loss as recorded.
     pub fn objective(&self) -> Objective {
         match self {
             TrainRows::Labelled(_) => Objective::CrossEntropy,
             TrainRows::HiddenTargets(set) => Objective::HiddenTarget { layer: set.layer },
+            TrainRows::Preference(set) => Objective::Preference { beta: set.beta },
         }
     }
+}
+
+fn check_hidden(set: &HiddenTargetSet, model: &DeviceModel) -> Result<(), EngineError> {
+    let layers = model.layers.len();
+    if set.layer >= layers {
+        return Err(shape_error(format!(
+            "hidden-layer loss on layer {}, which does not exist (the model has {layers} layers, \
+             0..{})",
+            set.layer,
+            layers - 1
+        )));
+    }
+    let width = model.spec.layer_shape(set.layer).1;
+    let rows = set.weights.len();
+    if set.width != width
+        || set.targets.len() != rows * width
+        || set.inputs.len() != rows * set.features
+    {
+        return Err(shape_error(format!(
+            "{rows} rows need {} inputs and {} targets (layer {} is {width} wide), got {} and {} \
+             of width {}",
+            rows * set.features,
+            rows * width,
+            set.layer,
+            set.inputs.len(),
+            set.targets.len(),
+            set.width
+        )));
+    }
+    if let Some(bad) = set.weights.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+        return Err(shape_error(format!(
+            "row weights must be finite and non-negative, got {bad}"
+        )));
+    }
+    Ok(())
 }
 
 /// Rows `chunk` of a row-major matrix with `cols` columns.
@@ -149,28 +261,19 @@ pub fn gather(values: &[f64], cols: usize, chunk: &[usize]) -> Vec<f64> {
         .collect()
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Objective {
     CrossEntropy,
     HiddenTarget { layer: usize },
-}
-
-/// The tensors a hidden-layer loss needs beside the workspace, all `batch x width`: the batch's
-/// gradient weights, the difference to the targets and a scratch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HiddenLossTensors {
-    pub weights: Tensor,
-    pub diff: Tensor,
-    pub scratch: Tensor,
+    Preference { beta: f64 },
 }
 
 impl Objective {
-    /// What `ws.loss_sum` is divided by to give the batch's loss: the batch for cross-entropy
-    /// (a sum over rows), 2 for the hidden loss (its sum is `h - t` against twice the weighted
-    /// gradient).
+    /// What `ws.loss_sum` is divided by to give the batch's loss: the batch for the losses summed
+    /// over rows, 2 for the hidden loss (its sum is `h - t` against twice the weighted gradient).
     pub fn loss_divisor(self, batch: usize) -> f64 {
         match self {
-            Objective::CrossEntropy => batch as f64,
+            Objective::CrossEntropy | Objective::Preference { .. } => batch as f64,
             Objective::HiddenTarget { .. } => 2.0,
         }
     }
@@ -178,49 +281,119 @@ impl Objective {
     /// The layers whose parameters a step may change.
     pub fn trains_layer(self, layer: usize) -> bool {
         match self {
-            Objective::CrossEntropy => true,
+            Objective::CrossEntropy | Objective::Preference { .. } => true,
             Objective::HiddenTarget { layer: top } => layer <= top,
         }
     }
 
+    /// The scratch tensors the loss records into, as (label, rows, cols), for a batch of `batch`
+    /// rows.
+    pub fn scratch_shapes(
+        self,
+        batch: usize,
+        model: &DeviceModel,
+    ) -> Vec<(&'static str, usize, usize)> {
+        match self {
+            Objective::CrossEntropy => Vec::new(),
+            Objective::HiddenTarget { layer } => {
+                let width = model.spec.layer_shape(layer).1;
+                vec![("loss.diff", batch, width), ("loss.scratch", batch, width)]
+            }
+            Objective::Preference { .. } => {
+                let classes = model.spec.widths[model.spec.widths.len() - 1];
+                let mut shapes = vec![("loss.grad", batch, classes), ("loss.wide", batch, classes)];
+                shapes.extend(PREFERENCE_ROWS.iter().map(|&label| (label, batch, 1)));
+                shapes.push(("loss.ones", 1, classes));
+                shapes
+            }
+        }
+    }
+
     /// Records the forward pass and the loss (into `ws.loss_sum`), and, with `grads`, the
-    /// backward pass into them.
+    /// backward pass into them. `columns` and `scratch` are as `TrainRows::columns_of` and
+    /// `scratch_shapes` give them.
     pub fn record(
         self,
         rec: &mut Recording,
         model: &DeviceModel,
         ws: &Workspace,
-        hidden: Option<HiddenLossTensors>,
+        columns: &[Tensor],
+        scratch: &[Tensor],
         grads: Option<(&Gradients, Trainable)>,
     ) -> Result<(), EngineError> {
-        match (self, hidden) {
-            (Objective::CrossEntropy, _) => {
+        match self {
+            Objective::CrossEntropy => {
                 graph::forward(rec, model, ws)?;
                 graph::cross_entropy(rec, ws)?;
-                if let Some((grads, trainable)) = grads {
-                    graph::backward(rec, model, ws, grads, trainable)?;
-                }
             }
-            (Objective::HiddenTarget { layer }, Some(t)) => {
+            Objective::HiddenTarget { layer } => {
                 graph::forward_through(rec, model, ws, layer)?;
                 // diff = h - t; g = w2 diff (the loss's gradient); loss_sum = sum diff g.
-                let diff = t.diff;
+                let (weights, diff, product) = (columns[1], scratch[0], scratch[1]);
                 let gradient = graph::output_grad(ws, layer);
                 rec.binary(BinaryOp::Sub, ws.layers[layer].output(), ws.targets, diff)?;
-                rec.binary(BinaryOp::Mul, diff, t.weights, gradient)?;
-                rec.binary(BinaryOp::Mul, diff, gradient, t.scratch)?;
-                rec.reduce(Reduction::Sum, ReduceAxis::Whole, t.scratch, ws.loss_sum)?;
+                rec.binary(BinaryOp::Mul, diff, weights, gradient)?;
+                rec.binary(BinaryOp::Mul, diff, gradient, product)?;
+                rec.reduce(Reduction::Sum, ReduceAxis::Whole, product, ws.loss_sum)?;
                 if let Some((grads, trainable)) = grads {
                     graph::backward_from(rec, model, ws, grads, trainable, layer)?;
                 }
+                return Ok(());
             }
-            (Objective::HiddenTarget { .. }, None) => {
-                return Err(EngineError::Shape {
-                    op: "hidden-layer loss",
-                    message: "recorded without its weight and scratch tensors".to_string(),
-                });
+            Objective::Preference { beta } => {
+                graph::forward(rec, model, ws)?;
+                preference_loss(rec, ws, beta, columns, scratch)?;
             }
+        }
+        if let Some((grads, trainable)) = grads {
+            graph::backward(rec, model, ws, grads, trainable)?;
         }
         Ok(())
     }
+}
+
+/// The `batch x 1` scratch of the preference loss, after its two `batch x classes` ones.
+const PREFERENCE_ROWS: [&str; 10] = [
+    "loss.ce", "loss.d", "loss.z", "loss.s", "loss.w1", "loss.w", "loss.sp", "loss.l1", "loss.l2",
+    "loss.l3",
+];
+
+/// NPO with a retain term (see `PreferenceSet`): the loss into `ws.loss_sum` (times the batch),
+/// its gradient into the logits' `grad_pre`.
+fn preference_loss(
+    rec: &mut Recording,
+    ws: &Workspace,
+    beta: f64,
+    columns: &[Tensor],
+    scratch: &[Tensor],
+) -> Result<(), EngineError> {
+    let (labels, reference, forget_gain, retain_gain) =
+        (columns[0], columns[1], columns[2], columns[3]);
+    let [grad, wide, ce, d, z, s, w1, w, sp, l1, l2, l3, ones] = scratch else {
+        return Err(shape_error(format!(
+            "the preference loss needs 13 scratch tensors, got {}",
+            scratch.len()
+        )));
+    };
+    let last = &ws.layers[ws.layers.len() - 1];
+    // grad = (softmax - onehot) / b; ce per row.
+    rec.softmax_cross_entropy(last.pre(), labels, *ce, *grad, 1.0 / ws.batch as f64)?;
+    // z = beta d, d = reference - ce = log p - log p_ref.
+    rec.binary(BinaryOp::Sub, reference, *ce, *d)?;
+    rec.scale(beta, *d, *z)?;
+    // Per-row gradient weight w = forget_gain sigmoid(z) + retain_gain, spread over the classes.
+    rec.unary(UnaryOp::Sigmoid, *z, *s)?;
+    rec.binary(BinaryOp::Mul, *s, forget_gain, *w1)?;
+    rec.binary(BinaryOp::Add, *w1, retain_gain, *w)?;
+    rec.fill(1.0, *ones);
+    rec.matmul(*w, *ones, *wide, false, false)?;
+    rec.binary(BinaryOp::Mul, *grad, *wide, last.grad_pre())?;
+    // Loss per row: (2/beta) softplus(z) = -(1/beta) forget_gain softplus(z), plus retain_gain ce.
+    rec.unary(UnaryOp::Softplus, *z, *sp)?;
+    rec.binary(BinaryOp::Mul, *sp, forget_gain, *l1)?;
+    rec.scale(-1.0 / beta, *l1, *l2)?;
+    rec.binary(BinaryOp::Mul, *ce, retain_gain, *l3)?;
+    rec.binary(BinaryOp::Add, *l2, *l3, *d)?;
+    rec.reduce(Reduction::Sum, ReduceAxis::Whole, *d, ws.loss_sum)?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! into one submission; the loss and the evaluation logits are read back every `eval_every`
 //! steps only. Divergence (a non-finite loss, or one over the bound) is a measured outcome.
 
-use super::objective::{HiddenLossTensors, Objective, TrainRows, gather};
+use super::objective::{Objective, TrainRows, gather};
 use super::{
     GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState, Schedule,
     SecondOrderConfig, SecondOrderHyper, SecondOrderState,
@@ -278,12 +278,11 @@ pub fn mean_cross_entropy(logits: &[f64], labels: &[usize]) -> f64 {
     total / labels.len() as f64
 }
 
-/// A data set uploaded as fixed batches (shuffled once by the seed, the remainder dropped): inputs,
-/// targets (labels, or a hidden layer's targets) and, for a hidden-layer loss, gradient weights.
+/// A data set uploaded as fixed batches (shuffled once by the seed, the remainder dropped): the
+/// inputs, and the columns the loss reads (labels first for cross-entropy).
 struct Batches {
     inputs: Vec<crate::Tensor>,
-    targets: Vec<crate::Tensor>,
-    weights: Vec<crate::Tensor>,
+    columns: Vec<Vec<crate::Tensor>>,
     size: usize,
     _owner: Allocation,
 }
@@ -301,27 +300,19 @@ impl Batches {
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         }
         let mut owner = Allocation::new(engine);
-        let (features, target_cols) = (rows.features(), rows.target_cols());
-        let (mut inputs, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+        let features = rows.features();
+        let (mut inputs, mut columns) = (Vec::new(), Vec::new());
         for chunk in order.chunks_exact(size) {
             let part = gather(rows.inputs(), features, chunk);
             inputs.push(owner.tensor_from(engine, "batch.inputs", size, features, &part)?);
-            let values = rows.targets_of(chunk);
-            targets.push(owner.tensor_from(engine, "batch.targets", size, target_cols, &values)?);
-            if let Some(values) = rows.gradient_weights_of(chunk) {
-                weights.push(owner.tensor_from(
-                    engine,
-                    "batch.weights",
-                    size,
-                    target_cols,
-                    &values,
-                )?);
-            }
+            let batch_columns = (rows.columns_of(chunk).into_iter())
+                .map(|c| owner.tensor_from(engine, c.label, size, c.cols, &c.values))
+                .collect::<Result<Vec<_>, _>>()?;
+            columns.push(batch_columns);
         }
         Ok(Self {
             inputs,
-            targets,
-            weights,
+            columns,
             size,
             _owner: owner,
         })
@@ -354,8 +345,8 @@ pub struct TrainSession {
     stepper: Stepper,
     settings: TrainSettings,
     objective: Objective,
-    /// The hidden-layer loss's difference and scratch (`batch x width`), with their owner.
-    hidden_scratch: Option<([crate::Tensor; 2], Allocation)>,
+    /// The loss's scratch tensors (`Objective::scratch_shapes`), with their owner.
+    loss_scratch: (Vec<crate::Tensor>, Allocation),
     eval_forward: Recording,
     /// Steps submitted so far.
     submitted: usize,
@@ -414,17 +405,13 @@ impl TrainSession {
             });
         }
         let batches = Batches::upload(engine, rows, settings.batch_size, seed)?;
-        let workspace = Workspace::alloc(engine, model, batches.size, rows.target_cols())?;
-        let hidden_scratch = match objective {
-            Objective::CrossEntropy => None,
-            Objective::HiddenTarget { .. } => {
-                let mut owner = Allocation::new(engine);
-                let (size, width) = (batches.size, rows.target_cols());
-                let diff = owner.alloc(engine, "hidden_loss.diff", size, width)?;
-                let scratch = owner.alloc(engine, "hidden_loss.scratch", size, width)?;
-                Some(([diff, scratch], owner))
-            }
-        };
+        let target_cols = rows.columns_of(&[0])[0].cols;
+        let workspace = Workspace::alloc(engine, model, batches.size, target_cols)?;
+        let mut owner = Allocation::new(engine);
+        let scratch = (objective.scratch_shapes(batches.size, model).into_iter())
+            .map(|(label, r, c)| owner.alloc(engine, label, r, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let loss_scratch = (scratch, owner);
         let eval_ws = Workspace::alloc(engine, model, eval_data.len(), 1)?;
         engine.upload(eval_ws.inputs, &eval_data.inputs)?;
         let stepper = if settings.optimizer.is_second_order() {
@@ -455,7 +442,7 @@ impl TrainSession {
             stepper,
             settings: settings.clone(),
             objective,
-            hidden_scratch,
+            loss_scratch,
             eval_forward,
             submitted: 0,
             in_flight: None,
@@ -497,30 +484,23 @@ impl TrainSession {
             let b = s % self.batches.inputs.len();
             let ws = Workspace {
                 inputs: self.batches.inputs[b],
-                targets: self.batches.targets[b],
+                targets: self.batches.columns[b][0],
                 ..Workspace::clone(&self.workspace)
             };
-            let hidden =
-                (self.hidden_scratch.as_ref()).map(|([diff, scratch], _)| HiddenLossTensors {
-                    weights: self.batches.weights[b],
-                    diff: *diff,
-                    scratch: *scratch,
-                });
-            (ws, hidden)
+            (ws, &self.batches.columns[b][..])
         };
+        let (objective, scratch) = (self.objective, &self.loss_scratch.0[..]);
         if chunk_end == 0 {
-            let (ws, hidden) = batch(0);
-            self.objective
-                .record(&mut rec, &self.model, &ws, hidden, None)?;
+            let (ws, columns) = batch(0);
+            objective.record(&mut rec, &self.model, &ws, columns, scratch, None)?;
         }
         for s in self.submitted..chunk_end {
-            let (ws, hidden) = batch(s);
+            let (ws, columns) = batch(s);
             let lr = settings.schedule.lr_at(settings.lr, s, settings.steps);
             match &self.stepper {
                 Stepper::FirstOrder { grads, optimizer } => {
                     let backward = Some((&**grads, settings.trainable));
-                    self.objective
-                        .record(&mut rec, &self.model, &ws, hidden, backward)?;
+                    objective.record(&mut rec, &self.model, &ws, columns, scratch, backward)?;
                     optimizer.record_step(&mut rec, lr, s as u32 + 1)?;
                 }
                 Stepper::SecondOrder(state) => {

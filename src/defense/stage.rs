@@ -1,0 +1,47 @@
+//! A defence trained on the engine: the baselines are training stages on the released model,
+//! each with its own loss, training set and settings, run by the scenario before its attacks.
+
+use super::DefenseError;
+use crate::data::Dataset;
+use crate::model::{HostModel, ModelSpec};
+use crate::training::{TrainSet, TrainSettings};
+
+pub trait TrainingStage {
+    /// Checks the settings against the model before any work, naming the field.
+    fn validate(&self, model: &ModelSpec) -> Result<(), DefenseError>;
+
+    /// The stage's training rows, built from the released model `base` (its frozen activations
+    /// or likelihoods) and the utility and harmful training sets.
+    fn training_set(
+        &self,
+        base: &HostModel,
+        utility: &Dataset,
+        harmful: &Dataset,
+        seed: u64,
+    ) -> Result<TrainSet, DefenseError>;
+
+    fn settings(&self) -> &TrainSettings;
+}
+
+/// The checks every stage's training settings share: first-order (the stages' losses have no
+/// Hessian-vector products) and valid, named under `{kind}.train`.
+pub fn validate_settings(kind: &str, train: &TrainSettings) -> Result<(), DefenseError> {
+    if train.optimizer.is_second_order() {
+        return Err(DefenseError::Config(format!(
+            "{kind}.train.optimizer: {} is second-order; {kind} trains with a first-order one",
+            train.optimizer.name()
+        )));
+    }
+    (train.validate(&format!("{kind}.train"))).map_err(DefenseError::Config)
+}
+
+/// Checks that a parameter is finite and not negative, naming it `{kind}.{field}`.
+pub fn non_negative(kind: &str, field: &str, value: f64) -> Result<(), DefenseError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(DefenseError::Config(format!(
+            "{kind}.{field} must be a finite non-negative number, got {value}"
+        )))
+    }
+}
