@@ -533,3 +533,66 @@ fn a_baseline_trains_once_per_run_and_is_cached_between_runs() {
     assert_eq!(npo_runs(&first), npo_runs(&second));
     let _ = std::fs::remove_dir_all(&cache);
 }
+
+/// SpecDef stacked on a baseline rewrites the model the baseline trained (trained once for
+/// both), keeping its function: the stack's utility is the baseline's, its size SpecDef's.
+#[test]
+fn specdef_stacks_on_a_baseline_trained_once() {
+    let mut scenario = short_quick();
+    let rmu = Rmu {
+        layer: 1,
+        steering: 20.0,
+        retain_weight: 100.0,
+        train: settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 30\neval_every = 10"),
+    };
+    scenario.defense.baselines = vec![Defense::Rmu(Box::new(rmu))];
+    scenario.defense.stack_alphas = vec![1e4];
+    scenario.validate().unwrap();
+    let mut notes = Vec::new();
+    let (mut progress, mut log) = (
+        |_: usize, _: usize, _: &str| {},
+        |note: &str| notes.push(note.to_string()),
+    );
+    let outcome = specdef::scenario::run_scenario(
+        &mut CpuEngine32::new(),
+        &scenario,
+        &mut specdef::scenario::RunSettings {
+            variant: None,
+            cache_dir: None,
+            progress: &mut progress,
+            log: &mut log,
+        },
+    )
+    .unwrap();
+    let trained = (notes.iter())
+        .filter(|n| n.contains("rmu l=1 c=20: trained for"))
+        .count();
+    assert_eq!(trained, 1, "{notes:?}");
+    let summary = |label: &str| {
+        (outcome.defenses.iter())
+            .find(|d| d.label == label)
+            .unwrap_or_else(|| panic!("no summary {label}"))
+    };
+    let (baseline, stacked, spec_def) = (
+        summary("rmu l=1 c=20"),
+        summary("rmu l=1 c=20 + specdef a=1e4"),
+        summary("specdef a=1e4"),
+    );
+    assert_eq!(stacked.parameter_count, spec_def.parameter_count);
+    let kept = (stacked.utility_after_defense - baseline.utility_after_defense).abs();
+    assert!(kept <= 0.01, "{kept}");
+    let runs = (outcome.records.iter()).filter(|r| r.defense == "stacked");
+    for r in runs {
+        r.validate().unwrap();
+        assert_eq!(r.defense_label(), "rmu l=1 c=20 + specdef a=1e4");
+        assert!(!r.defense_value().unwrap().is_baseline());
+    }
+    let mut doubled = scenario.clone();
+    doubled.defense.stack_alphas = vec![1e4, 1e4];
+    let e = doubled.validate().unwrap_err();
+    assert!(e.contains("defense.stack_alphas names"), "{e}");
+    doubled.defense.baselines.clear();
+    doubled.defense.stack_alphas = vec![1e4];
+    let e = doubled.validate().unwrap_err();
+    assert!(e.contains("defense.baselines is empty"), "{e}");
+}

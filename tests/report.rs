@@ -4,7 +4,7 @@
 mod common;
 
 use common::{specdef_command, succeeded};
-use specdef::defense::{Defense, Rmu};
+use specdef::defense::{Defense, Rmu, Stacked};
 use specdef::report::claims::{Claim, Protocol, Verdict, claims};
 use specdef::report::{self, strongest_within};
 use specdef::scenario::RunRecord;
@@ -75,11 +75,54 @@ fn the_baselines_claim_follows_the_baselines_runs_at_the_undefended_rates() {
     );
 }
 
+/// The stacking row: copies of the defended reference runs relabelled as SpecDef on a baseline
+/// stop the attacks where SpecDef's runs did (the first-order row's verdict), and copies of the
+/// undefended runs, which succeed at the undefended rates by definition, do not.
+#[test]
+fn the_stacking_claim_follows_the_stacked_runs() {
+    let records = reference();
+    let starts = "SpecDef on top of a baseline";
+    assert_eq!(
+        claim(&claims(&records), starts).verdict,
+        Verdict::NotMeasured
+    );
+    let stacked = Defense::Stacked(Box::new(Stacked {
+        baseline: Defense::Rmu(Box::new(Rmu {
+            layer: 1,
+            steering: 20.0,
+            retain_weight: 100.0,
+            train: toml::from_str("optimizer = 'adamw'\nlr = 1e-3\nsteps = 30").unwrap(),
+        })),
+        spec_def: (records.iter())
+            .find(|r| is_defended(r))
+            .and_then(|r| r.defense_value().ok()?.spec_def().cloned())
+            .unwrap(),
+    }));
+    let relabelled = |from: &dyn Fn(&RunRecord) -> bool| -> Vec<RunRecord> {
+        let mut all = records.clone();
+        all.extend(records.iter().filter(|r| from(r)).map(|r| RunRecord {
+            defense: "stacked".to_string(),
+            defense_params: Some(stacked.params()),
+            alpha: None,
+            ..r.clone()
+        }));
+        all
+    };
+    let alpha = stacked.params()["spec_def"]["alpha"].as_f64().unwrap();
+    let like_spec_def = relabelled(&|r| is_defended(r) && r.alpha == Some(alpha));
+    let first_order = claim(&claims(&records), "First-order attacks").verdict;
+    let all = claims(&like_spec_def);
+    assert_eq!(claim(&all, starts).verdict, first_order);
+    let like_undefended = relabelled(&|r| r.defense == "none" && r.adaptive.is_none());
+    let all = claims(&like_undefended);
+    assert_eq!(claim(&all, starts).verdict, Verdict::DidNotHold);
+}
+
 #[test]
 fn the_sweep_claim_follows_the_defended_runs() {
     let mut records = reference();
     let all = claims(&records);
-    assert_eq!(all.len(), 13);
+    assert_eq!(all.len(), 14);
     let sweep = "No learning rate of a wide sweep";
     // The reference: Adam reaches the target on the defended model somewhere in the grid.
     let reached = records.iter().any(|r| is_defended(r) && r.reached_target);
@@ -368,11 +411,11 @@ fn specdef_report_writes_a_self_contained_page_and_its_markdown_twin() {
     std::fs::create_dir(&results).unwrap();
     std::fs::write(results.join("runs.jsonl"), REFERENCE).unwrap();
     let out = succeeded(specdef_command(&["report", results.to_str().unwrap()], &[]));
-    assert!(out.contains("13 claims"), "{out}");
+    assert!(out.contains("14 claims"), "{out}");
     let html = std::fs::read_to_string(results.join("report.html")).unwrap();
     let markdown = std::fs::read_to_string(results.join("report.md")).unwrap();
     let rows = html.matches("<tr><td>paper: ").count() + html.matches("<tr><td>project").count();
-    assert_eq!(rows, 13);
+    assert_eq!(rows, 14);
     assert!(html.contains("<svg"), "figures inlined");
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script")

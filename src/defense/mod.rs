@@ -17,4 +17,4 @@ pub use specdef::{
     relative_errors,
 };
 pub use stage::TrainingStage;
-pub use value::Defense;
+pub use value::{Defense, Stacked};

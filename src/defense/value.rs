@@ -8,6 +8,9 @@ use crate::linalg::{Matrix, Svd};
 use crate::model::HostModel;
 use serde::{Deserialize, Serialize};
 
+/// An SVD for a defence's rewrite: the host's f64 one, or the engine's Jacobi.
+pub type SvdOf<'a> = dyn FnMut(&Matrix) -> Result<Svd, String> + 'a;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Defense {
@@ -19,31 +22,46 @@ pub enum Defense {
     Rmu(Box<Rmu>),
     /// NPO (`npo.rs`): a training stage on the engine.
     Npo(Box<Npo>),
+    /// A baseline with SpecDef applied to the model it trained: does SpecDef stack?
+    Stacked(Box<Stacked>),
+}
+
+/// SpecDef on top of a baseline defence: the baseline trains on the released model, then
+/// SpecDef rewrites what it trained (`[defense] stack_alphas`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stacked {
+    pub baseline: Defense,
+    pub spec_def: SpecDef,
 }
 
 impl Defense {
     /// As records' `defense` column names it: `none`, `specdef`, `specdef-thin`,
-    /// `specdef-ablation`, `rmu`.
+    /// `specdef-ablation`, `rmu`, `npo`, `stacked`.
     pub fn name(&self) -> &'static str {
         match self {
             Defense::None => "none",
             Defense::SpecDef(d) => d.kind_name(),
             Defense::Rmu(_) => "rmu",
             Defense::Npo(_) => "npo",
+            Defense::Stacked(_) => "stacked",
         }
     }
 
-    /// As tables and plots name it: `none`, `specdef a=1e4`, `rmu l=1 c=20`, `npo b=0.1`.
+    /// As tables and plots name it: `none`, `specdef a=1e4`, `rmu l=1 c=20`, `npo b=0.1`,
+    /// `rmu l=1 c=20 + specdef a=1e4`.
     pub fn label(&self) -> String {
         match self {
             Defense::None => "none".to_string(),
             Defense::SpecDef(d) => d.label(),
             Defense::Rmu(d) => d.label(),
             Defense::Npo(d) => d.label(),
+            Defense::Stacked(d) => format!("{} + {}", d.baseline.label(), d.spec_def.label()),
         }
     }
 
-    /// SpecDef's alpha; None without a spectral defence.
+    /// SpecDef's alpha; None without a spectral defence (or with one stacked on a baseline,
+    /// which the claims about SpecDef alone do not judge).
     pub fn alpha(&self) -> Option<f64> {
         self.spec_def().map(|d| d.alpha)
     }
@@ -51,7 +69,7 @@ impl Defense {
     pub fn spec_def(&self) -> Option<&SpecDef> {
         match self {
             Defense::SpecDef(d) => Some(d),
-            Defense::None | Defense::Rmu(_) | Defense::Npo(_) => None,
+            Defense::None | Defense::Rmu(_) | Defense::Npo(_) | Defense::Stacked(_) => None,
         }
     }
 
@@ -61,7 +79,38 @@ impl Defense {
         match self {
             Defense::Rmu(d) => Some(d.as_ref()),
             Defense::Npo(d) => Some(d.as_ref()),
+            Defense::Stacked(d) => d.baseline.training_stage(),
             Defense::None | Defense::SpecDef(_) => None,
+        }
+    }
+
+    /// The defence whose training stage makes this one's model (itself, or the baseline under
+    /// a stack): what trained models are kept and cached under.
+    pub fn trained_part(&self) -> Option<&Defense> {
+        match self {
+            Defense::Rmu(_) | Defense::Npo(_) => Some(self),
+            Defense::Stacked(d) => Some(&d.baseline),
+            Defense::None | Defense::SpecDef(_) => None,
+        }
+    }
+
+    /// A baseline defence itself (trained, not stacked under SpecDef).
+    pub fn is_baseline(&self) -> bool {
+        self.trained_part() == Some(self)
+    }
+
+    /// The defended model from what the training stage trained: that model, or SpecDef's
+    /// rewrite of it for a stack (with the host's f64 SVD, or `engine_svd` where given).
+    pub fn after_training(
+        &self,
+        trained: HostModel,
+        seed: u64,
+        engine_svd: Option<&mut SvdOf>,
+    ) -> Result<HostModel, DefenseError> {
+        match (self, engine_svd) {
+            (Defense::Stacked(d), None) => d.spec_def.apply(&trained, seed),
+            (Defense::Stacked(d), Some(svd)) => d.spec_def.apply_with(&trained, seed, svd),
+            _ => Ok(trained),
         }
     }
 
@@ -76,12 +125,12 @@ impl Defense {
         &self,
         base: &HostModel,
         seed: u64,
-        svd: &mut dyn FnMut(&Matrix) -> Result<Svd, String>,
+        svd: &mut SvdOf,
     ) -> Result<HostModel, DefenseError> {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply_with(base, seed, svd),
-            Defense::Rmu(_) | Defense::Npo(_) => Err(self.not_a_rewrite()),
+            Defense::Rmu(_) | Defense::Npo(_) | Defense::Stacked(_) => Err(self.not_a_rewrite()),
         }
     }
 
@@ -90,7 +139,7 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply(base, seed),
-            Defense::Rmu(_) | Defense::Npo(_) => Err(self.not_a_rewrite()),
+            Defense::Rmu(_) | Defense::Npo(_) | Defense::Stacked(_) => Err(self.not_a_rewrite()),
         }
     }
 

@@ -5,7 +5,7 @@
 //! computed from the records: a claim the records cannot speak to is "not measured", never
 //! assumed.
 
-use crate::defense::CompensationForm;
+use crate::defense::{CompensationForm, Defense};
 use crate::record::{RunRecord, Success};
 use crate::training::{OptimizerFamily, OptimizerKind};
 use std::collections::BTreeSet;
@@ -219,12 +219,24 @@ impl<'a> Runs<'a> {
     /// whether any pair was measured, those broken, and the defences outside the paper's range.
     fn at_undefended_rates(&self, optimizers: &[String]) -> (bool, Vec<String>, Vec<String>) {
         let (defenses, outside) = self.paper_defenses();
+        let labels: Vec<String> = defenses.into_iter().map(|(label, _)| label).collect();
+        let (measured, broken) = self.broken_at_undefended_rates(&labels, optimizers);
+        (measured, broken, outside)
+    }
+
+    /// For each of these models and optimiser with an undefended window, whether its runs
+    /// succeeded at one of the window's learning rates: (any pair measured, those broken).
+    fn broken_at_undefended_rates(
+        &self,
+        labels: &[String],
+        optimizers: &[String],
+    ) -> (bool, Vec<String>) {
         let (mut measured, mut broken) = (false, Vec::new());
-        for (label, _) in defenses {
+        for label in labels {
             for optimizer in optimizers {
                 let (Some(free), Some(defended)) = (
                     self.window("none", optimizer),
-                    self.window(&label, optimizer),
+                    self.window(label, optimizer),
                 ) else {
                     continue;
                 };
@@ -241,7 +253,19 @@ impl<'a> Runs<'a> {
                 }
             }
         }
-        (measured, broken, outside)
+        (measured, broken)
+    }
+
+    /// SpecDef stacked on a baseline, as the records label them.
+    fn stacks(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in self.records {
+            let stacked = (r.defense_value()).is_ok_and(|d| matches!(d, Defense::Stacked(_)));
+            if stacked && r.adaptive.is_none() && !out.contains(&r.defense_label()) {
+                out.push(r.defense_label());
+            }
+        }
+        out
     }
 
     /// Defended runs (no rewrite) under `optimizers` that reached the target but collapsed.
@@ -288,8 +312,8 @@ impl<'a> Runs<'a> {
     fn baselines(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for r in self.records {
-            let trained = (r.defense_value()).is_ok_and(|d| d.training_stage().is_some());
-            if trained && r.adaptive.is_none() && !out.contains(&r.defense_label()) {
+            let baseline = (r.defense_value()).is_ok_and(|d| d.is_baseline());
+            if baseline && r.adaptive.is_none() && !out.contains(&r.defense_label()) {
                 out.push(r.defense_label());
             }
         }
@@ -360,6 +384,7 @@ pub fn claims(records: &[RunRecord]) -> Vec<Claim> {
             windows_move(&runs),
             frozen_compensation_not_slowed(&runs),
             baselines_broken(&runs),
+            stacks_hold(&runs),
         ]
         .into_iter()
         .chain(
@@ -508,6 +533,40 @@ fn baselines_broken(runs: &Runs) -> Claim {
         verdict: verdict(measured, held.is_empty()),
         verdict_target_only: Verdict::NotMeasured,
         would_change: "It fails as soon as one baseline, under one first-order optimiser, needs 100 steps or more (or never succeeds) at every learning rate where the undefended model succeeds.",
+    }
+}
+
+/// The project's question (issue: the baselines side by side): SpecDef on top of a baseline stops
+/// the paper protocol's first-order attacks as SpecDef alone does.
+fn stacks_hold(runs: &Runs) -> Claim {
+    let optimizers = runs.optimizers_among(&first_order());
+    let stacks = runs.stacks();
+    let (measured, broken) = runs.broken_at_undefended_rates(&stacks, &optimizers);
+    Claim {
+        source: HYPOTHESIS,
+        protocol: Protocol::Paper,
+        claim: "SpecDef on top of a baseline defence stops first-order attacks at the learning rates that work on the undefended model, as it does alone.",
+        setting: format!(
+            "{}; {}; the undefended model's success windows",
+            if optimizers.is_empty() {
+                "no first-order optimiser in the records".to_string()
+            } else {
+                list(&optimizers)
+            },
+            if stacks.is_empty() {
+                "no stack in the records".to_string()
+            } else {
+                list(&stacks)
+            }
+        ),
+        measured: if broken.is_empty() {
+            "no stacked run succeeded at an undefended window's learning rate".to_string()
+        } else {
+            format!("succeeded: {}", broken.join("; "))
+        },
+        verdict: verdict(measured, broken.is_empty()),
+        verdict_target_only: Verdict::NotMeasured,
+        would_change: "It fails as soon as one stacked first-order run succeeds at a learning rate where the undefended model succeeds.",
     }
 }
 

@@ -129,8 +129,10 @@ pub fn slowdown_table(records: &[RunRecord]) -> Option<String> {
          in the whole grid (adaptive sweep; never: no success at any rate)\n",
     );
     let _ = write!(out, "{:<10} {:>16}", "optimizer", "undefended");
-    for model in &defended {
-        let _ = write!(out, " {model:>24}");
+    // At least 24 wide, and as wide as a long label (a stack's).
+    let widths: Vec<usize> = defended.iter().map(|m| (m.len() + 2).max(24)).collect();
+    for (model, width) in defended.iter().zip(&widths) {
+        let _ = write!(out, " {model:>width$}");
     }
     out.push('\n');
     for optimizer in distinct(plain.iter().map(|r| r.optimizer.clone())) {
@@ -143,7 +145,7 @@ pub fn slowdown_table(records: &[RunRecord]) -> Option<String> {
             "{optimizer:<10} {:>16}",
             format!("{free_steps} @{free_lr:.0e}")
         );
-        for model in &defended {
+        for (model, width) in defended.iter().zip(&widths) {
             let text = match best(&runs_of(model, &optimizer)) {
                 Some((steps, lr)) => {
                     format!(
@@ -153,7 +155,7 @@ pub fn slowdown_table(records: &[RunRecord]) -> Option<String> {
                 }
                 None => "never".to_string(),
             };
-            let _ = write!(out, " {text:>24}");
+            let _ = write!(out, " {text:>width$}");
         }
         out.push('\n');
     }

@@ -2,7 +2,7 @@
 //! merged over the base (`[variants.quick]`). Errors name the file, the variant and the field.
 
 use crate::attack::AdaptiveAttack;
-use crate::defense::{CompensationForm, Defense, LayerSelection, SpecDef};
+use crate::defense::{CompensationForm, Defense, LayerSelection, SpecDef, Stacked};
 use crate::model::{ModelSpec, ParamGroup, Trainable};
 use crate::scenario::{MAX_LR, Release};
 use crate::training::{
@@ -163,6 +163,10 @@ pub struct DefenseGrid {
     /// (`{ kind = "rmu", ... }`; `defense/rmu.rs`), after SpecDef's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub baselines: Vec<Defense>,
+    /// SpecDef at each of these alphas (with the grid's k, layers and compensation) on top of
+    /// every baseline, after them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack_alphas: Vec<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,13 +203,32 @@ impl DefenseGrid {
             )
             .chain(self.extra.iter().cloned().map(Defense::SpecDef))
             .chain(self.baselines.iter().cloned())
+            .chain(self.stacks())
             .collect()
+    }
+
+    /// SpecDef at each stack alpha on top of each baseline.
+    fn stacks(&self) -> impl Iterator<Item = Defense> + '_ {
+        (self.baselines.iter()).flat_map(move |baseline| {
+            (self.stack_alphas.iter()).map(move |&alpha| {
+                Defense::Stacked(Box::new(Stacked {
+                    baseline: baseline.clone(),
+                    spec_def: self.spec_def(alpha),
+                }))
+            })
+        })
     }
 
     /// Each baseline is a training stage with settings that fit the model, named once.
     fn validate_baselines(&self, model: &crate::model::ModelSpec) -> Result<(), String> {
         for (i, defense) in self.baselines.iter().enumerate() {
             let field = format!("defense.baselines[{i}]");
+            if let Defense::Stacked(_) = defense {
+                return Err(format!(
+                    "{field}: a stack is not a baseline (list the baseline and give \
+                     defense.stack_alphas to put SpecDef on top of it)"
+                ));
+            }
             let Some(stage) = defense.training_stage() else {
                 return Err(format!(
                     "{field}: kind {:?} is not a baseline (SpecDef goes in defense.alphas or \
@@ -220,6 +243,21 @@ impl DefenseGrid {
                     defense.label()
                 ));
             }
+        }
+        if !self.stack_alphas.is_empty() && self.baselines.is_empty() {
+            return Err(
+                "defense.stack_alphas puts SpecDef on top of the baselines, and \
+                 defense.baselines is empty"
+                    .to_string(),
+            );
+        }
+        for &alpha in &self.stack_alphas {
+            check_alpha("defense.stack_alphas", alpha)?;
+        }
+        if let Some(alpha) = first_repeat(&self.stack_alphas) {
+            return Err(format!(
+                "defense.stack_alphas names {alpha} twice: each would run twice"
+            ));
         }
         Ok(())
     }

@@ -386,16 +386,38 @@ impl ScenarioSession {
     /// The current target's baseline defence as trained already: in this session, or in the
     /// cache by an earlier run of the same released model, engine and defence.
     fn trained_baseline(&mut self) -> Option<HostModel> {
-        let defense = self.current_target().defense.clone();
-        if let Some((_, model)) = self.trained_baselines.iter().find(|(d, _)| *d == defense) {
+        let part = self.current_target().defense.trained_part()?.clone();
+        if let Some((_, model)) = self.trained_baselines.iter().find(|(d, _)| *d == part) {
             return Some(model.clone());
         }
-        let (model, note) = self.baseline_cache(&defense)?.load(&self.scenario.model);
+        let (model, note) = self.baseline_cache(&part)?.load(&self.scenario.model);
         self.notes.extend(note);
         if let Some(model) = &model {
-            self.trained_baselines.push((defense, model.clone()));
+            self.trained_baselines.push((part, model.clone()));
         }
         model
+    }
+
+    /// The defended model from the baseline's trained one (SpecDef on top for a stack), then
+    /// its evaluation.
+    fn defend_trained(
+        &mut self,
+        engine: &mut dyn Engine,
+        trained: HostModel,
+    ) -> Result<Stage, RunError> {
+        let defense = self.current_target().defense.clone();
+        let seed = self.scenario.seed;
+        let model = match self.scenario.defense.svd {
+            SvdPlacement::Host => defense.after_training(trained, seed, None)?,
+            SvdPlacement::Engine => defense.after_training(
+                trained,
+                seed,
+                Some(&mut |w| {
+                    jacobi_svd(&mut *engine, w, JACOBI_SWEEPS).map_err(|e| e.to_string())
+                }),
+            )?,
+        };
+        self.rewrite_and_evaluate(engine, model)
     }
 
     /// A baseline's cache entry: the released model's key and the defence's parameters.
@@ -556,10 +578,8 @@ impl ScenarioSession {
                 }
             },
             Stage::Defend => {
-                if self.current_target().defense.training_stage().is_some()
-                    && let Some(model) = self.trained_baseline()
-                {
-                    return Ok((self.rewrite_and_evaluate(engine, model)?, true));
+                if let Some(trained) = self.trained_baseline() {
+                    return Ok((self.defend_trained(engine, trained)?, true));
                 }
                 let base = self
                     .base
@@ -599,9 +619,10 @@ impl ScenarioSession {
                     return Ok((Stage::DefenseTrain { device, session }, moved));
                 }
                 let outcome = session.finish();
+                let trained = self.current_target().defense.trained_part();
                 self.notes.push(format!(
                     "{}: trained for {} steps, loss {:.4}, utility accuracy {:.3}",
-                    self.current_target().defense.label(),
+                    trained.map_or(String::new(), Defense::label),
                     outcome.steps_run,
                     outcome.final_loss,
                     outcome.final_accuracy
@@ -614,15 +635,17 @@ impl ScenarioSession {
                     None => (Stage::DefenseDownload { device, ticket }, false),
                     Some(values) => {
                         let model = device.host_from(values);
-                        let defense = self.current_target().defense.clone();
-                        if let Some(cache) = self.baseline_cache(&defense)
+                        let part = (self.current_target().defense.trained_part())
+                            .expect("a trained defence")
+                            .clone();
+                        if let Some(cache) = self.baseline_cache(&part)
                             && let Err(e) = cache.store(&model)
                         {
-                            let label = defense.label();
+                            let label = part.label();
                             self.notes.push(format!("could not cache {label}: {e}"));
                         }
-                        self.trained_baselines.push((defense, model.clone()));
-                        (self.rewrite_and_evaluate(engine, model)?, true)
+                        self.trained_baselines.push((part, model.clone()));
+                        (self.defend_trained(engine, model)?, true)
                     }
                 }
             }
