@@ -482,6 +482,30 @@ fn npo_lowers_the_harmful_log_likelihood_ratio_and_keeps_utility_on_every_engine
     }
 }
 
+/// Runs a scenario on the f32 CPU engine to the end, keeping its notes.
+fn run_with_notes(
+    scenario: &specdef::scenario::Scenario,
+    cache_dir: Option<std::path::PathBuf>,
+) -> (specdef::scenario::ScenarioOutcome, Vec<String>) {
+    let mut notes = Vec::new();
+    let (mut progress, mut log) = (
+        |_: usize, _: usize, _: &str| {},
+        |note: &str| notes.push(note.to_string()),
+    );
+    let outcome = specdef::scenario::run_scenario(
+        &mut CpuEngine32::new(),
+        scenario,
+        &mut specdef::scenario::RunSettings {
+            variant: None,
+            cache_dir,
+            progress: &mut progress,
+            log: &mut log,
+        },
+    )
+    .unwrap();
+    (outcome, notes)
+}
+
 /// A baseline attacked by two targets (the harmful task and trainability's benign one) trains
 /// once per run, and a second run of the same released model reads it from the cache, with the
 /// same outcomes.
@@ -496,25 +520,7 @@ fn a_baseline_trains_once_per_run_and_is_cached_between_runs() {
     };
     scenario.defense.baselines = vec![Defense::Npo(Box::new(npo))];
     let cache = common::scratch("baselines", "cache");
-    let run = || {
-        let mut notes = Vec::new();
-        let (mut progress, mut log) = (
-            |_: usize, _: usize, _: &str| {},
-            |note: &str| notes.push(note.to_string()),
-        );
-        let outcome = specdef::scenario::run_scenario(
-            &mut CpuEngine32::new(),
-            &scenario,
-            &mut specdef::scenario::RunSettings {
-                variant: None,
-                cache_dir: Some(cache.clone()),
-                progress: &mut progress,
-                log: &mut log,
-            },
-        )
-        .unwrap();
-        (outcome, notes)
-    };
+    let run = || run_with_notes(&scenario, Some(cache.clone()));
     let count = |notes: &[String], text: &str| notes.iter().filter(|n| n.contains(text)).count();
     let (first, notes) = run();
     assert_eq!(count(&notes, "npo b=0.1: trained for"), 1, "{notes:?}");
@@ -548,22 +554,7 @@ fn specdef_stacks_on_a_baseline_trained_once() {
     scenario.defense.baselines = vec![Defense::Rmu(Box::new(rmu))];
     scenario.defense.stack_alphas = vec![1e4];
     scenario.validate().unwrap();
-    let mut notes = Vec::new();
-    let (mut progress, mut log) = (
-        |_: usize, _: usize, _: &str| {},
-        |note: &str| notes.push(note.to_string()),
-    );
-    let outcome = specdef::scenario::run_scenario(
-        &mut CpuEngine32::new(),
-        &scenario,
-        &mut specdef::scenario::RunSettings {
-            variant: None,
-            cache_dir: None,
-            progress: &mut progress,
-            log: &mut log,
-        },
-    )
-    .unwrap();
+    let (outcome, notes) = run_with_notes(&scenario, None);
     let trained = (notes.iter())
         .filter(|n| n.contains("rmu l=1 c=20: trained for"))
         .count();
