@@ -58,11 +58,11 @@ pub struct Scenario {
     pub trainability: TrainabilityGrid,
     /// `specdef sweep`'s seeds and search (one seed over the attack grid unless the file asks).
     #[serde(default, skip_serializing_if = "is_default_sweep")]
-    pub sweep: crate::sweep::SweepConfig,
+    pub sweep: super::SweepConfig,
 }
 
-fn is_default_sweep(sweep: &crate::sweep::SweepConfig) -> bool {
-    *sweep == crate::sweep::SweepConfig::default()
+fn is_default_sweep(sweep: &super::SweepConfig) -> bool {
+    *sweep == super::SweepConfig::default()
 }
 
 /// Trainability (PAPER.md section 6): does benign fine-tuning still work under the defence, and
@@ -619,8 +619,8 @@ impl Scenario {
 
     fn validate_sweep(&self) -> Result<(), String> {
         self.sweep.validate()?;
-        let runs = crate::sweep::run_count(self);
-        if runs > crate::sweep::MAX_SWEEP_RUNS {
+        let runs = self.sweep_run_count();
+        if runs > super::MAX_SWEEP_RUNS {
             let shown = if runs == usize::MAX {
                 "more than usize::MAX".to_string()
             } else {
@@ -628,7 +628,7 @@ impl Scenario {
             };
             return Err(format!(
                 "sweep: {shown} runs (sweep.seeds x targets x trials); at most {}",
-                crate::sweep::MAX_SWEEP_RUNS
+                super::MAX_SWEEP_RUNS
             ));
         }
         // Every run may take its whole budget: the most steps of all runs together is bounded,

@@ -7,6 +7,7 @@ mod outcome;
 mod release;
 mod runner;
 mod session;
+mod sweep_settings;
 mod targets;
 mod task;
 
@@ -26,5 +27,6 @@ pub use crate::record::{
 pub use release::{Release, suppression_set};
 pub use runner::{RunSettings, drive_to_end, run_scenario};
 pub use session::{ScenarioSession, SessionPlan};
+pub use sweep_settings::{MAX_SWEEP_RUNS, RandomSearch, ScheduleKind, SweepConfig};
 pub use targets::{Target, Task};
 pub use task::TaskData;

@@ -3,7 +3,6 @@
 //! (`--shard I/N`, or a Slurm array's or a Kubernetes indexed Job's index), each keeping its
 //! finished runs in a folder it resumes from; `specdef merge` joins the folders.
 
-mod config;
 #[cfg(not(target_arch = "wasm32"))]
 mod folder;
 #[cfg(not(target_arch = "wasm32"))]
@@ -13,7 +12,7 @@ mod plan;
 mod run;
 mod shard;
 
-pub use config::{MAX_SWEEP_RUNS, RandomSearch, ScheduleKind, SweepConfig};
+pub use crate::scenario::{MAX_SWEEP_RUNS, RandomSearch, ScheduleKind, SweepConfig};
 #[cfg(not(target_arch = "wasm32"))]
 pub use folder::{MANIFEST, Manifest, SweepFolder, read_records};
 #[cfg(not(target_arch = "wasm32"))]

@@ -3,7 +3,7 @@
 //! a contiguous slice of the list, so it defends each target once and shares the seed's
 //! pretrained model with the shards beside it through the cache.
 
-use super::config::RandomSearch;
+use crate::scenario::RandomSearch;
 use crate::scenario::{AttackRun, Scenario, Target, TrialBudget};
 use crate::training::OptimizerKind;
 use rand::{RngExt, SeedableRng};
@@ -58,15 +58,7 @@ pub fn plan(scenario: &Scenario) -> Vec<PlannedRun> {
 
 /// How many runs the sweep plans, without listing them.
 pub fn run_count(scenario: &Scenario) -> usize {
-    let per_seed: usize = (scenario.targets().iter())
-        .map(|target| match &scenario.sweep.random {
-            Some(random) => random.trials,
-            None => {
-                (target.optimizers.len()).saturating_mul(scenario.attack.lr_grid.values().len())
-            }
-        })
-        .fold(0usize, usize::saturating_add);
-    per_seed.saturating_mul(scenario.sweep.seeds)
+    scenario.sweep_run_count()
 }
 
 /// A target's runs: the attack grid, or the random search's trials.

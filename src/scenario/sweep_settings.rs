@@ -1,4 +1,6 @@
-//! `[sweep]` in a scenario file: what `specdef sweep` runs beyond one scenario run. Several
+//! `[sweep]` in a scenario file: what `specdef sweep` runs beyond one scenario run. The settings
+//! are the scenario's (so the scenario module never reads the sweep's); `sweep/` plans and runs
+//! them. Several
 //! seeds (each splits the data, initialises and pretrains the released model and orders the
 //! batches anew), and the attack grid or a seeded random search. `specdef run` ignores it.
 
@@ -94,7 +96,7 @@ impl SweepConfig {
                 random.trials
             ));
         }
-        let (min_lr, max_lr) = (crate::scenario::MIN_LR, crate::scenario::MAX_LR);
+        let (min_lr, max_lr) = (super::MIN_LR, super::MAX_LR);
         if let Some([from, to]) = random.lr
             && !(from.is_finite() && to.is_finite() && min_lr <= from && from <= to && to <= max_lr)
         {
@@ -138,5 +140,20 @@ impl SweepConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl super::Scenario {
+    /// The runs `specdef sweep` plans: per seed, every target's grid or random-search trials.
+    pub fn sweep_run_count(&self) -> usize {
+        let per_seed: usize = (self.targets().iter())
+            .map(|target| match &self.sweep.random {
+                Some(random) => random.trials,
+                None => {
+                    (target.optimizers.len()).saturating_mul(self.attack.lr_grid.values().len())
+                }
+            })
+            .fold(0usize, usize::saturating_add);
+        per_seed.saturating_mul(self.sweep.seeds)
     }
 }
