@@ -13,15 +13,18 @@ pub const RUNS_CSV: &str = "runs.csv";
 pub const TABLES_TXT: &str = "tables.txt";
 
 /// The tables the command line prints and writes to `tables.txt`: the main table, the success
-/// windows and the function-preservation errors of the defences (empty without summaries).
+/// windows, the slowdown, the defences ranked (with baselines), the adaptive attacks, the
+/// immunisation report and the function-preservation errors of the defences (empty without
+/// summaries).
 pub fn tables(records: &[RunRecord], defenses: &[DefenseSummary]) -> String {
     if report::seeds::has_seeds(records) {
         return seed_tables(records);
     }
     let adaptive = report::adaptive_table(records).map_or(String::new(), |t| format!("\n{t}"));
     let slowdown = report::slowdown_table(records).map_or(String::new(), |t| format!("\n{t}"));
+    let ranked = report::ranking_table(records).map_or(String::new(), |t| format!("\n{t}"));
     format!(
-        "{}\n{}{slowdown}{adaptive}\nimmunisation report:\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
+        "{}\n{}{slowdown}{ranked}{adaptive}\nimmunisation report:\n{}\nfunction preservation (relative output error against the undefended model in f64):\n{}",
         report::main_table(records),
         report::success_window_table(records),
         report::immunisation_table(records),

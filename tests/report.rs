@@ -118,6 +118,42 @@ fn the_stacking_claim_follows_the_stacked_runs() {
     assert_eq!(claim(&all, starts).verdict, Verdict::DidNotHold);
 }
 
+/// The ranking of defences, written only with a baseline in the records: a baseline whose runs
+/// are copies of the undefended ones is broken by every optimiser with an undefended window, as
+/// the undefended model is, and ranks below SpecDef.
+#[test]
+fn defences_are_ranked_by_the_attackers_that_break_them() {
+    let records = reference();
+    assert_eq!(report::ranking_table(&records), None);
+    let rmu = Defense::Rmu(Box::new(Rmu {
+        layer: 1,
+        steering: 20.0,
+        retain_weight: 100.0,
+        train: toml::from_str("optimizer = 'adamw'\nlr = 1e-3\nsteps = 30").unwrap(),
+    }));
+    let mut all = records.clone();
+    all.extend(
+        (records.iter())
+            .filter(|r| r.defense == "none" && r.adaptive.is_none())
+            .map(|r| RunRecord {
+                defense: "rmu".to_string(),
+                defense_params: Some(rmu.params()),
+                ..r.clone()
+            }),
+    );
+    let ranked = report::ranking(&all);
+    let row = |label: &str| ranked.iter().position(|r| r.defense == label).unwrap();
+    let (none, copy, spec_def) = (row("none"), row("rmu l=1 c=20"), row("specdef a=1e4"));
+    assert_eq!(ranked[copy].paper_broken, ranked[none].paper_broken);
+    assert_eq!(ranked[copy].sweep_broken, ranked[none].sweep_broken);
+    assert_eq!(ranked[copy].fastest, ranked[none].fastest);
+    assert!(!ranked[none].paper_broken.is_empty());
+    assert!(ranked[spec_def].paper_broken.len() < ranked[none].paper_broken.len());
+    assert!(spec_def < none && spec_def < copy, "{ranked:?}");
+    let table = report::ranking_table(&all).unwrap();
+    assert!(table.contains("rmu l=1 c=20"), "{table}");
+}
+
 #[test]
 fn the_sweep_claim_follows_the_defended_runs() {
     let mut records = reference();
