@@ -587,3 +587,23 @@ fn specdef_stacks_on_a_baseline_trained_once() {
     let e = doubled.validate().unwrap_err();
     assert!(e.contains("defense.baselines is empty"), "{e}");
 }
+
+/// A loss other than cross-entropy has no Hessian-vector products here: a second-order optimiser
+/// on it is refused by name before any upload, not run as something else.
+#[test]
+fn a_second_order_optimiser_on_a_baseline_loss_is_refused() {
+    let model = HostModel::init(&spec(), 6);
+    let set = preference_set(&model, 8);
+    let mut engine = CpuEngine64::new();
+    let device = DeviceModel::upload(&mut engine, &model).unwrap();
+    let sophia = settings("optimizer = 'sophia'\nlr = 1e-3\nsteps = 1");
+    let rows = TrainRows::Preference(&set);
+    let e = TrainSession::start_rows(&mut engine, &device, rows, &eval_set(5), &sophia, 0)
+        .err()
+        .expect("refused");
+    assert!(
+        e.to_string()
+            .contains("sophia trains on cross-entropy only"),
+        "{e}"
+    );
+}

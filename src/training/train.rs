@@ -370,8 +370,9 @@ impl TrainSession {
         Self::start_rows(engine, model, rows, eval_data, settings, seed)
     }
 
-    /// The same for any rows: labels (cross-entropy) or a hidden layer's targets (first-order
-    /// optimisers only; only the layers up to it train).
+    /// The same for any rows (`TrainRows`): labels (cross-entropy), a hidden layer's targets
+    /// (only the layers up to it train) or preference rows (NPO); the losses other than
+    /// cross-entropy train with first-order optimisers only.
     pub fn start_rows(
         engine: &mut dyn Engine,
         model: &DeviceModel,
@@ -396,7 +397,7 @@ impl TrainSession {
         let objective = rows.objective();
         if objective != Objective::CrossEntropy && settings.optimizer.is_second_order() {
             return Err(EngineError::Shape {
-                op: "hidden-layer loss",
+                op: "training loss",
                 message: format!(
                     "the second-order optimiser {} trains on cross-entropy only; use a \
                      first-order one",
