@@ -175,11 +175,7 @@ impl RunRecord {
     /// c=50`), then the adaptive attacker's rewrite where there is one (`specdef a=1e4 +
     /// fusion`): how tables and plots name the model that was fine-tuned.
     pub fn defense_label(&self) -> String {
-        let defense = match self.alpha {
-            Some(alpha) => format!("{} a={alpha:.0e}", self.defense),
-            None if self.defense == "none" => "none".to_string(),
-            None => (self.defense_value()).map_or_else(|_| self.defense.clone(), |d| d.label()),
-        };
+        let defense = self.defended_model_label();
         let model = match &self.adaptive {
             Some(adaptive) => format!("{defense} + {adaptive}"),
             None => defense,
@@ -189,6 +185,23 @@ impl RunRecord {
         } else {
             model
         }
+    }
+
+    /// The defence alone, without the adaptive rewrite or the task: `none`, `specdef a=1e4`,
+    /// `rmu l=1 c=50`, `rmu l=1 c=50 + specdef a=1e4`. Records without an alpha are not all
+    /// undefended: a baseline has none.
+    pub fn defended_model_label(&self) -> String {
+        match self.alpha {
+            Some(alpha) => format!("{} a={alpha:.0e}", self.defense),
+            None if self.is_undefended() => "none".to_string(),
+            None => (self.defense_value()).map_or_else(|_| self.defense.clone(), |d| d.label()),
+        }
+    }
+
+    /// A run on the model without any defence (before an adaptive rewrite, which has none to
+    /// undo).
+    pub fn is_undefended(&self) -> bool {
+        self.defense == "none"
     }
 
     /// The defence as a value: `defense_params` where the record carries it, else made from the

@@ -15,12 +15,13 @@ pub fn adaptive_table(records: &[RunRecord]) -> Option<String> {
     let optimizers = distinct(adaptive.iter().map(|r| r.optimizer.clone()));
     let undefended = records
         .iter()
-        .find(|r| r.alpha.is_none() && r.adaptive.is_none())
+        .find(|r| r.is_undefended() && r.adaptive.is_none())
         .map(|r| r.parameter_count);
     // The reference rows first: the undefended model and each attacked defence as it stands.
     let alphas = distinct(adaptive.iter().filter_map(|r| r.alpha.map(f64::to_bits)));
     let is_reference = |r: &RunRecord| {
-        r.adaptive.is_none() && r.alpha.is_none_or(|a| alphas.contains(&a.to_bits()))
+        r.adaptive.is_none()
+            && (r.is_undefended() || r.alpha.is_some_and(|a| alphas.contains(&a.to_bits())))
     };
     let shown: Vec<&RunRecord> = (records.iter())
         .filter(|r| !r.is_benign() && (is_reference(r) || r.adaptive.is_some()))

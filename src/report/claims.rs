@@ -747,7 +747,7 @@ fn frozen_compensation_not_slowed(runs: &Runs) -> Claim {
     let (mut measured, mut slowed, mut text) = (false, Vec::new(), Vec::new());
     let baselines: Vec<String> = (runs.records.iter())
         .filter(|r| {
-            r.alpha.is_none()
+            r.is_undefended()
                 && r.adaptive
                     .as_deref()
                     .is_some_and(|a| a.starts_with("lora-weight"))

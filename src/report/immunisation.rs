@@ -7,14 +7,6 @@ use super::{distinct, success_windows};
 use crate::record::RunRecord;
 use std::fmt::Write;
 
-/// `specdef a=1e4`: the defence, without task or rewrite.
-fn defence_of(r: &RunRecord) -> String {
-    match r.alpha {
-        None => "none".to_string(),
-        Some(alpha) => format!("{} a={alpha:.0e}", r.defense),
-    }
-}
-
 fn window_text(lowest: Option<f64>, highest: Option<f64>, steps: Option<usize>) -> String {
     match (lowest, highest, steps) {
         (Some(lo), Some(hi), Some(s)) => format!("{lo:.0e}..{hi:.0e} ({s} steps)"),
@@ -28,11 +20,16 @@ pub fn immunisation_table(records: &[RunRecord]) -> String {
         .cloned()
         .collect();
     let windows = success_windows(&plain);
-    let defences = distinct(plain.iter().filter(|r| !r.is_benign()).map(defence_of));
+    let defences = distinct(
+        plain
+            .iter()
+            .filter(|r| !r.is_benign())
+            .map(RunRecord::defended_model_label),
+    );
     let mut out = String::new();
     for defence in defences {
         let attacks: Vec<&RunRecord> = (plain.iter())
-            .filter(|r| !r.is_benign() && defence_of(r) == defence)
+            .filter(|r| !r.is_benign() && r.defended_model_label() == defence)
             .collect();
         let Some(first) = attacks.first() else {
             continue;

@@ -33,7 +33,7 @@ pub use adaptive_table::adaptive_table;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
 pub use immunisation::immunisation_table;
 pub use precision::{Frontier, UTILITY_POINT, frontiers};
-pub use ranking::{Ranked, ranking, ranking_table};
+pub use ranking::{Ranked, UTILITY_BOUND, ranking, ranking_table};
 pub use slowdown::{SlowdownPoint, slowdown_points, slowdown_table};
 pub use trials::trials_table;
 pub use utility_bound::{EPSILONS, strongest_within, utility_bound_table};

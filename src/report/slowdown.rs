@@ -34,7 +34,7 @@ pub struct SlowdownPoint {
 pub fn slowdown_points(records: &[RunRecord]) -> Vec<SlowdownPoint> {
     let plain: Vec<&RunRecord> = (records.iter())
         .filter(|r| !r.is_benign() && r.adaptive.is_none())
-        .filter(|r| r.alpha.is_none() || r.is_spec_def_in(CompensationForm::Full))
+        .filter(|r| r.is_undefended() || r.is_spec_def_in(CompensationForm::Full))
         .collect();
     let mut points = Vec::new();
     for optimizer in distinct(plain.iter().map(|r| r.optimizer.clone())) {

@@ -139,8 +139,17 @@ pub fn success_window_table(records: &[RunRecord]) -> String {
 }
 
 /// Function preservation per defence and engine: max / mean relative output error against the
-/// undefended model in f64.
+/// undefended model in f64. A defence summarised twice (attacked on the harmful task, then
+/// fine-tuned on the benign one) is shown once.
 pub fn precision_table(defenses: &[DefenseSummary]) -> String {
+    let mut seen = Vec::new();
+    let defenses: Vec<&DefenseSummary> = (defenses.iter())
+        .filter(|d| {
+            let new = !seen.contains(&&d.label);
+            seen.push(&d.label);
+            new
+        })
+        .collect();
     let engines = distinct(
         defenses
             .iter()

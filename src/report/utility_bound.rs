@@ -10,14 +10,6 @@ use std::fmt::Write;
 /// The utility bounds reported.
 pub const EPSILONS: [f64; 2] = [0.05, 0.2];
 
-/// The defence a run attacked, without the adaptive rewrite: `specdef a=1e4`.
-fn defence_of(r: &RunRecord) -> String {
-    match r.alpha {
-        None => "none".to_string(),
-        Some(alpha) => format!("{} a={alpha:.0e}", r.defense),
-    }
-}
-
 /// The strongest run on `defence` within `epsilon` of the defended model's utility.
 pub fn strongest_within<'a>(
     records: &'a [RunRecord],
@@ -26,7 +18,7 @@ pub fn strongest_within<'a>(
 ) -> Option<&'a RunRecord> {
     let runs: Vec<&RunRecord> = records
         .iter()
-        .filter(|r| !r.is_benign() && defence_of(r) == defence)
+        .filter(|r| !r.is_benign() && r.defended_model_label() == defence)
         .collect();
     // The defended model's utility, as it stands (not rewritten).
     let reference = runs
@@ -43,7 +35,12 @@ pub fn strongest_within<'a>(
 }
 
 pub fn utility_bound_table(records: &[RunRecord]) -> String {
-    let defences = distinct(records.iter().filter(|r| !r.is_benign()).map(defence_of));
+    let defences = distinct(
+        records
+            .iter()
+            .filter(|r| !r.is_benign())
+            .map(RunRecord::defended_model_label),
+    );
     let mut out = format!("{:<20}", "defence");
     for epsilon in EPSILONS {
         let _ = write!(

@@ -17,7 +17,8 @@ type PlotError = Box<dyn std::error::Error>;
 struct Row {
     label: String,
     optimizer: String,
-    /// None for the undefended model.
+    undefended: bool,
+    /// SpecDef's alpha, where the defence has one (a baseline has none: no guide).
     alpha: Option<f64>,
     window: Option<(f64, f64)>,
 }
@@ -30,18 +31,28 @@ fn rows(records: &[RunRecord]) -> Vec<Row> {
         let mut group: Vec<Row> = windows
             .iter()
             .filter(|w| w.optimizer == optimizer)
-            .map(|w| Row {
-                label: format!("{} {}", w.defense, w.optimizer),
-                optimizer: optimizer.clone(),
-                alpha: records
-                    .iter()
-                    .find(|r| r.defense_label() == w.defense)
-                    .and_then(|r| r.alpha),
-                window: w.lowest.zip(w.highest),
+            .map(|w| {
+                let record = records.iter().find(|r| r.defense_label() == w.defense);
+                Row {
+                    label: format!("{} {}", w.defense, w.optimizer),
+                    optimizer: optimizer.clone(),
+                    undefended: record.is_some_and(RunRecord::is_undefended),
+                    alpha: record.and_then(|r| r.alpha),
+                    window: w.lowest.zip(w.highest),
+                }
             })
             .collect();
-        // Undefended first, then by alpha; the order of the records among equal alphas.
-        group.sort_by(|a, b| a.alpha.unwrap_or(0.0).total_cmp(&b.alpha.unwrap_or(0.0)));
+        // Undefended first, then by alpha, then the defences without one; the order of the
+        // records among equals.
+        let rank = |r: &Row| match (r.undefended, r.alpha) {
+            (true, _) => (0, 0.0),
+            (false, Some(alpha)) => (1, alpha),
+            (false, None) => (2, 0.0),
+        };
+        group.sort_by(|a, b| {
+            let (a, b) = (rank(a), rank(b));
+            a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+        });
         rows.extend(group);
     }
     rows
@@ -171,7 +182,7 @@ where
             .collect();
         let Some(centre) = group
             .iter()
-            .find(|(_, r)| r.alpha.is_none())
+            .find(|(_, r)| r.undefended)
             .and_then(|(_, r)| r.window)
             .map(|(lo, hi)| (lo * hi).sqrt())
         else {
@@ -183,7 +194,10 @@ where
         ] {
             let points: Vec<(f64, f64)> = group
                 .iter()
-                .map(|&(i, r)| (centre / r.alpha.unwrap_or(1.0).powi(power), y(i)))
+                .filter_map(|&(i, r)| {
+                    let alpha = if r.undefended { Some(1.0) } else { r.alpha };
+                    Some((centre / alpha?.powi(power), y(i)))
+                })
                 .filter(|(x, _)| x_range.contains(x))
                 .collect();
             let style = BLACK.mix(0.55).stroke_width(2);
