@@ -22,6 +22,8 @@ const ABS: u32 = 0u;
 const SIGN: u32 = 1u;
 const SIGMOID: u32 = 2u;
 const SOFTPLUS: u32 = 3u;
+const EXP: u32 = 4u;
+const LOG1P: u32 = 5u;
 
 @group(0) @binding(0) var<uniform> params: ElementwiseParams;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -99,7 +101,8 @@ fn binary(
 
 // out = |in0|; sign(in0): 1 above 0, -1 below, 0 at 0 (and for NaN, where comparisons are
 // false; the builtin sign leaves NaN to the implementation); sigmoid(in0) and softplus(in0)
-// from e^-|x| <= 1, so no exponential overflows.
+// from e^-|x| <= 1, so no exponential overflows; e^in0; ln(1 + in0) as log(u) x / (u - 1) with
+// u = 1 + x rounded, which cancels the rounding of u (log(1 + x) alone loses x's low bits near 0).
 @compute @workgroup_size(256)
 fn unary(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
@@ -119,6 +122,13 @@ fn unary(
             }
             case SOFTPLUS: {
                 out[i] = max(x, 0.0) + log(1.0 + exp(-abs(x)));
+            }
+            case EXP: {
+                out[i] = exp(x);
+            }
+            case LOG1P: {
+                let u = 1.0 + x;
+                out[i] = select(log(u) * x / (u - 1.0), x, u == 1.0);
             }
             default: {
                 out[i] = select(select(0.0, -1.0, x < 0.0), 1.0, x > 0.0);

@@ -240,15 +240,25 @@ fn second_order_optimiser_ops_refuse_bad_shapes_aliasing_and_bad_hyper_parameter
     );
 }
 
-/// The tangents of sigmoid and softplus against central differences of their f64 values.
+/// The tangents of sigmoid, softplus, exp and log1p against central differences of their f64
+/// values.
 #[test]
-fn tangents_of_sigmoid_and_softplus_match_central_differences() {
+fn tangents_of_the_transcendental_unary_ops_match_central_differences() {
     let mut e = CpuEngine64::new();
-    let xs = [-30.0, -2.0, -0.5, 0.0, 0.75, 3.0, 12.0, 40.0];
     let dxs = [1.0, -2.0, 5.0, 0.5, -1.0, 2.0, 3.0, -0.25];
-    let x = e.tensor_from("x", 2, 4, &xs).unwrap();
     let dx = e.tensor_from("dx", 2, 4, &dxs).unwrap();
-    for op in [UnaryOp::Sigmoid, UnaryOp::Softplus] {
+    for op in [
+        UnaryOp::Sigmoid,
+        UnaryOp::Softplus,
+        UnaryOp::Exp,
+        UnaryOp::Log1p,
+    ] {
+        let xs = match op {
+            UnaryOp::Exp => [-30.0, -2.0, -0.5, 0.0, 0.75, 3.0, 12.0, 20.0],
+            UnaryOp::Log1p => [-0.9, -0.5, -1e-3, 0.0, 1e-6, 0.75, 3.0, 40.0],
+            _ => [-30.0, -2.0, -0.5, 0.0, 0.75, 3.0, 12.0, 40.0],
+        };
+        let x = e.tensor_from("x", 2, 4, &xs).unwrap();
         let out = e.alloc("out", 2, 4).unwrap();
         let mut primal = Recording::new();
         primal.unary(op, x, out).unwrap();

@@ -900,6 +900,11 @@ fn unary_ops_and_moving_averages() {
     // Exact zeros of both signs, and values of f32's normal range near zero.
     x[..4].copy_from_slice(&[0.0, -0.0, 1e-30, -1e-30]);
     for op in UnaryOp::ALL {
+        // ln(1 + x) on its domain, x > -1.
+        let x: Vec<f64> = match op {
+            UnaryOp::Log1p => x.iter().map(|v| v.abs()).collect(),
+            _ => x.clone(),
+        };
         let body = |e: &mut dyn Engine| {
             let tx = e.tensor_from("x", rows, cols, &x).unwrap();
             let out = e.alloc("out", rows, cols).unwrap();
@@ -909,11 +914,14 @@ fn unary_ops_and_moving_averages() {
             e.read_one(out).unwrap()
         };
         // |x| is exact on the rounded input; sign is exact; sigmoid and softplus are an exp,
-        // a log and a division of values of order 1.
+        // a log and a division of values of order 1; e^x up to e^3; ln(1 + x) up to ln 4.
         let tolerance = match op {
             UnaryOp::Abs => Tolerance::f32_rounding(),
             UnaryOp::Sign => Tolerance::EXACT,
-            UnaryOp::Sigmoid | UnaryOp::Softplus => Tolerance::f32_transcendental(3.0),
+            UnaryOp::Sigmoid | UnaryOp::Softplus | UnaryOp::Log1p => {
+                Tolerance::f32_transcendental(3.0)
+            }
+            UnaryOp::Exp => Tolerance::f32_transcendental(20.0),
         };
         check_on_every_engine(&format!("unary {}", op.name()), tolerance, body);
     }

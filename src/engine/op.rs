@@ -48,21 +48,26 @@ impl BinaryOp {
 /// their own): `abs`, `sign` (1 for x > 0, -1 for x < 0, 0 for 0 and NaN), the logistic
 /// `sigmoid` 1 / (1 + e^-x) and `softplus` ln(1 + e^x) (NPO's loss and its gradient weight),
 /// both written so that no exponential overflows: sigmoid from e^-|x|, softplus as
-/// max(x, 0) + ln(1 + e^-|x|).
+/// max(x, 0) + ln(1 + e^-|x|); `exp` e^x and `log1p` ln(1 + x) (RepNoise's Gaussian kernels and
+/// its log of the harmful loss).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
     Abs,
     Sign,
     Sigmoid,
     Softplus,
+    Exp,
+    Log1p,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 4] = [
+    pub const ALL: [UnaryOp; 6] = [
         UnaryOp::Abs,
         UnaryOp::Sign,
         UnaryOp::Sigmoid,
         UnaryOp::Softplus,
+        UnaryOp::Exp,
+        UnaryOp::Log1p,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +76,8 @@ impl UnaryOp {
             UnaryOp::Sign => "sign",
             UnaryOp::Sigmoid => "sigmoid",
             UnaryOp::Softplus => "softplus",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log1p => "log1p",
         }
     }
 }
@@ -343,6 +350,16 @@ impl DeviceScalar {
             num: None,
             den: Some(den),
             sqrt: true,
+        }
+    }
+
+    /// `coef / den[0]`.
+    pub fn over(coef: f64, den: Tensor) -> Self {
+        Self {
+            coef,
+            num: None,
+            den: Some(den),
+            sqrt: false,
         }
     }
 

@@ -335,6 +335,39 @@ impl Transform<'_> {
                 }
                 None => self.zero(out),
             },
+            // d e^x = e^x dx.
+            Op::Unary {
+                op: UnaryOp::Exp,
+                x,
+                out,
+            } => match self.live(x) {
+                Some(dx) => {
+                    let e = self.scratch(x)?;
+                    let d_out = self.output(op, out)?;
+                    let rec = &mut self.recording;
+                    rec.unary(UnaryOp::Exp, x, e)?;
+                    rec.binary(BinaryOp::Mul, e, dx, d_out)?;
+                }
+                None => self.zero(out),
+            },
+            // d ln(1 + x) = dx / (1 + x), the reciprocal as e^-ln(1 + x) (the engine has no
+            // division).
+            Op::Unary {
+                op: UnaryOp::Log1p,
+                x,
+                out,
+            } => match self.live(x) {
+                Some(dx) => {
+                    let (log, reciprocal) = (self.scratch(x)?, self.scratch(x)?);
+                    let d_out = self.output(op, out)?;
+                    let rec = &mut self.recording;
+                    rec.unary(UnaryOp::Log1p, x, log)?;
+                    rec.scale(-1.0, log, d_out)?;
+                    rec.unary(UnaryOp::Exp, d_out, reciprocal)?;
+                    rec.binary(BinaryOp::Mul, reciprocal, dx, d_out)?;
+                }
+                None => self.zero(out),
+            },
             // Linear: d avg = beta d avg + (1 - beta) dx.
             Op::Ema { beta, x, avg } => match (self.live(x), self.live(avg)) {
                 (None, None) => {}

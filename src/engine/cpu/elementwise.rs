@@ -123,8 +123,8 @@ pub fn fill<T: CpuReal>(value: T, out: &mut [T]) {
     out.iter_mut().for_each(|o| *o = value);
 }
 
-/// `out = |x|`, `sign(x)` (1, -1, or 0 at 0 and for NaN), `sigmoid(x)` or `softplus(x)`, the
-/// last two as the shader writes them (no exponential of a positive number).
+/// `out = |x|`, `sign(x)` (1, -1, or 0 at 0 and for NaN), `sigmoid(x)` or `softplus(x)` (as
+/// the shader writes them: no exponential of a positive number), `e^x` or `ln(1 + x)`.
 pub fn unary<T: CpuReal>(op: UnaryOp, x: &[T], out: &mut [T]) {
     for (o, &x) in out.iter_mut().zip(x) {
         *o = match op {
@@ -132,6 +132,8 @@ pub fn unary<T: CpuReal>(op: UnaryOp, x: &[T], out: &mut [T]) {
             UnaryOp::Sign => super::optimizer::sign(x),
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Softplus => x.max(T::zero()) + (-x.abs()).exp().ln_1p(),
+            UnaryOp::Exp => x.exp(),
+            UnaryOp::Log1p => x.ln_1p(),
         };
     }
 }

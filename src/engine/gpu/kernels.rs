@@ -378,6 +378,8 @@ impl Kernel {
                     UnaryOp::Sign => 1.0,
                     UnaryOp::Sigmoid => 2.0,
                     UnaryOp::Softplus => 3.0,
+                    UnaryOp::Exp => 4.0,
+                    UnaryOp::Log1p => 5.0,
                 },
             )],
             Kernel::Scale
