@@ -1,9 +1,9 @@
 //! The web app end to end in real headless Chromium: web/build.sh builds it, web/e2e.mjs serves
 //! it on 127.0.0.1 and runs the quick scenario on WebGPU (SwiftShader) as the app's "Check this
 //! device" (`?check`, which must find it reproduces the built-in reference) and in a page without
-//! WebGPU (the CPU fallback), exports the results as the app's download, and runs the benchmark
-//! harness; this test then checks what computed each and compares the results with the native
-//! CPU-f64 run of the same scenario.
+//! WebGPU (the CPU fallback), exports the results as the app's download, runs the hand-set run
+//! with the baseline defences on WebGPU, and the benchmark harness; this test then checks what
+//! computed each and compares the quick scenario's results with the native CPU-f64 run of it.
 //!
 //! It needs Chromium (/usr/bin/chromium, or $CHROMIUM), Node.js with web/node_modules (`npm ci`
 //! in web/), wasm-bindgen-cli of Cargo.lock's wasm-bindgen version and the wasm32 target. Where
@@ -182,6 +182,27 @@ fn the_web_app_runs_the_quick_scenario_in_headless_chromium_like_the_native_refe
         );
         assert!(comparison.all_agree(), "{name}: {}", comparison.report());
         assert_eq!(comparison.matched, reference.len());
+    }
+
+    // The hand-set run with the baselines: each trained on WebGPU and attacked, keeping utility.
+    let baselines = read_runs(&out.join("browser-baselines.download.jsonl"));
+    let defences: Vec<String> = baselines.iter().map(|r| r.defense_label()).collect();
+    let expected: Vec<String> = (specdef::app::CustomRun {
+        baselines: true,
+        ..Default::default()
+    })
+    .scenario()
+    .unwrap()
+    .defense
+    .defenses()
+    .iter()
+    .map(|d| d.label())
+    .collect();
+    assert_eq!(defences, expected);
+    for r in &baselines {
+        assert_eq!((r.engine.as_str(), r.backend.as_str()), ("gpu", "webgpu"));
+        let utility = r.utility_after_defense;
+        assert!(utility > 0.5, "{}: utility {utility}", r.defense_label());
     }
 
     let bench_text = std::fs::read_to_string(out.join("browser-bench.jsonl")).unwrap();

@@ -2,7 +2,8 @@
 // headless Chromium and runs the quick scenario twice: on WebGPU (SwiftShader) as the app's
 // "Check this device" (`?check`: it must find the run reproduces the built-in reference), and in
 // a page with WebGPU removed (`?run=quick`), where the app must fall back to the CPU engine; then
-// the benchmark harness on WebGPU. For each page it saves a screenshot, the results (the CLI's
+// the hand-set run with the baseline defences on WebGPU (`?run=custom&baselines`), and the
+// benchmark harness. For each page it saves a screenshot, the results (the CLI's
 // JSON lines) and a summary under OUT. With REPORT (a `specdef report` page), it also opens that page from
 // disk and checks it shows its claims table and figures with no console error.
 //
@@ -177,13 +178,18 @@ try {
     results: "specdefResults",
     withoutWebGpu: true,
   });
+  const baselines = await runPage(browser, base, "browser-baselines", {
+    query: "run=custom&baselines&save",
+    results: "specdefResults",
+    withoutWebGpu: false,
+  });
   const bench = await runPage(browser, base, "browser-bench", {
     query: "bench",
     results: "specdefBench",
     withoutWebGpu: false,
   });
   const reportOk = report ? await checkReport(browser, report) : true;
-  passed = webgpu && fallback && bench && reportOk;
+  passed = webgpu && fallback && baselines && bench && reportOk;
 } finally {
   await browser.close();
   server.close();

@@ -51,9 +51,12 @@ async fn next_task() {
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
-/// What the page's address asks for (`?run=`, `?check`, `?save`, `?bench`, `?engine=`).
+/// What the page's address asks for (`?run=`, `?baselines`, `?check`, `?save`, `?bench`,
+/// `?engine=`).
 pub struct PageOptions {
     pub run: Option<ScenarioChoice>,
+    /// The hand-set run (`?run=custom`) trains the baseline defences beside SpecDef.
+    pub baselines: bool,
     /// "Check this device" at once: the quick scenario, then its comparison with the reference.
     pub check: bool,
     pub save: bool,
@@ -80,6 +83,10 @@ pub fn page_options() -> Result<PageOptions, String> {
         ),
     };
     let check = params.has("check");
+    let baselines = params.has("baselines");
+    if baselines && run != Some(ScenarioChoice::Custom) {
+        return Err("?baselines is the hand-set run's: use it with ?run=custom".to_string());
+    }
     if check && run.is_some() {
         return Err("?check runs the quick scenario itself: leave out ?run".to_string());
     }
@@ -90,6 +97,7 @@ pub fn page_options() -> Result<PageOptions, String> {
     };
     Ok(PageOptions {
         run,
+        baselines,
         check,
         save: params.has("save"),
         bench: params.has("bench"),

@@ -90,7 +90,10 @@ impl CustomRun {
         };
         scenario.attack.steps = self.steps;
         if self.baselines {
-            scenario.defense.baselines = Scenario::builtin(Some("baselines"))?.defense.baselines;
+            // The variant's baselines, judged as it judges them (its divergence threshold).
+            let variant = Scenario::builtin(Some("baselines"))?;
+            scenario.defense.baselines = variant.defense.baselines;
+            scenario.attack.divergence_loss = variant.attack.divergence_loss;
         }
         scenario.validate()?;
         Ok(scenario)
@@ -124,7 +127,7 @@ impl CustomRun {
             ui.add(egui::Slider::new(&mut self.steps, 10..=1000).logarithmic(true));
             ui.end_row();
             ui.label("baselines");
-            ui.checkbox(&mut self.baselines, "RMU and NPO beside SpecDef")
+            ui.checkbox(&mut self.baselines, "RMU, NPO and RepNoise beside SpecDef")
                 .on_hover_text(
                     "trained on the released model first (the baselines variant's settings)",
                 );

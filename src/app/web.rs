@@ -52,6 +52,7 @@ async fn run() -> Result<(), String> {
                 if options.check {
                     app.check_device();
                 } else if let Some(choice) = options.run {
+                    app.custom_run().baselines = options.baselines;
                     app.start(choice);
                 } else if options.bench {
                     app.start_bench();
