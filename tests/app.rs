@@ -76,9 +76,15 @@ fn a_custom_run_can_train_the_baselines_beside_specdef() {
     let defences: Vec<String> = records.iter().map(|r| r.defense_label()).collect();
     assert_eq!(
         defences,
-        ["none", "specdef a=1e4", "rmu l=1 c=50", "npo b=0.1"]
+        [
+            "none",
+            "specdef a=1e4",
+            "rmu l=1 c=50",
+            "npo b=0.1",
+            "repnoise a=1 b=0.001"
+        ]
     );
-    for (baseline, name) in records[2..].iter().zip(["rmu", "npo"]) {
+    for (baseline, name) in records[2..].iter().zip(["rmu", "npo", "repnoise"]) {
         assert_eq!(baseline.defense, name);
         let utility = baseline.utility_after_defense;
         assert!(utility > 0.5, "{name}: utility {utility}");

@@ -7,15 +7,18 @@
 mod common;
 
 use common::{gpu, rng, run_quietly, short_quick, uniform};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use specdef::Tolerance;
 use specdef::data::Dataset;
-use specdef::defense::{Defense, Npo, Rmu, TrainingStage, row_cross_entropy};
+use specdef::defense::{Defense, Npo, RepNoise, Rmu, TrainingStage, row_cross_entropy};
 use specdef::engine::Engine;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::linalg::Matrix;
 use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec};
 use specdef::training::{
-    HiddenTargetSet, PreferenceSet, TrainRows, TrainSession, TrainSet, TrainSettings,
+    HiddenTargetSet, NoisingSet, PreferenceSet, TrainRows, TrainSession, TrainSet, TrainSettings,
 };
 
 const FEATURES: usize = 6;
@@ -246,6 +249,196 @@ fn the_preference_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() 
     check_loss_and_gradient("npo", &model, TrainRows::Preference(&set), &loss, layers);
 }
 
+/// The rows of `values` (`cols` wide) where `keep` holds.
+fn rows_where(values: &[f64], cols: usize, keep: &[bool]) -> Vec<Vec<f64>> {
+    (values.chunks(cols).zip(keep))
+        .filter(|(_, k)| **k)
+        .map(|(row, _)| row.to_vec())
+        .collect()
+}
+
+fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum()
+}
+
+/// RepNoise's bandwidth: the mean squared distance over all pairs of the samples of `x` and
+/// `n` together, / 4.
+fn host_bandwidth(x: &[Vec<f64>], n: &[Vec<f64>]) -> f64 {
+    let all: Vec<&Vec<f64>> = x.iter().chain(n).collect();
+    let total: f64 = (all.iter())
+        .flat_map(|a| all.iter().map(move |b| squared_distance(a, b)))
+        .sum();
+    total / (all.len() * all.len()) as f64 / 4.0
+}
+
+/// The MMD of five Gaussian kernels (bandwidths `bandwidth` times 1, 2, 4, 8, 16) between the
+/// samples `x` and `n` (as many of each), in f64.
+fn host_mmd(x: &[Vec<f64>], n: &[Vec<f64>], bandwidth: f64) -> f64 {
+    let k = |a: &[f64], b: &[f64]| -> f64 {
+        let d = squared_distance(a, b);
+        (0..5)
+            .map(|q| (-d / (bandwidth * 2f64.powi(q))).exp())
+            .sum()
+    };
+    let mut total = 0.0;
+    for i in 0..x.len() {
+        for j in 0..x.len() {
+            total += k(&x[i], &x[j]) + k(&n[i], &n[j]) - 2.0 * k(&x[i], &n[j]);
+        }
+    }
+    total / (x.len() * x.len()) as f64
+}
+
+/// RepNoise's loss (`NoisingSet`) in f64 on the host, each hidden layer's bandwidth given (the
+/// loss holds it constant in the gradient).
+fn host_noising_loss(model: &HostModel, set: &NoisingSet, bandwidths: &[f64]) -> f64 {
+    let rows = set.data.len();
+    let inputs = Matrix::new(rows, FEATURES, set.data.inputs.clone());
+    let layers = model.layers.len();
+    let ce = row_cross_entropy(
+        &model.layer_output(&inputs, layers - 1).values,
+        &set.data.labels,
+    );
+    let mean_where = |harmful: bool| {
+        let picked: Vec<f64> = (ce.iter().zip(&set.harmful))
+            .filter(|(_, h)| **h == harmful)
+            .map(|(c, _)| *c)
+            .collect();
+        picked.iter().sum::<f64>() / picked.len() as f64
+    };
+    let mut loss = mean_where(false) - set.alpha * mean_where(true).ln_1p();
+    for (l, (noise, &bandwidth)) in set.noise.iter().zip(bandwidths).enumerate() {
+        let width = model.spec.layer_shape(l).1;
+        let h = model.layer_output(&inputs, l);
+        let x = rows_where(&h.values, width, &set.harmful);
+        let n = rows_where(noise, width, &set.harmful);
+        loss += set.beta / (layers - 1) as f64 * host_mmd(&x, &n, bandwidth);
+    }
+    loss
+}
+
+/// Each hidden layer's bandwidth on `model`, as the loss computes it.
+fn host_bandwidths(model: &HostModel, set: &NoisingSet) -> Vec<f64> {
+    let inputs = Matrix::new(set.data.len(), FEATURES, set.data.inputs.clone());
+    (0..model.layers.len() - 1)
+        .map(|l| {
+            let width = model.spec.layer_shape(l).1;
+            let h = model.layer_output(&inputs, l);
+            host_bandwidth(
+                &rows_where(&h.values, width, &set.harmful),
+                &rows_where(&set.noise[l], width, &set.harmful),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_noising_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
+    let model = HostModel::init(&spec(), 8);
+    let rows = 12;
+    let mut r = rng(33);
+    let set = NoisingSet {
+        data: task(32, rows, 0.0, 1),
+        harmful: (0..rows).map(|r| r % 3 != 0).collect(),
+        noise: [9, 7]
+            .map(|width| uniform(&mut r, rows * width, 1.5))
+            .to_vec(),
+        alpha: 0.7,
+        beta: 2.0,
+    };
+    let bandwidths = host_bandwidths(&model, &set);
+    let loss = |m: &HostModel| host_noising_loss(m, &set, &bandwidths);
+    let layers = model.layers.len();
+    check_loss_and_gradient("repnoise", &model, TrainRows::Noising(&set), &loss, layers);
+}
+
+/// RepNoise's stated property (Rosati et al. 2024, section 3): training brings the harmful
+/// inputs' representations at every hidden layer toward Gaussian noise (their MMD to a fresh
+/// sample of it falls, and further than with the noise term off) and the harmful loss up, while
+/// the retain term keeps the utility task.
+#[test]
+fn repnoise_brings_harmful_representations_toward_noise_and_keeps_utility_on_every_engine() {
+    let model = HostModel::init(&spec(), 14);
+    let (harmful, utility) = (task(51, 40, 0.6, 2), task(52, 40, -0.6, 0));
+    let with_beta = |beta| RepNoise {
+        alpha: 1.0,
+        beta,
+        train: settings("optimizer = 'adamw'\nlr = 1e-2\nsteps = 200\neval_every = 50"),
+    };
+    let repnoise = with_beta(4.0);
+    let trained = |engine: &mut dyn Engine, stage: &RepNoise| -> HostModel {
+        let set = stage.training_set(&model, &utility, &harmful, 0).unwrap();
+        let device = DeviceModel::upload(engine, &model).unwrap();
+        let mut session =
+            TrainSession::start_rows(engine, &device, set.rows(), &utility, &stage.train, 0)
+                .unwrap();
+        session.run_to_end(engine).unwrap();
+        device.download(engine).unwrap()
+    };
+    // A fresh standard Gaussian sample per harmful row and hidden layer.
+    let mut r = ChaCha8Rng::seed_from_u64(53);
+    let fresh: Vec<Vec<Vec<f64>>> = [9, 7]
+        .iter()
+        .map(|&width| {
+            (0..harmful.len())
+                .map(|_| (0..width).map(|_| r.sample(StandardNormal)).collect())
+                .collect()
+        })
+        .collect();
+    let inputs = Matrix::new(harmful.len(), FEATURES, harmful.inputs.clone());
+    let mmds = |m: &HostModel| -> Vec<f64> {
+        (0..2)
+            .map(|l| {
+                let width = m.spec.layer_shape(l).1;
+                let h = m.layer_output(&inputs, l);
+                let x: Vec<Vec<f64>> = h.values.chunks(width).map(<[f64]>::to_vec).collect();
+                host_mmd(&x, &fresh[l], host_bandwidth(&x, &fresh[l]))
+            })
+            .collect()
+    };
+    let mean_loss = |m: &HostModel, data: &Dataset| {
+        let inputs = Matrix::new(data.len(), FEATURES, data.inputs.clone());
+        let ce = row_cross_entropy(&m.layer_output(&inputs, 2).values, &data.labels);
+        ce.iter().sum::<f64>() / ce.len() as f64
+    };
+    let before = mmds(&model);
+    let (harmful_before, utility_before) =
+        (mean_loss(&model, &harmful), mean_loss(&model, &utility));
+    // The control: the same training without the noise term.
+    let without_noise = mmds(&trained(&mut CpuEngine64::new(), &with_beta(0.0)));
+    let run = |engine: &mut dyn Engine| {
+        let name = engine.info().engine;
+        let after = trained(engine, &repnoise);
+        let mmd = mmds(&after);
+        let (harmful_after, utility_after) =
+            (mean_loss(&after, &harmful), mean_loss(&after, &utility));
+        eprintln!(
+            "{name}: MMD to noise {before:.3?} -> {mmd:.3?} (without the noise term \
+             {without_noise:.3?}); harmful loss {harmful_before:.3} -> {harmful_after:.3}; \
+             utility loss {utility_before:.3} -> {utility_after:.3}"
+        );
+        for l in 0..2 {
+            assert!(
+                mmd[l] < 0.5 * before[l] && mmd[l] < 0.5 * without_noise[l],
+                "{name}: layer {l}: MMD {} -> {} ({} without the noise term)",
+                before[l],
+                mmd[l],
+                without_noise[l]
+            );
+        }
+        assert!(harmful_after > harmful_before + 1.0, "{name}: harmful loss");
+        assert!(
+            utility_after < utility_before + 0.1,
+            "{name}: utility loss {utility_before} -> {utility_after}"
+        );
+    };
+    run(&mut CpuEngine64::new());
+    run(&mut CpuEngine32::new());
+    if let Some(mut gpu) = gpu() {
+        run(&mut *gpu);
+    }
+}
+
 /// Inputs of one task: uniform in [-1, 1] around `shift` (harmful and utility images differ in
 /// mean, as digits 5-9 and 0-4 do), labelled `first` and `first + 1` in turn (the tasks' classes
 /// are disjoint, as the digits').
@@ -420,6 +613,17 @@ fn a_baseline_with_settings_that_do_not_fit_is_refused_naming_the_field() {
     scenario.defense.baselines = vec![Defense::Npo(Box::new(npo))];
     let e = scenario.validate().unwrap_err();
     assert!(e.contains("defense.baselines[0]: defence: npo.beta"), "{e}");
+    let repnoise = RepNoise {
+        alpha: 1.0,
+        beta: f64::NAN,
+        train: settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
+    };
+    scenario.defense.baselines = vec![Defense::RepNoise(Box::new(repnoise))];
+    let e = scenario.validate().unwrap_err();
+    assert!(
+        e.contains("defense.baselines[0]: defence: repnoise.beta"),
+        "{e}"
+    );
 }
 
 /// NPO's stated property (Zhang et al. 2024, section 3): training lowers the harmful labels'
@@ -605,5 +809,29 @@ fn a_second_order_optimiser_on_a_baseline_loss_is_refused() {
         e.to_string()
             .contains("sophia trains on cross-entropy only"),
         "{e}"
+    );
+}
+
+/// The adaptive attacker's LoRA on the weights reaches every model of the baselines variant: the
+/// undefended one, each baseline and each stack, and SpecDef at the adaptive alpha.
+#[test]
+fn lora_on_the_weights_attacks_every_baseline_and_stack() {
+    let scenario = specdef::scenario::Scenario::builtin(Some("baselines")).unwrap();
+    let lora: Vec<String> = (scenario.targets().iter())
+        .filter(|t| t.adaptive.is_some())
+        .map(|t| t.label())
+        .collect();
+    let defences = scenario.defense.defenses();
+    let trained: Vec<&Defense> = (defences.iter())
+        .filter(|d| d.trained_part().is_some())
+        .collect();
+    assert_eq!(trained.len(), 6, "three baselines and their stacks");
+    for defense in [&Defense::None].into_iter().chain(trained) {
+        let expected = format!("{} + lora-weight r=8", defense.label());
+        assert!(lora.contains(&expected), "{expected} not in {lora:?}");
+    }
+    assert!(
+        lora.contains(&"specdef a=1e4 + lora-weight r=8".to_string()),
+        "{lora:?}"
     );
 }

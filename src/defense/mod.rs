@@ -1,9 +1,10 @@
 //! Defences of a released model, as one value (`Defense`) that targets and records carry:
 //! SpecDef and its no-compensation ablation (rewrites on the host) and the baselines the paper
-//! compares it with (training stages on the engine: RMU, NPO).
+//! compares it with (training stages on the engine: RMU, NPO, RepNoise).
 
 mod layers;
 mod npo;
+mod repnoise;
 mod rmu;
 mod specdef;
 mod stage;
@@ -11,6 +12,7 @@ mod value;
 
 pub use layers::LayerSelection;
 pub use npo::{Npo, row_cross_entropy};
+pub use repnoise::RepNoise;
 pub use rmu::Rmu;
 pub use specdef::{
     CompensationForm, DefenseError, F64_COMPENSATION_BOUND, SpecDef, function_preservation,

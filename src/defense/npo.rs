@@ -16,7 +16,7 @@
 //! mean over its rows of the row's term: with as many rows of each, half the reference's.
 
 use super::DefenseError;
-use super::stage::{TrainingStage, non_negative, validate_settings};
+use super::stage::{TrainingStage, harmful_then_utility, non_negative, validate_settings};
 use crate::data::Dataset;
 use crate::engine::cpu::CpuEngine64;
 use crate::model::{HostModel, ModelSpec, predict};
@@ -78,11 +78,7 @@ impl TrainingStage for Npo {
             .map_err(|e| DefenseError::Config(format!("npo: the reference model's losses: {e}")))?;
         let mut reference_loss = row_cross_entropy(&logits, &harmful.labels);
         reference_loss.resize(harmful.len() + utility.len(), 0.0);
-        let mut data = harmful.clone();
-        data.inputs.extend_from_slice(&utility.inputs);
-        data.labels.extend_from_slice(&utility.labels);
-        let mut forget = vec![true; harmful.len()];
-        forget.resize(data.len(), false);
+        let (data, forget) = harmful_then_utility(harmful, utility);
         Ok(TrainSet::Preference(PreferenceSet {
             data,
             reference_loss,

@@ -35,6 +35,17 @@ pub fn validate_settings(kind: &str, train: &TrainSettings) -> Result<(), Defens
     (train.validate(&format!("{kind}.train"))).map_err(DefenseError::Config)
 }
 
+/// The harmful rows, then the utility rows, as one set, with per row whether it is harmful: the
+/// one shuffled training set of the stages that train on both.
+pub fn harmful_then_utility(harmful: &Dataset, utility: &Dataset) -> (Dataset, Vec<bool>) {
+    let mut data = harmful.clone();
+    data.inputs.extend_from_slice(&utility.inputs);
+    data.labels.extend_from_slice(&utility.labels);
+    let mut flags = vec![true; harmful.len()];
+    flags.resize(data.len(), false);
+    (data, flags)
+}
+
 /// Checks that a parameter is finite and not negative, naming it `{kind}.{field}`.
 pub fn non_negative(kind: &str, field: &str, value: f64) -> Result<(), DefenseError> {
     if value.is_finite() && value >= 0.0 {

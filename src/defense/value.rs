@@ -3,7 +3,7 @@
 //! defence is a new variant here and its parameters travel with every result it produced, not a
 //! label string and columns of its own.
 
-use super::{DefenseError, Npo, Rmu, SpecDef, TrainingStage};
+use super::{DefenseError, Npo, RepNoise, Rmu, SpecDef, TrainingStage};
 use crate::linalg::{Matrix, Svd};
 use crate::model::HostModel;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,8 @@ pub enum Defense {
     Rmu(Box<Rmu>),
     /// NPO (`npo.rs`): a training stage on the engine.
     Npo(Box<Npo>),
+    /// RepNoise (`repnoise.rs`): a training stage on the engine.
+    RepNoise(Box<RepNoise>),
     /// A baseline with SpecDef applied to the model it trained: does SpecDef stack?
     Stacked(Box<Stacked>),
 }
@@ -37,13 +39,14 @@ pub struct Stacked {
 
 impl Defense {
     /// As records' `defense` column names it: `none`, `specdef`, `specdef-thin`,
-    /// `specdef-ablation`, `rmu`, `npo`, `stacked`.
+    /// `specdef-ablation`, `rmu`, `npo`, `repnoise`, `stacked`.
     pub fn name(&self) -> &'static str {
         match self {
             Defense::None => "none",
             Defense::SpecDef(d) => d.kind_name(),
             Defense::Rmu(_) => "rmu",
             Defense::Npo(_) => "npo",
+            Defense::RepNoise(_) => "repnoise",
             Defense::Stacked(_) => "stacked",
         }
     }
@@ -56,6 +59,7 @@ impl Defense {
             Defense::SpecDef(d) => d.label(),
             Defense::Rmu(d) => d.label(),
             Defense::Npo(d) => d.label(),
+            Defense::RepNoise(d) => d.label(),
             Defense::Stacked(d) => format!("{} + {}", d.baseline.label(), d.spec_def.label()),
         }
     }
@@ -69,7 +73,11 @@ impl Defense {
     pub fn spec_def(&self) -> Option<&SpecDef> {
         match self {
             Defense::SpecDef(d) => Some(d),
-            Defense::None | Defense::Rmu(_) | Defense::Npo(_) | Defense::Stacked(_) => None,
+            Defense::None
+            | Defense::Rmu(_)
+            | Defense::Npo(_)
+            | Defense::RepNoise(_)
+            | Defense::Stacked(_) => None,
         }
     }
 
@@ -79,6 +87,7 @@ impl Defense {
         match self {
             Defense::Rmu(d) => Some(d.as_ref()),
             Defense::Npo(d) => Some(d.as_ref()),
+            Defense::RepNoise(d) => Some(d.as_ref()),
             Defense::Stacked(d) => d.baseline.training_stage(),
             Defense::None | Defense::SpecDef(_) => None,
         }
@@ -88,7 +97,7 @@ impl Defense {
     /// a stack): what trained models are kept and cached under.
     pub fn trained_part(&self) -> Option<&Defense> {
         match self {
-            Defense::Rmu(_) | Defense::Npo(_) => Some(self),
+            Defense::Rmu(_) | Defense::Npo(_) | Defense::RepNoise(_) => Some(self),
             Defense::Stacked(d) => Some(&d.baseline),
             Defense::None | Defense::SpecDef(_) => None,
         }
@@ -130,7 +139,9 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply_with(base, seed, svd),
-            Defense::Rmu(_) | Defense::Npo(_) | Defense::Stacked(_) => Err(self.not_a_rewrite()),
+            Defense::Rmu(_) | Defense::Npo(_) | Defense::RepNoise(_) | Defense::Stacked(_) => {
+                Err(self.not_a_rewrite())
+            }
         }
     }
 
@@ -139,7 +150,9 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply(base, seed),
-            Defense::Rmu(_) | Defense::Npo(_) | Defense::Stacked(_) => Err(self.not_a_rewrite()),
+            Defense::Rmu(_) | Defense::Npo(_) | Defense::RepNoise(_) | Defense::Stacked(_) => {
+                Err(self.not_a_rewrite())
+            }
         }
     }
 

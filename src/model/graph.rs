@@ -95,7 +95,28 @@ pub fn backward(
     grads: &Gradients,
     trainable: Trainable,
 ) -> Result<(), EngineError> {
-    backward_layers(rec, model, ws, grads, trainable, model.layers.len() - 1)
+    backward_adding(rec, model, ws, grads, trainable, &[])
+}
+
+/// `backward`, with a loss's gradients on hidden layers' outputs added to what flows down to
+/// them: `(layer, gradient of its output)` (RepNoise's noise term on every hidden layer).
+pub fn backward_adding(
+    rec: &mut Recording,
+    model: &DeviceModel,
+    ws: &Workspace,
+    grads: &Gradients,
+    trainable: Trainable,
+    added: &[(usize, Tensor)],
+) -> Result<(), EngineError> {
+    backward_layers(
+        rec,
+        model,
+        ws,
+        grads,
+        trainable,
+        model.layers.len() - 1,
+        added,
+    )
 }
 
 /// The tensor that holds the gradient of layer `i`'s output (`f(Z)`, or `Z` without an
@@ -122,10 +143,11 @@ pub fn backward_from(
     if let (Some(f), Some((_, d_post))) = (model.spec.activation_after(layer), buffers.activated) {
         rec.activate_grad(f, buffers.pre(), d_post, buffers.grad_pre())?;
     }
-    backward_layers(rec, model, ws, grads, trainable, layer)
+    backward_layers(rec, model, ws, grads, trainable, layer, &[])
 }
 
-/// Layers `top..=0` from layer `top`'s `grad_pre`.
+/// Layers `top..=0` from layer `top`'s `grad_pre`, adding `added`'s gradients to the outputs of
+/// the layers they name.
 fn backward_layers(
     rec: &mut Recording,
     model: &DeviceModel,
@@ -133,6 +155,7 @@ fn backward_layers(
     grads: &Gradients,
     trainable: Trainable,
     top: usize,
+    added: &[(usize, Tensor)],
 ) -> Result<(), EngineError> {
     for i in (0..=top).rev() {
         let (layer, buffers, grad) = (&model.layers[i], &ws.layers[i], &grads.layers[i]);
@@ -180,6 +203,12 @@ fn backward_layers(
             rec.matmul(d_out, factor.matrix, d_input, false, false)?;
             if let Some((a, d_mid)) = lora {
                 rec.matmul_scaled(d_mid, a, d_input, false, false, 1.0, 1.0)?;
+            }
+            // The previous layer's output gradient is complete but for a loss's own term on it.
+            if j == 0
+                && let Some(&(_, extra)) = added.iter().find(|(layer, _)| *layer == i - 1)
+            {
+                rec.axpy(1.0, extra, d_input)?;
             }
             if let Some(f) = activation {
                 let previous = &ws.layers[i - 1];

@@ -294,16 +294,16 @@ pub struct AttackGrid {
     pub optimizers: Vec<OptimizerKind>,
     pub lr_grid: LrGrid,
     pub steps: usize,
-    #[serde(default = "default_eval_every")]
+    #[serde(default = "crate::training::default_eval_every")]
     pub eval_every: usize,
     #[serde(default)]
     pub batch_size: Option<usize>,
     pub target_accuracy: f64,
-    #[serde(default = "default_schedule")]
+    #[serde(default = "crate::training::default_schedule")]
     pub schedule: Schedule,
     #[serde(default)]
     pub trainable: Trainable,
-    #[serde(default = "default_divergence_loss")]
+    #[serde(default = "crate::training::default_divergence_loss")]
     pub divergence_loss: f64,
     /// Every optimiser's hyper-parameters (the reference implementations' by default).
     #[serde(default)]
@@ -318,10 +318,6 @@ pub struct AttackGrid {
     pub second_order: SecondOrderHyper,
 }
 
-fn default_eval_every() -> usize {
-    10
-}
-
 /// An alpha of a scenario's defences: at least 1 (it scales singular values up) and at most
 /// `MAX_ALPHA`, so an alpha f64 cannot compensate is refused before pretraining, not after.
 fn check_alpha(field: &str, alpha: f64) -> Result<(), String> {
@@ -333,14 +329,6 @@ fn check_alpha(field: &str, alpha: f64) -> Result<(), String> {
              values; beyond ~1e11 f64 cannot compensate it)"
         ))
     }
-}
-
-fn default_schedule() -> Schedule {
-    Schedule::Constant
-}
-
-fn default_divergence_loss() -> f64 {
-    1e3
 }
 
 impl AttackGrid {

@@ -41,7 +41,7 @@ enum Stage {
         eval: PendingPredict,
     },
     Defend,
-    /// A baseline defence trained on the engine (RMU, NPO), from the released model.
+    /// A baseline defence trained on the engine (RMU, NPO, RepNoise), from the released model.
     DefenseTrain {
         device: Owned<DeviceModel>,
         session: TrainSession,

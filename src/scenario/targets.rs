@@ -52,9 +52,9 @@ impl Target {
 
 impl Scenario {
     /// The defence grid's models under the attack grid's optimisers; then the adaptive
-    /// attacks: LoRA on the weights of the undefended model (the baseline), and every attack on
-    /// the defended model of every adaptive alpha; then trainability's benign fine-tuning of
-    /// every model of the defence grid.
+    /// attacks: LoRA on the weights of the undefended model (the reference) and of every
+    /// baseline defence and stack, and every attack on the defended model of every adaptive
+    /// alpha; then trainability's benign fine-tuning of every model of the defence grid.
     pub fn targets(&self) -> Vec<Target> {
         let mut targets: Vec<Target> = (self.defense.defenses().into_iter())
             .map(|defense| Target {
@@ -78,6 +78,9 @@ impl Scenario {
             } = attack
             {
                 targets.push(target(Defense::None, attack));
+                let trained = (self.defense.defenses().into_iter())
+                    .filter(|defense| defense.trained_part().is_some());
+                targets.extend(trained.map(|defense| target(defense, attack)));
             }
         }
         let alphas = adaptive.alphas.as_ref().unwrap_or(&self.defense.alphas);

@@ -1,10 +1,12 @@
 //! What a training run minimises. Pretraining, suppression and attacks minimise the mean
 //! cross-entropy against class labels; the baseline defences minimise losses of their own: a
-//! weighted squared distance between a hidden layer's output and per-row targets (RMU), and
-//! negative preference optimisation against a frozen reference (NPO). Each is recorded from the
-//! engine's ops, so every engine runs it. A training set gives, per row, the inputs and the
-//! columns its loss reads (uploaded batch by batch); the loss asks for the scratch it needs.
+//! weighted squared distance between a hidden layer's output and per-row targets (RMU),
+//! negative preference optimisation against a frozen reference (NPO), and representation
+//! noising (RepNoise, `noising.rs`). Each is recorded from the engine's ops, so every engine runs
+//! it. A training set gives, per row, the inputs and the columns its loss reads (uploaded batch
+//! by batch); the loss asks for the scratch it needs.
 
+use super::noising::{self, NoisingSet};
 use crate::data::Dataset;
 use crate::engine::{BinaryOp, EngineError, Recording, ReduceAxis, Reduction, Tensor, UnaryOp};
 use crate::model::{DeviceModel, Gradients, Trainable, Workspace, graph};
@@ -18,6 +20,8 @@ pub enum TrainRows<'a> {
     HiddenTargets(&'a HiddenTargetSet),
     /// Labels of rows to forget (NPO's loss against the reference) and to retain (cross-entropy).
     Preference(&'a PreferenceSet),
+    /// Harmful rows to noise and utility rows to retain (RepNoise).
+    Noising(&'a NoisingSet),
 }
 
 /// A training set for a loss on layer `layer`'s output (`f(Z)`, or `Z` without an activation):
@@ -61,6 +65,7 @@ pub struct PreferenceSet {
 pub enum TrainSet {
     HiddenTargets(HiddenTargetSet),
     Preference(PreferenceSet),
+    Noising(NoisingSet),
 }
 
 impl TrainSet {
@@ -68,6 +73,7 @@ impl TrainSet {
         match self {
             TrainSet::HiddenTargets(set) => TrainRows::HiddenTargets(set),
             TrainSet::Preference(set) => TrainRows::Preference(set),
+            TrainSet::Noising(set) => TrainRows::Noising(set),
         }
     }
 }
@@ -79,7 +85,7 @@ pub struct Column {
     pub values: Vec<f64>,
 }
 
-fn shape_error(message: String) -> EngineError {
+pub(super) fn shape_error(message: String) -> EngineError {
     EngineError::Shape {
         op: "training loss",
         message,
@@ -92,6 +98,7 @@ impl TrainRows<'_> {
             TrainRows::Labelled(data) => data.len(),
             TrainRows::HiddenTargets(set) => set.weights.len(),
             TrainRows::Preference(set) => set.data.len(),
+            TrainRows::Noising(set) => set.data.len(),
         }
     }
 
@@ -104,6 +111,7 @@ impl TrainRows<'_> {
             TrainRows::Labelled(data) => data.features,
             TrainRows::HiddenTargets(set) => set.features,
             TrainRows::Preference(set) => set.data.features,
+            TrainRows::Noising(set) => set.data.features,
         }
     }
 
@@ -112,6 +120,7 @@ impl TrainRows<'_> {
             TrainRows::Labelled(data) => &data.inputs,
             TrainRows::HiddenTargets(set) => &set.inputs,
             TrainRows::Preference(set) => &set.data.inputs,
+            TrainRows::Noising(set) => &set.data.inputs,
         }
     }
 
@@ -166,6 +175,7 @@ impl TrainRows<'_> {
                     }),
                 ]
             }
+            TrainRows::Noising(set) => set.columns_of(chunk),
         }
     }
 
@@ -174,6 +184,7 @@ impl TrainRows<'_> {
         match self {
             TrainRows::Labelled(_) => Ok(()),
             TrainRows::HiddenTargets(set) => check_hidden(set, model),
+            TrainRows::Noising(set) => set.check(model),
             TrainRows::Preference(set) => {
                 let rows = set.data.len();
                 if set.reference_loss.len() != rows || set.forget.len() != rows {
@@ -214,6 +225,10 @@ impl TrainRows<'_> {
             TrainRows::Labelled(_) => Objective::CrossEntropy,
             TrainRows::HiddenTargets(set) => Objective::HiddenTarget { layer: set.layer },
             TrainRows::Preference(set) => Objective::Preference { beta: set.beta },
+            TrainRows::Noising(set) => Objective::Noising {
+                alpha: set.alpha,
+                beta: set.beta,
+            },
         }
     }
 }
@@ -266,6 +281,7 @@ pub enum Objective {
     CrossEntropy,
     HiddenTarget { layer: usize },
     Preference { beta: f64 },
+    Noising { alpha: f64, beta: f64 },
 }
 
 impl Objective {
@@ -275,13 +291,16 @@ impl Objective {
         match self {
             Objective::CrossEntropy | Objective::Preference { .. } => batch as f64,
             Objective::HiddenTarget { .. } => 2.0,
+            Objective::Noising { .. } => 1.0,
         }
     }
 
     /// The layers whose parameters a step may change.
     pub fn trains_layer(self, layer: usize) -> bool {
         match self {
-            Objective::CrossEntropy | Objective::Preference { .. } => true,
+            Objective::CrossEntropy | Objective::Preference { .. } | Objective::Noising { .. } => {
+                true
+            }
             Objective::HiddenTarget { layer: top } => layer <= top,
         }
     }
@@ -306,6 +325,7 @@ impl Objective {
                 shapes.push(("loss.ones", 1, classes));
                 shapes
             }
+            Objective::Noising { .. } => noising::scratch_shapes(batch, model),
         }
     }
 
@@ -343,6 +363,14 @@ impl Objective {
             Objective::Preference { beta } => {
                 graph::forward(rec, model, ws)?;
                 preference_loss(rec, ws, beta, columns, scratch)?;
+            }
+            Objective::Noising { alpha, beta } => {
+                graph::forward(rec, model, ws)?;
+                let injected = noising::record(rec, ws, alpha, beta, columns, scratch)?;
+                if let Some((grads, trainable)) = grads {
+                    graph::backward_adding(rec, model, ws, grads, trainable, &injected)?;
+                }
+                return Ok(());
             }
         }
         if let Some((grads, trainable)) = grads {

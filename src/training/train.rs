@@ -209,15 +209,16 @@ impl TrainSettings {
 /// The smallest divergence threshold: ln 2, the loss of a uniform guess between two classes.
 pub const MIN_DIVERGENCE_LOSS: f64 = std::f64::consts::LN_2;
 
-fn default_schedule() -> Schedule {
+/// The defaults of a training run's settings, which the scenario's attack grid shares.
+pub(crate) fn default_schedule() -> Schedule {
     Schedule::Constant
 }
 
-fn default_eval_every() -> usize {
+pub(crate) fn default_eval_every() -> usize {
     10
 }
 
-fn default_divergence_loss() -> f64 {
+pub(crate) fn default_divergence_loss() -> f64 {
     1e3
 }
 
@@ -371,8 +372,8 @@ impl TrainSession {
     }
 
     /// The same for any rows (`TrainRows`): labels (cross-entropy), a hidden layer's targets
-    /// (only the layers up to it train) or preference rows (NPO); the losses other than
-    /// cross-entropy train with first-order optimisers only.
+    /// (only the layers up to it train), preference rows (NPO) or noising rows (RepNoise); the
+    /// losses other than cross-entropy train with first-order optimisers only.
     pub fn start_rows(
         engine: &mut dyn Engine,
         model: &DeviceModel,
