@@ -299,12 +299,13 @@ fn host_noising_loss(model: &HostModel, set: &NoisingSet, bandwidths: &[f64]) ->
         &model.layer_output(&inputs, layers - 1).values,
         &set.data.labels,
     );
+    // Each term over its own rows; a term without rows adds nothing.
     let mean_where = |harmful: bool| {
         let picked: Vec<f64> = (ce.iter().zip(&set.harmful))
             .filter(|(_, h)| **h == harmful)
             .map(|(c, _)| *c)
             .collect();
-        picked.iter().sum::<f64>() / picked.len() as f64
+        picked.iter().sum::<f64>() / picked.len().max(1) as f64
     };
     let mut loss = mean_where(false) - set.alpha * mean_where(true).ln_1p();
     for (l, (noise, &bandwidth)) in set.noise.iter().zip(bandwidths).enumerate() {
@@ -312,7 +313,9 @@ fn host_noising_loss(model: &HostModel, set: &NoisingSet, bandwidths: &[f64]) ->
         let h = model.layer_output(&inputs, l);
         let x = rows_where(&h.values, width, &set.harmful);
         let n = rows_where(noise, width, &set.harmful);
-        loss += set.beta / (layers - 1) as f64 * host_mmd(&x, &n, bandwidth);
+        if !x.is_empty() {
+            loss += set.beta / (layers - 1) as f64 * host_mmd(&x, &n, bandwidth);
+        }
     }
     loss
 }
@@ -332,24 +335,66 @@ fn host_bandwidths(model: &HostModel, set: &NoisingSet) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn the_noising_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
-    let model = HostModel::init(&spec(), 8);
-    let rows = 12;
+fn noising_set(rows: usize, harmful: impl Fn(usize) -> bool) -> NoisingSet {
     let mut r = rng(33);
-    let set = NoisingSet {
+    NoisingSet {
         data: task(32, rows, 0.0, 1),
-        harmful: (0..rows).map(|r| r % 3 != 0).collect(),
+        harmful: (0..rows).map(harmful).collect(),
         noise: [9, 7]
             .map(|width| uniform(&mut r, rows * width, 1.5))
             .to_vec(),
         alpha: 0.7,
         beta: 2.0,
-    };
-    let bandwidths = host_bandwidths(&model, &set);
-    let loss = |m: &HostModel| host_noising_loss(m, &set, &bandwidths);
+    }
+}
+
+/// The loss and its gradient against the host, on a batch of harmful and utility rows and on one
+/// without harmful rows (the noise and harmful terms vanish; the bandwidth's floor keeps the
+/// kernels finite).
+#[test]
+fn the_noising_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
+    let model = HostModel::init(&spec(), 8);
     let layers = model.layers.len();
-    check_loss_and_gradient("repnoise", &model, TrainRows::Noising(&set), &loss, layers);
+    for (what, set) in [
+        ("repnoise", noising_set(12, |r| r % 3 != 0)),
+        ("repnoise without harmful rows", noising_set(12, |_| false)),
+    ] {
+        let bandwidths = host_bandwidths(&model, &set);
+        let loss = |m: &HostModel| host_noising_loss(m, &set, &bandwidths);
+        check_loss_and_gradient(what, &model, TrainRows::Noising(&set), &loss, layers);
+    }
+}
+
+/// A batch's columns: each row's share of the batch's harmful rows and of its utility rows (the
+/// batch's counts, not the set's), and each hidden layer's noise of those rows.
+#[test]
+fn a_noising_batch_reads_its_own_shares_and_its_rows_noise() {
+    let set = noising_set(12, |r| r % 3 != 0);
+    let chunk = [3, 0, 5, 7, 9];
+    let columns = TrainRows::Noising(&set).columns_of(&chunk);
+    let values = |label: &str| -> Vec<f64> {
+        let column = columns.iter().find(|c| c.label == label).expect(label);
+        column.values.clone()
+    };
+    // Rows 5 and 7 are harmful (r % 3 != 0), rows 3, 0 and 9 utility.
+    assert_eq!(values("batch.harmful_share"), [0.0, 0.0, 0.5, 0.5, 0.0]);
+    let third = 1.0 / 3.0;
+    assert_eq!(
+        values("batch.utility_share"),
+        [third, third, 0.0, 0.0, third]
+    );
+    let noise: Vec<_> = columns
+        .iter()
+        .filter(|c| c.label == "batch.noise")
+        .collect();
+    assert_eq!(noise.len(), 2);
+    for (column, (layer_noise, width)) in noise.iter().zip(set.noise.iter().zip([9, 7])) {
+        assert_eq!(column.cols, width);
+        let expected: Vec<f64> = (chunk.iter())
+            .flat_map(|&r| layer_noise[r * width..(r + 1) * width].to_vec())
+            .collect();
+        assert_eq!(column.values, expected);
+    }
 }
 
 /// RepNoise's stated property (Rosati et al. 2024, section 3): training brings the harmful

@@ -15,6 +15,7 @@ use std::fmt::Write;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ranked {
     pub defense: String,
+    /// The defended model's utility-task accuracy before any attack.
     pub utility: f64,
     /// Attackers that succeeded at a learning rate where they succeed undefended, of those with
     /// such a rate.
@@ -37,8 +38,8 @@ pub struct Ranked {
 pub const UTILITY_BOUND: f64 = super::utility_bound::EPSILONS[0];
 
 /// The attacks on every defence (benign fine-tuning left out), ranked hardest to attack first:
-/// fewest attackers breaking it under the paper protocol, then under the sweep, then the most
-/// steps to its fastest success (none: hardest). An attacker is an optimiser, or an adaptive
+/// the smallest share of its attackers breaking it under the paper protocol, then under the
+/// sweep, then the most steps to its fastest success (none: hardest). An attacker is an optimiser, or an adaptive
 /// rewrite with an optimiser (`lora-weight r=8 adam`), judged at the learning rates where the
 /// same attacker succeeds on the undefended model.
 pub fn ranking(records: &[RunRecord]) -> Vec<Ranked> {
@@ -85,12 +86,10 @@ pub fn ranking(records: &[RunRecord]) -> Vec<Ranked> {
                 .filter_map(|r| Some((r.steps_to_success()?, attacker(r), r.lr)))
                 .min_by(|a, b| a.0.cmp(&b.0).then(a.2.total_cmp(&b.2)));
             let plain = runs.iter().find(|r| r.adaptive.is_none()).or(runs.first());
-            let strongest = plain
-                .and_then(|r| strongest_within(records, &r.defended_model_label(), UTILITY_BOUND))
-                .map(|r| {
-                    let attack = format!("{} at {:.0e}", attacker(r), r.lr);
-                    (r.final_harmful_accuracy, attack)
-                });
+            let strongest = (strongest_within(records, &defense, UTILITY_BOUND)).map(|r| {
+                let attack = format!("{} at {:.0e}", attacker(r), r.lr);
+                (r.final_harmful_accuracy, attack)
+            });
             Ranked {
                 utility: plain.map_or(f64::NAN, |r| r.utility_after_defense),
                 trials_to_success: (search.iter())
@@ -106,12 +105,25 @@ pub fn ranking(records: &[RunRecord]) -> Vec<Ranked> {
             }
         })
         .collect();
+    // By the share of the attackers judged that break it: a defence fewer attackers ran against
+    // is not the harder for it.
     rows.sort_by(|a, b| {
-        (a.paper_broken.len().cmp(&b.paper_broken.len()))
-            .then(a.sweep_broken.len().cmp(&b.sweep_broken.len()))
+        let paper = |r: &Ranked| share(r.paper_broken.len(), r.paper_judged);
+        let sweep = |r: &Ranked| share(r.sweep_broken.len(), r.sweep_judged);
+        (paper(a).total_cmp(&paper(b)))
+            .then(sweep(a).total_cmp(&sweep(b)))
             .then(fastest_steps(b).cmp(&fastest_steps(a)))
     });
     rows
+}
+
+/// `broken / judged`, 0 where none was judged.
+fn share(broken: usize, judged: usize) -> f64 {
+    if judged == 0 {
+        0.0
+    } else {
+        broken as f64 / judged as f64
+    }
 }
 
 /// Who attacked: the optimiser, after the adaptive rewrite where there is one.
@@ -150,7 +162,7 @@ pub fn ranking_table(records: &[RunRecord]) -> Option<String> {
     let cells: Vec<[String; 7]> = (ranking(records).into_iter())
         .map(|r| {
             let fastest = match &r.fastest {
-                Some((steps, optimizer, lr)) => format!("{steps} steps ({optimizer} at {lr:.0e})"),
+                Some((steps, attacker, lr)) => format!("{steps} steps ({attacker} at {lr:.0e})"),
                 None => "never".to_string(),
             };
             [

@@ -19,8 +19,8 @@ pub use second_order::{
     AdaHessianSettings, HessianAverage, MuonSettings, NEWTON_SCHULZ, NewtonCgSettings,
     SecondOrderConfig, SecondOrderHyper, SecondOrderState, SophiaEstimator, SophiaSettings,
 };
-pub(crate) use train::{default_divergence_loss, default_eval_every, default_schedule};
 pub use train::{
     MAX_BATCH, MAX_STEPS, TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy,
     train,
 };
+pub(crate) use train::{default_divergence_loss, default_eval_every, default_schedule};

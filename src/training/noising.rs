@@ -10,8 +10,10 @@
 //! Differences from the reference: a sequence model's loss also reads the harmful loss of every
 //! hidden state through the output head (a logit lens); an MLP's hidden layers have no head, so
 //! the harmful term is the model's own loss. The noise is drawn once per row (the reference
-//! draws it every step); the bandwidth's mean includes each sample's zero distance to itself
-//! (the reference leaves those out: a factor 2n / (2n - 1), under 1% at 64 harmful rows).
+//! draws it every step), so each harmful row meets the same noise vector every epoch (the
+//! property test measures against a fresh sample); the bandwidth's mean includes each sample's
+//! zero distance to itself (the reference leaves those out: ours is (2n - 1) / 2n of its
+//! bandwidth, within 1% at 64 harmful rows).
 
 use super::objective::{Column, gather, shape_error};
 use crate::data::Dataset;
@@ -282,8 +284,10 @@ pub fn record(
         squared_distances(rec, x, sq_x, x, sq_x, d_xx)?;
         squared_distances(rec, noise, sq_n, noise, sq_n, d_nn)?;
         squared_distances(rec, x, sq_x, noise, sq_n, d_xn)?;
-        // Bandwidth: the pair-weighted mean squared distance over harmful and noise samples
-        // (the XN block counts twice, as XN and NX), / 4, detached.
+        // Bandwidth, detached: the pair weights' 1/n^2 make `total` the sum of the squared
+        // distances over all (2n)^2 pairs of harmful and noise samples (the XN block counts twice,
+        // as XN and NX) / n^2; / 4 more is their mean, and / 4 again the reference's
+        // kernel_mul^(kernel_num / 2).
         for (i, d) in [d_xx, d_nn, d_xn].into_iter().enumerate() {
             rec.binary(BinaryOp::Mul, pairs, d, product)?;
             if i == 0 {
@@ -322,15 +326,17 @@ pub fn record(
         rec.binary(BinaryOp::Mul, pairs, work, product)?;
         rec.reduce(Reduction::Sum, ReduceAxis::Whole, product, sum)?;
         rec.axpy(beta / hidden as f64, sum, ws.loss_sum)?;
-        // Its gradient in X, with P = pairs o G: 2 [rowsum(P_xx - P_xn) o X - P_xx X + P_xn N].
-        rec.binary(BinaryOp::Mul, pairs, g_xx, work)?;
-        rec.binary(BinaryOp::Mul, pairs, g_xn, product)?;
-        rec.binary(BinaryOp::Sub, work, product, k_xx)?;
-        rec.reduce(Reduction::Sum, ReduceAxis::PerRow, k_xx, row_sums)?;
+        // Its gradient in X, with P = pairs o G: 2 [rowsum(P_xx - P_xn) o X - P_xx X + P_xn N]
+        // (the K_* sums are spent: their tensors hold the P's).
+        let (p_xx, p_xn, p_difference) = (work, product, k_xx);
+        rec.binary(BinaryOp::Mul, pairs, g_xx, p_xx)?;
+        rec.binary(BinaryOp::Mul, pairs, g_xn, p_xn)?;
+        rec.binary(BinaryOp::Sub, p_xx, p_xn, p_difference)?;
+        rec.reduce(Reduction::Sum, ReduceAxis::PerRow, p_difference, row_sums)?;
         rec.matmul(row_sums, ones_width, spread, false, false)?;
         rec.binary(BinaryOp::Mul, spread, x, term)?;
-        rec.matmul_scaled(work, x, term, false, false, -1.0, 1.0)?;
-        rec.matmul_scaled(product, noise, term, false, false, 1.0, 1.0)?;
+        rec.matmul_scaled(p_xx, x, term, false, false, -1.0, 1.0)?;
+        rec.matmul_scaled(p_xn, noise, term, false, false, 1.0, 1.0)?;
         rec.scale(2.0 * beta / hidden as f64, term, gradient)?;
         gradients.push((l, gradient));
     }
