@@ -6,33 +6,25 @@
 
 mod common;
 
-use common::{gpu, rng, run_quietly, short_quick, uniform};
+use common::{
+    SMALL_FEATURES, flat, gpu, numeric_gradient, rng, run_quietly, run_with_notes, short_quick,
+    small_spec, train_settings, uniform,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use specdef::Tolerance;
 use specdef::data::Dataset;
-use specdef::defense::{Defense, Npo, RepNoise, Rmu, TrainingStage, row_cross_entropy};
+use specdef::defense::{Defense, LossStage, Npo, RepNoise, Rmu, row_cross_entropy};
 use specdef::engine::Engine;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::linalg::Matrix;
-use specdef::model::{ActivationChoice, DeviceModel, HostModel, ModelSpec};
+use specdef::model::{DeviceModel, HostModel};
 use specdef::training::{
-    HiddenTargetSet, NoisingSet, PreferenceSet, TrainRows, TrainSession, TrainSet, TrainSettings,
+    HiddenTargetSet, NoisingSet, PreferenceSet, TrainRows, TrainSession, TrainSet,
 };
 
-const FEATURES: usize = 6;
-
-fn spec() -> ModelSpec {
-    ModelSpec {
-        widths: vec![FEATURES, 9, 7, 4],
-        activation: ActivationChoice::Tanh,
-    }
-}
-
-fn settings(text: &str) -> TrainSettings {
-    toml::from_str(text).expect("train settings")
-}
+const FEATURES: usize = SMALL_FEATURES;
 
 /// A few labelled rows (the evaluation set a session needs).
 fn eval_set(rows: usize) -> Dataset {
@@ -73,7 +65,7 @@ fn hidden_set(model: &HostModel, layer: usize, rows: usize) -> HiddenTargetSet {
 const LR: f64 = 1e-3;
 fn one_sgd_step(engine: &mut dyn Engine, model: &HostModel, rows: TrainRows) -> (f64, HostModel) {
     let device = DeviceModel::upload(engine, model).unwrap();
-    let settings = settings(&format!(
+    let settings = train_settings(&format!(
         "optimizer = 'sgd'\nlr = {LR}\nsteps = 1\neval_every = 1"
     ));
     let mut session =
@@ -81,37 +73,6 @@ fn one_sgd_step(engine: &mut dyn Engine, model: &HostModel, rows: TrainRows) -> 
     session.run_to_end(engine).unwrap();
     let outcome = session.finish();
     (outcome.loss_curve[0].1, device.download(engine).unwrap())
-}
-
-/// The gradient by central differences of the host loss, parameter by parameter.
-fn numeric_gradient(model: &HostModel, loss: &dyn Fn(&HostModel) -> f64) -> Vec<f64> {
-    let keys: Vec<_> = model.parameters().into_iter().map(|(k, _)| k).collect();
-    let mut gradient = Vec::new();
-    for key in keys {
-        let count = model
-            .parameters()
-            .iter()
-            .find(|(k, _)| *k == key)
-            .unwrap()
-            .1
-            .values
-            .len();
-        for i in 0..count {
-            let h = 1e-6;
-            let mut plus = model.clone();
-            plus.parameter_mut(key).unwrap().values[i] += h;
-            let mut minus = model.clone();
-            minus.parameter_mut(key).unwrap().values[i] -= h;
-            gradient.push((loss(&plus) - loss(&minus)) / (2.0 * h));
-        }
-    }
-    gradient
-}
-
-fn flat(model: &HostModel) -> Vec<f64> {
-    (model.parameters().into_iter())
-        .flat_map(|(_, m)| m.values.clone())
-        .collect()
 }
 
 /// One SGD step on every engine against the host in f64: the loss before it, and the step's
@@ -186,7 +147,7 @@ fn check_loss_and_gradient(
 
 #[test]
 fn the_hidden_layer_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
-    let model = HostModel::init(&spec(), 5);
+    let model = HostModel::init(&small_spec(), 5);
     // Layers 0 and 1 (through tanh) and layer 2 (the logits, no activation after it); the layers
     // after the loss's have no gradient and stay as released.
     for layer in 0..3 {
@@ -242,7 +203,7 @@ fn preference_set(model: &HostModel, rows: usize) -> PreferenceSet {
 
 #[test]
 fn the_preference_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
-    let model = HostModel::init(&spec(), 6);
+    let model = HostModel::init(&small_spec(), 6);
     let set = preference_set(&model, 12);
     let loss = |m: &HostModel| host_preference_loss(m, &set);
     let layers = model.layers.len();
@@ -353,7 +314,7 @@ fn noising_set(rows: usize, harmful: impl Fn(usize) -> bool) -> NoisingSet {
 /// kernels finite).
 #[test]
 fn the_noising_loss_and_its_gradient_match_the_host_in_f64_on_every_engine() {
-    let model = HostModel::init(&spec(), 8);
+    let model = HostModel::init(&small_spec(), 8);
     let layers = model.layers.len();
     for (what, set) in [
         ("repnoise", noising_set(12, |r| r % 3 != 0)),
@@ -403,12 +364,12 @@ fn a_noising_batch_reads_its_own_shares_and_its_rows_noise() {
 /// the retain term keeps the utility task.
 #[test]
 fn repnoise_brings_harmful_representations_toward_noise_and_keeps_utility_on_every_engine() {
-    let model = HostModel::init(&spec(), 14);
+    let model = HostModel::init(&small_spec(), 14);
     let (harmful, utility) = (task(51, 40, 0.6, 2), task(52, 40, -0.6, 0));
     let with_beta = |beta| RepNoise {
         alpha: 1.0,
         beta,
-        train: settings("optimizer = 'adamw'\nlr = 1e-2\nsteps = 200\neval_every = 50"),
+        train: train_settings("optimizer = 'adamw'\nlr = 1e-2\nsteps = 200\neval_every = 50"),
     };
     let repnoise = with_beta(4.0);
     let trained = |engine: &mut dyn Engine, stage: &RepNoise| -> HostModel {
@@ -530,14 +491,14 @@ fn alignment(
 /// inputs align with the control vector, while those on utility inputs stay where they were.
 #[test]
 fn rmu_aligns_harmful_activations_with_its_control_vector_on_every_engine() {
-    let model = HostModel::init(&spec(), 9);
+    let model = HostModel::init(&small_spec(), 9);
     let (harmful, utility) = (task(21, 40, 0.6, 2), task(22, 40, -0.6, 0));
     let rmu = Rmu {
         layer: 1,
         // tanh bounds each coordinate by 1: a norm-2 vector of 7 non-negative coordinates fits.
         steering: 2.0,
         retain_weight: 10.0,
-        train: settings("optimizer = 'adam'\nlr = 1e-2\nsteps = 400\neval_every = 100"),
+        train: train_settings("optimizer = 'adam'\nlr = 1e-2\nsteps = 400\neval_every = 100"),
     };
     let TrainSet::HiddenTargets(set) = rmu.training_set(&model, &utility, &harmful, 4).unwrap()
     else {
@@ -590,7 +551,7 @@ fn a_scenario_runs_its_rmu_baseline_and_records_it_as_a_defence_of_its_own() {
         layer: 1,
         steering: 20.0,
         retain_weight: 100.0,
-        train: settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 30\neval_every = 10"),
+        train: train_settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 30\neval_every = 10"),
     };
     scenario.defense.baselines = vec![Defense::Rmu(Box::new(rmu.clone()))];
     scenario.validate().unwrap();
@@ -627,7 +588,7 @@ fn a_baseline_with_settings_that_do_not_fit_is_refused_naming_the_field() {
         layer,
         steering: 20.0,
         retain_weight: 100.0,
-        train: settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
+        train: train_settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
     };
     // Layer 2 of [64, 64, 64, 10] is the logits, not a hidden layer.
     scenario.defense.baselines = vec![Defense::Rmu(Box::new(rmu(2)))];
@@ -653,7 +614,7 @@ fn a_baseline_with_settings_that_do_not_fit_is_refused_naming_the_field() {
     let npo = Npo {
         beta: 0.0,
         retain_weight: 1.0,
-        train: settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
+        train: train_settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
     };
     scenario.defense.baselines = vec![Defense::Npo(Box::new(npo))];
     let e = scenario.validate().unwrap_err();
@@ -661,7 +622,7 @@ fn a_baseline_with_settings_that_do_not_fit_is_refused_naming_the_field() {
     let repnoise = RepNoise {
         alpha: 1.0,
         beta: f64::NAN,
-        train: settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
+        train: train_settings("optimizer = 'adam'\nlr = 1e-3\nsteps = 30"),
     };
     scenario.defense.baselines = vec![Defense::RepNoise(Box::new(repnoise))];
     let e = scenario.validate().unwrap_err();
@@ -677,12 +638,12 @@ fn a_baseline_with_settings_that_do_not_fit_is_refused_naming_the_field() {
 /// term keeps the utility task.
 #[test]
 fn npo_lowers_the_harmful_log_likelihood_ratio_and_keeps_utility_on_every_engine() {
-    let model = HostModel::init(&spec(), 12);
+    let model = HostModel::init(&small_spec(), 12);
     let (harmful, utility) = (task(41, 40, 0.6, 2), task(42, 40, -0.6, 0));
     let npo = Npo {
         beta: 0.1,
         retain_weight: 1.0,
-        train: settings("optimizer = 'adamw'\nlr = 1e-2\nsteps = 200\neval_every = 50"),
+        train: train_settings("optimizer = 'adamw'\nlr = 1e-2\nsteps = 200\neval_every = 50"),
     };
     let TrainSet::Preference(set) = npo.training_set(&model, &utility, &harmful, 0).unwrap() else {
         panic!("NPO trains on preference rows")
@@ -732,29 +693,6 @@ fn npo_lowers_the_harmful_log_likelihood_ratio_and_keeps_utility_on_every_engine
 }
 
 /// Runs a scenario on the f32 CPU engine to the end, keeping its notes.
-fn run_with_notes(
-    scenario: &specdef::scenario::Scenario,
-    cache_dir: Option<std::path::PathBuf>,
-) -> (specdef::scenario::ScenarioOutcome, Vec<String>) {
-    let mut notes = Vec::new();
-    let (mut progress, mut log) = (
-        |_: usize, _: usize, _: &str| {},
-        |note: &str| notes.push(note.to_string()),
-    );
-    let outcome = specdef::scenario::run_scenario(
-        &mut CpuEngine32::new(),
-        scenario,
-        &mut specdef::scenario::RunSettings {
-            variant: None,
-            cache_dir,
-            progress: &mut progress,
-            log: &mut log,
-        },
-    )
-    .unwrap();
-    (outcome, notes)
-}
-
 /// A baseline attacked by two targets (the harmful task and trainability's benign one) trains
 /// once per run, and a second run of the same released model reads it from the cache, with the
 /// same outcomes.
@@ -765,7 +703,7 @@ fn a_baseline_trains_once_per_run_and_is_cached_between_runs() {
     let npo = Npo {
         beta: 0.1,
         retain_weight: 1.0,
-        train: settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 20\neval_every = 10"),
+        train: train_settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 20\neval_every = 10"),
     };
     scenario.defense.baselines = vec![Defense::Npo(Box::new(npo))];
     let cache = common::scratch("baselines", "cache");
@@ -798,7 +736,7 @@ fn specdef_stacks_on_a_baseline_trained_once() {
         layer: 1,
         steering: 20.0,
         retain_weight: 100.0,
-        train: settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 30\neval_every = 10"),
+        train: train_settings("optimizer = 'adamw'\nlr = 1e-3\nsteps = 30\neval_every = 10"),
     };
     scenario.defense.baselines = vec![Defense::Rmu(Box::new(rmu))];
     scenario.defense.stack_alphas = vec![1e4];
@@ -841,11 +779,11 @@ fn specdef_stacks_on_a_baseline_trained_once() {
 /// on it is refused by name before any upload, not run as something else.
 #[test]
 fn a_second_order_optimiser_on_a_baseline_loss_is_refused() {
-    let model = HostModel::init(&spec(), 6);
+    let model = HostModel::init(&small_spec(), 6);
     let set = preference_set(&model, 8);
     let mut engine = CpuEngine64::new();
     let device = DeviceModel::upload(&mut engine, &model).unwrap();
-    let sophia = settings("optimizer = 'sophia'\nlr = 1e-3\nsteps = 1");
+    let sophia = train_settings("optimizer = 'sophia'\nlr = 1e-3\nsteps = 1");
     let rows = TrainRows::Preference(&set);
     let e = TrainSession::start_rows(&mut engine, &device, rows, &eval_set(5), &sophia, 0)
         .err()
@@ -870,7 +808,9 @@ fn lora_on_the_weights_attacks_every_baseline_and_stack() {
     let trained: Vec<&Defense> = (defences.iter())
         .filter(|d| d.trained_part().is_some())
         .collect();
-    assert_eq!(trained.len(), 6, "three baselines and their stacks");
+    let baselines = scenario.defense.baselines.len();
+    assert_eq!(baselines, 5, "RMU, NPO, RepNoise, TAR and immunisation");
+    assert_eq!(trained.len(), 2 * baselines, "each baseline and its stack");
     for defense in [&Defense::None].into_iter().chain(trained) {
         let expected = format!("{} + lora-weight r=8", defense.label());
         assert!(lora.contains(&expected), "{expected} not in {lora:?}");

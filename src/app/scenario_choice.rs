@@ -2,6 +2,7 @@
 //! (the quick scenario's data, model and pre-training, with the user's alpha, k, layers,
 //! optimiser, learning rate and step budget, and optionally the baseline defences beside it).
 
+use crate::defense::Defense;
 use crate::scenario::{LrGrid, Scenario};
 use crate::training::OptimizerKind;
 
@@ -44,7 +45,7 @@ impl ScenarioChoice {
 }
 
 /// The hand-set run: undefended and SpecDef at one alpha (and the baselines of the built-in
-/// `baselines` variant where asked), attacked with one optimiser at one lr.
+/// `baselines` variant trained on one loss where asked), attacked with one optimiser at one lr.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CustomRun {
     pub log10_alpha: f64,
@@ -91,8 +92,13 @@ impl CustomRun {
         scenario.attack.steps = self.steps;
         if self.baselines {
             // The variant's baselines, judged as it judges them (its divergence threshold).
+            // TAR and condition-number immunisation are left to the native run: TAR's steps
+            // each run an attack, and immunisation's each wait on the host (minutes more on a
+            // software WebGPU).
             let variant = Scenario::builtin(Some("baselines"))?;
-            scenario.defense.baselines = variant.defense.baselines;
+            scenario.defense.baselines = (variant.defense.baselines.into_iter())
+                .filter(Defense::is_single_loss_stage)
+                .collect();
             scenario.attack.divergence_loss = variant.attack.divergence_loss;
         }
         scenario.validate()?;

@@ -52,6 +52,25 @@ impl Dataset {
         }
     }
 
+    /// Each image `classes` times, labelled with each class in turn: cross-entropy on these rows
+    /// is cross-entropy against the uniform distribution over the classes (minimised by the
+    /// maximum-entropy output).
+    pub fn with_every_label(&self, classes: usize) -> Dataset {
+        let mut inputs = Vec::with_capacity(self.len() * classes * self.features);
+        let mut labels = Vec::with_capacity(self.len() * classes);
+        for image in self.inputs.chunks(self.features) {
+            for class in 0..classes {
+                inputs.extend_from_slice(image);
+                labels.push(class);
+            }
+        }
+        Dataset {
+            inputs,
+            labels,
+            features: self.features,
+        }
+    }
+
     /// The rows whose label is in `classes`.
     pub fn with_classes(&self, classes: &[usize]) -> Dataset {
         let indices: Vec<usize> = (0..self.len())

@@ -16,7 +16,7 @@
 //! mean over its rows of the row's term: with as many rows of each, half the reference's.
 
 use super::DefenseError;
-use super::stage::{TrainingStage, harmful_then_utility, non_negative, validate_settings};
+use super::stage::{LossStage, harmful_then_utility, non_negative, validate_settings};
 use crate::data::Dataset;
 use crate::engine::cpu::CpuEngine64;
 use crate::model::{HostModel, ModelSpec, predict};
@@ -52,8 +52,8 @@ pub fn row_cross_entropy(logits: &[f64], labels: &[usize]) -> Vec<f64> {
         .collect()
 }
 
-impl TrainingStage for Npo {
-    fn validate(&self, _model: &ModelSpec) -> Result<(), DefenseError> {
+impl LossStage for Npo {
+    fn check(&self, _model: &ModelSpec) -> Result<(), DefenseError> {
         if !(self.beta.is_finite() && self.beta > 0.0) {
             return Err(DefenseError::Config(format!(
                 "npo.beta must be a positive number, got {}",
@@ -62,6 +62,10 @@ impl TrainingStage for Npo {
         }
         non_negative("npo", "retain_weight", self.retain_weight)?;
         validate_settings("npo", &self.train)
+    }
+
+    fn train_settings(&self) -> &TrainSettings {
+        &self.train
     }
 
     /// The harmful images to forget, each with the released model's loss on its label (f64),
@@ -73,7 +77,7 @@ impl TrainingStage for Npo {
         harmful: &Dataset,
         _seed: u64,
     ) -> Result<TrainSet, DefenseError> {
-        self.validate(&base.spec)?;
+        self.check(&base.spec)?;
         let logits = predict(&mut CpuEngine64::new(), base, &harmful.inputs)
             .map_err(|e| DefenseError::Config(format!("npo: the reference model's losses: {e}")))?;
         let mut reference_loss = row_cross_entropy(&logits, &harmful.labels);
@@ -86,9 +90,5 @@ impl TrainingStage for Npo {
             beta: self.beta,
             retain_weight: self.retain_weight,
         }))
-    }
-
-    fn settings(&self) -> &TrainSettings {
-        &self.train
     }
 }

@@ -9,7 +9,7 @@
 //! averages over its own rows of the batch, as the reference's over its own batch.
 
 use super::DefenseError;
-use super::stage::{TrainingStage, harmful_then_utility, non_negative, validate_settings};
+use super::stage::{LossStage, harmful_then_utility, non_negative, validate_settings};
 use crate::data::Dataset;
 use crate::model::{HostModel, ModelSpec};
 use crate::training::{NoisingSet, TrainSet, TrainSettings};
@@ -38,11 +38,15 @@ impl RepNoise {
     }
 }
 
-impl TrainingStage for RepNoise {
-    fn validate(&self, _model: &ModelSpec) -> Result<(), DefenseError> {
+impl LossStage for RepNoise {
+    fn check(&self, _model: &ModelSpec) -> Result<(), DefenseError> {
         non_negative("repnoise", "alpha", self.alpha)?;
         non_negative("repnoise", "beta", self.beta)?;
         validate_settings("repnoise", &self.train)
+    }
+
+    fn train_settings(&self) -> &TrainSettings {
+        &self.train
     }
 
     /// The harmful images, then the utility images, with a standard Gaussian sample per row and
@@ -54,7 +58,7 @@ impl TrainingStage for RepNoise {
         harmful: &Dataset,
         seed: u64,
     ) -> Result<TrainSet, DefenseError> {
-        self.validate(&base.spec)?;
+        self.check(&base.spec)?;
         let (data, flags) = harmful_then_utility(harmful, utility);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ NOISE_SEED);
         let noise = (0..base.layers.len() - 1)
@@ -72,9 +76,5 @@ impl TrainingStage for RepNoise {
             alpha: self.alpha,
             beta: self.beta,
         }))
-    }
-
-    fn settings(&self) -> &TrainSettings {
-        &self.train
     }
 }

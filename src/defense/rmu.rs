@@ -15,7 +15,7 @@
 //!   `retain_weight`: with as many rows of each (digits 5-9 against 0-4), half the reference's.
 
 use super::DefenseError;
-use super::stage::{TrainingStage, non_negative, validate_settings};
+use super::stage::{LossStage, non_negative, validate_settings};
 use crate::data::Dataset;
 use crate::linalg::Matrix;
 use crate::model::{HostModel, ModelSpec};
@@ -60,8 +60,8 @@ impl Rmu {
     }
 }
 
-impl TrainingStage for Rmu {
-    fn validate(&self, model: &ModelSpec) -> Result<(), DefenseError> {
+impl LossStage for Rmu {
+    fn check(&self, model: &ModelSpec) -> Result<(), DefenseError> {
         let hidden = model.layer_count().saturating_sub(1);
         if self.layer >= hidden {
             return Err(DefenseError::Config(format!(
@@ -75,6 +75,10 @@ impl TrainingStage for Rmu {
         validate_settings("rmu", &self.train)
     }
 
+    fn train_settings(&self) -> &TrainSettings {
+        &self.train
+    }
+
     /// Each harmful image with the control vector as its target, each utility image with
     /// `base`'s own activations (f64) as its target.
     fn training_set(
@@ -84,7 +88,7 @@ impl TrainingStage for Rmu {
         harmful: &Dataset,
         seed: u64,
     ) -> Result<TrainSet, DefenseError> {
-        self.validate(&base.spec)?;
+        self.check(&base.spec)?;
         let width = base.spec.layer_shape(self.layer).1;
         let control = self.control_vector(width, seed);
         let kept = base.layer_output(
@@ -105,9 +109,5 @@ impl TrainingStage for Rmu {
             width,
             weights,
         }))
-    }
-
-    fn settings(&self) -> &TrainSettings {
-        &self.train
     }
 }

@@ -20,6 +20,9 @@ use thiserror::Error;
 pub enum DefenseError {
     #[error("defence: {0}")]
     Config(String),
+    /// A defence trained on the engine failed there.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("defence: layer {0} is already defended")]
     AlreadyDefended(usize),
     #[error(

@@ -3,12 +3,45 @@
 
 use super::DefenseError;
 use crate::data::Dataset;
-use crate::model::{HostModel, ModelSpec};
-use crate::training::{TrainSet, TrainSettings};
+use crate::engine::Engine;
+use crate::model::{DeviceModel, HostModel, ModelSpec};
+use crate::training::{TrainRun, TrainSession, TrainSet, TrainSettings};
+
+/// The data a stage trains and evaluates on.
+#[derive(Clone, Copy, Debug)]
+pub struct StageData<'a> {
+    pub utility: &'a Dataset,
+    pub harmful: &'a Dataset,
+    /// Evaluation accuracy is measured on these (the utility test set).
+    pub eval: &'a Dataset,
+}
 
 pub trait TrainingStage {
     /// Checks the settings against the model before any work, naming the field.
     fn validate(&self, model: &ModelSpec) -> Result<(), DefenseError>;
+
+    /// The outer training run's settings (steps, optimiser, divergence threshold).
+    fn settings(&self) -> &TrainSettings;
+
+    /// Starts training `device`, the released model `base` on the engine, in place; the
+    /// caller drives the run and reads the model back when it ends.
+    fn start(
+        &self,
+        engine: &mut dyn Engine,
+        device: &DeviceModel,
+        base: &HostModel,
+        data: StageData,
+        seed: u64,
+    ) -> Result<Box<dyn TrainRun>, DefenseError>;
+}
+
+/// A stage that is one loss over a training set of its own, trained by the plain loop (RMU,
+/// NPO, RepNoise); its `TrainingStage` follows from this.
+pub trait LossStage {
+    /// As `TrainingStage::validate`.
+    fn check(&self, model: &ModelSpec) -> Result<(), DefenseError>;
+
+    fn train_settings(&self) -> &TrainSettings;
 
     /// The stage's training rows, built from the released model `base` (its frozen activations
     /// or likelihoods) and the utility and harmful training sets.
@@ -19,8 +52,31 @@ pub trait TrainingStage {
         harmful: &Dataset,
         seed: u64,
     ) -> Result<TrainSet, DefenseError>;
+}
 
-    fn settings(&self) -> &TrainSettings;
+impl<T: LossStage> TrainingStage for T {
+    fn validate(&self, model: &ModelSpec) -> Result<(), DefenseError> {
+        self.check(model)
+    }
+
+    fn settings(&self) -> &TrainSettings {
+        self.train_settings()
+    }
+
+    fn start(
+        &self,
+        engine: &mut dyn Engine,
+        device: &DeviceModel,
+        base: &HostModel,
+        data: StageData,
+        seed: u64,
+    ) -> Result<Box<dyn TrainRun>, DefenseError> {
+        let set = self.training_set(base, data.utility, data.harmful, seed)?;
+        let settings = self.train_settings();
+        let session =
+            TrainSession::start_rows(engine, device, set.rows(), data.eval, settings, seed)?;
+        Ok(Box::new(session))
+    }
 }
 
 /// The checks every stage's training settings share: first-order (the stages' losses have no

@@ -3,7 +3,7 @@
 //! defence is a new variant here and its parameters travel with every result it produced, not a
 //! label string and columns of its own.
 
-use super::{DefenseError, Npo, RepNoise, Rmu, SpecDef, TrainingStage};
+use super::{Conditioning, DefenseError, Npo, RepNoise, Rmu, SpecDef, Tar, TrainingStage};
 use crate::linalg::{Matrix, Svd};
 use crate::model::HostModel;
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,10 @@ pub enum Defense {
     Npo(Box<Npo>),
     /// RepNoise (`repnoise.rs`): a training stage on the engine.
     RepNoise(Box<RepNoise>),
+    /// TAR (`tar.rs`): a meta-learning training stage on the engine.
+    Tar(Box<Tar>),
+    /// Condition-number immunisation (`conditioning.rs`): a training stage on the engine.
+    Conditioning(Box<Conditioning>),
     /// A baseline with SpecDef applied to the model it trained: does SpecDef stack?
     Stacked(Box<Stacked>),
 }
@@ -39,7 +43,7 @@ pub struct Stacked {
 
 impl Defense {
     /// As records' `defense` column names it: `none`, `specdef`, `specdef-thin`,
-    /// `specdef-ablation`, `rmu`, `npo`, `repnoise`, `stacked`.
+    /// `specdef-ablation`, `rmu`, `npo`, `repnoise`, `tar`, `conditioning`, `stacked`.
     pub fn name(&self) -> &'static str {
         match self {
             Defense::None => "none",
@@ -47,6 +51,8 @@ impl Defense {
             Defense::Rmu(_) => "rmu",
             Defense::Npo(_) => "npo",
             Defense::RepNoise(_) => "repnoise",
+            Defense::Tar(_) => "tar",
+            Defense::Conditioning(_) => "conditioning",
             Defense::Stacked(_) => "stacked",
         }
     }
@@ -60,6 +66,8 @@ impl Defense {
             Defense::Rmu(d) => d.label(),
             Defense::Npo(d) => d.label(),
             Defense::RepNoise(d) => d.label(),
+            Defense::Tar(d) => d.label(),
+            Defense::Conditioning(d) => d.label(),
             Defense::Stacked(d) => format!("{} + {}", d.baseline.label(), d.spec_def.label()),
         }
     }
@@ -77,6 +85,8 @@ impl Defense {
             | Defense::Rmu(_)
             | Defense::Npo(_)
             | Defense::RepNoise(_)
+            | Defense::Tar(_)
+            | Defense::Conditioning(_)
             | Defense::Stacked(_) => None,
         }
     }
@@ -88,6 +98,8 @@ impl Defense {
             Defense::Rmu(d) => Some(d.as_ref()),
             Defense::Npo(d) => Some(d.as_ref()),
             Defense::RepNoise(d) => Some(d.as_ref()),
+            Defense::Tar(d) => Some(d.as_ref()),
+            Defense::Conditioning(d) => Some(d.as_ref()),
             Defense::Stacked(d) => d.baseline.training_stage(),
             Defense::None | Defense::SpecDef(_) => None,
         }
@@ -97,7 +109,11 @@ impl Defense {
     /// a stack): what trained models are kept and cached under.
     pub fn trained_part(&self) -> Option<&Defense> {
         match self {
-            Defense::Rmu(_) | Defense::Npo(_) | Defense::RepNoise(_) => Some(self),
+            Defense::Rmu(_)
+            | Defense::Npo(_)
+            | Defense::RepNoise(_)
+            | Defense::Tar(_)
+            | Defense::Conditioning(_) => Some(self),
             Defense::Stacked(d) => Some(&d.baseline),
             Defense::None | Defense::SpecDef(_) => None,
         }
@@ -106,6 +122,28 @@ impl Defense {
     /// A baseline defence itself (trained, not stacked under SpecDef).
     pub fn is_baseline(&self) -> bool {
         self.trained_part() == Some(self)
+    }
+
+    /// A defence trained by the plain loop on one loss (RMU, NPO, RepNoise): TAR runs an attack
+    /// inside each of its steps, and condition-number immunisation waits on the host at each.
+    pub fn is_single_loss_stage(&self) -> bool {
+        matches!(
+            self,
+            Defense::Rmu(_) | Defense::Npo(_) | Defense::RepNoise(_)
+        )
+    }
+
+    /// One of the baselines of the paper's main table (RepNoise, TAR, RMU, NPO; its ELM is the
+    /// relearning setting's released model), which its claims about baselines are about;
+    /// condition-number immunisation is the suite's addition.
+    pub fn in_paper_table(&self) -> bool {
+        match self {
+            Defense::Rmu(_) | Defense::Npo(_) | Defense::RepNoise(_) | Defense::Tar(_) => true,
+            Defense::None
+            | Defense::SpecDef(_)
+            | Defense::Conditioning(_)
+            | Defense::Stacked(_) => false,
+        }
     }
 
     /// The defended model from what the training stage trained: that model, or SpecDef's
@@ -139,9 +177,12 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply_with(base, seed, svd),
-            Defense::Rmu(_) | Defense::Npo(_) | Defense::RepNoise(_) | Defense::Stacked(_) => {
-                Err(self.not_a_rewrite())
-            }
+            Defense::Rmu(_)
+            | Defense::Npo(_)
+            | Defense::RepNoise(_)
+            | Defense::Tar(_)
+            | Defense::Conditioning(_)
+            | Defense::Stacked(_) => Err(self.not_a_rewrite()),
         }
     }
 
@@ -150,9 +191,12 @@ impl Defense {
         match self {
             Defense::None => Ok(base.clone()),
             Defense::SpecDef(d) => d.apply(base, seed),
-            Defense::Rmu(_) | Defense::Npo(_) | Defense::RepNoise(_) | Defense::Stacked(_) => {
-                Err(self.not_a_rewrite())
-            }
+            Defense::Rmu(_)
+            | Defense::Npo(_)
+            | Defense::RepNoise(_)
+            | Defense::Tar(_)
+            | Defense::Conditioning(_)
+            | Defense::Stacked(_) => Err(self.not_a_rewrite()),
         }
     }
 

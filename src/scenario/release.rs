@@ -50,19 +50,17 @@ impl Release {
 /// image with each of the `classes` labels, each image `classes` times.
 pub fn suppression_set(utility: &Dataset, harmful: &Dataset, classes: usize) -> Dataset {
     let features = utility.features;
-    let rows = (utility.len() + harmful.len()) * classes;
-    let (mut inputs, mut labels) = (
-        Vec::with_capacity(rows * features),
-        Vec::with_capacity(rows),
-    );
-    for (set, uniform) in [(utility, false), (harmful, true)] {
-        for (image, &label) in set.inputs.chunks(features).zip(&set.labels) {
-            for class in 0..classes {
-                inputs.extend_from_slice(image);
-                labels.push(if uniform { class } else { label });
-            }
+    let mut inputs = Vec::with_capacity((utility.len() + harmful.len()) * classes * features);
+    let mut labels = Vec::with_capacity((utility.len() + harmful.len()) * classes);
+    for (image, &label) in utility.inputs.chunks(features).zip(&utility.labels) {
+        for _ in 0..classes {
+            inputs.extend_from_slice(image);
+            labels.push(label);
         }
     }
+    let uniform = harmful.with_every_label(classes);
+    inputs.extend_from_slice(&uniform.inputs);
+    labels.extend_from_slice(&uniform.labels);
     Dataset {
         inputs,
         labels,

@@ -14,12 +14,14 @@ use super::{
     AttackRun, DefenseSummary, Release, RunError, RunRecord, Scenario, ScenarioOutcome,
     SvdPlacement, Target, Task, TaskData, layer_sigmas,
 };
-use crate::defense::{Defense, relative_errors};
+use crate::defense::{Defense, StageData, relative_errors};
 use crate::engine::cpu::{CpuEngine32, CpuEngine64};
 use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
 use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
 use crate::model::{DeviceModel, HostModel, PendingPredict, predict, take_read};
-use crate::training::{TrainOutcome, TrainSession, TrainSettings, accuracy, mean_cross_entropy};
+use crate::training::{
+    TrainOutcome, TrainRun, TrainSession, TrainSettings, accuracy, mean_cross_entropy,
+};
 use std::path::PathBuf;
 use web_time::Instant;
 
@@ -41,10 +43,11 @@ enum Stage {
         eval: PendingPredict,
     },
     Defend,
-    /// A baseline defence trained on the engine (RMU, NPO, RepNoise), from the released model.
+    /// A baseline defence trained on the engine (RMU, NPO, RepNoise, TAR), from the released
+    /// model.
     DefenseTrain {
         device: Owned<DeviceModel>,
-        session: TrainSession,
+        session: Box<dyn TrainRun>,
     },
     DefenseDownload {
         device: Owned<DeviceModel>,
@@ -107,7 +110,7 @@ pub struct ScenarioSession {
 
 /// Moves a training run on: to its end when blocking, else by one non-blocking step.
 fn drive(
-    session: &mut TrainSession,
+    session: &mut dyn TrainRun,
     engine: &mut dyn Engine,
     block: bool,
 ) -> Result<bool, RunError> {
@@ -310,8 +313,8 @@ impl ScenarioSession {
         match &self.stage {
             Stage::Pretrain { session, .. }
             | Stage::Suppress { session, .. }
-            | Stage::DefenseTrain { session, .. }
             | Stage::Attack { session, .. } => Some(&session.outcome().loss_curve),
+            Stage::DefenseTrain { session, .. } => Some(&session.outcome().loss_curve),
             _ => None,
         }
     }
@@ -588,18 +591,13 @@ impl ScenarioSession {
                 let target = &self.targets[self.target_index];
                 let seed = self.scenario.seed;
                 if let Some(stage) = target.defense.training_stage() {
-                    let data = &self.data;
-                    let set =
-                        stage.training_set(base, &data.utility_train, &data.harmful_train, seed)?;
+                    let data = StageData {
+                        utility: &self.data.utility_train,
+                        harmful: &self.data.harmful_train,
+                        eval: &self.data.utility_test,
+                    };
                     let device = DeviceModel::upload(engine, base)?;
-                    let session = TrainSession::start_rows(
-                        engine,
-                        &device,
-                        set.rows(),
-                        &data.utility_test,
-                        stage.settings(),
-                        seed,
-                    )?;
+                    let session = stage.start(engine, &device, base, data, seed)?;
                     return Ok((Stage::DefenseTrain { device, session }, true));
                 }
                 let model = match self.scenario.defense.svd {
@@ -614,18 +612,21 @@ impl ScenarioSession {
                 device,
                 mut session,
             } => {
-                let moved = drive(&mut session, engine, block)?;
+                let moved = drive(&mut *session, engine, block)?;
                 if !session.is_finished() {
                     return Ok((Stage::DefenseTrain { device, session }, moved));
                 }
-                let outcome = session.finish();
+                let outcome = session.outcome();
                 let trained = self.current_target().defense.trained_part();
                 self.notes.push(format!(
-                    "{}: trained for {} steps, loss {:.4}, utility accuracy {:.3}",
+                    "{}: trained for {} steps, loss {:.4}, utility accuracy {:.3}{}",
                     trained.map_or(String::new(), Defense::label),
                     outcome.steps_run,
                     outcome.final_loss,
-                    outcome.final_accuracy
+                    outcome.final_accuracy,
+                    session
+                        .summary()
+                        .map_or(String::new(), |s| format!("; {s}"))
                 ));
                 let ticket = device.begin_download(engine)?;
                 (Stage::DefenseDownload { device, ticket }, true)

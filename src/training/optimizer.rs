@@ -331,6 +331,14 @@ impl OptimizerState {
         })
     }
 
+    /// Records the state's return to zero (a fresh optimiser, as for each of TAR's simulated
+    /// attacks); the next `record_step` counts from step 1 again.
+    pub fn record_reset(&self, rec: &mut Recording) {
+        for tensor in self.slots.iter().flat_map(|slot| &slot.state) {
+            rec.fill(0.0, *tensor);
+        }
+    }
+
     /// Records one update of every parameter at learning rate `lr` (times each group's
     /// scale); `step` counts from 1.
     pub fn record_step(&self, rec: &mut Recording, lr: f64, step: u32) -> Result<(), EngineError> {

@@ -3,6 +3,7 @@
 //! steps only. Divergence (a non-finite loss, or one over the bound) is a measured outcome.
 
 use super::objective::{Objective, TrainRows, gather};
+use super::run::{Chunked, TrainRun};
 use super::{
     GroupSettings, OptimizerConfig, OptimizerHyper, OptimizerKind, OptimizerState, Schedule,
     SecondOrderConfig, SecondOrderHyper, SecondOrderState,
@@ -239,6 +240,45 @@ pub struct TrainOutcome {
     pub final_loss: f64,
 }
 
+impl TrainOutcome {
+    /// Nothing measured yet.
+    pub(super) fn empty() -> Self {
+        Self {
+            loss_curve: Vec::new(),
+            accuracy_curve: Vec::new(),
+            steps_to_target: None,
+            diverged_at: None,
+            steps_run: 0,
+            final_accuracy: 0.0,
+            final_loss: f64::NAN,
+        }
+    }
+
+    /// Takes an evaluation at `step` (the training loss, the evaluation accuracy) and says
+    /// whether the run ends there: diverged, target reached, or out of steps.
+    pub(super) fn take(
+        &mut self,
+        step: usize,
+        loss: f64,
+        acc: f64,
+        settings: &TrainSettings,
+    ) -> bool {
+        self.loss_curve.push((step, loss));
+        self.accuracy_curve.push((step, acc));
+        self.steps_run = step;
+        self.final_accuracy = acc;
+        self.final_loss = loss;
+        if !loss.is_finite() || loss > settings.divergence_loss {
+            self.diverged_at = Some(step);
+        } else if let Some(target) = settings.target_accuracy
+            && acc >= target
+        {
+            self.steps_to_target = Some(step);
+        }
+        self.diverged_at.is_some() || self.steps_to_target.is_some() || step >= settings.steps
+    }
+}
+
 /// Fraction of rows whose largest logit is at the label (NaN logits count as wrong).
 pub fn accuracy(logits: &[f64], labels: &[usize]) -> f64 {
     if labels.is_empty() {
@@ -281,15 +321,15 @@ pub fn mean_cross_entropy(logits: &[f64], labels: &[usize]) -> f64 {
 
 /// A data set uploaded as fixed batches (shuffled once by the seed, the remainder dropped): the
 /// inputs, and the columns the loss reads (labels first for cross-entropy).
-struct Batches {
-    inputs: Vec<crate::Tensor>,
-    columns: Vec<Vec<crate::Tensor>>,
-    size: usize,
+pub(super) struct Batches {
+    pub(super) inputs: Vec<crate::Tensor>,
+    pub(super) columns: Vec<Vec<crate::Tensor>>,
+    pub(super) size: usize,
     _owner: Allocation,
 }
 
 impl Batches {
-    fn upload(
+    pub(super) fn upload(
         engine: &mut dyn Engine,
         rows: TrainRows,
         batch_size: Option<usize>,
@@ -317,6 +357,18 @@ impl Batches {
             size,
             _owner: owner,
         })
+    }
+
+    /// The workspace `ws` reading batch `index` (modulo the number of batches), and that
+    /// batch's columns.
+    pub(super) fn at(&self, index: usize, ws: &Workspace) -> (Workspace, &[crate::Tensor]) {
+        let b = index % self.inputs.len();
+        let ws = Workspace {
+            inputs: self.inputs[b],
+            targets: self.columns[b][0],
+            ..Workspace::clone(ws)
+        };
+        (ws, &self.columns[b][..])
     }
 }
 
@@ -448,15 +500,7 @@ impl TrainSession {
             eval_forward,
             submitted: 0,
             in_flight: None,
-            outcome: TrainOutcome {
-                loss_curve: Vec::new(),
-                accuracy_curve: Vec::new(),
-                steps_to_target: None,
-                diverged_at: None,
-                steps_run: 0,
-                final_accuracy: 0.0,
-                final_loss: f64::NAN,
-            },
+            outcome: TrainOutcome::empty(),
             finished: settings.steps == 0,
         })
     }
@@ -468,6 +512,36 @@ impl TrainSession {
     /// What the run has measured so far (all of it once finished).
     pub fn outcome(&self) -> &TrainOutcome {
         &self.outcome
+    }
+
+    /// One non-blocking move (`TrainRun::advance`).
+    pub fn advance(&mut self, engine: &mut dyn Engine) -> Result<bool, EngineError> {
+        TrainRun::advance(self, engine)
+    }
+
+    /// Runs to the end, blocking on each readback (native).
+    pub fn run_to_end(&mut self, engine: &mut dyn Engine) -> Result<(), EngineError> {
+        TrainRun::run_to_end(self, engine)
+    }
+
+    /// The run's outcome; everything the run allocated is freed with the session (the model
+    /// itself stays with its owner).
+    pub fn finish(self) -> TrainOutcome {
+        self.outcome
+    }
+}
+
+impl Chunked for TrainSession {
+    fn finished(&self) -> bool {
+        self.finished
+    }
+
+    fn outcome(&self) -> &TrainOutcome {
+        &self.outcome
+    }
+
+    fn in_flight(&mut self) -> &mut Option<ReadTicket> {
+        &mut self.in_flight
     }
 
     /// Records and submits the next `eval_every` steps plus the evaluation pass, and starts
@@ -482,15 +556,7 @@ impl TrainSession {
             (self.submitted + settings.eval_every.max(1)).min(settings.steps)
         };
         let mut rec = Recording::new();
-        let batch = |s: usize| {
-            let b = s % self.batches.inputs.len();
-            let ws = Workspace {
-                inputs: self.batches.inputs[b],
-                targets: self.batches.columns[b][0],
-                ..Workspace::clone(&self.workspace)
-            };
-            (ws, &self.batches.columns[b][..])
-        };
+        let batch = |s: usize| self.batches.at(s, &self.workspace);
         let (objective, scratch) = (self.objective, &self.loss_scratch.0[..]);
         if chunk_end == 0 {
             let (ws, columns) = batch(0);
@@ -523,64 +589,7 @@ impl TrainSession {
         let step = self.submitted;
         let loss = values[0][0] / self.objective.loss_divisor(self.batches.size);
         let acc = accuracy(&values[1], &self.eval_labels);
-        let outcome = &mut self.outcome;
-        outcome.loss_curve.push((step, loss));
-        outcome.accuracy_curve.push((step, acc));
-        outcome.steps_run = step;
-        outcome.final_accuracy = acc;
-        outcome.final_loss = loss;
-        if !loss.is_finite() || loss > self.settings.divergence_loss {
-            outcome.diverged_at = Some(step);
-        } else if let Some(target) = self.settings.target_accuracy
-            && acc >= target
-        {
-            outcome.steps_to_target = Some(step);
-        }
-        self.finished = outcome.diverged_at.is_some()
-            || outcome.steps_to_target.is_some()
-            || step >= self.settings.steps;
-    }
-
-    /// One non-blocking move: takes the values of the submission in flight if they are there,
-    /// and submits the next one if the run goes on. Returns whether anything happened.
-    pub fn advance(&mut self, engine: &mut dyn Engine) -> Result<bool, EngineError> {
-        if let Some(ticket) = &mut self.in_flight {
-            match engine.poll_read(ticket)? {
-                None => return Ok(false),
-                Some(values) => {
-                    self.in_flight = None;
-                    self.receive(values);
-                }
-            }
-        }
-        if !self.finished {
-            self.submit_chunk(engine)?;
-        }
-        Ok(true)
-    }
-
-    /// Runs to the end, blocking on each readback (native).
-    pub fn run_to_end(&mut self, engine: &mut dyn Engine) -> Result<(), EngineError> {
-        while !self.finished {
-            let mut ticket = match self.in_flight.take() {
-                Some(ticket) => ticket,
-                None => {
-                    self.submit_chunk(engine)?;
-                    self.in_flight
-                        .take()
-                        .expect("a submission starts a readback")
-                }
-            };
-            let values = engine.wait_read(&mut ticket)?;
-            self.receive(values);
-        }
-        Ok(())
-    }
-
-    /// The run's outcome; everything the run allocated is freed with the session (the model
-    /// itself stays with its owner).
-    pub fn finish(self) -> TrainOutcome {
-        self.outcome
+        self.finished = self.outcome.take(step, loss, acc, &self.settings);
     }
 }
 

@@ -119,6 +119,93 @@ pub fn run_quietly(
     .unwrap()
 }
 
+/// The input width of the small models' tasks (`small_spec`).
+pub const SMALL_FEATURES: usize = 6;
+
+/// The small model of the defences' tests: 6-9-7-4 with tanh.
+pub fn small_spec() -> ModelSpec {
+    ModelSpec {
+        widths: vec![SMALL_FEATURES, 9, 7, 4],
+        activation: ActivationChoice::Tanh,
+    }
+}
+
+/// Training settings from TOML text.
+pub fn train_settings(text: &str) -> specdef::training::TrainSettings {
+    toml::from_str(text).expect("train settings")
+}
+
+/// A task a model can learn: inputs uniform in [-1, 1] around `shift`, labelled `first` where
+/// the first input is below `shift` and `first + 1` above (harmful and utility tasks differ in
+/// mean and in classes, as digits 5-9 and 0-4 do).
+pub fn learnable_task(seed: u64, rows: usize, shift: f64, first: usize) -> specdef::data::Dataset {
+    let inputs = uniform(&mut rng(seed), rows * SMALL_FEATURES, 1.0);
+    specdef::data::Dataset {
+        labels: (inputs.chunks(SMALL_FEATURES))
+            .map(|row| first + usize::from(row[0] > 0.0))
+            .collect(),
+        inputs: inputs.iter().map(|v| v + shift).collect(),
+        features: SMALL_FEATURES,
+    }
+}
+
+/// The gradient by central differences of the host loss, parameter by parameter.
+pub fn numeric_gradient(model: &HostModel, loss: &dyn Fn(&HostModel) -> f64) -> Vec<f64> {
+    let keys: Vec<_> = model.parameters().into_iter().map(|(k, _)| k).collect();
+    let mut gradient = Vec::new();
+    for key in keys {
+        let count = model
+            .parameters()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .unwrap()
+            .1
+            .values
+            .len();
+        for i in 0..count {
+            let h = 1e-6;
+            let mut plus = model.clone();
+            plus.parameter_mut(key).unwrap().values[i] += h;
+            let mut minus = model.clone();
+            minus.parameter_mut(key).unwrap().values[i] -= h;
+            gradient.push((loss(&plus) - loss(&minus)) / (2.0 * h));
+        }
+    }
+    gradient
+}
+
+/// Every parameter of the model, in registry order, as one vector.
+pub fn flat(model: &HostModel) -> Vec<f64> {
+    (model.parameters().into_iter())
+        .flat_map(|(_, m)| m.values.clone())
+        .collect()
+}
+
+/// Runs a scenario to the end on the f32 CPU engine (with `cache_dir` as the model cache),
+/// keeping its notes.
+pub fn run_with_notes(
+    scenario: &Scenario,
+    cache_dir: Option<std::path::PathBuf>,
+) -> (ScenarioOutcome, Vec<String>) {
+    let mut notes = Vec::new();
+    let (mut progress, mut log) = (
+        |_: usize, _: usize, _: &str| {},
+        |note: &str| notes.push(note.to_string()),
+    );
+    let outcome = run_scenario(
+        &mut CpuEngine32::new(),
+        scenario,
+        &mut RunSettings {
+            variant: None,
+            cache_dir,
+            progress: &mut progress,
+            log: &mut log,
+        },
+    )
+    .unwrap();
+    (outcome, notes)
+}
+
 /// A model with every layer form: layer 0 a weight with a LoRA branch, layer 1 a 3-factor chain
 /// whose middle factor has a LoRA branch, layer 2 SpecDef's [W~, C] with an injected layer after.
 /// Widths 6-9-7-4 with `activation`.
