@@ -1,5 +1,6 @@
 //! The result folder of a scenario, written by `specdef run --out DIR` and by the native app's
-//! "Save results": `runs.jsonl`, `runs.csv`, `tables.txt`, the SVG plots and the marker
+//! "Save results": `runs.jsonl`, `runs.csv`, `tables.txt`, `defense_training.csv` where baseline
+//! defences were trained, the SVG plots and the marker
 //! `specdef-results.json` that lists them, written as one set (`atomic_folder`): a reader sees
 //! the old set or the new one, never a mix. The browser cannot write folders; it downloads the
 //! JSON lines instead.
@@ -11,6 +12,8 @@ use crate::scenario::{DefenseSummary, RunRecord};
 pub const RUNS_JSONL: &str = "runs.jsonl";
 pub const RUNS_CSV: &str = "runs.csv";
 pub const TABLES_TXT: &str = "tables.txt";
+/// The baseline defences' training curves, where the run trained any.
+pub const DEFENSE_TRAINING_CSV: &str = "defense_training.csv";
 
 /// The tables the command line prints and writes to `tables.txt`: the main table, the success
 /// windows, the slowdown, the defences ranked (with baselines), the adaptive attacks, the
@@ -100,6 +103,7 @@ impl ResultFolder {
     ) -> Result<Published, RunFolderError> {
         let jsonl = report::to_json_lines(records)?;
         let tables = tables(records, defenses);
+        let training = report::defense_training_csv(defenses);
         let figures = report::plots::render_all(records);
         let plots = figures.drawn;
         let mut written = Vec::new();
@@ -109,6 +113,11 @@ impl ResultFolder {
             (TABLES_TXT, tables.as_bytes()),
         ]
         .into_iter()
+        .chain(
+            training
+                .as_ref()
+                .map(|csv| (DEFENSE_TRAINING_CSV, csv.as_bytes())),
+        )
         .chain(
             plots
                 .iter()

@@ -724,6 +724,40 @@ fn a_baseline_trains_once_per_run_and_is_cached_between_runs() {
         };
     assert_eq!(npo_runs(&first).len(), 2 * 2 + 2);
     assert_eq!(npo_runs(&first), npo_runs(&second));
+    // Its training curves: measured at step 0 and each evaluation, kept in the cache entry.
+    let curves = |outcome: &specdef::scenario::ScenarioOutcome| {
+        let npo = (outcome.defenses.iter())
+            .find(|d| d.defense.name() == "npo")
+            .expect("the NPO summary");
+        npo.training.clone()
+    };
+    let trained = curves(&first);
+    let names: Vec<&str> = trained.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["loss", "eval_accuracy"]);
+    for curve in &trained {
+        let steps: Vec<usize> = curve.points.iter().map(|p| p.0).collect();
+        assert_eq!(steps, [0, 10, 20], "{}", curve.name);
+    }
+    assert_eq!(
+        curves(&second),
+        trained,
+        "the curves read back from the cache"
+    );
+    let csv = specdef::report::defense_training_csv(&first.defenses).expect("a trained baseline");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(specdef::report::DEFENSE_TRAINING_HEADER));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(
+        rows.len(),
+        6,
+        "two curves of three points, the baseline once: {csv}"
+    );
+    assert!(rows.iter().all(|r| r.starts_with("npo b=0.1,")), "{csv}");
+    let last_accuracy = trained[1].points[2].1;
+    assert!(
+        rows[5].ends_with(&format!(",eval_accuracy,20,{last_accuracy}")),
+        "{csv}"
+    );
     let _ = std::fs::remove_dir_all(&cache);
 }
 

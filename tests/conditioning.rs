@@ -174,6 +174,18 @@ fn conditioning_makes_the_harmful_probe_ill_conditioned_and_keeps_utility_on_eve
         let mut session = conditioning.start(engine, &device, &base, data, 0).unwrap();
         session.run_to_end(engine).unwrap();
         assert_eq!(session.outcome().diverged_at, None, "{name}");
+        // The run's own curve of the measure rises too (a looser bound: it is measured in the
+        // engine's precision at the evaluations, not in f64 after the last step).
+        let curves = session.curves();
+        let harmful_curve = (curves.iter())
+            .find(|c| c.name == "harmful_condition_number")
+            .expect("a harmful condition-number curve");
+        let (first, last) = (
+            harmful_curve.points[0],
+            *harmful_curve.points.last().unwrap(),
+        );
+        assert_eq!(first.0, 0, "{name}: the curve starts before training");
+        assert!(last.1 > 10.0 * first.1, "{name}: {first:?} -> {last:?}");
         let after = device.download(engine).unwrap();
         let (harmful_after, utility_after) = (
             probe_condition(&after, &harmful, 1),

@@ -276,4 +276,9 @@ fn a_scenario_runs_its_tar_baseline_and_refuses_settings_that_do_not_fit() {
     }
     let note = (notes.iter()).find(|n| n.starts_with("tar k=4: trained for 20 steps"));
     assert!(note.is_some(), "{notes:?}");
+    // The tamper-resistance loss is a curve of the baseline's training, beside loss and accuracy.
+    let names: Vec<&str> = baseline.training.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["loss", "eval_accuracy", "tamper_loss"]);
+    let tamper = &baseline.training[2].points;
+    assert!(!tamper.is_empty() && tamper.iter().all(|p| p.1.is_finite() && p.1 > 0.0));
 }

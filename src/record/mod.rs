@@ -248,13 +248,7 @@ impl RunRecord {
     }
 
     pub fn csv_row(&self) -> String {
-        fn text(s: &str) -> String {
-            if s.contains([',', '"', '\n']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.to_string()
-            }
-        }
+        let text = csv_text;
         fn opt<T: ToString>(v: Option<T>) -> String {
             v.map_or(String::new(), |v| v.to_string())
         }
@@ -331,4 +325,13 @@ fn harmful() -> String {
 /// A finite number, or None (JSON null) for NaN and infinities.
 pub fn finite(value: f64) -> Option<f64> {
     value.is_finite().then_some(value)
+}
+
+/// A CSV field: quoted (inner quotes doubled) where it holds a comma, a quote or a newline.
+pub fn csv_text(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

@@ -6,6 +6,7 @@ pub mod claims;
 mod compare;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cost_plot;
+mod defense_training;
 pub mod document;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod heatmap;
@@ -31,6 +32,7 @@ pub mod window_plot;
 pub use crate::atomic_file::write_atomically;
 pub use adaptive_table::adaptive_table;
 pub use compare::{CompareSettings, Comparison, MetricSummary, OUTCOME_METRICS, compare};
+pub use defense_training::{DEFENSE_TRAINING_HEADER, defense_training_csv};
 pub use immunisation::immunisation_table;
 pub use precision::{Frontier, UTILITY_POINT, frontiers};
 pub use ranking::{Ranked, UTILITY_BOUND, ranking, ranking_table};

@@ -7,10 +7,14 @@
 //! user's cache folder, not a world-writable one.
 
 use crate::model::{HostModel, ModelSpec, file};
+use crate::training::Curve;
 use std::path::{Path, PathBuf};
 
 const KEY_FIELD: &str = "specdef.cache_key";
 const CHECKSUM_FIELD: &str = "specdef.checksum";
+/// A baseline's training curves (`Curve::to_json`), so a run from the cache reports them too;
+/// not covered by the checksum, which guards the parameters.
+const CURVES_FIELD: &str = "specdef.training_curves";
 
 /// `$SPECDEF_CACHE_DIR`, else `$XDG_CACHE_HOME/specdef`, else `~/.cache/specdef`; None where
 /// none is known (the run then pretrains without a cache).
@@ -66,6 +70,16 @@ impl ModelCache {
     /// The cached model where there is one that can be trusted; else None and, where a file
     /// was there, why it was not used.
     pub fn load(&self, spec: &ModelSpec) -> (Option<HostModel>, Option<String>) {
+        let (model, note) = self.load_with_curves(spec);
+        (model.map(|(model, _)| model), note)
+    }
+
+    /// As `load`, with the training curves stored beside the model (none where it has none or
+    /// they cannot be read; the model is still used).
+    pub fn load_with_curves(
+        &self,
+        spec: &ModelSpec,
+    ) -> (Option<(HostModel, Vec<Curve>)>, Option<String>) {
         let shown = self.file.display();
         let bytes = match crate::input_file::read_bounded(
             &self.file,
@@ -100,22 +114,38 @@ impl ModelCache {
         if (model.parameters().iter()).any(|(_, m)| m.values.iter().any(|v| !v.is_finite())) {
             return refuse("has non-finite weights".to_string());
         }
+        let curves = (metadata.get(CURVES_FIELD)).map(|text| Curve::from_json(text));
+        let curves_note = match &curves {
+            Some(Err(e)) => format!(" (its training curves are unreadable: {e})"),
+            _ => String::new(),
+        };
         (
-            Some(model),
-            Some(format!("{} model from cache {shown}", self.holds)),
+            Some((model, curves.and_then(Result::ok).unwrap_or_default())),
+            Some(format!(
+                "{} model from cache {shown}{curves_note}",
+                self.holds
+            )),
         )
     }
 
     /// Writes the model with its key and checksum (atomically).
     pub fn store(&self, model: &HostModel) -> Result<(), String> {
+        self.store_with_curves(model, &[])
+    }
+
+    /// As `store`, with the training curves that produced the model (none: nothing stored).
+    pub fn store_with_curves(&self, model: &HostModel, curves: &[Curve]) -> Result<(), String> {
         if let Some(dir) = self.file.parent() {
             crate::atomic_file::create_folder(dir)
                 .map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        let extra = [
+        let mut extra = vec![
             (KEY_FIELD, self.key.clone()),
             (CHECKSUM_FIELD, file::parameter_checksum(model)),
         ];
+        if !curves.is_empty() {
+            extra.push((CURVES_FIELD, Curve::to_json(curves)));
+        }
         let bytes = file::encode_with(model, "none", &extra)?;
         crate::atomic_file::write_atomically(&self.file, &bytes)
             .map_err(|e| format!("{}: {e}", self.file.display()))

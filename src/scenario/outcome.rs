@@ -9,7 +9,7 @@ use crate::engine::{EngineError, EngineInfo};
 use crate::linalg::faer_svd;
 use crate::model::file::ModelFileError;
 use crate::model::{FactorRole, HostModel, Matrix};
-use crate::training::{TrainOutcome, TrainSettings};
+use crate::training::{Curve, TrainOutcome, TrainSettings};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -36,6 +36,9 @@ pub enum RunError {
 pub struct DefenseSummary {
     pub label: String,
     pub defense: Defense,
+    /// The curves of the baseline training the defence holds (a stack's included); none for
+    /// SpecDef alone and the undefended model.
+    pub training: Vec<Curve>,
     /// The adaptive attacker's rewrite, as records name it (`factorisation p=4`).
     pub adaptive: Option<String>,
     /// Parameters the rewrite added to the defended model.

@@ -20,7 +20,7 @@ use crate::engine::{Engine, EngineInfo, Owned, ReadTicket};
 use crate::linalg::{JACOBI_SWEEPS, jacobi_svd};
 use crate::model::{DeviceModel, HostModel, PendingPredict, predict, take_read};
 use crate::training::{
-    TrainOutcome, TrainRun, TrainSession, TrainSettings, accuracy, mean_cross_entropy,
+    Curve, TrainOutcome, TrainRun, TrainSession, TrainSettings, accuracy, mean_cross_entropy,
 };
 use std::path::PathBuf;
 use web_time::Instant;
@@ -52,6 +52,8 @@ enum Stage {
     DefenseDownload {
         device: Owned<DeviceModel>,
         ticket: ReadTicket,
+        /// The training's curves, kept with the model.
+        curves: Vec<Curve>,
     },
     DefenseEval {
         model: HostModel,
@@ -73,6 +75,13 @@ enum Stage {
     Done,
 }
 
+/// A baseline defence trained once in this run (or found in the cache), with its curves.
+struct TrainedBaseline {
+    defense: Defense,
+    model: HostModel,
+    curves: Vec<Curve>,
+}
+
 pub struct ScenarioSession {
     scenario: Scenario,
     variant: Option<String>,
@@ -91,7 +100,7 @@ pub struct ScenarioSession {
     cache_dir: Option<PathBuf>,
     /// The baseline defences trained so far (a baseline attacked by several targets, the
     /// harmful task's and trainability's, trains once).
-    trained_baselines: Vec<(Defense, HostModel)>,
+    trained_baselines: Vec<TrainedBaseline>,
     stage: Stage,
     base: Option<HostModel>,
     from_cache: bool,
@@ -390,15 +399,18 @@ impl ScenarioSession {
     /// cache by an earlier run of the same released model, engine and defence.
     fn trained_baseline(&mut self) -> Option<HostModel> {
         let part = self.current_target().defense.trained_part()?.clone();
-        if let Some((_, model)) = self.trained_baselines.iter().find(|(d, _)| *d == part) {
-            return Some(model.clone());
+        if let Some(done) = self.trained_baselines.iter().find(|b| b.defense == part) {
+            return Some(done.model.clone());
         }
-        let (model, note) = self.baseline_cache(&part)?.load(&self.scenario.model);
+        let (found, note) = (self.baseline_cache(&part)?).load_with_curves(&self.scenario.model);
         self.notes.extend(note);
-        if let Some(model) = &model {
-            self.trained_baselines.push((part, model.clone()));
-        }
-        model
+        let (model, curves) = found?;
+        self.trained_baselines.push(TrainedBaseline {
+            defense: part,
+            model: model.clone(),
+            curves,
+        });
+        Some(model)
     }
 
     /// The defended model from the baseline's trained one (SpecDef on top for a stack), then
@@ -629,27 +641,48 @@ impl ScenarioSession {
                         .map_or(String::new(), |s| format!("; {s}"))
                 ));
                 let ticket = device.begin_download(engine)?;
-                (Stage::DefenseDownload { device, ticket }, true)
+                let curves = session.curves();
+                (
+                    Stage::DefenseDownload {
+                        device,
+                        ticket,
+                        curves,
+                    },
+                    true,
+                )
             }
-            Stage::DefenseDownload { device, mut ticket } => {
-                match take_read(engine, &mut ticket, block)? {
-                    None => (Stage::DefenseDownload { device, ticket }, false),
-                    Some(values) => {
-                        let model = device.host_from(values);
-                        let part = (self.current_target().defense.trained_part())
-                            .expect("a trained defence")
-                            .clone();
-                        if let Some(cache) = self.baseline_cache(&part)
-                            && let Err(e) = cache.store(&model)
-                        {
-                            let label = part.label();
-                            self.notes.push(format!("could not cache {label}: {e}"));
-                        }
-                        self.trained_baselines.push((part, model.clone()));
-                        (self.defend_trained(engine, model)?, true)
+            Stage::DefenseDownload {
+                device,
+                mut ticket,
+                curves,
+            } => match take_read(engine, &mut ticket, block)? {
+                None => (
+                    Stage::DefenseDownload {
+                        device,
+                        ticket,
+                        curves,
+                    },
+                    false,
+                ),
+                Some(values) => {
+                    let model = device.host_from(values);
+                    let part = (self.current_target().defense.trained_part())
+                        .expect("a trained defence")
+                        .clone();
+                    if let Some(cache) = self.baseline_cache(&part)
+                        && let Err(e) = cache.store_with_curves(&model, &curves)
+                    {
+                        let label = part.label();
+                        self.notes.push(format!("could not cache {label}: {e}"));
                     }
+                    self.trained_baselines.push(TrainedBaseline {
+                        defense: part,
+                        model: model.clone(),
+                        curves,
+                    });
+                    (self.defend_trained(engine, model)?, true)
                 }
-            }
+            },
             Stage::DefenseEval {
                 model,
                 overhead,
@@ -793,8 +826,12 @@ impl ScenarioSession {
             }
         }
         let target = self.current_target();
+        let training = (target.defense.trained_part())
+            .and_then(|part| self.trained_baselines.iter().find(|b| b.defense == *part))
+            .map_or(Vec::new(), |b| b.curves.clone());
         Ok(DefenseSummary {
             label: target.label(),
+            training,
             defense: target.defense.clone(),
             adaptive: target.adaptive.map(|a| a.describe(target.alpha())),
             adaptive_overhead,

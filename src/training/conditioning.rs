@@ -19,7 +19,7 @@
 
 use super::run::Chunked;
 use super::train::Batches;
-use super::{OptimizerState, TrainOutcome, TrainRows, TrainSettings, accuracy};
+use super::{Curve, OptimizerState, TrainOutcome, TrainRows, TrainSettings, accuracy};
 use crate::data::Dataset;
 use crate::engine::{Allocation, Engine, EngineError, Owned, ReadTicket, Recording, Tensor};
 use crate::linalg::{Matrix, faer_svd};
@@ -372,6 +372,16 @@ impl Chunked for ConditioningSession {
              utility {:.2e} -> {:.2e} (steps {} -> {})",
             first.2, last.2, first.1, last.1, first.0, last.0
         ))
+    }
+
+    fn own_curves(&self) -> Vec<Curve> {
+        let curve = |name, pick: fn(&(usize, f64, f64)) -> f64| {
+            Curve::new(name, self.condition_curve.iter().map(|p| (p.0, pick(p))))
+        };
+        vec![
+            curve("utility_condition_number", |p| p.1),
+            curve("harmful_condition_number", |p| p.2),
+        ]
     }
 
     fn in_flight(&mut self) -> &mut Option<ReadTicket> {

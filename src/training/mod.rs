@@ -5,6 +5,7 @@
 //! trainability's benign fine-tuning: none of them is an attack.
 
 mod conditioning;
+mod curve;
 mod noising;
 mod objective;
 mod optimizer;
@@ -18,6 +19,7 @@ pub use conditioning::{
     ConditioningObjective, ConditioningRows, ConditioningSession, EIGEN_FLOOR, condition_number,
     ill_conditioning, probe_hessian, well_conditioning,
 };
+pub use curve::Curve;
 pub use noising::NoisingSet;
 pub use objective::{HiddenTargetSet, PreferenceSet, TrainRows, TrainSet};
 pub use optimizer::{

@@ -128,44 +128,27 @@ pub enum OptimizerFamily {
     CurvatureAware,
 }
 
-/// Hyper-parameters, each defaulting to the reference implementation's value.
+/// Hyper-parameters; a field left out takes the reference implementation's value
+/// ([`Default`], the one place that states them).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct OptimizerHyper {
-    #[serde(default = "default_beta1")]
     pub beta1: f64,
-    #[serde(default = "default_beta2")]
     pub beta2: f64,
-    #[serde(default = "default_eps")]
     pub eps: f64,
     /// Momentum and Nesterov's coefficient.
-    #[serde(default = "default_momentum")]
     pub momentum: f64,
     /// Decoupled weight decay; absent: 0.01 for AdamW, 0 for the others.
-    #[serde(default)]
     pub weight_decay: Option<f64>,
-}
-
-fn default_beta1() -> f64 {
-    0.9
-}
-fn default_beta2() -> f64 {
-    0.999
-}
-fn default_eps() -> f64 {
-    1e-8
-}
-fn default_momentum() -> f64 {
-    0.9
 }
 
 impl Default for OptimizerHyper {
     fn default() -> Self {
         Self {
-            beta1: default_beta1(),
-            beta2: default_beta2(),
-            eps: default_eps(),
-            momentum: default_momentum(),
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            momentum: 0.9,
             weight_decay: None,
         }
     }

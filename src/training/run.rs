@@ -3,7 +3,7 @@
 //! drive a run (in the browser, GPU readbacks finish only between frames). The plain loop
 //! (`TrainSession`) and TAR's meta-learning loop (`TamperSession`) share this driving.
 
-use super::TrainOutcome;
+use super::{Curve, TrainOutcome};
 use crate::engine::{Engine, EngineError, ReadTicket};
 
 /// A training run as its driver sees it.
@@ -24,6 +24,9 @@ pub trait TrainRun {
     fn summary(&self) -> Option<String> {
         None
     }
+
+    /// Its curves: the training loss, the evaluation accuracy, then any of its own.
+    fn curves(&self) -> Vec<Curve>;
 }
 
 /// What a run does per submission; every such run is a `TrainRun`, driven by `advance` and
@@ -34,6 +37,10 @@ pub(super) trait Chunked {
     /// As `TrainRun::summary`.
     fn summary(&self) -> Option<String> {
         None
+    }
+    /// The curves of its own, beyond the loss and the evaluation accuracy.
+    fn own_curves(&self) -> Vec<Curve> {
+        Vec::new()
     }
     /// The readback of the submission in flight, if any.
     fn in_flight(&mut self) -> &mut Option<ReadTicket>;
@@ -62,6 +69,16 @@ impl<T: Chunked> TrainRun for T {
 
     fn summary(&self) -> Option<String> {
         Chunked::summary(self)
+    }
+
+    fn curves(&self) -> Vec<Curve> {
+        let outcome = Chunked::outcome(self);
+        let mut curves = vec![
+            Curve::new("loss", outcome.loss_curve.iter().copied()),
+            Curve::new("eval_accuracy", outcome.accuracy_curve.iter().copied()),
+        ];
+        curves.extend(self.own_curves());
+        curves
     }
 }
 

@@ -42,51 +42,34 @@ use serde::{Deserialize, Serialize};
 /// `[attack.second_order]` (or `[pretrain.second_order]`): the second-order optimisers'
 /// hyper-parameters, one table per optimiser, each field defaulting to its reference value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SecondOrderHyper {
-    #[serde(default)]
     pub muon: MuonSettings,
-    #[serde(default)]
     pub adahessian: AdaHessianSettings,
-    #[serde(default)]
     pub sophia: SophiaSettings,
-    #[serde(default)]
     pub newton_cg: NewtonCgSettings,
 }
 
-/// Muon's hyper-parameters (the reference `Muon`'s defaults). Biases train with AdamW on
-/// `[attack.hyper]`'s betas, eps and weight decay (0.01 when unset), at the run's rate.
+/// Muon's hyper-parameters; a field left out takes the reference `Muon`'s value ([`Default`]).
+/// Biases train with AdamW on `[attack.hyper]`'s betas, eps and weight decay (0.01 when unset),
+/// at the run's rate.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MuonSettings {
-    #[serde(default = "muon_momentum")]
     pub momentum: f64,
-    #[serde(default = "yes")]
     pub nesterov: bool,
     /// Newton-Schulz iterations.
-    #[serde(default = "ns_steps")]
     pub ns_steps: u32,
     /// Decoupled weight decay of the matrices: `p *= 1 - lr weight_decay` before the update.
-    #[serde(default)]
     pub weight_decay: f64,
-}
-
-fn muon_momentum() -> f64 {
-    0.95
-}
-fn yes() -> bool {
-    true
-}
-fn ns_steps() -> u32 {
-    5
 }
 
 impl Default for MuonSettings {
     fn default() -> Self {
         Self {
-            momentum: muon_momentum(),
+            momentum: 0.95,
             nesterov: true,
-            ns_steps: ns_steps(),
+            ns_steps: 5,
             weight_decay: 0.0,
         }
     }
@@ -104,46 +87,29 @@ pub enum HessianAverage {
     Rows,
 }
 
-/// AdaHessian's hyper-parameters (the reference's defaults).
+/// AdaHessian's hyper-parameters. A field left out takes the reference's value, from the
+/// kernel's [`AdaHessianHyper::default`]: the one place that states it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdaHessianSettings {
-    #[serde(default = "beta1")]
     pub beta1: f64,
-    #[serde(default = "beta2")]
     pub beta2: f64,
-    #[serde(default = "adahessian_eps")]
     pub eps: f64,
-    #[serde(default)]
     pub weight_decay: f64,
-    #[serde(default = "one")]
     pub hessian_power: f64,
-    #[serde(default)]
     pub average: HessianAverage,
-}
-
-fn beta1() -> f64 {
-    0.9
-}
-fn beta2() -> f64 {
-    0.999
-}
-fn adahessian_eps() -> f64 {
-    1e-4
-}
-fn one() -> f64 {
-    1.0
 }
 
 impl Default for AdaHessianSettings {
     fn default() -> Self {
+        let reference = AdaHessianHyper::default();
         Self {
-            beta1: beta1(),
-            beta2: beta2(),
-            eps: adahessian_eps(),
-            weight_decay: 0.0,
-            hessian_power: 1.0,
-            average: HessianAverage::Rows,
+            beta1: reference.beta1,
+            beta2: reference.beta2,
+            eps: reference.eps,
+            weight_decay: reference.weight_decay,
+            hessian_power: reference.hessian_power,
+            average: HessianAverage::default(),
         }
     }
 }
@@ -160,85 +126,55 @@ pub enum SophiaEstimator {
     Hutchinson,
 }
 
-/// Sophia's hyper-parameters (the reference SophiaG's defaults; the estimate is refreshed every
-/// `update_every` steps as in its training script).
+/// Sophia's hyper-parameters. A field left out takes the reference SophiaG's value, from the
+/// kernel's [`SophiaHyper::default`]: the one place that states it; the estimate is refreshed
+/// every `update_every` steps, 10 as in the reference's training script.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct SophiaSettings {
-    #[serde(default = "sophia_beta1")]
     pub beta1: f64,
-    #[serde(default = "sophia_beta2")]
     pub beta2: f64,
-    #[serde(default = "sophia_rho")]
     pub rho: f64,
-    #[serde(default = "sophia_weight_decay")]
     pub weight_decay: f64,
-    #[serde(default = "sophia_update_every")]
     pub update_every: u32,
-    #[serde(default)]
     pub estimator: SophiaEstimator,
-}
-
-fn sophia_beta1() -> f64 {
-    0.965
-}
-fn sophia_beta2() -> f64 {
-    0.99
-}
-fn sophia_rho() -> f64 {
-    0.04
-}
-fn sophia_weight_decay() -> f64 {
-    0.1
-}
-fn sophia_update_every() -> u32 {
-    10
 }
 
 impl Default for SophiaSettings {
     fn default() -> Self {
+        let reference = SophiaHyper::default();
         Self {
-            beta1: sophia_beta1(),
-            beta2: sophia_beta2(),
-            rho: sophia_rho(),
-            weight_decay: sophia_weight_decay(),
-            update_every: sophia_update_every(),
-            estimator: SophiaEstimator::Gnb,
+            beta1: reference.beta1,
+            beta2: reference.beta2,
+            rho: reference.rho,
+            weight_decay: reference.weight_decay,
+            update_every: 10,
+            estimator: SophiaEstimator::default(),
         }
     }
 }
 
-/// Damped Newton-CG's settings.
+/// Damped Newton-CG's settings; a field left out takes its [`Default`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct NewtonCgSettings {
     /// CG iterations per step (one Hessian-vector product each).
-    #[serde(default = "cg_iterations")]
     pub cg_iterations: u32,
     /// The Levenberg-Marquardt damping lambda at the first step (then adapted every step by the
     /// reduction ratio, within [1e-8, 1e8]); 0 is the undamped first step. The default, 45, is
     /// Martens' (`initlambda = 45.0` in his released Hessian-free code, whose curvature is per
     /// training case, as the mean loss's Hessian here): a first step about `g / 45`, becoming
     /// Newton's as lambda shrinks by 2/3 per step the quadratic model predicts well.
-    #[serde(default = "initial_damping")]
     pub initial_damping: f64,
     /// Undo, on the device, a step that increased the batch's loss (a trust-region rejection).
-    #[serde(default = "yes")]
     pub reject_uphill: bool,
-}
-
-fn cg_iterations() -> u32 {
-    10
-}
-fn initial_damping() -> f64 {
-    45.0
 }
 
 impl Default for NewtonCgSettings {
     fn default() -> Self {
         Self {
-            cg_iterations: cg_iterations(),
-            initial_damping: initial_damping(),
+            cg_iterations: 10,
+            initial_damping: 45.0,
             reject_uphill: true,
         }
     }
@@ -1146,5 +1082,38 @@ impl SecondOrderState {
         // The loss the step started from, as the training loop reads it.
         rec.scale(1.0, s.loss_before, base.loss_sum)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table that sets one field keeps the others at the kernels' reference values, so the
+    /// defaults have one source (`AdaHessianHyper`, `SophiaHyper`) whichever way they are read.
+    #[test]
+    fn partial_tables_keep_the_kernels_reference_defaults() {
+        let hyper: SecondOrderHyper =
+            toml::from_str("[sophia]\nrho = 0.5\n[adahessian]\neps = 0.25\n").unwrap();
+        let (sophia, adahessian) = (SophiaHyper::default(), AdaHessianHyper::default());
+        assert_eq!(hyper.sophia.rho, 0.5);
+        assert_eq!(
+            (
+                hyper.sophia.beta1,
+                hyper.sophia.beta2,
+                hyper.sophia.weight_decay
+            ),
+            (sophia.beta1, sophia.beta2, sophia.weight_decay)
+        );
+        assert_eq!(hyper.adahessian.eps, 0.25);
+        assert_eq!(
+            (hyper.adahessian.beta1, hyper.adahessian.beta2),
+            (adahessian.beta1, adahessian.beta2)
+        );
+        assert_eq!(hyper.adahessian.hessian_power, adahessian.hessian_power);
+        assert_eq!(hyper.muon, MuonSettings::default());
+        assert_eq!(hyper.newton_cg, NewtonCgSettings::default());
+        let unknown = toml::from_str::<SecondOrderHyper>("[sophia]\nrh0 = 0.5\n");
+        assert!(unknown.unwrap_err().to_string().contains("rh0"));
     }
 }

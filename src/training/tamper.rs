@@ -21,7 +21,7 @@ use super::objective::Objective;
 use super::run::Chunked;
 use super::train::Batches;
 use super::{
-    OptimizerConfig, OptimizerKind, OptimizerState, TrainOutcome, TrainRows, TrainSettings,
+    Curve, OptimizerConfig, OptimizerKind, OptimizerState, TrainOutcome, TrainRows, TrainSettings,
 };
 use crate::data::Dataset;
 use crate::engine::{Engine, EngineError, Owned, ReadTicket, Recording, Tensor};
@@ -348,6 +348,10 @@ impl Chunked for TamperSession {
              step {} (ln C at the uniform output)",
             first.1, first.0, last.1, last.0
         ))
+    }
+
+    fn own_curves(&self) -> Vec<Curve> {
+        vec![Curve::new("tamper_loss", self.tamper_curve.iter().copied())]
     }
 
     fn in_flight(&mut self) -> &mut Option<ReadTicket> {
