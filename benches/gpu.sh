@@ -16,7 +16,7 @@
 # beforehand with `apt-get download libvulkan1`) are unpacked into /. NVIDIA's driver files are
 # used from /usr/local/nvidia where the driver is installed there (containers often do this).
 # The JAX peer is whatever JAX python3 imports (machines without a registry have one installed);
-# its version is in its records. Output: $SPECDEF_GPU_OUT, default out/gpu/ (adapter.txt, verify.txt, bench.jsonl,
+# its version is in its records. Output: $SPECDEF_GPU_OUT, default out/gpu/ (adapter.txt, verify.txt, gpu_costs.jsonl, bench.jsonl,
 # jax-gpu.jsonl, table.md, cost_curves.svg, criterion.txt).
 set -euo pipefail
 
@@ -61,6 +61,9 @@ fi
 echo "== does this GPU reproduce the reference outcomes? (specdef verify)"
 # A difference is a finding to record, not a reason to stop the benchmarks.
 "$specdef" verify --engine gpu 2>&1 | tee "$out/verify.txt" || echo "   verify: differences (above)"
+
+echo "== the GPU engine's own costs: a dependent against an independent dispatch, each product of the step in each tile configuration (specdef bench-gpu)"
+"$specdef" bench-gpu --out "$out/gpu_costs.jsonl"
 
 echo "== specdef bench, GPU and CPU engines, cost-curve suite"
 "$specdef" bench --engine gpu,cpu --suite curves --out "$out/bench.jsonl"

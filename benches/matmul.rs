@@ -1,5 +1,7 @@
-//! GFLOP/s of the WGSL matmul on the current adapter beside faer's f32 matmul on the CPU
-//! (sequential and on all cores), at 256, 1024 and 2048 square. Throughput counts 2MNK flops.
+//! GFLOP/s of the WGSL matmul on the current adapter, in each tile configuration (64x64 and
+//! 128x128, `wgsl_64` and `wgsl_128`; the engine picks one by shape, `MatmulTile::for_shape`),
+//! beside faer's f32 matmul on the CPU (sequential and on all cores), at 256, 1024 and 2048
+//! square. Throughput counts 2MNK flops.
 //!
 //!     cargo bench --bench matmul
 //!
@@ -9,6 +11,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use faer::{Accum, Mat, Par};
 use specdef::engine::Allocation;
 use specdef::engine::gpu::GpuEngine;
+use specdef::engine::gpu::lower::MatmulTile;
 use specdef::selftest::seeded_uniform;
 use specdef::{Engine, Recording};
 use std::hint::black_box;
@@ -42,12 +45,17 @@ fn matmul(c: &mut Criterion) {
                 let mut rec = Recording::new();
                 rec.matmul(a, b, out, false, false).unwrap();
                 group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
-                group.bench_with_input(BenchmarkId::new("wgsl", n), &n, |bench, _| {
-                    bench.iter(|| {
-                        gpu.run(&rec).unwrap();
-                        gpu.wait_idle().unwrap();
-                    })
-                });
+                for tile in [MatmulTile::Small, MatmulTile::Large] {
+                    gpu.set_matmul_tile(Some(tile));
+                    let name = format!("wgsl_{}", tile.side());
+                    group.bench_with_input(BenchmarkId::new(name, n), &n, |bench, _| {
+                        bench.iter(|| {
+                            gpu.run(&rec).unwrap();
+                            gpu.wait_idle().unwrap();
+                        })
+                    });
+                }
+                gpu.set_matmul_tile(None);
             }
         }
         Err(e) => println!("GPU: skipped ({e})"),

@@ -170,6 +170,24 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         export_peer: Option<PathBuf>,
     },
+    /// What the GPU engine itself costs, for tuning it on a GPU: a dependent dispatch against
+    /// an independent one, and every product of the default and width-2048 steps and 2048^3 in
+    /// each tile configuration (device time where the adapter has timestamp queries). JSON lines
+    /// (schema specdef.gpu_costs/1).
+    BenchGpu {
+        #[arg(long, default_value = "out/gpu_costs.jsonl")]
+        out: PathBuf,
+        /// Dispatches in each chain (dependent and independent).
+        #[arg(long, default_value_t = 2000)]
+        dispatches: usize,
+        /// Measured samples of each figure (after one warm-up run); their median is recorded.
+        #[arg(long, default_value_t = 9)]
+        samples: usize,
+        /// Only the default step's products, no 2048^3 (a check that runs in seconds, also on
+        /// a software adapter).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Plot steps/s and GFLOP/s against model width and batch (log-log) from `specdef bench
     /// --suite curves` files and peers' files of the same schema, with the CPU's peak matmul
     /// GFLOP/s as the ceiling.
@@ -718,6 +736,12 @@ fn main() -> Result<ExitCode> {
             Some(dir) => cli::bench::export_peer(suite, &dir),
             None => cli::bench::bench(&engine, suite, &out, samples, unfused),
         }),
+        Command::BenchGpu {
+            out,
+            dispatches,
+            samples,
+            quick,
+        } => done(cli::gpu_costs::bench_gpu(&out, dispatches, samples, quick)),
         Command::BenchPlot { files, out } => done(cli::bench::plot(&files, &out)),
         Command::Report { results, out } => done(cli::report::report(&results, out.as_deref())),
         Command::Curvature {

@@ -224,3 +224,54 @@ fn a_bad_thread_count_is_refused_naming_the_variable() {
         assert!(stderr.contains("SPECDEF_CPU_THREADS"), "{stderr}");
     }
 }
+
+/// `specdef bench-gpu --quick` on the adapter there is: both dispatch chains and each product of
+/// the default step in both tile configurations, each record naming the adapter; the rule picks
+/// the small tiles for every one of these shapes. Bad counts are refused naming the flag.
+#[test]
+fn bench_gpu_records_the_dispatch_costs_and_each_product_in_both_tile_configurations() {
+    let dir = scratch("gpu-costs");
+    let out = dir.join("costs.jsonl");
+    let refused = specdef(&["bench-gpu", "--quick", "--dispatches", "0"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--dispatches must be"));
+    if common::gpu().is_none() {
+        return;
+    }
+    let args = [
+        "bench-gpu",
+        "--quick",
+        "--dispatches",
+        "20",
+        "--samples",
+        "1",
+    ];
+    ok(specdef(&[&args[..], &["--out", path(&out)]].concat()));
+    let records: Vec<serde_json::Value> = (std::fs::read_to_string(&out).unwrap().lines())
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let measure = |r: &serde_json::Value| r["measure"].as_str().unwrap().to_string();
+    let chains: Vec<_> = records
+        .iter()
+        .filter(|r| measure(r) == "dispatches")
+        .collect();
+    assert_eq!(chains.len(), 2);
+    assert!(
+        chains
+            .iter()
+            .all(|r| r["us_per_dispatch"].as_f64().unwrap() > 0.0)
+    );
+    let products: Vec<_> = records.iter().filter(|r| measure(r) == "product").collect();
+    // 64-256-256-10: two products in the first layer, three in each of the others.
+    assert_eq!(products.len(), 2 * 8, "{records:?}");
+    for r in &records {
+        assert_eq!(r["schema"], "specdef.gpu_costs/1");
+        assert!(!r["adapter"].as_str().unwrap().is_empty());
+    }
+    for r in &products {
+        assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
+        let small = r["tile"].as_u64() == Some(64);
+        assert_eq!(r["chosen_by_rule"].as_bool(), Some(small), "{r}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,6 +7,7 @@ mod common;
 use common::{check_on_every_engine, gpu, rng, uniform};
 use specdef::engine::cpu::random;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
+use specdef::engine::gpu::lower::MatmulTile;
 use specdef::engine::{
     Activation, AdaHessianHyper, AdamHyper, BinaryOp, DampingHyper, DeviceScalar, Engine,
     Recording, ReduceAxis, Reduction, SophiaHyper, UnaryOp,
@@ -26,13 +27,18 @@ fn stored_shape(r: usize, c: usize, transposed: bool) -> (usize, usize) {
     if transposed { (c, r) } else { (r, c) }
 }
 
-fn matmul_case(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) {
+/// Records `c = op(a) op(b)` on seeded inputs and reads c back: the same on every engine.
+fn matmul_body(
+    (m, n, k): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+) -> impl Fn(&mut dyn Engine) -> Vec<f64> {
     let mut r = rng((m * 31 + n * 7 + k) as u64);
     let (ar, ac) = stored_shape(m, k, trans_a);
     let (br, bc) = stored_shape(k, n, trans_b);
     let a = uniform(&mut r, ar * ac, 1.0);
     let b = uniform(&mut r, br * bc, 1.0);
-    let body = |e: &mut dyn Engine| {
+    move |e: &mut dyn Engine| {
         let ta = e.tensor_from("a", ar, ac, &a).unwrap();
         let tb = e.tensor_from("b", br, bc, &b).unwrap();
         let tc = e.alloc("c", m, n).unwrap();
@@ -42,11 +48,18 @@ fn matmul_case(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) {
         let out = e.read_one(tc).unwrap();
         [ta, tb, tc].into_iter().for_each(|t| e.free(t));
         out
-    };
-    // Each output is a K-term dot product of terms of size ~1/3.
-    let scale = (k as f64).sqrt() / 3.0;
+    }
+}
+
+/// Each output is a K-term dot product of terms of size ~1/3.
+fn matmul_tolerance(k: usize) -> Tolerance {
+    Tolerance::f32_sum(k, (k as f64).sqrt() / 3.0)
+}
+
+fn matmul_case(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) {
     let what = format!("matmul {m}x{n}x{k} trans_a={trans_a} trans_b={trans_b}");
-    check_on_every_engine(&what, Tolerance::f32_sum(k, scale), body);
+    let body = matmul_body((m, n, k), trans_a, trans_b);
+    check_on_every_engine(&what, matmul_tolerance(k), body);
 }
 
 #[test]
@@ -60,9 +73,98 @@ fn matmul_all_shapes_and_transpositions() {
     }
 }
 
+/// Outputs of 2048 x 1024 and up take the 128x128 tiles (`MatmulTile::for_shape`); these shapes
+/// cross every boundary of them: M and N one tile row or column past a multiple of 128, K under
+/// one slice of 8, exactly one (nothing to prefetch), and several with a partial last one.
+const LARGE_MATMUL_SHAPES: [(usize, usize, usize); 4] = [
+    (2051, 1029, 37),
+    (2049, 1031, 3),
+    (2048, 1024, 8),
+    (2176, 1153, 9),
+];
+
+#[test]
+fn large_tiles_are_chosen_by_shape_and_match_the_f64_engine() {
+    use specdef::engine::gpu::kernels::Kernel;
+    use specdef::engine::gpu::plan::{PlanLimits, lower_recording};
+    // The rule: at least 128 workgroups of 128 x 128, both sides at least 1024.
+    for ((m, n), large) in [
+        ((2048, 1024), true),
+        ((1024, 2048), true),
+        ((2047, 1024), true),
+        ((1920, 1024), false),
+        ((1024, 1024), false),
+        ((1, 1_000_000), false),
+        ((1023, 1_000_000), false),
+        ((1024, 16384), true),
+    ] {
+        assert_eq!(
+            MatmulTile::for_shape(m, n) == MatmulTile::Large,
+            large,
+            "{m} x {n}"
+        );
+    }
+    let mut e = CpuEngine32::new();
+    for (m, n, k) in LARGE_MATMUL_SHAPES {
+        let (a, b, c) = (
+            e.alloc("a", m, k).unwrap(),
+            e.alloc("b", k, n).unwrap(),
+            e.alloc("c", m, n).unwrap(),
+        );
+        let mut rec = Recording::new();
+        rec.matmul(a, b, c, false, false).unwrap();
+        let plan = lower_recording(&rec, Default::default(), PlanLimits::WEBGPU).unwrap();
+        let kernels: Vec<Kernel> = plan.iter().map(|d| d.kernel).collect();
+        let large = Kernel::MatmulLarge {
+            trans_a: false,
+            trans_b: false,
+        };
+        assert_eq!(kernels, [large], "{m}x{n}x{k}");
+        let grid = [n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1];
+        assert_eq!(plan[0].workgroups, grid, "{m}x{n}x{k}");
+        for trans_a in [false, true] {
+            for trans_b in [false, true] {
+                matmul_case(m, n, k, trans_a, trans_b);
+            }
+        }
+    }
+}
+
+/// Either tile configuration computes any shape: each forced on the GPU over the awkward shapes
+/// (M = 1, N = 10, K not a multiple of 4, skinny both ways, one tile, several) and a large one,
+/// against the f64 engine.
+#[test]
+fn either_tile_configuration_computes_any_shape() {
+    let Some(mut gpu) = gpu() else {
+        return;
+    };
+    let shapes = (MATMUL_SHAPES.iter().copied())
+        .chain([(1, 10, 7), (3, 300, 5), (300, 3, 130), (129, 129, 129)])
+        .chain([LARGE_MATMUL_SHAPES[0]]);
+    for tile in [MatmulTile::Small, MatmulTile::Large] {
+        gpu.set_matmul_tile(Some(tile));
+        for (m, n, k) in shapes.clone() {
+            for (trans_a, trans_b) in [(false, false), (true, true), (false, true)] {
+                let body = matmul_body((m, n, k), trans_a, trans_b);
+                let reference = body(&mut CpuEngine64::new());
+                if let Err(e) = matmul_tolerance(k).check(&body(&mut *gpu), &reference) {
+                    panic!("{tile:?} tiles, {m}x{n}x{k} trans_a={trans_a} trans_b={trans_b}: {e}");
+                }
+            }
+        }
+    }
+    gpu.set_matmul_tile(None);
+}
+
 #[test]
 fn matmul_scaled_accumulates_and_ignores_old_c_when_beta_is_zero() {
-    let (m, n, k) = (33, 70, 19);
+    // A small product and one in large tiles.
+    for (m, n, k) in [(33, 70, 19), (2051, 1029, 11)] {
+        matmul_scaled_case(m, n, k);
+    }
+}
+
+fn matmul_scaled_case(m: usize, n: usize, k: usize) {
     let mut r = rng(5);
     let a = uniform(&mut r, m * k, 1.0);
     let b = uniform(&mut r, k * n, 1.0);
@@ -87,7 +189,7 @@ fn matmul_scaled_accumulates_and_ignores_old_c_when_beta_is_zero() {
         };
         let tolerance = Tolerance::f32_sum(k + 1, scale * 3.0);
         check_on_every_engine(
-            &format!("matmul alpha={alpha} beta={beta}"),
+            &format!("matmul {m}x{n}x{k} alpha={alpha} beta={beta}"),
             tolerance,
             body,
         );

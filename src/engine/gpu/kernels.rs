@@ -24,6 +24,10 @@ pub const SNIPPETS: &[(&str, &str)] = &[
         include_str!("../../../shaders/common/matmul_tile.wgsl"),
     ),
     (
+        "common/matmul_tile_large.wgsl",
+        include_str!("../../../shaders/common/matmul_tile_large.wgsl"),
+    ),
+    (
         "common/adam_update.wgsl",
         include_str!("../../../shaders/common/adam_update.wgsl"),
     ),
@@ -33,7 +37,7 @@ pub const SNIPPETS: &[(&str, &str)] = &[
 fn snippets_of(file: &str) -> &'static [&'static str] {
     match file {
         "elementwise" => &["common/activation.wgsl"],
-        "matmul" => &["common/matmul_tile.wgsl"],
+        "matmul" => &["common/matmul_tile.wgsl", "common/matmul_tile_large.wgsl"],
         "linear" => &["common/activation.wgsl", "common/matmul_tile.wgsl"],
         "adam" | "adam_group" => &["common/adam_update.wgsl"],
         // The tiling is copied per product rather than prepended (see product_pair.rs).
@@ -109,7 +113,13 @@ pub const MAX_ADAM_GROUP: u8 = 16;
 /// One compute pipeline: a shader entry point with its pipeline-constant values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
+    /// A product in 64x64 tiles.
     Matmul {
+        trans_a: bool,
+        trans_b: bool,
+    },
+    /// A product in 128x128 tiles, for large outputs (`lower::MatmulTile::for_shape`).
+    MatmulLarge {
         trans_a: bool,
         trans_b: bool,
     },
@@ -170,6 +180,7 @@ impl Kernel {
         for trans_a in [false, true] {
             for trans_b in [false, true] {
                 all.push(Kernel::Matmul { trans_a, trans_b });
+                all.push(Kernel::MatmulLarge { trans_a, trans_b });
             }
         }
         for trans_b in [false, true] {
@@ -255,7 +266,7 @@ impl Kernel {
 
     pub fn shader_file(self) -> &'static str {
         match self {
-            Kernel::Matmul { .. } => "matmul",
+            Kernel::Matmul { .. } | Kernel::MatmulLarge { .. } => "matmul",
             Kernel::LinearForward { .. }
             | Kernel::LinearWeightGrad
             | Kernel::LinearInputGrad { .. } => "linear",
@@ -288,6 +299,7 @@ impl Kernel {
     pub fn entry_point(self) -> &'static str {
         match self {
             Kernel::Matmul { .. } => "matmul",
+            Kernel::MatmulLarge { .. } => "matmul_large",
             Kernel::LinearForward {
                 activation: None, ..
             } => "linear_forward",
@@ -327,7 +339,7 @@ impl Kernel {
     pub fn constants(self) -> Vec<(&'static str, f64)> {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         match self {
-            Kernel::Matmul { trans_a, trans_b } => {
+            Kernel::Matmul { trans_a, trans_b } | Kernel::MatmulLarge { trans_a, trans_b } => {
                 vec![("TRANS_A", flag(trans_a)), ("TRANS_B", flag(trans_b))]
             }
             Kernel::LinearForward {
@@ -431,7 +443,7 @@ impl Kernel {
                 first.outputs() + second.outputs(),
                 first.inputs() + second.inputs(),
             ),
-            Kernel::Matmul { .. } => (1, 2),
+            Kernel::Matmul { .. } | Kernel::MatmulLarge { .. } => (1, 2),
             Kernel::Activate(_) => (1, 1),
             Kernel::ActivateGrad(_) => (1, 2),
             // x, grad_y, dx, d_grad_y.
@@ -470,6 +482,11 @@ impl Kernel {
         match self {
             Kernel::Matmul { trans_a, trans_b } => format!(
                 "matmul_{}{}",
+                if trans_a { 't' } else { 'n' },
+                if trans_b { 't' } else { 'n' }
+            ),
+            Kernel::MatmulLarge { trans_a, trans_b } => format!(
+                "matmul_large_{}{}",
                 if trans_a { 't' } else { 'n' },
                 if trans_b { 't' } else { 'n' }
             ),
@@ -614,12 +631,8 @@ impl PipelineCache {
     /// The pipeline for `kernel`, compiled on first use.
     pub fn pipeline(&mut self, device: &wgpu::Device, kernel: Kernel) -> &wgpu::ComputePipeline {
         if !self.pipelines.contains_key(&kernel) {
-            let module = self.modules.entry(kernel.module_key()).or_insert_with(|| {
-                device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.shader_file()),
-                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
-                })
-            });
+            let module = (self.modules.entry(kernel.module_key()))
+                .or_insert_with(|| create_module(device, kernel));
             let module = module.clone();
             let layout = self.layout(device, kernel.bindings()).1.clone();
             let constants = kernel.constants();
@@ -640,4 +653,31 @@ impl PipelineCache {
         }
         &self.pipelines[&kernel]
     }
+}
+
+/// Kernel files whose every access goes through their own bounds logic: global loads and stores
+/// guarded by the problem's shape, workgroup-memory indices bounded by constants, divisions by
+/// constants only, loops bounded by the params. That logic is what the parity tests on awkward
+/// shapes exercise (tests/kernels.rs for both tile configurations, tests/fusion.rs for the
+/// linear kernels), so natively these modules are compiled without wgpu's runtime bounds checks,
+/// which otherwise guard every index of the products' inner loops.
+pub const SELF_BOUNDED_FILES: &[&str] = &["matmul", "linear"];
+
+/// The shader module of `kernel`: without runtime checks natively for `SELF_BOUNDED_FILES`,
+/// checked everywhere else and in the browser (WebGPU has no such option).
+fn create_module(device: &wgpu::Device, kernel: Kernel) -> wgpu::ShaderModule {
+    let descriptor = wgpu::ShaderModuleDescriptor {
+        label: Some(kernel.shader_file()),
+        source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    if SELF_BOUNDED_FILES.contains(&kernel.shader_file()) {
+        // SAFETY: these kernels never index out of bounds, divide by zero or loop without end
+        // (SELF_BOUNDED_FILES says why; the parity tests check the bounds logic on shapes that
+        // end mid-tile in every dimension).
+        return unsafe {
+            device.create_shader_module_trusted(descriptor, wgpu::ShaderRuntimeChecks::unchecked())
+        };
+    }
+    device.create_shader_module(descriptor)
 }

@@ -30,6 +30,53 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
 }
 
+/// The tile configuration of a plain product (matmul.wgsl's two entry points).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulTile {
+    /// 64x64 tiles, 4x4 outputs per invocation.
+    Small,
+    /// 128x128 tiles, 8x8 outputs per invocation, the next K slice prefetched.
+    Large,
+}
+
+impl MatmulTile {
+    /// Large tiles do four times the arithmetic per word staged, but a quarter as many
+    /// workgroups: they are chosen where even they make at least one wave on a large GPU,
+    /// `LARGE_TILE_MIN_WORKGROUPS` (128, about one per streaming multiprocessor of an H100 or
+    /// H200: 132), with both sides at least `LARGE_TILE_MIN_SIDE` (a skinny output would leave
+    /// most of each tile empty): outputs of 2048 x 1024 and up. Below that the 64x64 grid's four
+    /// times as many workgroups keep more of the GPU busy. A starting rule, to be tuned on a GPU
+    /// with `benches/gpu.sh`'s per-configuration timings.
+    pub fn for_shape(m: usize, n: usize) -> Self {
+        let large_tiles = m.div_ceil(128) * n.div_ceil(128);
+        if m.min(n) >= LARGE_TILE_MIN_SIDE && large_tiles >= LARGE_TILE_MIN_WORKGROUPS {
+            MatmulTile::Large
+        } else {
+            MatmulTile::Small
+        }
+    }
+
+    /// The tile's side, in outputs.
+    pub fn side(self) -> usize {
+        match self {
+            MatmulTile::Small => 64,
+            MatmulTile::Large => 128,
+        }
+    }
+
+    pub fn kernel(self, trans_a: bool, trans_b: bool) -> Kernel {
+        match self {
+            MatmulTile::Small => Kernel::Matmul { trans_a, trans_b },
+            MatmulTile::Large => Kernel::MatmulLarge { trans_a, trans_b },
+        }
+    }
+}
+
+/// The fewest 128x128 workgroups for which a product takes the large tiles.
+pub const LARGE_TILE_MIN_WORKGROUPS: usize = 128;
+/// The shortest side of an output that takes the large tiles.
+pub const LARGE_TILE_MIN_SIDE: usize = 1024;
+
 /// Partial results of a whole-array reduction: at most this many.
 pub const MAX_REDUCE_PARTIALS: usize = 1024;
 /// Below this length a whole-array reduction is one workgroup.
@@ -487,8 +534,9 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
         } => {
             let (m, n) = c.shape();
             let k = if trans_a { a.rows() } else { a.cols() };
+            let tile = MatmulTile::for_shape(m, n);
             Dispatch {
-                kernel: Kernel::Matmul { trans_a, trans_b },
+                kernel: tile.kernel(trans_a, trans_b),
                 params: words(MatmulParams {
                     m: m as u32,
                     n: n as u32,
@@ -499,7 +547,12 @@ pub fn lower(op: &Op, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
                     _pad: [0; 2],
                 }),
                 operands: vec![T(c), T(a), T(b)],
-                workgroups: grid_2d("matmul", n.div_ceil(64), m.div_ceil(64), max_per_dim)?,
+                workgroups: grid_2d(
+                    "matmul",
+                    n.div_ceil(tile.side()),
+                    m.div_ceil(tile.side()),
+                    max_per_dim,
+                )?,
             }
         }
         Op::Activate { f, x, y } => elementwise(

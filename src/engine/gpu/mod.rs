@@ -21,7 +21,7 @@ use super::{
     Engine, EngineError, EngineInfo, ReadTicket, Recording, ReleaseQueue, Tensor, check_alloc,
 };
 use kernels::{Bindings, Kernel, PARAMS_BINDING_BYTES, PARAMS_SLOT_BYTES, PipelineCache};
-use lower::{Dispatch, MAX_REDUCE_PARTIALS, Operand};
+use lower::{Dispatch, MAX_REDUCE_PARTIALS, MatmulTile, Operand};
 use plan::{PlanFigures, PlanLimits};
 use plan_cache::{CachedPlan, PlanCache};
 use pool::{BufferPool, PooledBuffer};
@@ -82,6 +82,8 @@ pub struct GpuEngine {
     /// The serial of the plan whose params the params buffer holds (as of the last write).
     params_of_plan: Option<u64>,
     fusion: Fusion,
+    /// Every plain product in this tile configuration, for benchmarks; None: by shape.
+    matmul_tile: Option<MatmulTile>,
     /// Validation and out-of-memory errors that wgpu reports asynchronously.
     errors: Arc<Mutex<Vec<String>>>,
 }
@@ -166,6 +168,7 @@ impl GpuEngine {
             plans: PlanCache::default(),
             params_of_plan: None,
             fusion: Fusion::default(),
+            matmul_tile: None,
             errors,
         }
     }
@@ -194,6 +197,30 @@ impl GpuEngine {
 
     pub fn fusion(&self) -> Fusion {
         self.fusion
+    }
+
+    /// Runs every plain product in one tile configuration (`None`: each by its shape, as
+    /// `MatmulTile::for_shape` says), so that benchmarks can time both on the same shapes.
+    pub fn set_matmul_tile(&mut self, tile: Option<MatmulTile>) {
+        if tile != self.matmul_tile {
+            // Kept plans were made under the other setting.
+            self.plans.clear();
+            self.matmul_tile = tile;
+        }
+    }
+
+    /// The dispatches of `recording` under the engine's settings.
+    fn lower(&self, recording: &Recording) -> Result<Vec<Dispatch>, EngineError> {
+        let dispatches =
+            plan::lower_recording(recording, self.fusion, PlanLimits::of(&self.limits))?;
+        match self.matmul_tile {
+            None => Ok(dispatches),
+            Some(tile) => plan::with_matmul_tile(
+                dispatches,
+                tile,
+                self.limits.max_compute_workgroups_per_dimension,
+            ),
+        }
     }
 
     /// Whether `run_timed` can measure device time on this adapter.
@@ -363,8 +390,7 @@ impl GpuEngine {
                 }
             }
         }
-        let dispatches =
-            plan::lower_recording(recording, self.fusion, PlanLimits::of(&self.limits))?;
+        let dispatches = self.lower(recording)?;
         self.ensure_params_slots(dispatches.len() as u64);
         let slot_words = (PARAMS_SLOT_BYTES / 4) as usize;
         let mut params = vec![0u32; dispatches.len() * slot_words];
@@ -623,9 +649,7 @@ impl Engine for GpuEngine {
     }
 
     fn plan_figures(&self, recording: &Recording) -> Result<Option<PlanFigures>, EngineError> {
-        let dispatches =
-            plan::lower_recording(recording, self.fusion, PlanLimits::of(&self.limits))?;
-        Ok(Some(PlanFigures::of(&dispatches)))
+        Ok(Some(PlanFigures::of(&self.lower(recording)?)))
     }
 
     fn begin_read(&mut self, tensors: &[Tensor]) -> Result<ReadTicket, EngineError> {

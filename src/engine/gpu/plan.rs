@@ -3,7 +3,7 @@
 //! workgroups, FLOPs of the products and the bytes bound.
 
 use super::kernels::Kernel;
-use super::lower::{self, Dispatch, Operand};
+use super::lower::{self, Dispatch, MatmulTile, Operand};
 use crate::engine::fusion::{self, Fusion, Step};
 use crate::engine::{EngineError, Recording};
 use std::collections::HashMap;
@@ -57,6 +57,27 @@ pub fn lower_recording(
     Ok(dispatches)
 }
 
+/// The plan with every plain product in the `tile` configuration (its kernel and grid; the
+/// params are the same for both).
+pub fn with_matmul_tile(
+    mut dispatches: Vec<Dispatch>,
+    tile: MatmulTile,
+    max_per_dim: u32,
+) -> Result<Vec<Dispatch>, EngineError> {
+    for dispatch in &mut dispatches {
+        if let Kernel::Matmul { trans_a, trans_b } | Kernel::MatmulLarge { trans_a, trans_b } =
+            dispatch.kernel
+        {
+            let [m, n, ..] = dispatch.params.map(|w| w as usize);
+            dispatch.kernel = tile.kernel(trans_a, trans_b);
+            let side = tile.side();
+            dispatch.workgroups =
+                lower::grid_2d("matmul", n.div_ceil(side), m.div_ceil(side), max_per_dim)?;
+        }
+    }
+    Ok(dispatches)
+}
+
 /// What one run of a plan costs.
 #[derive(Clone, Copy, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct PlanFigures {
@@ -78,7 +99,10 @@ pub struct PlanFigures {
 /// LinearParams alike).
 fn product_flop(dispatch: &Dispatch) -> f64 {
     match dispatch.kernel {
-        Kernel::Matmul { .. } | Kernel::LinearWeightGrad | Kernel::LinearInputGrad { .. } => {
+        Kernel::Matmul { .. }
+        | Kernel::MatmulLarge { .. }
+        | Kernel::LinearWeightGrad
+        | Kernel::LinearInputGrad { .. } => {
             let [m, n, k, ..] = dispatch.params;
             2.0 * f64::from(m) * f64::from(n) * f64::from(k)
         }
