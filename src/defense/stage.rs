@@ -23,6 +23,13 @@ pub trait TrainingStage {
     /// The outer training run's settings (steps, optimiser, divergence threshold).
     fn settings(&self) -> &TrainSettings;
 
+    /// Which version of the stage's algorithm trains it: part of its cache key, raised when a
+    /// change to the code (not to the parameters) changes the model it trains, so a model from
+    /// the cache is never one the code would no longer make.
+    fn revision(&self) -> u32 {
+        1
+    }
+
     /// Starts training `device`, the released model `base` on the engine, in place; the
     /// caller drives the run and reads the model back when it ends.
     fn start(

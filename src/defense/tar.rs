@@ -57,6 +57,12 @@ impl TrainingStage for Tar {
         &self.train
     }
 
+    /// 2: each tamper-resistance batch holds whole images with all their labels (revision 1
+    /// drew the every-label rows one by one, and training fit the labels drawn).
+    fn revision(&self) -> u32 {
+        2
+    }
+
     /// The attacks fine-tune on the harmful rows with their labels; the tamper-resistance loss
     /// reads the same images with every label (cross-entropy to the uniform distribution).
     fn start(

@@ -438,7 +438,12 @@ impl ScenarioSession {
     /// A baseline's cache entry: the released model's key and the defence's parameters.
     fn baseline_cache(&self, defense: &Defense) -> Option<ModelCache> {
         let (dir, released) = (self.cache_dir.as_ref()?, self.cache.as_ref()?);
-        let key = format!("{}|baseline={}", released.key(), defense.params());
+        let revision = defense.training_stage().map_or(0, |stage| stage.revision());
+        let key = format!(
+            "{}|baseline={}|revision={revision}",
+            released.key(),
+            defense.params()
+        );
         Some(ModelCache::baseline(dir, key))
     }
 

@@ -10,7 +10,8 @@
 //!    model on the sum with the outer optimiser.
 //!
 //! The tamper-resistance loss is cross-entropy against the uniform distribution on the harmful
-//! rows (`Dataset::with_every_label`), the relearning setting's maximum-entropy objective; the
+//! rows (`Dataset::with_every_label`, each batch holding whole images with all their labels),
+//! the relearning setting's maximum-entropy objective; the
 //! reference's is the negative entropy. Both are minimised by the uniform output (they are
 //! KL(u || p) + ln C and KL(p || u) - ln C). The retain loss is cross-entropy on the utility
 //! rows (the reference adds a distance to the base model's hidden states). One simulated
@@ -219,18 +220,29 @@ impl TamperSession {
                 });
             }
         }
-        let mut upload = |data: &Dataset, batch, salt: u64| {
-            let batches = Batches::upload(engine, TrainRows::Labelled(data), batch, seed ^ salt)?;
+        if !rows.tamper.len().is_multiple_of(rows.attack.len()) {
+            return Err(refuse(format!(
+                "the tamper-resistance rows must be the attack rows' images each with every                  label (Dataset::with_every_label): {} rows for {} images",
+                rows.tamper.len(),
+                rows.attack.len()
+            )));
+        }
+        let mut upload = |data: &Dataset, batch, group, salt: u64| {
+            let rows = TrainRows::Labelled(data);
+            let batches = Batches::upload_grouped(engine, rows, batch, group, seed ^ salt)?;
             let ws = Workspace::alloc(engine, model, batches.size, 1)?;
             Ok::<_, EngineError>((batches, ws))
         };
-        let attack = upload(rows.attack, objective.attacks.batch_size, 1)?;
-        // As many tamper rows per batch as the attack batch has images times their labels
-        // each: random (image, label) rows of the every-label set, whose mean cross-entropy
-        // estimates the cross-entropy to the uniform distribution.
-        let tamper_batch = (attack.0.size * rows.tamper.len()).div_ceil(rows.attack.len());
-        let tamper = upload(rows.tamper, Some(tamper_batch), 2)?;
-        let retain = upload(rows.retain, settings.batch_size, 3)?;
+        let attack = upload(rows.attack, objective.attacks.batch_size, 1, 1)?;
+        // As many tamper rows per batch as the attack batch has images, each image with all its
+        // labels (the every-label set's rows of one image stay together): the batch's mean
+        // cross-entropy is then its images' cross-entropy to the uniform distribution, at least
+        // ln C and minimised by the uniform output. (Rows drawn one by one would let training
+        // fit the labels drawn for each image, below ln C.)
+        let labels = rows.tamper.len() / rows.attack.len().max(1);
+        let tamper_batch = attack.0.size * labels;
+        let tamper = upload(rows.tamper, Some(tamper_batch), labels, 2)?;
+        let retain = upload(rows.retain, settings.batch_size, 1, 3)?;
         let adapted_params = Gradients::alloc_named(engine, model, "tar.adapted.")?;
         let adapted = DeviceModel {
             spec: model.spec.clone(),

@@ -335,11 +335,28 @@ impl Batches {
         batch_size: Option<usize>,
         seed: u64,
     ) -> Result<Self, EngineError> {
+        Self::upload_grouped(engine, rows, batch_size, 1, seed)
+    }
+
+    /// The same with the rows in groups of `group` consecutive rows that stay together: the
+    /// groups are shuffled, not the rows (a batch size that is a multiple of `group` then holds
+    /// whole groups). With `group` 1, `upload`'s order.
+    pub(super) fn upload_grouped(
+        engine: &mut dyn Engine,
+        rows: TrainRows,
+        batch_size: Option<usize>,
+        group: usize,
+        seed: u64,
+    ) -> Result<Self, EngineError> {
         let size = batch_size.unwrap_or(rows.len()).clamp(1, rows.len().max(1));
-        let mut order: Vec<usize> = (0..rows.len()).collect();
+        let group = group.max(1);
+        let mut groups: Vec<usize> = (0..rows.len() / group).collect();
         if size < rows.len() {
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+            groups.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         }
+        let order: Vec<usize> = (groups.into_iter())
+            .flat_map(|g| g * group..(g + 1) * group)
+            .collect();
         let mut owner = Allocation::new(engine);
         let features = rows.features();
         let (mut inputs, mut columns) = (Vec::new(), Vec::new());
@@ -606,4 +623,55 @@ pub fn train(
     let mut session = TrainSession::start(engine, model, train_data, eval_data, settings, seed)?;
     session.run_to_end(engine)?;
     Ok(session.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::cpu::CpuEngine64;
+
+    /// Grouped batches hold whole groups (an image with each of its labels), and groups of one
+    /// row keep the order rows shuffled one by one always had.
+    #[test]
+    fn grouped_batches_keep_each_group_whole() {
+        let (images, classes, features) = (12, 3, 2);
+        let data = Dataset {
+            inputs: (0..images * features).map(|v| v as f64).collect(),
+            labels: vec![0; images],
+            features,
+        };
+        let every = data.with_every_label(classes);
+        let mut engine = CpuEngine64::new();
+        let rows = TrainRows::Labelled(&every);
+        let batches =
+            Batches::upload_grouped(&mut engine, rows, Some(2 * classes), classes, 7).unwrap();
+        assert_eq!(batches.inputs.len(), images / 2);
+        let mut seen = Vec::new();
+        for (inputs, columns) in batches.inputs.iter().zip(&batches.columns) {
+            let x = engine.read_one(*inputs).unwrap();
+            let labels = engine.read_one(columns[0]).unwrap();
+            for (g, row) in x.chunks(features * classes).enumerate() {
+                let image = &row[..features];
+                assert!(
+                    row.chunks(features).all(|r| r == image),
+                    "one image per group"
+                );
+                let group_labels = &labels[g * classes..(g + 1) * classes];
+                assert_eq!(group_labels, [0.0, 1.0, 2.0], "every label, in order");
+                seen.push(image[0] as usize / features);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, (0..images).collect::<Vec<_>>(), "every image once");
+
+        let rows = TrainRows::Labelled(&data);
+        let one_by_one = Batches::upload(&mut engine, rows, Some(4), 7).unwrap();
+        let mut order: Vec<usize> = (0..images).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(7));
+        let first = engine.read_one(one_by_one.inputs[0]).unwrap();
+        let expected: Vec<f64> = (order[..4].iter())
+            .flat_map(|&i| data.inputs[i * features..(i + 1) * features].to_vec())
+            .collect();
+        assert_eq!(first, expected);
+    }
 }
