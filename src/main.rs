@@ -171,9 +171,9 @@ enum Command {
         export_peer: Option<PathBuf>,
     },
     /// What the GPU engine itself costs, for tuning it on a GPU: a dependent dispatch against
-    /// an independent one, and every product of the default and width-2048 steps and 2048^3 in
-    /// each tile configuration (device time where the adapter has timestamp queries). JSON lines
-    /// (schema specdef.gpu_costs/1).
+    /// an independent one, and a plain product at the shape of each product of the default and
+    /// width-2048 steps and at 2048^3, in each tile configuration (device time where the adapter
+    /// has timestamp queries). JSON lines (schema specdef.gpu_costs/1).
     BenchGpu {
         #[arg(long, default_value = "out/gpu_costs.jsonl")]
         out: PathBuf,

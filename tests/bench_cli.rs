@@ -271,7 +271,7 @@ fn bench_gpu_records_the_dispatch_costs_and_each_product_in_both_tile_configurat
     for r in &products {
         assert!(r["gflops"].as_f64().unwrap() > 0.0, "{r}");
         let small = r["tile"].as_u64() == Some(64);
-        assert_eq!(r["chosen_by_rule"].as_bool(), Some(small), "{r}");
+        assert_eq!(r["rule_for_plain_product"].as_bool(), Some(small), "{r}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

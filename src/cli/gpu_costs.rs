@@ -1,9 +1,12 @@
 //! `specdef bench-gpu`: what the GPU engine itself costs, for tuning it on a GPU (benches/gpu.sh
 //! runs it): one dispatch that waits for the one before it against one that does not (a chain of
 //! axpys on one tensor against the same number on distinct tensors, in one submission each), and
-//! every product of the default step and the width-2048 step, and 2048^3, in each tile
-//! configuration, timed on the device where the adapter has timestamp queries (the wall clock of
-//! a run and its wait otherwise). JSON lines out, each record naming the adapter.
+//! a plain product (matmul.wgsl) at the shape of each product of the default step and the
+//! width-2048 step, and 2048^3, in each tile configuration, timed on the device where the adapter
+//! has timestamp queries (the wall clock of a run and its wait otherwise). The fused step itself
+//! runs its products in linear.wgsl's and the product pairs' 64x64 tiles (its weight gradients
+//! one column wider, the bias's); these records time the plain kernel at those shapes. JSON lines
+//! out, each record naming the adapter.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -49,7 +52,7 @@ enum Measure {
         us_per_dispatch: f64,
     },
     Product {
-        /// Which step and which of its products (`default forward 1`, `square`).
+        /// The shape of which product of which step (`default forward 1`, `square`).
         product: String,
         m: usize,
         n: usize,
@@ -57,9 +60,9 @@ enum Measure {
         trans_a: bool,
         trans_b: bool,
         /// The tile side of the configuration (64 or 128), and whether the engine's rule picks
-        /// it for this shape.
+        /// it for a plain product of this shape (fused products always take 64x64 tiles).
         tile: usize,
-        chosen_by_rule: bool,
+        rule_for_plain_product: bool,
         /// Medians over the samples: the device's time of the dispatch (None without timestamp
         /// queries) and the wall time of a run and its wait.
         device_ms: Option<f64>,
@@ -280,7 +283,7 @@ fn time_product(
         trans_a: p.trans_a,
         trans_b: p.trans_b,
         tile: tile.side(),
-        chosen_by_rule: MatmulTile::for_shape(p.m, p.n) == tile,
+        rule_for_plain_product: MatmulTile::for_shape(p.m, p.n) == tile,
         device_ms,
         wall_ms,
         gflops: flop / seconds / 1e9,

@@ -222,7 +222,8 @@ impl TamperSession {
         }
         if !rows.tamper.len().is_multiple_of(rows.attack.len()) {
             return Err(refuse(format!(
-                "the tamper-resistance rows must be the attack rows' images each with every                  label (Dataset::with_every_label): {} rows for {} images",
+                "the tamper-resistance rows must be the attack rows' images each with every \
+                 label (Dataset::with_every_label): {} rows for {} images",
                 rows.tamper.len(),
                 rows.attack.len()
             )));

@@ -350,6 +350,11 @@ impl Batches {
     ) -> Result<Self, EngineError> {
         let size = batch_size.unwrap_or(rows.len()).clamp(1, rows.len().max(1));
         let group = group.max(1);
+        debug_assert!(
+            rows.len().is_multiple_of(group) && size.is_multiple_of(group),
+            "{} rows in batches of {size}: not whole groups of {group}",
+            rows.len()
+        );
         let mut groups: Vec<usize> = (0..rows.len() / group).collect();
         if size < rows.len() {
             groups.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
