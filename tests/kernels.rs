@@ -115,10 +115,7 @@ fn large_tiles_are_chosen_by_shape_and_match_the_f64_engine() {
         rec.matmul(a, b, c, false, false).unwrap();
         let plan = lower_recording(&rec, Default::default(), PlanLimits::WEBGPU).unwrap();
         let kernels: Vec<Kernel> = plan.iter().map(|d| d.kernel).collect();
-        let large = Kernel::MatmulLarge {
-            trans_a: false,
-            trans_b: false,
-        };
+        let large = MatmulTile::Large.kernel(false, false);
         assert_eq!(kernels, [large], "{m}x{n}x{k}");
         let grid = [n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1];
         assert_eq!(plan[0].workgroups, grid, "{m}x{n}x{k}");

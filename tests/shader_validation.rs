@@ -1,9 +1,11 @@
 //! Every WGSL file parsed and validated by naga at WebGPU-level capabilities (no GPU needed), every
 //! pipeline variant specialised with its constants, and the registry's metadata (files, entry
-//! points, binding counts, workgroup limits) checked against the shaders themselves.
+//! points, bindings as the engine reads them, workgroup limits) checked against the shaders themselves.
 
 use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
-use specdef::engine::gpu::kernels::{Kernel, PARAMS_BINDING_BYTES, SHADER_FILES, shader_source};
+use specdef::engine::gpu::kernels::{
+    Kernel, Module, PARAMS_BINDING_BYTES, shader_files, shader_source,
+};
 use specdef::engine::gpu::lower::params_layouts;
 use specdef::engine::gpu::product_pair::ProductKind;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,14 +39,14 @@ fn every_file_in_shaders_is_registered_and_vice_versa() {
             (path.extension()? == "wgsl").then(|| path.file_stem()?.to_str().map(String::from))?
         })
         .collect();
-    let registered: BTreeSet<String> = SHADER_FILES.iter().map(|(n, _)| n.to_string()).collect();
+    let registered: BTreeSet<String> = shader_files().iter().map(|f| f.name.to_string()).collect();
     assert_eq!(on_disk, registered);
 }
 
 #[test]
 fn every_shader_file_validates_at_webgpu_capabilities() {
-    for (file, _) in SHADER_FILES {
-        parse_and_validate(file);
+    for file in shader_files() {
+        parse_and_validate(file.name);
     }
 }
 
@@ -113,8 +115,9 @@ fn every_pipeline_variant_specialises_and_fits_webgpu_limits() {
             "{name}: params at binding 0"
         );
 
-        // The registry's bindings match what the entry point uses: outputs writable first,
-        // then read-only inputs.
+        // The bindings the engine reads from the WGSL (gpu/reflection.rs) match what this
+        // independent walk finds after the constants are applied: outputs writable first, then
+        // read-only inputs.
         let bindings = kernel.bindings();
         let expected: BTreeSet<(u32, bool)> = (0..bindings.storage_count())
             .map(|i| (bindings.binding_of(i), i < bindings.outputs))
@@ -170,7 +173,8 @@ fn params_layout_of(file: &str, module: &naga::Module) -> (String, u32, BTreeMap
 fn params_structs_match_their_rust_layout() {
     let rust: BTreeMap<&str, Vec<(&str, usize)>> = params_layouts().into_iter().collect();
     let mut seen = BTreeSet::new();
-    for (file, _) in SHADER_FILES {
+    for file in shader_files() {
+        let file = file.name;
         let (name, size, wgsl) = wgsl_params_layout(file);
         assert!(
             u64::from(size) <= PARAMS_BINDING_BYTES,
@@ -191,13 +195,13 @@ fn params_structs_match_their_rust_layout() {
     }
     // The product pairs' generated modules: `PairParams` holds two `ProductParams`, 32 bytes
     // apart.
-    let pair = Kernel::ProductPair {
-        first: ProductKind::WeightGrad,
-        second: ProductKind::Matmul {
+    let pair = Module::ProductPair(
+        ProductKind::WeightGrad,
+        ProductKind::Matmul {
             trans_a: false,
             trans_b: true,
         },
-    };
+    );
     let (module, _) = validate_source("product_pair", &pair.source());
     let (name, size, wgsl) = params_layout_of("product_pair", &module);
     assert_eq!((name.as_str(), size), ("PairParams", 64));
@@ -248,7 +252,8 @@ fn the_lowest_f32_constant_is_exactly_f32_min() {
 /// would round to f32::MAX, which naga accepts: scan every decimal literal in every shader.
 #[test]
 fn no_float_literal_exceeds_the_f32_range() {
-    for (file, _) in SHADER_FILES {
+    for file in shader_files() {
+        let file = file.name;
         let source = shader_source(file).unwrap();
         for line in source.lines().filter(|l| !l.trim_start().starts_with("//")) {
             for word in line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '+')) {

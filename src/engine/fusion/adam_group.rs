@@ -7,9 +7,15 @@
 //! the bound everywhere.)
 
 use super::independent;
-use crate::engine::gpu::kernels::{Kernel, MAX_ADAM_GROUP};
-use crate::engine::gpu::lower::{Dispatch, Operand, adam_params, grid_1d};
+use crate::engine::gpu::kernels::{Kernel, MAX_ADAM_GROUP, Module};
+use crate::engine::gpu::lower::{Dispatch, Operand, grid_1d};
+use crate::engine::op::{Adam, adam_params};
 use crate::engine::{AdamHyper, EngineError, Op, Tensor};
+
+/// Adam updates of `tensors` tensors in one dispatch (2..=MAX_ADAM_GROUP).
+pub(super) fn kernel(tensors: u8) -> Kernel {
+    Kernel::new(Module::AdamGroup(tensors), "adam_group")
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamGroup {
@@ -28,19 +34,19 @@ impl AdamGroup {
     /// The longest run of Adam updates at the start of `ops` that can share a dispatch (at
     /// least two, at most `max_tensors`).
     pub(super) fn at_start_of(ops: &[Op], max_tensors: usize) -> Option<Self> {
-        let Some(&Op::Adam { hyper, step, .. }) = ops.first() else {
+        let Some(&Op::Adam(Adam { hyper, step, .. })) = ops.first() else {
             return None;
         };
         let mut tensors: Vec<[Tensor; 4]> = Vec::new();
         for op in ops.iter().take(max_tensors) {
-            let &Op::Adam {
+            let &Op::Adam(Adam {
                 param,
                 grad,
                 m,
                 v,
                 hyper: hyper2,
                 step: step2,
-            } = op
+            }) = op
             else {
                 break;
             };
@@ -78,9 +84,8 @@ impl AdamGroup {
             .collect();
         operands.extend(self.tensors.iter().map(|t| T(t[1])));
         Ok(Dispatch {
-            kernel: Kernel::AdamGroup {
-                tensors: self.tensors.len() as u8,
-            },
+            flop: 0.0,
+            kernel: kernel(self.tensors.len() as u8),
             params: adam_params(len, &self.hyper, self.step),
             operands,
             workgroups: grid_1d("adam_group", len.div_ceil(256), max_per_dim)?,

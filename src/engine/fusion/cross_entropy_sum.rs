@@ -5,13 +5,19 @@
 //! unfused ones within the tolerance of the sums, not bit for bit.
 
 use super::independent;
-use crate::engine::gpu::kernels::Kernel;
-use crate::engine::gpu::lower::{Dispatch, Operand, softmax_params};
+use crate::engine::gpu::kernels::{Kernel, ShaderFile};
+use crate::engine::gpu::lower::{Dispatch, Operand};
+use crate::engine::op::{Reduce, SoftmaxCrossEntropy, softmax_params};
 use crate::engine::{Op, ReduceAxis, Reduction, Tensor};
 
 /// One workgroup does the whole sum, so the fusion stops where one workgroup would be slow:
 /// at the length up to which the unfused whole-array sum is one workgroup too.
 const MAX_ROWS: usize = 4096;
+
+static CROSS_ENTROPY_SUM_WGSL: ShaderFile = crate::shader_file!("cross_entropy_sum");
+/// Softmax cross-entropy with the sum of its losses.
+pub(super) const CROSS_ENTROPY_SUM: Kernel =
+    Kernel::of_file(&CROSS_ENTROPY_SUM_WGSL, "softmax_cross_entropy_sum");
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct CrossEntropySum {
@@ -27,19 +33,19 @@ impl CrossEntropySum {
     /// `softmax_cross_entropy(logits, labels) -> (loss, grad)`, then `loss_sum = sum(loss)`.
     pub(super) fn at_start_of(ops: &[Op]) -> Option<Self> {
         let [
-            Op::SoftmaxCrossEntropy {
+            Op::SoftmaxCrossEntropy(SoftmaxCrossEntropy {
                 logits,
                 labels,
                 loss,
                 grad,
                 grad_scale,
-            },
-            Op::Reduce {
+            }),
+            Op::Reduce(Reduce {
                 reduction: Reduction::Sum,
                 axis: ReduceAxis::Whole,
                 x,
                 out: loss_sum,
-            },
+            }),
             ..,
         ] = *ops
         else {
@@ -61,7 +67,8 @@ impl CrossEntropySum {
     pub(super) fn lower(&self) -> Dispatch {
         use Operand::Tensor as T;
         Dispatch {
-            kernel: Kernel::SoftmaxCrossEntropySum,
+            flop: 0.0,
+            kernel: CROSS_ENTROPY_SUM,
             params: softmax_params(self.logits, self.grad_scale),
             operands: vec![
                 T(self.loss),

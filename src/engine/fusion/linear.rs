@@ -13,10 +13,69 @@
 
 use super::independent;
 use super::product_pair::Product;
-use crate::engine::gpu::kernels::Kernel;
+use crate::engine::gpu::kernels::{Kernel, ShaderFile, transpositions};
 use crate::engine::gpu::lower::{Dispatch, LinearParams, Operand, grid_2d, words};
 use crate::engine::gpu::product_pair::ProductKind;
+use crate::engine::op::{Activate, ActivateGrad, Matmul};
 use crate::engine::{Activation, EngineError, Op, Tensor};
+
+/// shaders/linear.wgsl, whose loads and stores are guarded by the tile's own shape logic.
+static LINEAR_WGSL: ShaderFile = crate::shader_file!(
+    "linear",
+    snippets: ["common/activation.wgsl", "common/matmul_tile.wgsl"],
+    self_bounded: true
+);
+
+/// The fused forward: product, bias, and the activation where there is one.
+fn forward_kernel(trans_b: bool, activation: Option<Activation>) -> Kernel {
+    let entry_point = match activation {
+        None => "linear_forward",
+        Some(_) => "linear_forward_activate",
+    };
+    let kernel = Kernel::of_file(&LINEAR_WGSL, entry_point)
+        .with_flag("TRANS_A", false)
+        .with_flag("TRANS_B", trans_b)
+        .labelled(
+            "linear_forward",
+            [
+                transpositions(false, trans_b),
+                activation.map_or("", Activation::name),
+            ],
+        );
+    match activation {
+        Some(f) => kernel.with("ACTIVATION", f.code()),
+        None => kernel,
+    }
+}
+
+/// The fused weight and bias gradients.
+fn weight_grad_kernel() -> Kernel {
+    Kernel::of_file(&LINEAR_WGSL, "linear_weight_grad")
+        .with_flag("TRANS_A", true)
+        .with_flag("TRANS_B", false)
+}
+
+/// The fused input gradient through the previous layer's activation.
+fn input_grad_kernel(trans_b: bool, activation: Activation) -> Kernel {
+    Kernel::of_file(&LINEAR_WGSL, "linear_input_grad")
+        .with_flag("TRANS_A", false)
+        .with_flag("TRANS_B", trans_b)
+        .with("ACTIVATION", activation.code())
+        .suffixed([transpositions(false, trans_b), activation.name()])
+}
+
+/// Every kernel of linear.wgsl.
+pub(super) fn kernels() -> Vec<Kernel> {
+    let mut kernels = vec![weight_grad_kernel()];
+    for trans_b in [false, true] {
+        kernels.push(forward_kernel(trans_b, None));
+        for f in Activation::ALL {
+            kernels.push(forward_kernel(trans_b, Some(f)));
+            kernels.push(input_grad_kernel(trans_b, f));
+        }
+    }
+    kernels
+}
 
 /// The params and grid of a tiled product with `m x n` results over `k` terms, whose B has
 /// `b_cols` columns of its own.
@@ -28,6 +87,7 @@ fn product(
     max_per_dim: u32,
 ) -> Result<Dispatch, EngineError> {
     Ok(Dispatch {
+        flop: 2.0 * (m * n * k) as f64,
         kernel,
         params: words(LinearParams {
             m: m as u32,
@@ -63,7 +123,7 @@ impl LinearForward {
     /// `pre = alpha x op(w)`, `pre += ones bias` (k = 1), and `post = f(pre)` if it follows.
     pub(super) fn at_start_of(ops: &[Op]) -> Option<(Self, usize)> {
         let [
-            Op::Matmul {
+            Op::Matmul(Matmul {
                 a: x,
                 b: w,
                 c: pre,
@@ -71,8 +131,8 @@ impl LinearForward {
                 trans_b,
                 alpha,
                 beta: 0.0,
-            },
-            Op::Matmul {
+            }),
+            Op::Matmul(Matmul {
                 a: ones,
                 b: bias,
                 c: bias_out,
@@ -80,7 +140,7 @@ impl LinearForward {
                 trans_b: false,
                 alpha: 1.0,
                 beta: 1.0,
-            },
+            }),
             ref rest @ ..,
         ] = *ops
         else {
@@ -95,7 +155,7 @@ impl LinearForward {
         }
         // The activation joins unless its output is one of the product's inputs.
         let activation = match rest.first() {
-            Some(&Op::Activate { f, x: input, y }) if input == pre => Some((f, y)),
+            Some(&Op::Activate(Activate { f, x: input, y })) if input == pre => Some((f, y)),
             _ => None,
         }
         .filter(|&(_, post)| independent(&[pre, post], &inputs));
@@ -118,17 +178,17 @@ impl LinearForward {
         let mut operands = vec![T(self.pre)];
         operands.extend(self.activation.map(|(_, post)| T(post)));
         operands.extend([T(self.x), T(self.w), T(self.ones), T(self.bias)]);
-        let kernel = Kernel::LinearForward {
-            trans_b: self.trans_b,
-            activation: self.activation.map(|(f, _)| f),
-        };
-        product(
+        let kernel = forward_kernel(self.trans_b, self.activation.map(|(f, _)| f));
+        let mut dispatch = product(
             kernel,
             (m, n, self.x.cols(), n),
             self.alpha,
             operands,
             max_per_dim,
-        )
+        )?;
+        // The bias counts as the rank-one product it replaces.
+        dispatch.flop += 2.0 * (m * n) as f64;
+        Ok(dispatch)
     }
 }
 
@@ -146,7 +206,7 @@ impl LinearWeightGrad {
     /// `db = alpha ones^T g`, then `dw = alpha g^T h`, with the same g and alpha.
     pub(super) fn at_start_of(ops: &[Op]) -> Option<Self> {
         let [
-            Op::Matmul {
+            Op::Matmul(Matmul {
                 a: ones,
                 b: g,
                 c: db,
@@ -154,8 +214,8 @@ impl LinearWeightGrad {
                 trans_b: false,
                 alpha,
                 beta: 0.0,
-            },
-            Op::Matmul {
+            }),
+            Op::Matmul(Matmul {
                 a: g_again,
                 b: h,
                 c: dw,
@@ -163,7 +223,7 @@ impl LinearWeightGrad {
                 trans_b: false,
                 alpha: alpha_again,
                 beta: 0.0,
-            },
+            }),
             ..,
         ] = *ops
         else {
@@ -204,7 +264,7 @@ impl LinearWeightGrad {
         let operands = vec![T(self.dw), T(self.db), T(self.g), T(self.h), T(self.ones)];
         let shape = (m, b_cols + 1, self.g.rows(), b_cols);
         product(
-            Kernel::LinearWeightGrad,
+            weight_grad_kernel(),
             shape,
             self.alpha,
             operands,
@@ -229,7 +289,7 @@ impl LinearInputGrad {
     /// `dh = alpha g op(w)`, then `grad_pre = dh * f'(pre)`.
     pub(super) fn at_start_of(ops: &[Op]) -> Option<Self> {
         let [
-            Op::Matmul {
+            Op::Matmul(Matmul {
                 a: g,
                 b: w,
                 c: dh,
@@ -237,13 +297,13 @@ impl LinearInputGrad {
                 trans_b,
                 alpha,
                 beta: 0.0,
-            },
-            Op::ActivateGrad {
+            }),
+            Op::ActivateGrad(ActivateGrad {
                 f: activation,
                 x: pre,
                 grad_y,
                 grad_x: grad_pre,
-            },
+            }),
             ..,
         ] = *ops
         else {
@@ -290,10 +350,7 @@ impl LinearInputGrad {
             T(self.w),
             T(self.pre),
         ];
-        let kernel = Kernel::LinearInputGrad {
-            trans_b: self.trans_b,
-            activation: self.activation,
-        };
+        let kernel = input_grad_kernel(self.trans_b, self.activation);
         product(
             kernel,
             (m, n, self.g.cols(), n),

@@ -20,8 +20,23 @@ pub use cross_entropy_sum::CrossEntropySum;
 pub use linear::{LinearForward, LinearInputGrad, LinearWeightGrad};
 pub use product_pair::ProductPair;
 
+use super::gpu::kernels::{Kernel, MAX_ADAM_GROUP};
 use super::gpu::lower::Dispatch;
+use super::gpu::product_pair::ProductKind;
 use super::{EngineError, Op, Tensor};
+
+/// Every fused kernel (with each setting of its constants).
+pub(crate) fn kernels() -> Vec<Kernel> {
+    let mut kernels = linear::kernels();
+    kernels.push(cross_entropy_sum::CROSS_ENTROPY_SUM);
+    kernels.extend((2..=MAX_ADAM_GROUP).map(adam_group::kernel));
+    for first in ProductKind::all() {
+        for second in ProductKind::all() {
+            kernels.push(product_pair::kernel(first, second));
+        }
+    }
+    kernels
+}
 
 /// Whether the GPU engine fuses a recording before lowering it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -6,10 +6,21 @@
 //! other. Each value is computed as the unpaired kernel computes it, so pairing changes no result.
 
 use super::{Fused, Step, independent};
-use crate::engine::gpu::kernels::Kernel;
+use crate::engine::gpu::kernels::{Kernel, Module};
 use crate::engine::gpu::lower::{Dispatch, Operand, grid_1d, words};
 use crate::engine::gpu::product_pair::{ProductKind, ProductParams};
+use crate::engine::op::Matmul;
 use crate::engine::{EngineError, Op, Tensor};
+
+/// Two independent products in one dispatch: its module is written per pair of kinds, their
+/// transpositions and activations are its constants.
+pub(crate) fn kernel(first: ProductKind, second: ProductKind) -> Kernel {
+    let constants = first.constants(0).into_iter().chain(second.constants(1));
+    constants.fold(
+        Kernel::new(Module::ProductPair(first, second), "product_pair"),
+        |kernel, (name, value)| kernel.with(name, value),
+    )
+}
 
 /// One product as a pair holds it: its shape, scalars and buffers in binding order.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,7 +41,7 @@ impl Product {
     /// The product a plan step computes, if it is one a pair can hold.
     fn of(step: &Step) -> Option<Product> {
         match step {
-            &Step::Op(&Op::Matmul {
+            &Step::Op(&Op::Matmul(Matmul {
                 a,
                 b,
                 c,
@@ -38,7 +49,7 @@ impl Product {
                 trans_b,
                 alpha,
                 beta: 0.0,
-            }) => Some(Product {
+            })) => Some(Product {
                 kind: ProductKind::Matmul { trans_a, trans_b },
                 m: c.rows(),
                 n: c.cols(),
@@ -52,6 +63,11 @@ impl Product {
             Step::Fused(Fused::LinearInputGrad(f)) => Some(f.product()),
             _ => None,
         }
+    }
+
+    /// 2 m n k.
+    fn flop(&self) -> f64 {
+        2.0 * (self.m * self.n * self.k) as f64
     }
 
     fn tiles(&self) -> (usize, usize) {
@@ -105,11 +121,9 @@ impl ProductPair {
         .flatten()
         .map(|&t| Operand::Tensor(t))
         .collect();
-        let kernel = Kernel::ProductPair {
-            first: self.first.kind,
-            second: self.second.kind,
-        };
+        let kernel = kernel(self.first.kind, self.second.kind);
         Ok(Dispatch {
+            flop: self.first.flop() + self.second.flop(),
             kernel,
             params: words([first, second]),
             operands,

@@ -12,6 +12,7 @@ mod plan_cache;
 mod pool;
 pub mod product_pair;
 mod readback;
+mod reflection;
 
 pub use context::{GpuDevice, GpuOptions, open_device};
 pub use readback::PendingRead;

@@ -2,7 +2,6 @@
 //! of them costs, read off the plan alone (no device needed): dispatches, barrier stages,
 //! workgroups, FLOPs of the products and the bytes bound.
 
-use super::kernels::Kernel;
 use super::lower::{self, Dispatch, MatmulTile, Operand};
 use crate::engine::fusion::{self, Fusion, Step};
 use crate::engine::{EngineError, Recording};
@@ -54,6 +53,10 @@ pub fn lower_recording(
             }
         }
     }
+    debug_assert!(
+        dispatches.iter().all(|d| d.kernel.is_listed()),
+        "every kernel a lowering uses is in Kernel::all()"
+    );
     Ok(dispatches)
 }
 
@@ -65,9 +68,7 @@ pub fn with_matmul_tile(
     max_per_dim: u32,
 ) -> Result<Vec<Dispatch>, EngineError> {
     for dispatch in &mut dispatches {
-        if let Kernel::Matmul { trans_a, trans_b } | Kernel::MatmulLarge { trans_a, trans_b } =
-            dispatch.kernel
-        {
+        if let Some((trans_a, trans_b)) = MatmulTile::transpositions_of(&dispatch.kernel) {
             let [m, n, ..] = dispatch.params.map(|w| w as usize);
             dispatch.kernel = tile.kernel(trans_a, trans_b);
             let side = tile.side();
@@ -93,33 +94,6 @@ pub struct PlanFigures {
     /// The bytes every dispatch binds, each operand counted once: the memory traffic of a run
     /// that touched each operand once (tiles read more; caches read less).
     pub bytes: u64,
-}
-
-/// The m, n and k of a product's params (the first three words of MatmulParams and
-/// LinearParams alike).
-fn product_flop(dispatch: &Dispatch) -> f64 {
-    match dispatch.kernel {
-        Kernel::Matmul { .. }
-        | Kernel::MatmulLarge { .. }
-        | Kernel::LinearWeightGrad
-        | Kernel::LinearInputGrad { .. } => {
-            let [m, n, k, ..] = dispatch.params;
-            2.0 * f64::from(m) * f64::from(n) * f64::from(k)
-        }
-        // The bias counts as the rank-one product it replaces (k = 1).
-        Kernel::LinearForward { .. } => {
-            let [m, n, k, ..] = dispatch.params;
-            2.0 * f64::from(m) * f64::from(n) * f64::from(k + 1)
-        }
-        // Two products' params, eight words each.
-        Kernel::ProductPair { .. } => dispatch.params.chunks(8).fold(0.0, |flop, product| {
-            let [m, n, k, ..] = *product else {
-                return flop;
-            };
-            flop + 2.0 * f64::from(m) * f64::from(n) * f64::from(k)
-        }),
-        _ => 0.0,
-    }
 }
 
 fn operand_bytes(operand: Operand) -> u64 {
@@ -169,7 +143,7 @@ impl PlanFigures {
                 .iter()
                 .map(|&w| u64::from(w))
                 .product::<u64>();
-            figures.flop += product_flop(dispatch);
+            figures.flop += dispatch.flop;
             figures.bytes += dispatch
                 .operands
                 .iter()

@@ -98,13 +98,13 @@ impl ProductKind {
     }
 
     /// Its pipeline constants as product `p` (0 or 1) of a pair.
-    pub fn constants(self, p: usize) -> Vec<(&'static str, f64)> {
+    pub fn constants(self, p: usize) -> Vec<(&'static str, u8)> {
         const NAMES: [[&str; 3]; 2] = [
             ["TRANS_A_0", "TRANS_B_0", "ACTIVATION_0"],
             ["TRANS_A_1", "TRANS_B_1", "ACTIVATION_1"],
         ];
         let [trans_a_name, trans_b_name, activation_name] = NAMES[p];
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let flag = u8::from;
         let (trans_a, trans_b) = match self {
             ProductKind::Matmul { trans_a, trans_b } => (trans_a, trans_b),
             ProductKind::WeightGrad => (true, false),
@@ -112,18 +112,9 @@ impl ProductKind {
         };
         let mut constants = vec![(trans_a_name, flag(trans_a)), (trans_b_name, flag(trans_b))];
         if let ProductKind::InputGrad { activation, .. } = self {
-            constants.push((activation_name, activation_code(activation)));
+            constants.push((activation_name, activation.code()));
         }
         constants
-    }
-}
-
-/// common/activation.wgsl's code for `f`.
-pub fn activation_code(f: Activation) -> f64 {
-    match f {
-        Activation::Relu => 0.0,
-        Activation::Gelu => 1.0,
-        Activation::Tanh => 2.0,
     }
 }
 

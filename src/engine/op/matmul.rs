@@ -1,0 +1,325 @@
+//! The matrix product (shaders/matmul.wgsl; CPU twin `engine/cpu/matmul.rs`), in two tile
+//! configurations chosen by shape.
+
+use super::Operation;
+use super::check::{distinct, shape_error};
+use crate::engine::cpu::{CpuEngine, CpuReal, matmul};
+use crate::engine::gpu::kernels::{Kernel, Module, ShaderFile, transpositions};
+use crate::engine::gpu::lower::{Dispatch, Operand, ParamsLayout, grid_2d, params_layout, words};
+use crate::engine::tangent::Transform;
+use crate::engine::{EngineError, Recording, Tensor};
+use bytemuck::{Pod, Zeroable};
+
+/// `c = alpha * op(a) op(b) + beta * c`, where op transposes when asked. With `beta == 0` the
+/// old `c` is not read (so NaN or garbage there does not leak in).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Matmul {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub c: Tensor,
+    pub trans_a: bool,
+    pub trans_b: bool,
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+impl Matmul {
+    /// The inner dimension.
+    pub fn k(&self) -> usize {
+        if self.trans_a {
+            self.a.rows()
+        } else {
+            self.a.cols()
+        }
+    }
+
+    /// 2 m n k.
+    pub fn flop(&self) -> f64 {
+        2.0 * (self.c.rows() * self.c.cols() * self.k()) as f64
+    }
+}
+
+impl Recording {
+    /// `c = op(a) op(b)`.
+    pub fn matmul(
+        &mut self,
+        a: Tensor,
+        b: Tensor,
+        c: Tensor,
+        trans_a: bool,
+        trans_b: bool,
+    ) -> Result<&mut Self, EngineError> {
+        self.matmul_scaled(a, b, c, trans_a, trans_b, 1.0, 0.0)
+    }
+
+    /// `c = alpha * op(a) op(b) + beta * c`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_scaled(
+        &mut self,
+        a: Tensor,
+        b: Tensor,
+        c: Tensor,
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f64,
+        beta: f64,
+    ) -> Result<&mut Self, EngineError> {
+        self.push(Matmul {
+            a,
+            b,
+            c,
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+        })
+    }
+}
+
+/// shaders/matmul.wgsl: its entry points `matmul` (64x64 tiles) and `matmul_large` (128x128).
+pub(crate) static MATMUL_WGSL: ShaderFile = crate::shader_file!(
+    "matmul",
+    snippets: ["common/matmul_tile.wgsl", "common/matmul_tile_large.wgsl"],
+    self_bounded: true
+);
+
+/// The tile configuration of a plain product (matmul.wgsl's two entry points).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulTile {
+    /// 64x64 tiles, 4x4 outputs per invocation.
+    Small,
+    /// 128x128 tiles, 8x8 outputs per invocation, the next K slice prefetched.
+    Large,
+}
+
+impl MatmulTile {
+    /// Large tiles do four times the arithmetic per word staged, but a quarter as many
+    /// workgroups: they are chosen where even they make at least one wave on a large GPU,
+    /// `LARGE_TILE_MIN_WORKGROUPS` (128, about one per streaming multiprocessor of an H100 or
+    /// H200: 132), with both sides at least `LARGE_TILE_MIN_SIDE` (a skinny output would leave
+    /// most of each tile empty): outputs of 2048 x 1024 and up. Below that the 64x64 grid's four
+    /// times as many workgroups keep more of the GPU busy. A starting rule, to be tuned on a GPU
+    /// with `benches/gpu.sh`'s per-configuration timings.
+    pub fn for_shape(m: usize, n: usize) -> Self {
+        let large_tiles = m.div_ceil(128) * n.div_ceil(128);
+        if m.min(n) >= LARGE_TILE_MIN_SIDE && large_tiles >= LARGE_TILE_MIN_WORKGROUPS {
+            MatmulTile::Large
+        } else {
+            MatmulTile::Small
+        }
+    }
+
+    /// The tile's side, in outputs.
+    pub fn side(self) -> usize {
+        match self {
+            MatmulTile::Small => 64,
+            MatmulTile::Large => 128,
+        }
+    }
+
+    pub fn kernel(self, trans_a: bool, trans_b: bool) -> Kernel {
+        let entry_point = match self {
+            MatmulTile::Small => "matmul",
+            MatmulTile::Large => "matmul_large",
+        };
+        Kernel::of_file(&MATMUL_WGSL, entry_point)
+            .with_flag("TRANS_A", trans_a)
+            .with_flag("TRANS_B", trans_b)
+            .suffixed([transpositions(trans_a, trans_b), ""])
+    }
+
+    /// The transpositions of a plain product's kernel (either tile configuration); `None` for
+    /// any other kernel.
+    pub fn transpositions_of(kernel: &Kernel) -> Option<(bool, bool)> {
+        if kernel.module != Module::File(&MATMUL_WGSL) {
+            return None;
+        }
+        let flag = |name| kernel.constant(name) == Some(1);
+        Some((flag("TRANS_A"), flag("TRANS_B")))
+    }
+}
+
+/// The fewest 128x128 workgroups for which a product takes the large tiles.
+pub const LARGE_TILE_MIN_WORKGROUPS: usize = 128;
+/// The shortest side of an output that takes the large tiles.
+pub const LARGE_TILE_MIN_SIDE: usize = 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    accumulate: u32,
+    alpha: f32,
+    beta: f32,
+    _pad: [u32; 2],
+}
+
+impl Operation for Matmul {
+    const NAME: &'static str = "matmul";
+
+    fn tensors(&self) -> Vec<Tensor> {
+        vec![self.a, self.b, self.c]
+    }
+
+    fn check(&self) -> Result<(), EngineError> {
+        let &Matmul {
+            a,
+            b,
+            c,
+            trans_a,
+            trans_b,
+            ..
+        } = self;
+        let (m, k) = if trans_a {
+            (a.cols(), a.rows())
+        } else {
+            (a.rows(), a.cols())
+        };
+        let (k2, n) = if trans_b {
+            (b.cols(), b.rows())
+        } else {
+            (b.rows(), b.cols())
+        };
+        let describe = || {
+            format!(
+                "A{} is {a}, B{} is {b}, C is {c}",
+                if trans_a { "^T" } else { "" },
+                if trans_b { "^T" } else { "" }
+            )
+        };
+        if k != k2 {
+            return Err(shape_error(
+                Self::NAME,
+                format!("inner dimensions differ ({k} vs {k2}): {}", describe()),
+            ));
+        }
+        if c.shape() != (m, n) {
+            return Err(shape_error(
+                Self::NAME,
+                format!("C must be {m}x{n}: {}", describe()),
+            ));
+        }
+        distinct(Self::NAME, &[c], &[a, b])
+    }
+
+    fn run_on_cpu<T: CpuReal>(&self, cpu: &mut CpuEngine<T>) -> Result<(), EngineError> {
+        let &Matmul {
+            a,
+            b,
+            c,
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+        } = self;
+        let shape = (c.rows(), c.cols(), self.k());
+        let par = cpu.workers().matmul_par(shape);
+        cpu.with_output(c, &[a, b], |inp, out| {
+            matmul::matmul(
+                inp[0],
+                inp[1],
+                out,
+                shape,
+                trans_a,
+                trans_b,
+                T::of_f64(alpha),
+                T::of_f64(beta),
+                par,
+            )
+        })
+    }
+
+    /// `dc = alpha (op(da) op(b) + op(a) op(db)) + beta dc`, each term where its tangent lives.
+    fn tangent(&self, t: &mut Transform<'_>) -> Result<(), EngineError> {
+        let &Matmul {
+            a,
+            b,
+            c,
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+        } = self;
+        let keep_old = beta != 0.0 && t.live(c).is_some();
+        let terms: Vec<(Tensor, Tensor)> =
+            [t.live(a).map(|da| (da, b)), t.live(b).map(|db| (a, db))]
+                .into_iter()
+                .flatten()
+                .collect();
+        if terms.is_empty() {
+            if keep_old && beta != 1.0 {
+                // dc = beta dc, through a copy (outputs never alias inputs).
+                let dc = t.output(Self::NAME, c)?;
+                let copy = t.scratch(c)?;
+                (t.recording).scale(1.0, dc, copy)?.scale(beta, copy, dc)?;
+            } else if !keep_old {
+                t.zero(c);
+            }
+            return Ok(());
+        }
+        let dc = t.output(Self::NAME, c)?;
+        for (i, (x, y)) in terms.into_iter().enumerate() {
+            let beta_here = match (i, keep_old) {
+                (0, true) => beta,
+                (0, false) => 0.0,
+                _ => 1.0,
+            };
+            (t.recording).matmul_scaled(x, y, dc, trans_a, trans_b, alpha, beta_here)?;
+        }
+        Ok(())
+    }
+
+    fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
+        let (m, n) = self.c.shape();
+        let tile = MatmulTile::for_shape(m, n);
+        Ok(vec![Dispatch {
+            flop: self.flop(),
+            kernel: tile.kernel(self.trans_a, self.trans_b),
+            params: words(MatmulParams {
+                m: m as u32,
+                n: n as u32,
+                k: self.k() as u32,
+                accumulate: u32::from(self.beta != 0.0),
+                alpha: self.alpha as f32,
+                beta: self.beta as f32,
+                _pad: [0; 2],
+            }),
+            operands: vec![
+                Operand::Tensor(self.c),
+                Operand::Tensor(self.a),
+                Operand::Tensor(self.b),
+            ],
+            workgroups: grid_2d(
+                Self::NAME,
+                n.div_ceil(tile.side()),
+                m.div_ceil(tile.side()),
+                max_per_dim,
+            )?,
+        }])
+    }
+
+    fn kernels() -> Vec<Kernel> {
+        let mut kernels = Vec::new();
+        for tile in [MatmulTile::Small, MatmulTile::Large] {
+            for trans_a in [false, true] {
+                for trans_b in [false, true] {
+                    kernels.push(tile.kernel(trans_a, trans_b));
+                }
+            }
+        }
+        kernels
+    }
+
+    fn params_layout() -> Option<ParamsLayout> {
+        Some(params_layout!(MatmulParams {
+            m,
+            n,
+            k,
+            accumulate,
+            alpha,
+            beta
+        }))
+    }
+}
