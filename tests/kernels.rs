@@ -99,7 +99,7 @@ fn large_tiles_are_chosen_by_shape_and_match_the_f64_engine() {
         ((1024, 16384), true),
     ] {
         assert_eq!(
-            MatmulTile::for_shape(m, n) == MatmulTile::Large,
+            MatmulTile::for_shape(m, n, 64) == MatmulTile::Large,
             large,
             "{m} x {n}"
         );
@@ -127,20 +127,76 @@ fn large_tiles_are_chosen_by_shape_and_match_the_f64_engine() {
     }
 }
 
-/// Either tile configuration computes any shape: each forced on the GPU over the awkward shapes
+/// Small outputs over a long K are split along it (`MatmulTile::for_shape`, `split_k`): a
+/// split pass with a grid layer per split into the scratch buffer, then the sum pass; the
+/// splits' partials sum to the f64 engine's product within the stated tolerance.
+#[test]
+fn small_outputs_over_a_long_k_are_split_along_it() {
+    use specdef::engine::gpu::lower::{SPLIT_K_MAX_TILES, SPLIT_K_MIN_LEN, split_k};
+    use specdef::engine::gpu::plan::{PlanLimits, lower_recording};
+    // The rule: at most SPLIT_K_MAX_TILES 64x64 tiles, K at least twice SPLIT_K_MIN_LEN;
+    // about 64 workgroups, no split shorter than SPLIT_K_MIN_LEN.
+    assert_eq!((SPLIT_K_MAX_TILES, SPLIT_K_MIN_LEN), (16, 256));
+    for ((m, n, k), splits) in [
+        ((128, 10, 2048), Some(8)),
+        ((128, 10, 511), None),
+        ((128, 10, 512), Some(2)),
+        ((256, 128, 4096), Some(2)),
+        ((256, 256, 4096), None),
+        ((257, 256, 4096), None),
+        ((1, 1, 100_000), Some(64)),
+        ((128, 256, 256), None),
+    ] {
+        assert_eq!(split_k(m, n, k), splits, "{m} x {n} x {k}");
+        let expected = splits.map_or(MatmulTile::Small, |splits| MatmulTile::SplitK { splits });
+        assert_eq!(MatmulTile::for_shape(m, n, k), expected, "{m} x {n} x {k}");
+    }
+    let mut e = CpuEngine32::new();
+    let (a, b, c) = (
+        e.alloc("a", 128, 2048).unwrap(),
+        e.alloc("b", 2048, 10).unwrap(),
+        e.alloc("c", 128, 10).unwrap(),
+    );
+    let mut rec = Recording::new();
+    rec.matmul(a, b, c, false, false).unwrap();
+    let plan = lower_recording(&rec, Default::default(), PlanLimits::WEBGPU).unwrap();
+    let split = MatmulTile::SplitK { splits: 8 }.kernel(false, false);
+    assert_eq!(plan.len(), 2);
+    assert_eq!((plan[0].kernel, plan[0].workgroups), (split, [1, 2, 8]));
+    assert_eq!(plan[1].kernel.entry_point(), "matmul_split_k_sum");
+    for (m, n, k) in [(128, 10, 2048), (1, 1, 5000), (70, 33, 1000)] {
+        for (trans_a, trans_b) in [(false, false), (true, false), (false, true)] {
+            matmul_case(m, n, k, trans_a, trans_b);
+        }
+    }
+}
+
+/// Every configuration computes any shape: each forced on the GPU over the awkward shapes
 /// (M = 1, N = 10, K not a multiple of 4, skinny both ways, one tile, several) and a large one,
-/// against the f64 engine.
+/// against the f64 engine; split along K too, also where K is shorter than the splits asked for
+/// (fewer are made), wherever the partials fit the scratch buffer.
 #[test]
 fn either_tile_configuration_computes_any_shape() {
+    use specdef::engine::gpu::lower::SCRATCH_LEN;
     let Some(mut gpu) = gpu() else {
         return;
     };
     let shapes = (MATMUL_SHAPES.iter().copied())
         .chain([(1, 10, 7), (3, 300, 5), (300, 3, 130), (129, 129, 129)])
         .chain([LARGE_MATMUL_SHAPES[0]]);
-    for tile in [MatmulTile::Small, MatmulTile::Large] {
+    let configurations = [
+        MatmulTile::Small,
+        MatmulTile::Large,
+        MatmulTile::SplitK { splits: 2 },
+        MatmulTile::SplitK { splits: 3 },
+    ];
+    for tile in configurations {
         gpu.set_matmul_tile(Some(tile));
+        let split = matches!(tile, MatmulTile::SplitK { .. });
         for (m, n, k) in shapes.clone() {
+            if split && 3 * m * n > SCRATCH_LEN {
+                continue;
+            }
             for (trans_a, trans_b) in [(false, false), (true, true), (false, true)] {
                 let body = matmul_body((m, n, k), trans_a, trans_b);
                 let reference = body(&mut CpuEngine64::new());
@@ -155,8 +211,8 @@ fn either_tile_configuration_computes_any_shape() {
 
 #[test]
 fn matmul_scaled_accumulates_and_ignores_old_c_when_beta_is_zero() {
-    // A small product and one in large tiles.
-    for (m, n, k) in [(33, 70, 19), (2051, 1029, 11)] {
+    // A small product, one in large tiles and one split along K.
+    for (m, n, k) in [(33, 70, 19), (2051, 1029, 11), (100, 10, 1500)] {
         matmul_scaled_case(m, n, k);
     }
 }

@@ -59,9 +59,11 @@ enum Measure {
         k: usize,
         trans_a: bool,
         trans_b: bool,
-        /// The tile side of the configuration (64 or 128), and whether the engine's rule picks
-        /// it for a plain product of this shape (fused products always take 64x64 tiles).
+        /// The tile side of the configuration (64 or 128), its splits of K (1: unsplit), and
+        /// whether the engine's rule picks it for a plain product of this shape (fused products
+        /// always take unsplit 64x64 tiles).
         tile: usize,
+        splits: usize,
         rule_for_plain_product: bool,
         /// Medians over the samples: the device's time of the dispatch (None without timestamp
         /// queries) and the wall time of a run and its wait.
@@ -162,7 +164,12 @@ pub fn bench_gpu(out: &Path, dispatches: usize, samples: usize, quick: bool) -> 
         });
     }
     for product in &products {
-        for tile in [MatmulTile::Small, MatmulTile::Large] {
+        let mut configurations = vec![MatmulTile::Small, MatmulTile::Large];
+        let rule = MatmulTile::for_shape(product.m, product.n, product.k);
+        if !configurations.contains(&rule) {
+            configurations.push(rule);
+        }
+        for tile in configurations {
             let measure = time_product(&mut gpu, product, tile, samples)?;
             if let Measure::Product {
                 device_ms,
@@ -173,12 +180,8 @@ pub fn bench_gpu(out: &Path, dispatches: usize, samples: usize, quick: bool) -> 
             {
                 let device = device_ms.map_or("-".to_string(), |ms| format!("{ms:.4}"));
                 println!(
-                    "  {} {}x{}x{} tiles {}: device {device} ms, wall {wall_ms:.4} ms, {gflops:.1} GFLOP/s",
-                    product.name,
-                    product.m,
-                    product.n,
-                    product.k,
-                    tile.side()
+                    "  {} {}x{}x{} {tile:?}: device {device} ms, wall {wall_ms:.4} ms, {gflops:.1} GFLOP/s",
+                    product.name, product.m, product.n, product.k,
                 );
             }
             records.push(record(measure));
@@ -283,7 +286,11 @@ fn time_product(
         trans_a: p.trans_a,
         trans_b: p.trans_b,
         tile: tile.side(),
-        rule_for_plain_product: MatmulTile::for_shape(p.m, p.n) == tile,
+        splits: match tile {
+            MatmulTile::SplitK { splits } => splits,
+            _ => 1,
+        },
+        rule_for_plain_product: MatmulTile::for_shape(p.m, p.n, p.k) == tile,
         device_ms,
         wall_ms,
         gflops: flop / seconds / 1e9,

@@ -10,6 +10,7 @@ use bytemuck::{Pod, Zeroable};
 
 pub use crate::engine::op::{
     LARGE_TILE_MIN_SIDE, LARGE_TILE_MIN_WORKGROUPS, MAX_REDUCE_PARTIALS, MatmulTile,
+    SPLIT_K_MAX_TILES, SPLIT_K_MIN_LEN, split_k,
 };
 
 /// What a dispatch binds: a tensor, or the engine's scratch buffer for partial reductions.
@@ -21,6 +22,10 @@ pub enum Operand {
         len: usize,
     },
 }
+
+/// The engine's scratch buffer, in floats: a whole-array reduction's partials
+/// (`MAX_REDUCE_PARTIALS`) or a split-K product's.
+pub const SCRATCH_LEN: usize = 1 << 16;
 
 /// Params are 16 words (64 bytes, the binding size): the WGSL params struct's bytes, then zeros.
 pub type ParamWords = [u32; 16];

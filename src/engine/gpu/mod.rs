@@ -22,7 +22,7 @@ use super::{
     Engine, EngineError, EngineInfo, ReadTicket, Recording, ReleaseQueue, Tensor, check_alloc,
 };
 use kernels::{Bindings, Kernel, PARAMS_BINDING_BYTES, PARAMS_SLOT_BYTES, PipelineCache};
-use lower::{Dispatch, MAX_REDUCE_PARTIALS, MatmulTile, Operand};
+use lower::{Dispatch, MatmulTile, Operand, SCRATCH_LEN};
 use plan::{PlanFigures, PlanLimits};
 use plan_cache::{CachedPlan, PlanCache};
 use pool::{BufferPool, PooledBuffer};
@@ -141,8 +141,8 @@ impl GpuEngine {
         let mut storage_pool = BufferPool::new(STORAGE_USAGE);
         let scratch = storage_pool.acquire(
             &device,
-            "specdef.reduce_partials",
-            (MAX_REDUCE_PARTIALS * 4) as u64,
+            "specdef.scratch",
+            (SCRATCH_LEN * 4) as u64,
             limits.max_buffer_size,
         );
         let params = ParamsRing {
@@ -212,16 +212,8 @@ impl GpuEngine {
 
     /// The dispatches of `recording` under the engine's settings.
     fn lower(&self, recording: &Recording) -> Result<Vec<Dispatch>, EngineError> {
-        let dispatches =
-            plan::lower_recording(recording, self.fusion, PlanLimits::of(&self.limits))?;
-        match self.matmul_tile {
-            None => Ok(dispatches),
-            Some(tile) => plan::with_matmul_tile(
-                dispatches,
-                tile,
-                self.limits.max_compute_workgroups_per_dimension,
-            ),
-        }
+        let limits = PlanLimits::of(&self.limits);
+        plan::lower_recording_in(recording, self.fusion, limits, self.matmul_tile)
     }
 
     /// Whether `run_timed` can measure device time on this adapter.

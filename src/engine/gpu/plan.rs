@@ -4,7 +4,7 @@
 
 use super::lower::{self, Dispatch, MatmulTile, Operand};
 use crate::engine::fusion::{self, Fusion, Step};
-use crate::engine::{EngineError, Recording};
+use crate::engine::{EngineError, Op, Recording};
 use std::collections::HashMap;
 
 /// The device limits a plan depends on.
@@ -36,18 +36,34 @@ pub fn lower_recording(
     fusion: Fusion,
     limits: PlanLimits,
 ) -> Result<Vec<Dispatch>, EngineError> {
+    lower_recording_in(recording, fusion, limits, None)
+}
+
+/// The same with every plain product in the configuration `matmul_tile` where one is given
+/// (each by its shape otherwise, as `MatmulTile::for_shape` says), so that tests and benchmarks
+/// can run each configuration on the same shapes.
+pub fn lower_recording_in(
+    recording: &Recording,
+    fusion: Fusion,
+    limits: PlanLimits,
+    matmul_tile: Option<MatmulTile>,
+) -> Result<Vec<Dispatch>, EngineError> {
     let max_per_dim = limits.max_workgroups_per_dim;
+    let lower_op = |op: &Op| match (op, matmul_tile) {
+        (Op::Matmul(product), Some(tile)) => product.lower_in(tile, max_per_dim),
+        _ => lower::lower(op, max_per_dim),
+    };
     let mut dispatches = Vec::with_capacity(recording.len());
     match fusion {
         Fusion::Off => {
             for op in recording.ops() {
-                dispatches.extend(lower::lower(op, max_per_dim)?);
+                dispatches.extend(lower_op(op)?);
             }
         }
         Fusion::On => {
             for step in fusion::fuse(recording.ops(), limits.max_storage_buffers_per_stage) {
                 match step {
-                    Step::Op(op) => dispatches.extend(lower::lower(op, max_per_dim)?),
+                    Step::Op(op) => dispatches.extend(lower_op(op)?),
                     Step::Fused(fused) => dispatches.push(fused.lower(max_per_dim)?),
                 }
             }
@@ -57,25 +73,6 @@ pub fn lower_recording(
         dispatches.iter().all(|d| d.kernel.is_listed()),
         "every kernel a lowering uses is in Kernel::all()"
     );
-    Ok(dispatches)
-}
-
-/// The plan with every plain product in the `tile` configuration (its kernel and grid; the
-/// params are the same for both).
-pub fn with_matmul_tile(
-    mut dispatches: Vec<Dispatch>,
-    tile: MatmulTile,
-    max_per_dim: u32,
-) -> Result<Vec<Dispatch>, EngineError> {
-    for dispatch in &mut dispatches {
-        if let Some((trans_a, trans_b)) = MatmulTile::transpositions_of(&dispatch.kernel) {
-            let [m, n, ..] = dispatch.params.map(|w| w as usize);
-            dispatch.kernel = tile.kernel(trans_a, trans_b);
-            let side = tile.side();
-            dispatch.workgroups =
-                lower::grid_2d("matmul", n.div_ceil(side), m.div_ceil(side), max_per_dim)?;
-        }
-    }
     Ok(dispatches)
 }
 

@@ -29,7 +29,10 @@ pub use damping::{DampingHyper, DampingUpdate};
 pub use device_scalar::{AxpyDevice, DeviceScalar, ScaleDevice};
 pub use elementwise::{Axpy, Binary, BinaryOp, Ema, Fill, Scale, Unary, UnaryOp};
 pub use jacobi::JacobiRound;
-pub use matmul::{LARGE_TILE_MIN_SIDE, LARGE_TILE_MIN_WORKGROUPS, Matmul, MatmulTile};
+pub use matmul::{
+    LARGE_TILE_MIN_SIDE, LARGE_TILE_MIN_WORKGROUPS, Matmul, MatmulTile, SPLIT_K_MAX_TILES,
+    SPLIT_K_MIN_LEN, split_k,
+};
 pub use momentum::Momentum;
 pub use random::{Rademacher, SampleCategorical};
 pub use reduce::{Reduce, ReduceAxis, Reduction};

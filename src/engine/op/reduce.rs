@@ -77,6 +77,7 @@ impl Recording {
 
 /// Partial results of a whole-array reduction: at most this many.
 pub const MAX_REDUCE_PARTIALS: usize = 1024;
+const _: () = assert!(MAX_REDUCE_PARTIALS <= crate::engine::gpu::lower::SCRATCH_LEN);
 /// Below this length a whole-array reduction is one workgroup.
 const SINGLE_PASS_REDUCE_LEN: usize = 4096;
 
