@@ -1,6 +1,7 @@
 //! The engine interface and its two implementations: [`gpu::GpuEngine`] (WGSL on wgpu) and
 //! [`cpu::CpuEngine`] (the CPU twin of every kernel, in f64 as ground truth or f32).
 
+mod adjoint;
 pub mod cpu;
 mod error;
 pub mod fusion;
@@ -11,6 +12,7 @@ mod recording;
 mod tangent;
 mod tensor;
 
+pub use adjoint::{GradientRecording, gradient_recording};
 pub use error::EngineError;
 pub use op::{
     Activation, AdaHessianHyper, AdamHyper, BinaryOp, DampingHyper, DeviceScalar, Op, ReduceAxis,

@@ -8,6 +8,7 @@
 //! output, so buffers reused across a recording stay correct. A tensor whose tangent is known to
 //! be zero has none (`tangent_of` is `None`) and its terms are skipped, not computed as zeros.
 
+use super::adjoint::DerivativeScratch;
 use super::{Allocation, Engine, EngineError, Recording, Tensor};
 use std::collections::{HashMap, HashSet};
 
@@ -85,6 +86,16 @@ impl Transform<'_> {
     /// A scratch tensor shaped like `like`, for terms that need an intermediate.
     pub(crate) fn scratch(&mut self, like: Tensor) -> Result<Tensor, EngineError> {
         self.alloc("tangent.scratch", like)
+    }
+}
+
+impl DerivativeScratch for Transform<'_> {
+    fn recording(&mut self) -> &mut Recording {
+        &mut self.recording
+    }
+
+    fn scratch(&mut self, like: Tensor) -> Result<Tensor, EngineError> {
+        Transform::scratch(self, like)
     }
 }
 

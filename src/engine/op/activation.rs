@@ -4,6 +4,7 @@
 use super::Operation;
 use super::check::{distinct, same_shape};
 use super::elementwise::{ELEMENTWISE_WGSL, elementwise_dispatch};
+use crate::engine::adjoint::Adjoint;
 use crate::engine::cpu::{CpuEngine, CpuReal, elementwise};
 use crate::engine::gpu::kernels::Kernel;
 use crate::engine::gpu::lower::{Dispatch, Operand::Tensor as T};
@@ -162,6 +163,20 @@ impl Operation for Activate {
             None => t.zero(self.y),
         }
         Ok(())
+    }
+
+    /// `dx += f'(x) dy`.
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &Activate { f, x, y } = self;
+        t.value(Self::NAME, x)?;
+        let dy = t.adjoint(y);
+        t.overwritten(y);
+        match dy {
+            Some(dy) => t.add_to(x, |t, term| {
+                t.recording.activate_grad(f, x, dy, term).map(|_| ())
+            }),
+            None => Ok(()),
+        }
     }
 
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {

@@ -84,3 +84,13 @@ pub(crate) fn not_differentiable(op: &'static str) -> EngineError {
             .to_string(),
     }
 }
+
+/// The error of an op that has no adjoint rule.
+pub(crate) fn not_reversible(op: &'static str) -> EngineError {
+    EngineError::Shape {
+        op,
+        message: "has no adjoint rule (reverse-mode differentiation covers the ops of a forward \
+                  pass and its loss, not backward passes, optimiser updates or SVD rounds)"
+            .to_string(),
+    }
+}

@@ -3,6 +3,7 @@
 
 use super::Operation;
 use super::check::{distinct, same_shape};
+use crate::engine::adjoint::{Adjoint, scale_in_place, unary_derivative_times};
 use crate::engine::cpu::{CpuEngine, CpuReal, elementwise};
 use crate::engine::gpu::kernels::{Kernel, ShaderFile};
 use crate::engine::gpu::lower::{
@@ -312,6 +313,35 @@ impl Operation for Binary {
         Ok(())
     }
 
+    /// `da += d_out` and `db += +-d_out`; for a product `da += d_out b`, `db += a d_out`.
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &Binary { op, a, b, out } = self;
+        if op == BinaryOp::Mul {
+            t.value(Self::NAME, a)?;
+            t.value(Self::NAME, b)?;
+        }
+        let d_out = t.adjoint(out);
+        t.overwritten(out);
+        let Some(d_out) = d_out else {
+            return Ok(());
+        };
+        let (to_a, to_b) = match op {
+            BinaryOp::Add => ((None, 1.0), (None, 1.0)),
+            BinaryOp::Sub => ((None, 1.0), (None, -1.0)),
+            BinaryOp::Mul => ((Some(b), 1.0), (Some(a), 1.0)),
+        };
+        for (input, (factor, sign)) in [(a, to_a), (b, to_b)] {
+            t.add_to(input, |t, term| {
+                match factor {
+                    Some(factor) => t.recording.binary(BinaryOp::Mul, d_out, factor, term)?,
+                    None => t.recording.scale(sign, d_out, term)?,
+                };
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
         let operands = vec![T(self.out), T(self.a), T(self.b)];
         elementwise_dispatch(self.op.kernel(), self.a.len(), 0.0, operands, max_per_dim)
@@ -356,6 +386,19 @@ impl Operation for Scale {
         Ok(())
     }
 
+    /// `dx += alpha d_out`.
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &Scale { alpha, x, out } = self;
+        let d_out = t.adjoint(out);
+        t.overwritten(out);
+        match d_out {
+            Some(d_out) => t.add_to(x, |t, term| {
+                t.recording.scale(alpha, d_out, term).map(|_| ())
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
         let operands = vec![T(self.out), T(self.x)];
         elementwise_dispatch(SCALE, self.x.len(), self.alpha, operands, max_per_dim)
@@ -398,6 +441,16 @@ impl Operation for Axpy {
         Ok(())
     }
 
+    /// `dx += alpha dy`; y's adjoint carries on (it was updated in place).
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &Axpy { alpha, x, y } = self;
+        t.updated(y);
+        match t.adjoint(y) {
+            Some(dy) => t.add_to(x, |t, term| t.recording.scale(alpha, dy, term).map(|_| ())),
+            None => Ok(()),
+        }
+    }
+
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
         let operands = vec![T(self.y), T(self.x)];
         elementwise_dispatch(AXPY, self.x.len(), self.alpha, operands, max_per_dim)
@@ -426,6 +479,11 @@ impl Operation for Fill {
 
     fn tangent(&self, t: &mut Transform<'_>) -> Result<(), EngineError> {
         t.zero(self.out);
+        Ok(())
+    }
+
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        t.overwritten(self.out);
         Ok(())
     }
 
@@ -460,59 +518,30 @@ impl Operation for Unary {
 
     fn tangent(&self, t: &mut Transform<'_>) -> Result<(), EngineError> {
         let &Unary { op, x, out } = self;
-        let Some(dx) = t.live(x) else {
-            t.zero(out);
-            return Ok(());
-        };
-        match op {
-            // d|x| = sign(x) dx (the subgradient 0 at 0, as relu's derivative there).
-            UnaryOp::Abs => {
-                let sign = t.scratch(x)?;
-                let d_out = t.output(Self::NAME, out)?;
-                let rec = &mut t.recording;
-                rec.sign(x, sign)?.binary(BinaryOp::Mul, sign, dx, d_out)?;
-            }
+        match t.live(x) {
             // Piecewise constant: the derivative is 0 wherever it exists.
-            UnaryOp::Sign => t.zero(out),
-            // d sigmoid(x) = s (1 - s) dx, s = sigmoid(x).
-            UnaryOp::Sigmoid => {
-                let (s, one_minus_s, slope) = (t.scratch(x)?, t.scratch(x)?, t.scratch(x)?);
+            Some(_) if op == UnaryOp::Sign => t.zero(out),
+            Some(dx) => {
                 let d_out = t.output(Self::NAME, out)?;
-                let rec = &mut t.recording;
-                rec.unary(UnaryOp::Sigmoid, x, s)?;
-                rec.fill(1.0, one_minus_s).axpy(-1.0, s, one_minus_s)?;
-                rec.binary(BinaryOp::Mul, s, one_minus_s, slope)?;
-                rec.binary(BinaryOp::Mul, slope, dx, d_out)?;
+                unary_derivative_times(t, op, x, dx, d_out)?;
             }
-            // d softplus(x) = sigmoid(x) dx.
-            UnaryOp::Softplus => {
-                let s = t.scratch(x)?;
-                let d_out = t.output(Self::NAME, out)?;
-                let rec = &mut t.recording;
-                rec.unary(UnaryOp::Sigmoid, x, s)?;
-                rec.binary(BinaryOp::Mul, s, dx, d_out)?;
-            }
-            // d e^x = e^x dx.
-            UnaryOp::Exp => {
-                let e = t.scratch(x)?;
-                let d_out = t.output(Self::NAME, out)?;
-                let rec = &mut t.recording;
-                rec.unary(UnaryOp::Exp, x, e)?;
-                rec.binary(BinaryOp::Mul, e, dx, d_out)?;
-            }
-            // d ln(1 + x) = dx / (1 + x), the reciprocal as e^-ln(1 + x) (the engine has no
-            // division).
-            UnaryOp::Log1p => {
-                let (log, reciprocal) = (t.scratch(x)?, t.scratch(x)?);
-                let d_out = t.output(Self::NAME, out)?;
-                let rec = &mut t.recording;
-                rec.unary(UnaryOp::Log1p, x, log)?;
-                rec.scale(-1.0, log, d_out)?;
-                rec.unary(UnaryOp::Exp, d_out, reciprocal)?;
-                rec.binary(BinaryOp::Mul, reciprocal, dx, d_out)?;
-            }
+            None => t.zero(out),
         }
         Ok(())
+    }
+
+    /// `dx += f'(x) d_out`.
+    fn adjoint(&self, a: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &Unary { op, x, out } = self;
+        a.value(Self::NAME, x)?;
+        let d_out = a.adjoint(out);
+        a.overwritten(out);
+        match d_out {
+            Some(d_out) if op != UnaryOp::Sign => {
+                a.add_to(x, |a, term| unary_derivative_times(a, op, x, d_out, term))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
@@ -558,15 +587,25 @@ impl Operation for Ema {
                 t.recording.scale(1.0 - beta, dx, d_avg)?;
             }
             (None, Some(_)) => {
-                // d avg = beta d avg, through a copy (outputs never alias inputs).
+                // d avg = beta d avg.
                 let d_avg = t.output(Self::NAME, avg)?;
-                let copy = t.scratch(avg)?;
-                (t.recording)
-                    .scale(1.0, d_avg, copy)?
-                    .scale(beta, copy, d_avg)?;
+                scale_in_place(t, beta, d_avg)?;
             }
         }
         Ok(())
+    }
+
+    /// `dx += (1 - beta) d_avg`, and the old average's adjoint is `beta d_avg`.
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &Ema { beta, x, avg } = self;
+        t.updated(avg);
+        let Some(d_avg) = t.adjoint(avg) else {
+            return Ok(());
+        };
+        t.add_to(x, |t, term| {
+            t.recording.scale(1.0 - beta, d_avg, term).map(|_| ())
+        })?;
+        scale_in_place(t, beta, d_avg)
     }
 
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {

@@ -3,6 +3,7 @@
 
 use super::Operation;
 use super::check::{distinct, shape_error};
+use crate::engine::adjoint::{Adjoint, scale_in_place};
 use crate::engine::cpu::{CpuEngine, CpuReal, matmul};
 use crate::engine::gpu::kernels::{Kernel, Module, ShaderFile, transpositions};
 use crate::engine::gpu::lower::{
@@ -369,10 +370,8 @@ impl Operation for Matmul {
                 .collect();
         if terms.is_empty() {
             if keep_old && beta != 1.0 {
-                // dc = beta dc, through a copy (outputs never alias inputs).
                 let dc = t.output(Self::NAME, c)?;
-                let copy = t.scratch(c)?;
-                (t.recording).scale(1.0, dc, copy)?.scale(beta, copy, dc)?;
+                scale_in_place(t, beta, dc)?;
             } else if !keep_old {
                 t.zero(c);
             }
@@ -386,6 +385,55 @@ impl Operation for Matmul {
                 _ => 1.0,
             };
             (t.recording).matmul_scaled(x, y, dc, trans_a, trans_b, alpha, beta_here)?;
+        }
+        Ok(())
+    }
+
+    /// `da += alpha dc op(b)^T` (transposed to a's layout), `db += alpha op(a)^T dc` (to b's),
+    /// then the old c's adjoint is `beta dc` (none where beta is 0: c was overwritten).
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &Matmul {
+            a,
+            b,
+            c,
+            trans_a,
+            trans_b,
+            alpha,
+            beta,
+        } = self;
+        t.value(Self::NAME, a)?;
+        t.value(Self::NAME, b)?;
+        let Some(dc) = t.adjoint(c) else {
+            if beta == 0.0 {
+                t.overwritten(c);
+            } else {
+                t.updated(c);
+            }
+            return Ok(());
+        };
+        t.add_to(a, |t, term| {
+            let rec = &mut t.recording;
+            match trans_a {
+                false => rec.matmul_scaled(dc, b, term, false, !trans_b, alpha, 0.0),
+                true => rec.matmul_scaled(b, dc, term, trans_b, true, alpha, 0.0),
+            }
+            .map(|_| ())
+        })?;
+        t.add_to(b, |t, term| {
+            let rec = &mut t.recording;
+            match trans_b {
+                false => rec.matmul_scaled(a, dc, term, !trans_a, false, alpha, 0.0),
+                true => rec.matmul_scaled(dc, a, term, true, trans_a, alpha, 0.0),
+            }
+            .map(|_| ())
+        })?;
+        if beta == 0.0 {
+            t.overwritten(c);
+        } else {
+            t.updated(c);
+            if beta != 1.0 {
+                scale_in_place(t, beta, dc)?;
+            }
         }
         Ok(())
     }

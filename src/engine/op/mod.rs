@@ -2,8 +2,8 @@
 //! there is to know about its ops: the payload (the tensors and scalars an op reads and
 //! writes) with its documentation, the shape checks made when it is recorded, the builder on
 //! [`Recording`], the CPU engine's execution (calling the numeric twin in `engine/cpu/`, named
-//! after the WGSL file), the tangent rule of forward-mode differentiation, and the lowering to
-//! GPU dispatches with its params layout. Adding an op is one module here, one WGSL file, one
+//! after the WGSL file), the tangent rule of forward-mode differentiation and the adjoint rule of
+//! reverse mode, and the lowering to GPU dispatches with its params layout. Adding an op is one module here, one WGSL file, one
 //! line in [`ops!`] below and one parity test.
 
 mod activation;
@@ -44,6 +44,7 @@ pub(crate) use adam::adam_params;
 pub use reduce::MAX_REDUCE_PARTIALS;
 pub(crate) use softmax_cross_entropy::softmax_params;
 
+use super::adjoint::Adjoint;
 use super::cpu::{CpuEngine, CpuReal};
 use super::gpu::kernels::Kernel;
 use super::gpu::lower::{Dispatch, ParamsLayout};
@@ -72,6 +73,13 @@ pub(crate) trait Operation: Clone + Into<Op> {
     /// without a rule refuse to be differentiated.
     fn tangent(&self, _transform: &mut Transform<'_>) -> Result<(), EngineError> {
         Err(check::not_differentiable(Self::NAME))
+    }
+
+    /// Records the op's adjoint: adds its contribution to the adjoints of its inputs, given the
+    /// adjoints of its outputs (reverse-mode differentiation; see `adjoint.rs`). Ops without a
+    /// rule refuse.
+    fn adjoint(&self, _adjoint: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        Err(check::not_reversible(Self::NAME))
     }
 
     /// The GPU dispatches that execute the op. `max_per_dim` is the adapter's
@@ -140,6 +148,12 @@ macro_rules! ops {
             pub(crate) fn tangent(&self, transform: &mut Transform<'_>) -> Result<(), EngineError> {
                 match self {
                     $(Op::$variant(op) => op.tangent(transform),)*
+                }
+            }
+
+            pub(crate) fn adjoint(&self, adjoint: &mut Adjoint<'_>) -> Result<(), EngineError> {
+                match self {
+                    $(Op::$variant(op) => op.adjoint(adjoint),)*
                 }
             }
 

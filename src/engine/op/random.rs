@@ -3,6 +3,7 @@
 
 use super::Operation;
 use super::check::{distinct, per_row};
+use crate::engine::adjoint::Adjoint;
 use crate::engine::cpu::random::split_u64;
 use crate::engine::cpu::{CpuEngine, CpuReal, random};
 use crate::engine::gpu::kernels::{Kernel, ShaderFile};
@@ -137,6 +138,11 @@ impl Operation for Rademacher {
         Ok(())
     }
 
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        t.overwritten(self.out);
+        Ok(())
+    }
+
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
         let len = self.out.len();
         Ok(vec![Dispatch {
@@ -184,6 +190,11 @@ impl Operation for SampleCategorical {
     /// Piecewise constant in the logits: a zero tangent.
     fn tangent(&self, t: &mut Transform<'_>) -> Result<(), EngineError> {
         t.zero(self.labels);
+        Ok(())
+    }
+
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        t.overwritten(self.labels);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use super::Operation;
 use super::check::{distinct, shape_error};
+use crate::engine::adjoint::Adjoint;
 use crate::engine::cpu::{CpuEngine, CpuReal, reduce};
 use crate::engine::gpu::kernels::{Kernel, ShaderFile};
 use crate::engine::gpu::lower::{Dispatch, Operand, ParamsLayout, grid_1d, params_layout, words};
@@ -183,6 +184,46 @@ impl Operation for Reduce {
             Reduction::Max => return Err(super::check::not_differentiable(Self::NAME)),
         }
         Ok(())
+    }
+
+    /// `dx += d_out` broadcast over what was reduced (times `2 x` for a sum of squares).
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &Reduce {
+            reduction,
+            axis,
+            x,
+            out,
+        } = self;
+        if reduction == Reduction::SumOfSquares {
+            t.value(Self::NAME, x)?;
+        }
+        let d_out = t.adjoint(out);
+        t.overwritten(out);
+        let Some(d_out) = d_out else {
+            return Ok(());
+        };
+        if reduction == Reduction::Max {
+            return Err(super::check::not_reversible(Self::NAME));
+        }
+        t.add_to(x, |t, term| {
+            let per_row = match axis {
+                ReduceAxis::PerRow => d_out,
+                ReduceAxis::Whole => {
+                    // Down the rows first: ones (rows x 1) times the 1x1 d_out.
+                    let column = t.scratch(x.rows(), 1)?;
+                    let ones = t.ones(x.rows(), 1)?;
+                    t.recording.matmul(ones, d_out, column, false, false)?;
+                    column
+                }
+            };
+            t.broadcast_rows(per_row, term)?;
+            if reduction == Reduction::SumOfSquares {
+                let broadcast = t.scratch_like(x)?;
+                (t.recording).scale(2.0, term, broadcast)?;
+                t.recording.binary(BinaryOp::Mul, broadcast, x, term)?;
+            }
+            Ok(())
+        })
     }
 
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {

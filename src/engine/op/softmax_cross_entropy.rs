@@ -2,14 +2,15 @@
 //! twins in `engine/cpu/softmax_cross_entropy.rs`).
 
 use super::Operation;
-use super::check::{distinct, per_row, same_shape};
+use super::check::{distinct, per_row, same_shape, shape_error};
+use crate::engine::adjoint::Adjoint;
 use crate::engine::cpu::{CpuEngine, CpuReal, softmax_cross_entropy as twin};
 use crate::engine::gpu::kernels::{Kernel, ShaderFile};
 use crate::engine::gpu::lower::{
     Dispatch, Operand::Tensor as T, ParamWords, ParamsLayout, grid_1d, params_layout, words,
 };
 use crate::engine::tangent::Transform;
-use crate::engine::{EngineError, Recording, Tensor};
+use crate::engine::{BinaryOp, EngineError, Recording, Tensor};
 use bytemuck::{Pod, Zeroable};
 
 /// Row-wise softmax cross-entropy. `labels` (`rows x 1`) holds class indices as floats.
@@ -176,6 +177,50 @@ impl Operation for SoftmaxCrossEntropy {
                 t.zero(grad);
             }
         }
+        Ok(())
+    }
+
+    /// `d_logits[r] += d_loss[r] (softmax(logits[r]) - onehot(label))`, read off the op's own
+    /// gradient output as `grad / grad_scale`. Differentiating through that gradient output
+    /// (second order) is the tangent transform's job, not this one's.
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let &SoftmaxCrossEntropy {
+            logits,
+            loss,
+            grad,
+            grad_scale,
+            ..
+        } = self;
+        if t.adjoint(grad).is_some() {
+            return Err(shape_error(
+                Self::NAME,
+                "reverse mode through its gradient output is not built; differentiate the \
+                 loss only"
+                    .to_string(),
+            ));
+        }
+        let d_loss = t.adjoint(loss);
+        t.overwritten(loss);
+        let Some(d_loss) = d_loss else {
+            t.overwritten(grad);
+            return Ok(());
+        };
+        t.value(Self::NAME, grad)?;
+        if grad_scale == 0.0 || !grad_scale.is_finite() {
+            return Err(shape_error(
+                Self::NAME,
+                format!("reverse mode reads its gradient output, scaled by {grad_scale}"),
+            ));
+        }
+        t.add_to(logits, |t, term| {
+            let rows = t.scratch_like(grad)?;
+            t.broadcast_rows(d_loss, rows)?;
+            let scaled = t.scratch_like(grad)?;
+            (t.recording).scale(1.0 / grad_scale, grad, scaled)?;
+            t.recording.binary(BinaryOp::Mul, rows, scaled, term)?;
+            Ok(())
+        })?;
+        t.overwritten(grad);
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 use super::Operation;
 use super::check::{distinct, shape_error};
+use crate::engine::adjoint::Adjoint;
 use crate::engine::cpu::{CpuEngine, CpuReal, transpose};
 use crate::engine::gpu::kernels::{Kernel, ShaderFile};
 use crate::engine::gpu::lower::{
@@ -73,6 +74,17 @@ impl Operation for Transpose {
             None => t.zero(self.out),
         }
         Ok(())
+    }
+
+    /// `dx += d_out^T`.
+    fn adjoint(&self, t: &mut Adjoint<'_>) -> Result<(), EngineError> {
+        let Transpose { x, out } = *self;
+        let d_out = t.adjoint(out);
+        t.overwritten(out);
+        match d_out {
+            Some(d_out) => t.add_to(x, |t, term| t.recording.transpose(d_out, term).map(|_| ())),
+            None => Ok(()),
+        }
     }
 
     fn lower(&self, max_per_dim: u32) -> Result<Vec<Dispatch>, EngineError> {
