@@ -24,6 +24,7 @@ const SIGMOID: u32 = 2u;
 const SOFTPLUS: u32 = 3u;
 const EXP: u32 = 4u;
 const LOG1P: u32 = 5u;
+const RSQRT: u32 = 6u;
 
 @group(0) @binding(0) var<uniform> params: ElementwiseParams;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
@@ -102,7 +103,8 @@ fn binary(
 // out = |in0|; sign(in0): 1 above 0, -1 below, 0 at 0 (and for NaN, where comparisons are
 // false; the builtin sign leaves NaN to the implementation); sigmoid(in0) and softplus(in0)
 // from e^-|x| <= 1, so no exponential overflows; e^in0; ln(1 + in0) as log(u) x / (u - 1) with
-// u = 1 + x rounded, which cancels the rounding of u (log(1 + x) alone loses x's low bits near 0).
+// u = 1 + x rounded, which cancels the rounding of u (log(1 + x) alone loses x's low bits near 0);
+// 1 / sqrt(in0) for in0 > 0.
 @compute @workgroup_size(256)
 fn unary(
     @builtin(workgroup_id) workgroup_id: vec3<u32>,
@@ -129,6 +131,10 @@ fn unary(
             case LOG1P: {
                 let u = 1.0 + x;
                 out[i] = select(log(u) * x / (u - 1.0), x, u == 1.0);
+            }
+            case RSQRT: {
+                // 1 / sqrt(x), for x > 0 (inverseSqrt is looser: 2 ulp).
+                out[i] = 1.0 / sqrt(x);
             }
             default: {
                 out[i] = select(select(0.0, -1.0, x < 0.0), 1.0, x > 0.0);

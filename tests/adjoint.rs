@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{every_form_model, rng, uniform};
+use common::{every_form_model, relative_error, rng, uniform};
 use specdef::engine::cpu::CpuEngine64;
 use specdef::engine::{
     Activation, AdamHyper, BinaryOp, Engine, Recording, ReduceAxis, Reduction, Tensor, UnaryOp,
@@ -39,16 +39,6 @@ fn seed(loss: Loss) -> f64 {
         Loss::CrossEntropy => 1.0 / BATCH as f64,
         Loss::SquaredError => 0.5 / BATCH as f64,
     }
-}
-
-fn relative_error(got: &[f64], want: &[f64]) -> f64 {
-    let norm = want.iter().map(|w| w * w).sum::<f64>().sqrt().max(1e-300);
-    let diff = got
-        .iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).powi(2))
-        .sum::<f64>();
-    diff.sqrt() / norm
 }
 
 #[test]
@@ -118,15 +108,20 @@ fn every_op(
     let mut current = h2;
     for op in UnaryOp::ALL {
         let next = t(4, 3);
-        if op == UnaryOp::Log1p {
-            // ln(1 + x) needs x > -1: square first.
-            let squared = t(4, 3);
-            rec.binary(BinaryOp::Mul, current, current, squared)
+        // ln(1 + x) needs x > -1 (square first), 1 / sqrt(x) x > 0 (exponentiate first).
+        let argument = match op {
+            UnaryOp::Log1p | UnaryOp::Rsqrt => {
+                let positive = t(4, 3);
+                match op {
+                    UnaryOp::Log1p => rec.binary(BinaryOp::Mul, current, current, positive),
+                    _ => rec.unary(UnaryOp::Exp, current, positive),
+                }
                 .unwrap();
-            rec.unary(op, squared, next).unwrap();
-        } else {
-            rec.unary(op, current, next).unwrap();
-        }
+                positive
+            }
+            _ => current,
+        };
+        rec.unary(op, argument, next).unwrap();
         let mixed = t(4, 3);
         rec.binary(BinaryOp::Add, next, h, mixed).unwrap();
         current = mixed;

@@ -240,8 +240,8 @@ fn second_order_optimiser_ops_refuse_bad_shapes_aliasing_and_bad_hyper_parameter
     );
 }
 
-/// The tangents of sigmoid, softplus, exp and log1p against central differences of their f64
-/// values.
+/// The tangents of sigmoid, softplus, exp, log1p and rsqrt against central differences of
+/// their f64 values.
 #[test]
 fn tangents_of_the_transcendental_unary_ops_match_central_differences() {
     let mut e = CpuEngine64::new();
@@ -252,8 +252,10 @@ fn tangents_of_the_transcendental_unary_ops_match_central_differences() {
         UnaryOp::Softplus,
         UnaryOp::Exp,
         UnaryOp::Log1p,
+        UnaryOp::Rsqrt,
     ] {
         let xs = match op {
+            UnaryOp::Rsqrt => [0.5, 0.75, 1.0, 2.0, 7.5, 30.0, 100.0, 1e4],
             UnaryOp::Exp => [-30.0, -2.0, -0.5, 0.0, 0.75, 3.0, 12.0, 20.0],
             UnaryOp::Log1p => [-0.9, -0.5, -1e-3, 0.0, 1e-6, 0.75, 3.0, 40.0],
             _ => [-30.0, -2.0, -0.5, 0.0, 0.75, 3.0, 12.0, 40.0],

@@ -1058,6 +1058,8 @@ fn unary_ops_and_moving_averages() {
         // ln(1 + x) on its domain, x > -1.
         let x: Vec<f64> = match op {
             UnaryOp::Log1p => x.iter().map(|v| v.abs()).collect(),
+            // 1 / sqrt(x) on x > 0, up to 10.
+            UnaryOp::Rsqrt => x.iter().map(|v| v.abs() + 0.01).collect(),
             _ => x.clone(),
         };
         let body = |e: &mut dyn Engine| {
@@ -1069,7 +1071,8 @@ fn unary_ops_and_moving_averages() {
             e.read_one(out).unwrap()
         };
         // |x| is exact on the rounded input; sign is exact; sigmoid and softplus are an exp,
-        // a log and a division of values of order 1; e^x up to e^3; ln(1 + x) up to ln 4.
+        // a log and a division of values of order 1; e^x up to e^3; ln(1 + x) up to ln 4;
+        // 1 / sqrt(x) up to 10.
         let tolerance = match op {
             UnaryOp::Abs => Tolerance::f32_rounding(),
             UnaryOp::Sign => Tolerance::EXACT,
@@ -1077,6 +1080,7 @@ fn unary_ops_and_moving_averages() {
                 Tolerance::f32_transcendental(3.0)
             }
             UnaryOp::Exp => Tolerance::f32_transcendental(20.0),
+            UnaryOp::Rsqrt => Tolerance::f32_transcendental(10.0),
         };
         check_on_every_engine(&format!("unary {}", op.name()), tolerance, body);
     }

@@ -219,6 +219,15 @@ pub(crate) fn unary_derivative_times(
             rec.unary(UnaryOp::Exp, out, reciprocal)?;
             rec.binary(Mul, reciprocal, v, out)?;
         }
+        // d x^(-1/2) = -x^(-3/2) dx / 2, from r = x^(-1/2): -r^3 dx / 2.
+        UnaryOp::Rsqrt => {
+            let (r, r_squared, r_cubed) = (w.scratch(x)?, w.scratch(x)?, w.scratch(x)?);
+            let rec = w.recording();
+            rec.unary(UnaryOp::Rsqrt, x, r)?;
+            rec.binary(Mul, r, r, r_squared)?;
+            rec.binary(Mul, r_squared, r, r_cubed)?;
+            rec.scale(-0.5, r_cubed, r)?.binary(Mul, r, v, out)?;
+        }
     }
     Ok(())
 }

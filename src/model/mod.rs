@@ -9,6 +9,7 @@ pub mod graph;
 mod host;
 mod hvp;
 pub mod layer;
+mod layer_norm;
 mod predict;
 mod spec;
 pub mod spectrum;
@@ -19,6 +20,7 @@ pub use hvp::{HessianVectorProduct, Loss};
 pub use layer::{
     FactorOf, FactorRole, LayerOf, LoraOf, ParamGroup, ParamKey, ParamRole, Shaped, Trainable,
 };
+pub use layer_norm::LayerNorm;
 pub use predict::{PendingPredict, predict, predict_device, take_read};
 pub use spec::{ActivationChoice, ModelSpec};
 pub use spectrum::{

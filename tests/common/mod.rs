@@ -378,3 +378,12 @@ pub fn specdef_cli(cache: &std::path::Path) -> std::process::Command {
     }
     command
 }
+
+/// `|got - want| / |want|` in the Euclidean norm.
+pub fn relative_error(got: &[f64], want: &[f64]) -> f64 {
+    let norm = want.iter().map(|w| w * w).sum::<f64>().sqrt().max(1e-300);
+    let diff = (got.iter().zip(want))
+        .map(|(g, w)| (g - w).powi(2))
+        .sum::<f64>();
+    diff.sqrt() / norm
+}

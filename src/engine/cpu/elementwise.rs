@@ -134,6 +134,7 @@ pub fn unary<T: CpuReal>(op: UnaryOp, x: &[T], out: &mut [T]) {
             UnaryOp::Softplus => x.max(T::zero()) + (-x.abs()).exp().ln_1p(),
             UnaryOp::Exp => x.exp(),
             UnaryOp::Log1p => x.ln_1p(),
+            UnaryOp::Rsqrt => T::one() / x.sqrt(),
         };
     }
 }

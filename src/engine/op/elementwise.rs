@@ -59,7 +59,7 @@ impl BinaryOp {
 /// `sigmoid` 1 / (1 + e^-x) and `softplus` ln(1 + e^x) (NPO's loss and its gradient weight),
 /// both written so that no exponential overflows: sigmoid from e^-|x|, softplus as
 /// max(x, 0) + ln(1 + e^-|x|); `exp` e^x and `log1p` ln(1 + x) (RepNoise's Gaussian kernels and
-/// its log of the harmful loss).
+/// its log of the harmful loss); `rsqrt` 1 / sqrt(x) for x > 0 (layer normalisation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UnaryOp {
     Abs,
@@ -68,16 +68,18 @@ pub enum UnaryOp {
     Softplus,
     Exp,
     Log1p,
+    Rsqrt,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 6] = [
+    pub const ALL: [UnaryOp; 7] = [
         UnaryOp::Abs,
         UnaryOp::Sign,
         UnaryOp::Sigmoid,
         UnaryOp::Softplus,
         UnaryOp::Exp,
         UnaryOp::Log1p,
+        UnaryOp::Rsqrt,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,6 +90,7 @@ impl UnaryOp {
             UnaryOp::Softplus => "softplus",
             UnaryOp::Exp => "exp",
             UnaryOp::Log1p => "log1p",
+            UnaryOp::Rsqrt => "rsqrt",
         }
     }
 
@@ -99,6 +102,7 @@ impl UnaryOp {
             UnaryOp::Softplus => 3,
             UnaryOp::Exp => 4,
             UnaryOp::Log1p => 5,
+            UnaryOp::Rsqrt => 6,
         };
         Kernel::of_file(&ELEMENTWISE_WGSL, "unary")
             .with("OP", code)
