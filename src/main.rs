@@ -542,7 +542,7 @@ fn compare(first: &Path, second: &Path, settings: report::CompareSettings) -> Re
 
 fn list() {
     println!(
-        "models:     MLP and deep linear networks: [model] widths = [64, ...], activation = relu | gelu | tanh | identity"
+        "models:     MLP and deep linear networks: [model] widths = [64, ...], activation = relu | gelu | gelu_erf | tanh | identity"
     );
     println!(
         "defences:   none; specdef (alpha, k, layers = all | 0,2 | random:N, compensation = full | thin); the ablation (compensate = false)"

@@ -162,6 +162,21 @@ fn gelu_is_the_tanh_approximation() {
 }
 
 #[test]
+fn gelu_erf_is_x_times_the_normal_distribution_function() {
+    // Phi at a few points, from tables of the standard normal distribution.
+    for (x, phi) in [
+        (-3.0f64, 0.001_349_898_031_630_094_6),
+        (-0.5, 0.308_537_538_725_986_9),
+        (0.0, 0.5),
+        (1.0, 0.841_344_746_068_542_9),
+        (2.5, 0.993_790_334_674_223_8),
+    ] {
+        let got = elementwise::activation_value(Activation::GeluErf, x);
+        F64_TIGHT.check(&[got], &[x * phi]).unwrap();
+    }
+}
+
+#[test]
 fn softmax_gradient_matches_finite_differences_of_the_loss() {
     let (rows, cols) = (4, 6);
     let logits = uniform(&mut rng(3), rows * cols, 3.0);

@@ -281,10 +281,11 @@ fn run_case_with(
     values
 }
 
-const ACTIVATION_TOLERANCE: [(Activation, f64); 3] = [
+const ACTIVATION_TOLERANCE: [(Activation, f64); 4] = [
     (Activation::Relu, 0.0),
     (Activation::Gelu, 2.0),
     (Activation::Tanh, 2.0),
+    (Activation::GeluErf, 2.0),
 ];
 
 /// (m, n, k): rows of the batch, outputs, inputs.

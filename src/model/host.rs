@@ -58,12 +58,16 @@ pub struct HostModel {
 }
 
 impl HostModel {
-    /// Seeded uniform initialisation with variance 2/fan_in for relu and gelu (He) and 1/fan_in
+    /// Seeded uniform initialisation with variance 2/fan_in for relu and both gelus (He) and 1/fan_in
     /// otherwise (LeCun), biases zero.
     pub fn init(spec: &ModelSpec, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let gain = match spec.activation.activation() {
-            Some(crate::engine::Activation::Relu) | Some(crate::engine::Activation::Gelu) => 2.0,
+            Some(
+                crate::engine::Activation::Relu
+                | crate::engine::Activation::Gelu
+                | crate::engine::Activation::GeluErf,
+            ) => 2.0,
             _ => 1.0,
         };
         let layers = (0..spec.layer_count())

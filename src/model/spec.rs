@@ -10,6 +10,9 @@ pub enum ActivationChoice {
     Relu,
     Gelu,
     Tanh,
+    /// GELU in its exact (erf) form, as BERT-style encoders use it.
+    #[serde(rename = "gelu_erf")]
+    GeluErf,
     Identity,
 }
 
@@ -19,6 +22,7 @@ impl ActivationChoice {
             ActivationChoice::Relu => Some(Activation::Relu),
             ActivationChoice::Gelu => Some(Activation::Gelu),
             ActivationChoice::Tanh => Some(Activation::Tanh),
+            ActivationChoice::GeluErf => Some(Activation::GeluErf),
             ActivationChoice::Identity => None,
         }
     }
@@ -28,6 +32,7 @@ impl ActivationChoice {
             ActivationChoice::Relu => "relu",
             ActivationChoice::Gelu => "gelu",
             ActivationChoice::Tanh => "tanh",
+            ActivationChoice::GeluErf => "gelu_erf",
             ActivationChoice::Identity => "identity",
         }
     }

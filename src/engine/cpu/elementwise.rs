@@ -8,6 +8,21 @@ use crate::engine::op::{Activation, BinaryOp, UnaryOp};
 /// sqrt(2 / pi), the GELU tanh-approximation constant.
 const GELU_SCALE: f64 = 0.797_884_560_802_865_4;
 const GELU_CUBIC: f64 = 0.044_715;
+/// 1 / sqrt(2).
+const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+/// 1 / sqrt(2 pi), the standard normal density at 0.
+const NORMAL_DENSITY_AT_0: f64 = 0.398_942_280_401_432_7;
+
+/// The standard normal distribution function, `erfc(-x / sqrt 2) / 2` (no cancellation in
+/// either tail).
+fn normal_cdf<T: CpuReal>(x: T) -> T {
+    T::of_f64(0.5) * (-x * T::of_f64(FRAC_1_SQRT_2)).erfc()
+}
+
+/// The standard normal density, `exp(-x^2 / 2) / sqrt(2 pi)`.
+fn normal_density<T: CpuReal>(x: T) -> T {
+    T::of_f64(NORMAL_DENSITY_AT_0) * (T::of_f64(-0.5) * x * x).exp()
+}
 
 pub fn activation_value<T: CpuReal>(f: Activation, x: T) -> T {
     match f {
@@ -18,6 +33,7 @@ pub fn activation_value<T: CpuReal>(f: Activation, x: T) -> T {
             half * x * (T::one() + inner.tanh())
         }
         Activation::Tanh => x.tanh(),
+        Activation::GeluErf => x * normal_cdf(x),
     }
 }
 
@@ -43,6 +59,8 @@ pub fn activation_derivative<T: CpuReal>(f: Activation, x: T) -> T {
             let t = x.tanh();
             T::one() - t * t
         }
+        // Phi(x) + x phi(x).
+        Activation::GeluErf => normal_cdf(x) + x * normal_density(x),
     }
 }
 
@@ -67,6 +85,8 @@ pub fn activation_second_derivative<T: CpuReal>(f: Activation, x: T) -> T {
             let t = x.tanh();
             T::of_f64(-2.0) * t * (T::one() - t * t)
         }
+        // 2 phi(x) + x phi'(x) = phi(x) (2 - x^2).
+        Activation::GeluErf => normal_density(x) * (T::of_f64(2.0) - x * x),
     }
 }
 

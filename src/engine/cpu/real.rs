@@ -22,6 +22,8 @@ pub trait CpuReal:
 
     fn of_f64(value: f64) -> Self;
     fn as_f64(self) -> f64;
+    /// The complementary error function, 1 - erf(x), accurate in the tails (libm's).
+    fn erfc(self) -> Self;
 }
 
 impl CpuReal for f64 {
@@ -35,6 +37,10 @@ impl CpuReal for f64 {
     fn as_f64(self) -> f64 {
         self
     }
+
+    fn erfc(self) -> Self {
+        libm::erfc(self)
+    }
 }
 
 impl CpuReal for f32 {
@@ -47,5 +53,9 @@ impl CpuReal for f32 {
 
     fn as_f64(self) -> f64 {
         self as f64
+    }
+
+    fn erfc(self) -> Self {
+        libm::erfcf(self)
     }
 }
