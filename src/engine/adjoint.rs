@@ -37,6 +37,8 @@ pub(crate) trait DerivativeScratch {
     fn recording(&mut self) -> &mut Recording;
     /// A scratch tensor shaped like `like`, for terms that need an intermediate.
     fn scratch(&mut self, like: Tensor) -> Result<Tensor, EngineError>;
+    /// A `rows x cols` scratch tensor.
+    fn scratch_shaped(&mut self, rows: usize, cols: usize) -> Result<Tensor, EngineError>;
 }
 
 /// The transform in progress: the recording so far, each tensor's adjoint, and which tensors
@@ -155,6 +157,10 @@ impl DerivativeScratch for Adjoint<'_> {
 
     fn scratch(&mut self, like: Tensor) -> Result<Tensor, EngineError> {
         self.scratch_like(like)
+    }
+
+    fn scratch_shaped(&mut self, rows: usize, cols: usize) -> Result<Tensor, EngineError> {
+        self.alloc("adjoint.scratch", rows, cols)
     }
 }
 

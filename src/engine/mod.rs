@@ -15,8 +15,8 @@ mod tensor;
 pub use adjoint::{GradientRecording, gradient_recording};
 pub use error::EngineError;
 pub use op::{
-    Activation, AdaHessianHyper, AdamHyper, BinaryOp, DampingHyper, DeviceScalar, Op, ReduceAxis,
-    Reduction, SophiaHyper, UnaryOp,
+    Activation, AdaHessianHyper, AdamHyper, BatchShape, BatchedLayout, BatchedMatmul, BinaryOp,
+    DampingHyper, DeviceScalar, Op, ReduceAxis, Reduction, SophiaHyper, UnaryOp,
 };
 pub use owned::{Allocation, Owned, ReleaseQueue};
 pub use recording::Recording;

@@ -97,6 +97,10 @@ impl DerivativeScratch for Transform<'_> {
     fn scratch(&mut self, like: Tensor) -> Result<Tensor, EngineError> {
         Transform::scratch(self, like)
     }
+
+    fn scratch_shaped(&mut self, rows: usize, cols: usize) -> Result<Tensor, EngineError> {
+        (self.owned).alloc(&mut *self.engine, "tangent.scratch", rows, cols)
+    }
 }
 
 /// The forward-mode transform of `primal`: its ops, each followed by its tangent ops, with the

@@ -1,10 +1,12 @@
 //! The CPU engine: executes recordings with the CPU twin of every WGSL kernel, in f64 (the ground
 //! truth every GPU result is checked against) or f32.
 
+pub mod batched_matmul;
 pub mod damping;
 pub mod device_scalar;
 pub mod elementwise;
 mod flush;
+pub mod gather;
 pub mod jacobi;
 pub mod matmul;
 pub mod optimizer;
@@ -12,6 +14,7 @@ mod parallel;
 pub mod random;
 mod real;
 pub mod reduce;
+pub mod softmax;
 pub mod softmax_cross_entropy;
 pub mod transpose;
 

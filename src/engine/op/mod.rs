@@ -9,15 +9,18 @@
 mod activation;
 mod adahessian;
 mod adam;
+mod batched_matmul;
 mod check;
 mod damping;
 mod device_scalar;
 mod elementwise;
+mod gather;
 mod jacobi;
 mod matmul;
 mod momentum;
 mod random;
 mod reduce;
+mod softmax;
 mod softmax_cross_entropy;
 mod sophia;
 mod transpose;
@@ -25,9 +28,11 @@ mod transpose;
 pub use activation::{Activate, ActivateGrad, ActivateGradJvp, Activation};
 pub use adahessian::{AdaHessian, AdaHessianHyper, AdaHessianScalars};
 pub use adam::{Adam, AdamHyper};
+pub use batched_matmul::{BatchShape, BatchedLayout, BatchedMatmul};
 pub use damping::{DampingHyper, DampingUpdate};
 pub use device_scalar::{AxpyDevice, DeviceScalar, ScaleDevice};
 pub use elementwise::{Axpy, Binary, BinaryOp, Ema, Fill, Scale, Unary, UnaryOp};
+pub use gather::{GatherRows, ScatterAddRows};
 pub use jacobi::JacobiRound;
 pub use matmul::{
     LARGE_TILE_MIN_SIDE, LARGE_TILE_MIN_WORKGROUPS, Matmul, MatmulTile, SPLIT_K_MAX_TILES,
@@ -36,6 +41,7 @@ pub use matmul::{
 pub use momentum::Momentum;
 pub use random::{Rademacher, SampleCategorical};
 pub use reduce::{Reduce, ReduceAxis, Reduction};
+pub use softmax::MaskedSoftmax;
 pub use softmax_cross_entropy::{SoftmaxCrossEntropy, SoftmaxCrossEntropyJvp};
 pub use sophia::{Sophia, SophiaHyper};
 pub use transpose::Transpose;
@@ -214,4 +220,8 @@ ops!(
     AdaHessian,
     Sophia,
     DampingUpdate,
+    GatherRows,
+    ScatterAddRows,
+    BatchedMatmul,
+    MaskedSoftmax,
 );
