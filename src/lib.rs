@@ -30,8 +30,10 @@ pub mod selftest;
 pub mod stable_step;
 pub mod sweep;
 pub mod theory;
+pub mod tokenizer;
 pub mod tolerance;
 pub mod training;
+pub mod transformer_files;
 
 pub use engine::{Engine, EngineError, EngineInfo, Recording, Tensor};
 pub use tolerance::Tolerance;
