@@ -14,6 +14,7 @@ pub mod compensation_bound;
 pub mod curvature;
 pub mod data;
 pub mod defense;
+pub mod encoder;
 pub mod engine;
 pub mod engine_choice;
 pub mod fnv;

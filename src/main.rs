@@ -288,6 +288,21 @@ enum Command {
         #[arg(long, value_name = "runs.jsonl")]
         reference: Option<PathBuf>,
     },
+    /// Print each text's token ids and mean-pooled sentence embedding from the pretrained
+    /// encoder (all-MiniLM-L6-v2, fetched by scripts/fetch-transformer.sh) as JSON lines.
+    Embed {
+        /// The model folder (config.json, model.safetensors, tokenizer.json); default
+        /// $SPECDEF_TRANSFORMER_DIR/all-MiniLM-L6-v2, else cache/transformer/all-MiniLM-L6-v2.
+        #[arg(long, value_name = "FOLDER")]
+        model: Option<PathBuf>,
+        /// Keep only the first LAYERS blocks (all six by default).
+        #[arg(long)]
+        layers: Option<usize>,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
     /// Print the adapter the GPU engine would use, and its limits.
     Info,
     /// Open the app in a window: pick a scenario, run it, watch the loss and the tables.
@@ -790,6 +805,12 @@ fn main() -> Result<ExitCode> {
             &out,
         )),
         Command::Verify { engine, reference } => cli::verify::verify(engine, reference.as_deref()),
+        Command::Embed {
+            model,
+            layers,
+            engine,
+            texts,
+        } => done(cli::embed::embed(model.as_deref(), layers, engine, &texts)),
         Command::Info => done(print_info()),
         Command::Gui {
             cpu,

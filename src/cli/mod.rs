@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod curvature;
+pub mod embed;
 pub mod gpu_costs;
 pub mod report;
 pub mod sweep;
