@@ -10,7 +10,9 @@
 mod common;
 
 use serde::Deserialize;
-use specdef::encoder::{self, DeviceEncoder, EncoderConfig, EncoderWeights, TokenBatch};
+use specdef::encoder::{
+    self, DeviceEncoder, EncoderConfig, EncoderHost, EncoderWeights, TokenBatch,
+};
 use specdef::engine::Engine;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::tokenizer::WordPiece;
@@ -89,7 +91,8 @@ fn run(
         );
     }
     let batch = TokenBatch::new(&encodings);
-    let device = DeviceEncoder::upload(engine, config, weights).unwrap();
+    let device =
+        DeviceEncoder::upload(engine, &EncoderHost::from_weights(config, weights)).unwrap();
     let mut rec = Recording::new();
     let run = device.record(engine, &mut rec, &batch).unwrap();
     engine.run(&rec).unwrap();

@@ -180,16 +180,40 @@ impl AdaptiveAttack {
 
     /// The rewritten model. `alpha` is the defence's (it chooses p); `seed` LoRA's A.
     pub fn apply(self, model: &HostModel, alpha: f64, seed: u64) -> Result<HostModel, String> {
-        let defended = model.defended_layers();
+        let mut out = model.clone();
+        self.rewrite(&mut out.layers, alpha, seed)?;
+        out.validate()?;
+        check_function_kept(&model.layers, &out.layers)
+            .map_err(|e| format!("the rewrite {self}: {e}"))?;
+        Ok(out)
+    }
+
+    /// Rewrites any list of layers in place: an MLP's, or the linear maps of a transformer
+    /// (`encoder::EncoderHost`), which are the same layer chains. Refused where the function of
+    /// a layer changed.
+    pub fn apply_to_layers(
+        self,
+        layers: &mut [HostLayer],
+        alpha: f64,
+        seed: u64,
+    ) -> Result<(), String> {
+        let before = layers.to_vec();
+        self.rewrite(layers, alpha, seed)?;
+        check_function_kept(&before, layers).map_err(|e| format!("the rewrite {self}: {e}"))
+    }
+
+    fn rewrite(self, layers: &mut [HostLayer], alpha: f64, seed: u64) -> Result<(), String> {
+        let defended: Vec<usize> = (0..layers.len())
+            .filter(|&i| layers[i].factor(FactorRole::Compensation).is_some())
+            .collect();
         if self.needs_defended_layers() && defended.is_empty() {
             return Err(format!(
                 "the adaptive attack {self} rewrites SpecDef's compensated layers, and this model \
                  has none"
             ));
         }
-        let mut out = model.clone();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        for (i, layer) in out.layers.iter_mut().enumerate() {
+        for (i, layer) in layers.iter_mut().enumerate() {
             let is_defended = defended.contains(&i);
             match self {
                 AdaptiveAttack::Fusion => fuse(layer),
@@ -232,18 +256,16 @@ impl AdaptiveAttack {
                 _ => {}
             }
         }
-        out.validate()?;
-        check_function_kept(model, &out).map_err(|e| format!("the rewrite {self}: {e}"))?;
-        Ok(out)
+        Ok(())
     }
 }
 
 /// Every rewrite keeps the function: each layer's effective weight within
 /// `F64_COMPENSATION_BOUND` (relative to its largest entry) of the model's, so a rewrite that
 /// lost a factor is refused instead of attacked and reported.
-fn check_function_kept(before: &HostModel, after: &HostModel) -> Result<(), String> {
+fn check_function_kept(before: &[HostLayer], after: &[HostLayer]) -> Result<(), String> {
     let bound = crate::defense::F64_COMPENSATION_BOUND;
-    for (i, (was, now)) in before.layers.iter().zip(&after.layers).enumerate() {
+    for (i, (was, now)) in before.iter().zip(after).enumerate() {
         let (was, now) = (was.effective_weight(), now.effective_weight());
         let scale = was.values.iter().fold(0.0f64, |a, v| a.max(v.abs()));
         let worst = (was.values.iter().zip(&now.values))

@@ -3,7 +3,7 @@
 //! implementation (sentence-transformers' `encode` is this vector over its L2 norm).
 
 use anyhow::{Context, Result};
-use specdef::encoder::{self, DeviceEncoder, TokenBatch};
+use specdef::encoder::{self, DeviceEncoder, EncoderHost, TokenBatch};
 use specdef::engine_choice::EngineChoice;
 use specdef::tokenizer::WordPiece;
 use specdef::transformer_files::{FETCH_HINT, model_dir};
@@ -51,8 +51,11 @@ pub fn embed(
         .collect::<Result<_, _>>()?;
     let batch = TokenBatch::new(&encodings);
     let mut engine = crate::open(choice)?;
-    let device = DeviceEncoder::upload(engine.as_mut(), &config, &weights)
-        .context("uploading the encoder")?;
+    let device = DeviceEncoder::upload(
+        engine.as_mut(),
+        &EncoderHost::from_weights(&config, &weights),
+    )
+    .context("uploading the encoder")?;
     let mut rec = specdef::Recording::new();
     let run = device.record(engine.as_mut(), &mut rec, &batch)?;
     engine.run(&rec).context("running the encoder")?;

@@ -12,7 +12,7 @@
 use super::LayerSelection;
 use crate::engine::{Engine, EngineError};
 use crate::linalg::{Svd, faer_svd};
-use crate::model::{FactorOf, FactorRole, HostModel, Matrix, predict};
+use crate::model::{FactorOf, FactorRole, HostLayer, HostModel, Matrix, predict};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -155,14 +155,32 @@ impl SpecDef {
         svd: &mut dyn FnMut(&Matrix) -> Result<Svd, String>,
         check_f64_compensation: bool,
     ) -> Result<HostModel, DefenseError> {
+        let mut defended = model.clone();
+        self.defend_layers(&mut defended.layers, seed, svd, check_f64_compensation)?;
+        Ok(defended)
+    }
+
+    /// Defends the chosen layers of any list of layers in place, with the SVD in f64 on the
+    /// host: an MLP's, or the linear maps of a transformer (`encoder::EncoderHost`), which are
+    /// the same layer chains. Layer indices in errors and in `layers` are positions in `layers`.
+    pub fn apply_to_layers(&self, layers: &mut [HostLayer], seed: u64) -> Result<(), DefenseError> {
+        self.defend_layers(layers, seed, &mut |w| faer_svd(w), true)
+    }
+
+    fn defend_layers(
+        &self,
+        layers: &mut [HostLayer],
+        seed: u64,
+        svd: &mut dyn FnMut(&Matrix) -> Result<Svd, String>,
+        check_f64_compensation: bool,
+    ) -> Result<(), DefenseError> {
         self.validate()?;
         let chosen = self
             .layers
-            .resolve(model.layers.len(), seed)
+            .resolve(layers.len(), seed)
             .map_err(DefenseError::Config)?;
-        let mut defended = model.clone();
         for i in chosen {
-            let layer = &mut defended.layers[i];
+            let layer = &mut layers[i];
             if layer.factor(FactorRole::Compensation).is_some() {
                 return Err(DefenseError::AlreadyDefended(i));
             }
@@ -206,7 +224,7 @@ impl SpecDef {
                     .push(factor(FactorRole::Compensation, compensation));
             }
         }
-        Ok(defended)
+        Ok(())
     }
 }
 

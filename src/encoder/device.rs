@@ -1,17 +1,25 @@
-//! The encoder's weights on an engine, and its forward pass recorded there.
+//! The encoder's parameters on an engine, and its forward pass recorded there.
 
-use super::{EncoderConfig, EncoderWeights, TokenBatch};
+use super::host::{EncoderHost, NormParams};
+use super::{EncoderConfig, TokenBatch};
 use crate::engine::{
     Activation, Allocation, BatchShape, BatchedLayout, BatchedMatmul, BinaryOp, Engine,
     EngineError, Recording, Tensor,
 };
-use crate::model::LayerNorm;
-use std::collections::HashMap;
+use crate::model::{LayerNorm, LayerOf, Matrix};
 
-/// The weights on an engine, by their published names (vectors as `1 x n` rows).
+/// The encoder's parameters on an engine: each linear map as a layer chain of tensors.
 pub struct DeviceEncoder {
     pub config: EncoderConfig,
-    tensors: HashMap<String, Tensor>,
+    pub word_embeddings: Tensor,
+    pub position_embeddings: Tensor,
+    pub token_type_embeddings: Tensor,
+    /// Scale and shift of each layer norm.
+    pub embedding_norm: [Tensor; 2],
+    /// As [`EncoderHost::linear`]: map `j` of block `b` is `linear[6 b + j]`.
+    pub linear: Vec<LayerOf<Tensor>>,
+    /// Per block: the norm after attention, then the one after the feed-forward map.
+    pub norms: Vec<[[Tensor; 2]; 2]>,
     _owner: Allocation,
 }
 
@@ -28,34 +36,48 @@ pub struct EncoderRun {
 }
 
 impl DeviceEncoder {
-    pub fn upload(
-        engine: &mut dyn Engine,
-        config: &EncoderConfig,
-        weights: &EncoderWeights,
-    ) -> Result<Self, EngineError> {
+    pub fn upload(engine: &mut dyn Engine, host: &EncoderHost) -> Result<Self, EngineError> {
         let mut owner = Allocation::new(engine);
-        let mut tensors = HashMap::new();
-        for (name, _) in super::weights::expected_tensors(config) {
-            let (shape, values) = weights.get(&name);
-            let (rows, cols) = match *shape {
-                [rows, cols] => (rows, cols),
-                [len] => (1, len),
-                _ => unreachable!("the encoder's tensors are vectors and matrices"),
-            };
-            let values: Vec<f64> = values.iter().map(|&v| f64::from(v)).collect();
-            let tensor = owner.tensor_from(engine, &name, rows, cols, &values)?;
-            tensors.insert(name, tensor);
+        let mut matrix =
+            |name: &str, m: &Matrix| owner.tensor_from(engine, name, m.rows, m.cols, &m.values);
+        let word_embeddings = matrix("embeddings.word_embeddings.weight", &host.word_embeddings)?;
+        let position_embeddings = matrix(
+            "embeddings.position_embeddings.weight",
+            &host.position_embeddings,
+        )?;
+        let token_type_embeddings = matrix(
+            "embeddings.token_type_embeddings.weight",
+            &host.token_type_embeddings,
+        )?;
+        let mut norm = |name: &str, n: &NormParams| -> Result<[Tensor; 2], EngineError> {
+            Ok([
+                matrix(&format!("{name}.weight"), &n.gamma)?,
+                matrix(&format!("{name}.bias"), &n.beta)?,
+            ])
+        };
+        let embedding_norm = norm("embeddings.LayerNorm", &host.embedding_norm)?;
+        let mut norms = Vec::new();
+        for [after_attention, after_feed_forward] in &host.norms {
+            norms.push([
+                norm("attention.output.LayerNorm", after_attention)?,
+                norm("output.LayerNorm", after_feed_forward)?,
+            ]);
+        }
+        let mut linear = Vec::new();
+        for (i, layer) in host.linear.iter().enumerate() {
+            let name = EncoderHost::linear_name(i);
+            linear.push(layer.try_map(i, &mut |key, m| matrix(&format!("{name}.{key}"), m))?);
         }
         Ok(Self {
-            config: config.clone(),
-            tensors,
+            config: host.config.clone(),
+            word_embeddings,
+            position_embeddings,
+            token_type_embeddings,
+            embedding_norm,
+            linear,
+            norms,
             _owner: owner,
         })
-    }
-
-    /// The weight of a published name.
-    pub fn tensor(&self, name: &str) -> Tensor {
-        self.tensors[name]
     }
 
     /// Records the forward pass over `batch` into `rec`.
@@ -139,18 +161,18 @@ impl Forward<'_> {
     fn embeddings(&mut self) -> Result<Tensor, EngineError> {
         let (rows, width) = (self.rows(), self.encoder.config.hidden_size);
         let batch = self.batch;
+        let encoder = self.encoder;
         let ids = self.values("encoder.ids", rows, 1, &batch.ids)?;
         let positions = self.values("encoder.positions", rows, 1, &batch.positions)?;
         let types = self.values("encoder.types", rows, 1, &vec![0.0; rows])?;
         let mut sum = None;
         for (table, index) in [
-            ("embeddings.word_embeddings.weight", ids),
-            ("embeddings.position_embeddings.weight", positions),
-            ("embeddings.token_type_embeddings.weight", types),
+            (encoder.word_embeddings, ids),
+            (encoder.position_embeddings, positions),
+            (encoder.token_type_embeddings, types),
         ] {
             let gathered = self.alloc("encoder.embedding", rows, width)?;
-            self.rec
-                .gather_rows(self.encoder.tensor(table), index, gathered)?;
+            self.rec.gather_rows(table, index, gathered)?;
             sum = Some(match sum {
                 None => gathered,
                 Some(partial) => {
@@ -160,27 +182,36 @@ impl Forward<'_> {
                 }
             });
         }
-        self.layer_norm("embeddings.LayerNorm", sum.expect("three tables"))
+        self.layer_norm(encoder.embedding_norm, sum.expect("three tables"))
     }
 
-    /// `x W^T + b` for the published linear map `name` (PyTorch stores W as out x in).
-    fn linear(&mut self, name: &str, x: Tensor) -> Result<Tensor, EngineError> {
-        let weight = self.encoder.tensor(&format!("{name}.weight"));
-        let bias = self.encoder.tensor(&format!("{name}.bias"));
-        let out = self.alloc(name, x.rows(), weight.rows())?;
-        let ones = self.values("encoder.ones", x.rows(), 1, &vec![1.0; x.rows()])?;
-        self.rec.matmul(x, weight, out, false, true)?;
+    /// A linear map's chain of factors (each `out x in`, applied input side first, with its
+    /// LoRA branch where it has one), then its bias: the MLP's layer walk without activation.
+    fn linear(&mut self, index: usize, x: Tensor) -> Result<Tensor, EngineError> {
+        let layer = &self.encoder.linear[index];
+        let rows = x.rows();
+        let mut input = x;
+        for factor in &layer.factors {
+            let out = self.alloc("encoder.linear", rows, factor.matrix.rows())?;
+            self.rec.matmul(input, factor.matrix, out, false, true)?;
+            if let Some(lora) = &factor.lora {
+                let mid = self.alloc("encoder.lora", rows, lora.a.rows())?;
+                self.rec.matmul(input, lora.a, mid, false, true)?;
+                self.rec
+                    .matmul_scaled(mid, lora.b, out, false, true, lora.scale, 1.0)?;
+            }
+            input = out;
+        }
+        let ones = self.values("encoder.ones", rows, 1, &vec![1.0; rows])?;
         self.rec
-            .matmul_scaled(ones, bias, out, false, false, 1.0, 1.0)?;
-        Ok(out)
+            .matmul_scaled(ones, layer.bias, input, false, false, 1.0, 1.0)?;
+        Ok(input)
     }
 
-    fn layer_norm(&mut self, name: &str, x: Tensor) -> Result<Tensor, EngineError> {
+    fn layer_norm(&mut self, [gamma, beta]: [Tensor; 2], x: Tensor) -> Result<Tensor, EngineError> {
         let eps = self.encoder.config.layer_norm_eps;
         let norm = LayerNorm::alloc(self.engine, x.rows(), x.cols(), eps)?;
-        let y = self.alloc(name, x.rows(), x.cols())?;
-        let gamma = self.encoder.tensor(&format!("{name}.weight"));
-        let beta = self.encoder.tensor(&format!("{name}.bias"));
+        let y = self.alloc("encoder.layer_norm", x.rows(), x.cols())?;
         norm.record(self.rec, x, gamma, beta, y)?;
         self.norms.push(norm);
         Ok(y)
@@ -193,26 +224,27 @@ impl Forward<'_> {
     }
 
     /// One block: multi-head self-attention, then the feed-forward map, each added to its
-    /// input and normalised (BERT's post-norm order).
-    fn block(&mut self, layer: usize, x: Tensor) -> Result<Tensor, EngineError> {
-        let p = format!("encoder.layer.{layer}.");
-        let [q, k, v] = ["query", "key", "value"].map(|m| format!("{p}attention.self.{m}"));
+    /// input and normalised (BERT's post-norm order). Its linear maps are
+    /// `linear[6 block..6 block + 6]` in [`super::host::BLOCK_LINEAR_MAPS`] order.
+    fn block(&mut self, block: usize, x: Tensor) -> Result<Tensor, EngineError> {
+        let map = |j: usize| 6 * block + j;
+        let [after_attention, after_feed_forward] = self.encoder.norms[block];
         let (q, k, v) = (
-            self.linear(&q, x)?,
-            self.linear(&k, x)?,
-            self.linear(&v, x)?,
+            self.linear(map(0), x)?,
+            self.linear(map(1), x)?,
+            self.linear(map(2), x)?,
         );
         let context = self.attention(q, k, v)?;
-        let attended = self.linear(&format!("{p}attention.output.dense"), context)?;
+        let attended = self.linear(map(3), context)?;
         let sum = self.residual(x, attended)?;
-        let x = self.layer_norm(&format!("{p}attention.output.LayerNorm"), sum)?;
-        let expanded = self.linear(&format!("{p}intermediate.dense"), x)?;
+        let x = self.layer_norm(after_attention, sum)?;
+        let expanded = self.linear(map(4), x)?;
         let activated = self.alloc("encoder.gelu", expanded.rows(), expanded.cols())?;
         self.rec
             .activate(Activation::GeluErf, expanded, activated)?;
-        let projected = self.linear(&format!("{p}output.dense"), activated)?;
+        let projected = self.linear(map(5), activated)?;
         let sum = self.residual(x, projected)?;
-        self.layer_norm(&format!("{p}output.LayerNorm"), sum)
+        self.layer_norm(after_feed_forward, sum)
     }
 
     /// `softmax(Q_h K_h^T / sqrt(d_h) + mask) V_h` per sequence and head, the heads being

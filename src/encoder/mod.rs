@@ -8,11 +8,13 @@
 mod batch;
 mod config;
 mod device;
+mod host;
 mod weights;
 
 pub use batch::TokenBatch;
 pub use config::{ConfigError, EncoderConfig};
 pub use device::{DeviceEncoder, EncoderRun};
+pub use host::{BLOCK_LINEAR_MAPS, EncoderHost, NormParams};
 pub use weights::{EncoderWeights, WeightsError};
 
 use std::path::Path;

@@ -1,0 +1,94 @@
+//! The encoder's parameters on the host, in f64: every linear map (Q, K, V, the attention's
+//! output, the feed-forward maps) as a layer chain like an MLP's layers, so the defences and
+//! adaptive attacks that transform layers (SpecDef, factorisation, injection, LoRA) apply to
+//! them with no code of their own; embeddings and layer norms as matrices beside them.
+
+use super::{EncoderConfig, EncoderWeights};
+use crate::model::{FactorOf, FactorRole, HostLayer, Matrix};
+
+/// The linear maps of one block, in registry order, by their published names.
+pub const BLOCK_LINEAR_MAPS: [&str; 6] = [
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+];
+
+/// A layer norm's scale and shift (`1 x width` each).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NormParams {
+    pub gamma: Matrix,
+    pub beta: Matrix,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncoderHost {
+    pub config: EncoderConfig,
+    pub word_embeddings: Matrix,
+    pub position_embeddings: Matrix,
+    pub token_type_embeddings: Matrix,
+    pub embedding_norm: NormParams,
+    /// Every block's linear maps, block by block in [`BLOCK_LINEAR_MAPS`] order: map `j` of
+    /// block `b` is `linear[6 b + j]`. One flat list, so a layer selection (SpecDef's
+    /// `layers = [..]`) indexes it as it indexes an MLP's layers.
+    pub linear: Vec<HostLayer>,
+    /// Per block: the norm after attention, then the one after the feed-forward map.
+    pub norms: Vec<[NormParams; 2]>,
+}
+
+impl EncoderHost {
+    pub fn from_weights(config: &EncoderConfig, weights: &EncoderWeights) -> Self {
+        let matrix = |name: &str| {
+            let (shape, values) = weights.get(name);
+            let (rows, cols) = match *shape {
+                [rows, cols] => (rows, cols),
+                [len] => (1, len),
+                _ => unreachable!("the encoder's tensors are vectors and matrices"),
+            };
+            Matrix::new(rows, cols, values.iter().map(|&v| f64::from(v)).collect())
+        };
+        let norm = |name: &str| NormParams {
+            gamma: matrix(&format!("{name}.weight")),
+            beta: matrix(&format!("{name}.bias")),
+        };
+        let mut linear = Vec::new();
+        let mut norms = Vec::new();
+        for block in 0..config.num_hidden_layers {
+            let prefix = format!("encoder.layer.{block}.");
+            for map in BLOCK_LINEAR_MAPS {
+                let name = format!("{prefix}{map}");
+                linear.push(HostLayer {
+                    factors: vec![FactorOf::plain(
+                        FactorRole::Weight,
+                        matrix(&format!("{name}.weight")),
+                    )],
+                    bias: matrix(&format!("{name}.bias")),
+                });
+            }
+            norms.push([
+                norm(&format!("{prefix}attention.output.LayerNorm")),
+                norm(&format!("{prefix}output.LayerNorm")),
+            ]);
+        }
+        Self {
+            config: config.clone(),
+            word_embeddings: matrix("embeddings.word_embeddings.weight"),
+            position_embeddings: matrix("embeddings.position_embeddings.weight"),
+            token_type_embeddings: matrix("embeddings.token_type_embeddings.weight"),
+            embedding_norm: norm("embeddings.LayerNorm"),
+            linear,
+            norms,
+        }
+    }
+
+    /// The published name of linear map `index` of [`Self::linear`].
+    pub fn linear_name(index: usize) -> String {
+        format!(
+            "encoder.layer.{}.{}",
+            index / BLOCK_LINEAR_MAPS.len(),
+            BLOCK_LINEAR_MAPS[index % BLOCK_LINEAR_MAPS.len()]
+        )
+    }
+}
