@@ -4,6 +4,7 @@ mod digits;
 pub mod file;
 mod split;
 mod synthetic;
+pub mod wordnet;
 
 pub use digits::{DIGIT_CLASSES, DIGIT_PIXELS, Digits, load_digits, parse_digits};
 pub use split::stratified_split;
