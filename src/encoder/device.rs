@@ -110,6 +110,33 @@ impl DeviceEncoder {
     }
 }
 
+/// A linear map's chain of factors (each `out x in`, applied input side first, with its LoRA
+/// branch where it has one), then its bias: the MLP's layer walk without activation. Its
+/// intermediates go to `owner`.
+pub(crate) fn record_layer_chain(
+    engine: &mut dyn Engine,
+    rec: &mut Recording,
+    owner: &mut Allocation,
+    layer: &LayerOf<Tensor>,
+    x: Tensor,
+) -> Result<Tensor, EngineError> {
+    let rows = x.rows();
+    let mut input = x;
+    for factor in &layer.factors {
+        let out = owner.alloc(engine, "encoder.linear", rows, factor.matrix.rows())?;
+        rec.matmul(input, factor.matrix, out, false, true)?;
+        if let Some(lora) = &factor.lora {
+            let mid = owner.alloc(engine, "encoder.lora", rows, lora.a.rows())?;
+            rec.matmul(input, lora.a, mid, false, true)?;
+            rec.matmul_scaled(mid, lora.b, out, false, true, lora.scale, 1.0)?;
+        }
+        input = out;
+    }
+    let ones = owner.tensor_from(engine, "encoder.ones", rows, 1, &vec![1.0; rows])?;
+    rec.matmul_scaled(ones, layer.bias, input, false, false, 1.0, 1.0)?;
+    Ok(input)
+}
+
 /// The forward pass being recorded: the intermediates it allocates, in order.
 struct Forward<'a> {
     engine: &'a mut dyn Engine,
@@ -185,27 +212,14 @@ impl Forward<'_> {
         self.layer_norm(encoder.embedding_norm, sum.expect("three tables"))
     }
 
-    /// A linear map's chain of factors (each `out x in`, applied input side first, with its
-    /// LoRA branch where it has one), then its bias: the MLP's layer walk without activation.
     fn linear(&mut self, index: usize, x: Tensor) -> Result<Tensor, EngineError> {
-        let layer = &self.encoder.linear[index];
-        let rows = x.rows();
-        let mut input = x;
-        for factor in &layer.factors {
-            let out = self.alloc("encoder.linear", rows, factor.matrix.rows())?;
-            self.rec.matmul(input, factor.matrix, out, false, true)?;
-            if let Some(lora) = &factor.lora {
-                let mid = self.alloc("encoder.lora", rows, lora.a.rows())?;
-                self.rec.matmul(input, lora.a, mid, false, true)?;
-                self.rec
-                    .matmul_scaled(mid, lora.b, out, false, true, lora.scale, 1.0)?;
-            }
-            input = out;
-        }
-        let ones = self.values("encoder.ones", rows, 1, &vec![1.0; rows])?;
-        self.rec
-            .matmul_scaled(ones, layer.bias, input, false, false, 1.0, 1.0)?;
-        Ok(input)
+        record_layer_chain(
+            self.engine,
+            self.rec,
+            &mut self.owner,
+            &self.encoder.linear[index],
+            x,
+        )
     }
 
     fn layer_norm(&mut self, [gamma, beta]: [Tensor; 2], x: Tensor) -> Result<Tensor, EngineError> {

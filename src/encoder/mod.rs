@@ -6,12 +6,16 @@
 //! transforms give its gradients and Hessian-vector products with no backward pass of its own.
 
 mod batch;
+mod classifier;
 mod config;
 mod device;
 mod host;
 mod weights;
 
 pub use batch::TokenBatch;
+pub use classifier::{
+    AdamState, EncoderTrainable, TrainStep, record_logits, record_train_step, trainable_tensors,
+};
 pub use config::{ConfigError, EncoderConfig};
 pub use device::{DeviceEncoder, EncoderRun};
 pub use host::{BLOCK_LINEAR_MAPS, EncoderHost, NormParams};
