@@ -303,6 +303,40 @@ enum Command {
         #[arg(required = true)]
         texts: Vec<String>,
     },
+    /// Fine-tune the pretrained encoder's first blocks with a fresh head on WordNet topics,
+    /// undefended or with SpecDef on its attention maps (--alpha); writes the summary and the
+    /// loss per step as JSON lines. Needs scripts/fetch-transformer.sh.
+    TransformerFinetune {
+        #[arg(long, default_value_t = 2)]
+        blocks: usize,
+        /// harmful (animal, plant, body, food, substance) or utility (artifact, person, act,
+        /// communication, location).
+        #[arg(long, default_value = "harmful")]
+        topics: String,
+        #[arg(long, default_value_t = 100)]
+        steps: usize,
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Tokens per gloss (with [CLS] and [SEP]; longer glosses are truncated).
+        #[arg(long, default_value_t = 32)]
+        tokens: usize,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        /// SpecDef's alpha on the attention maps of every block; undefended without it.
+        #[arg(long)]
+        alpha: Option<f64>,
+        #[arg(long, default_value_t = 25)]
+        k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Held-out glosses scored before and after.
+        #[arg(long, default_value_t = 500)]
+        test_size: usize,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        #[arg(long, default_value = "out/transformer-finetune.jsonl")]
+        out: PathBuf,
+    },
     /// Print the adapter the GPU engine would use, and its limits.
     Info,
     /// Open the app in a window: pick a scenario, run it, watch the loss and the tables.
@@ -811,6 +845,35 @@ fn main() -> Result<ExitCode> {
             engine,
             texts,
         } => done(cli::embed::embed(model.as_deref(), layers, engine, &texts)),
+        Command::TransformerFinetune {
+            blocks,
+            topics,
+            steps,
+            batch,
+            tokens,
+            lr,
+            alpha,
+            k,
+            seed,
+            test_size,
+            engine,
+            out,
+        } => done(cli::transformer::finetune(
+            &cli::transformer::FinetuneSettings {
+                blocks,
+                topics,
+                steps,
+                batch,
+                tokens,
+                lr,
+                alpha,
+                k,
+                seed,
+                test_size,
+            },
+            engine,
+            &out,
+        )),
         Command::Info => done(print_info()),
         Command::Gui {
             cpu,

@@ -218,3 +218,55 @@ fn only_the_chosen_parts_train() {
         .to_string();
     assert!(message.contains("1 labels for 6 sequences"), "{message}");
 }
+
+#[test]
+fn the_finetune_command_writes_its_summary_and_the_loss_of_every_step() {
+    if setup().is_none() {
+        return;
+    }
+    let out = common::scratch("transformer-finetune", "summary").join("run.jsonl");
+    let args = [
+        "transformer-finetune",
+        "--blocks",
+        "1",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--test-size",
+        "8",
+        "--engine",
+        "cpu",
+        "--alpha",
+        "1e4",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    common::succeeded(common::specdef_command(&args, &[]));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(
+        lines[0]["defence"],
+        "specdef alpha 1e4 k 25 on the attention maps"
+    );
+    assert_eq!(lines[0]["test_examples"], 8);
+    for (step, line) in lines[1..].iter().enumerate() {
+        assert_eq!(line["step"], step);
+        assert!(line["loss"].as_f64().unwrap().is_finite());
+    }
+    let bad = common::specdef_command(
+        &[
+            "transformer-finetune",
+            "--topics",
+            "weather",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--topics must be harmful or utility"));
+}

@@ -6,4 +6,5 @@ pub mod embed;
 pub mod gpu_costs;
 pub mod report;
 pub mod sweep;
+pub mod transformer;
 pub mod verify;
