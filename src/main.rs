@@ -307,31 +307,8 @@ enum Command {
     /// undefended or with SpecDef on its attention maps (--alpha); writes the summary and the
     /// loss per step as JSON lines. Needs scripts/fetch-transformer.sh.
     TransformerFinetune {
-        #[arg(long, default_value_t = 2)]
-        blocks: usize,
-        /// harmful (animal, plant, body, food, substance) or utility (artifact, person, act,
-        /// communication, location).
-        #[arg(long, default_value = "harmful")]
-        topics: String,
-        #[arg(long, default_value_t = 100)]
-        steps: usize,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Tokens per gloss (with [CLS] and [SEP]; longer glosses are truncated).
-        #[arg(long, default_value_t = 32)]
-        tokens: usize,
-        #[arg(long, default_value_t = 1e-4)]
-        lr: f64,
-        /// SpecDef's alpha on the attention maps of every block; undefended without it.
-        #[arg(long)]
-        alpha: Option<f64>,
-        #[arg(long, default_value_t = 25)]
-        k: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Held-out glosses scored before and after.
-        #[arg(long, default_value_t = 500)]
-        test_size: usize,
+        #[command(flatten)]
+        settings: cli::transformer::FinetuneSettings,
         #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
         engine: EngineChoice,
         #[arg(long, default_value = "out/transformer-finetune.jsonl")]
@@ -846,34 +823,10 @@ fn main() -> Result<ExitCode> {
             texts,
         } => done(cli::embed::embed(model.as_deref(), layers, engine, &texts)),
         Command::TransformerFinetune {
-            blocks,
-            topics,
-            steps,
-            batch,
-            tokens,
-            lr,
-            alpha,
-            k,
-            seed,
-            test_size,
+            settings,
             engine,
             out,
-        } => done(cli::transformer::finetune(
-            &cli::transformer::FinetuneSettings {
-                blocks,
-                topics,
-                steps,
-                batch,
-                tokens,
-                lr,
-                alpha,
-                k,
-                seed,
-                test_size,
-            },
-            engine,
-            &out,
-        )),
+        } => done(cli::transformer::finetune(&settings, engine, &out)),
         Command::Info => done(print_info()),
         Command::Gui {
             cpu,

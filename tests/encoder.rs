@@ -16,7 +16,7 @@ use specdef::encoder::{
 use specdef::engine::Engine;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::tokenizer::WordPiece;
-use specdef::transformer_files::{FETCH_HINT, model_dir};
+use specdef::transformer_files::model_dir;
 use specdef::{Recording, Tolerance};
 
 #[derive(Deserialize)]
@@ -46,15 +46,7 @@ fn reference() -> Reference {
 /// The fetched model, or None (with the reason printed) where it is absent.
 fn model() -> Option<(EncoderConfig, EncoderWeights, WordPiece)> {
     let folder = model_dir();
-    if !folder.join("model.safetensors").is_file() {
-        let why = format!(
-            "{} has no model.safetensors: {FETCH_HINT}",
-            folder.display()
-        );
-        if std::env::var("SPECDEF_REQUIRE_TRANSFORMER").as_deref() == Ok("1") {
-            panic!("{why} (SPECDEF_REQUIRE_TRANSFORMER=1)");
-        }
-        eprintln!("skipping: {why}");
+    if !common::fetched(&folder.join("model.safetensors")) {
         return None;
     }
     let (config, weights) = encoder::load(&folder, None).unwrap();

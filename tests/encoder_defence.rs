@@ -7,6 +7,8 @@
 //! settings), to keep the f64 runs short in debug builds. Needs the fetched model (see
 //! tests/encoder.rs); without it the tests say so and pass, unless SPECDEF_REQUIRE_TRANSFORMER=1.
 
+mod common;
+
 use specdef::attack::{AdaptiveAttack, LoraPlacement};
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::encoder::{self, DeviceEncoder, EncoderHost, TokenBatch};
@@ -14,7 +16,7 @@ use specdef::engine::cpu::CpuEngine64;
 use specdef::engine::{Engine, ReduceAxis, Reduction, gradient_recording};
 use specdef::model::{FactorRole, Matrix};
 use specdef::tokenizer::WordPiece;
-use specdef::transformer_files::{FETCH_HINT, model_dir};
+use specdef::transformer_files::model_dir;
 use specdef::{Recording, Tolerance};
 
 const SENTENCES: [&str; 3] = [
@@ -25,15 +27,7 @@ const SENTENCES: [&str; 3] = [
 
 fn truncated_encoder() -> Option<(EncoderHost, WordPiece)> {
     let folder = model_dir();
-    if !folder.join("model.safetensors").is_file() {
-        let why = format!(
-            "{} has no model.safetensors: {FETCH_HINT}",
-            folder.display()
-        );
-        if std::env::var("SPECDEF_REQUIRE_TRANSFORMER").as_deref() == Ok("1") {
-            panic!("{why} (SPECDEF_REQUIRE_TRANSFORMER=1)");
-        }
-        eprintln!("skipping: {why}");
+    if !common::fetched(&folder.join("model.safetensors")) {
         return None;
     }
     let (config, weights) = encoder::load(&folder, Some(1)).unwrap();

@@ -13,7 +13,7 @@ use specdef::engine::AdamHyper;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::model::{FactorOf, FactorRole, HostLayer, LayerOf, Matrix, ParamGroup, Trainable};
 use specdef::tokenizer::WordPiece;
-use specdef::transformer_files::{FETCH_HINT, model_dir};
+use specdef::transformer_files::model_dir;
 use specdef::{Engine, Tensor};
 
 /// Two glosses each of three WordNet topics (animal, food, artifact).
@@ -44,15 +44,7 @@ const CLASSES: usize = 3;
 
 fn setup() -> Option<(EncoderHost, TokenBatch, HostLayer)> {
     let folder = model_dir();
-    if !folder.join("model.safetensors").is_file() {
-        let why = format!(
-            "{} has no model.safetensors: {FETCH_HINT}",
-            folder.display()
-        );
-        if std::env::var("SPECDEF_REQUIRE_TRANSFORMER").as_deref() == Ok("1") {
-            panic!("{why} (SPECDEF_REQUIRE_TRANSFORMER=1)");
-        }
-        eprintln!("skipping: {why}");
+    if !common::fetched(&folder.join("model.safetensors")) {
         return None;
     }
     let (config, weights) = encoder::load(&folder, Some(1)).unwrap();

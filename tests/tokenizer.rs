@@ -5,9 +5,11 @@
 //! The tokenizer.json is all-MiniLM-L6-v2's, which scripts/fetch-transformer.sh fetches; without
 //! it these tests say so and pass, unless SPECDEF_REQUIRE_TRANSFORMER=1.
 
+mod common;
+
 use serde::Deserialize;
 use specdef::tokenizer::{Encoding, TokenizerError, WordPiece};
-use specdef::transformer_files::{FETCH_HINT, model_dir};
+use specdef::transformer_files::model_dir;
 use std::path::PathBuf;
 
 /// The reference's sequence length for this model (tokenizer.json's truncation and padding).
@@ -20,12 +22,7 @@ fn tokenizer_json_path() -> PathBuf {
 /// all-MiniLM-L6-v2's tokenizer, or None (with the reason printed) where it was not fetched.
 fn minilm_tokenizer() -> Option<WordPiece> {
     let path = tokenizer_json_path();
-    if !path.is_file() {
-        let why = format!("{} is missing: {FETCH_HINT}", path.display());
-        if std::env::var("SPECDEF_REQUIRE_TRANSFORMER").as_deref() == Ok("1") {
-            panic!("{why} (SPECDEF_REQUIRE_TRANSFORMER=1)");
-        }
-        eprintln!("skipping: {why}");
+    if !common::fetched(&path) {
         return None;
     }
     Some(WordPiece::from_file(&path).expect("all-MiniLM-L6-v2's tokenizer.json loads"))

@@ -1,19 +1,16 @@
 //! WordNet's nouns as a topic task, from the fetched data.noun (scripts/fetch-transformer.sh;
 //! without it these tests say so and pass, unless SPECDEF_REQUIRE_TRANSFORMER=1).
 
+mod common;
+
 use specdef::data::wordnet::{
     HARMFUL_TOPICS, NOUN_CATEGORIES, UTILITY_TOPICS, category_index, parse_nouns,
 };
-use specdef::transformer_files::{FETCH_HINT, wordnet_dir};
+use specdef::transformer_files::wordnet_dir;
 
 fn data_noun() -> Option<String> {
     let path = wordnet_dir().join("data.noun");
-    if !path.is_file() {
-        let why = format!("{} is missing: {FETCH_HINT}", path.display());
-        if std::env::var("SPECDEF_REQUIRE_TRANSFORMER").as_deref() == Ok("1") {
-            panic!("{why} (SPECDEF_REQUIRE_TRANSFORMER=1)");
-        }
-        eprintln!("skipping: {why}");
+    if !common::fetched(&path) {
         return None;
     }
     Some(std::fs::read_to_string(path).unwrap())

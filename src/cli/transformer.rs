@@ -27,17 +27,35 @@ use std::path::Path;
 /// The seed of the held-out sample, fixed so every run scores the same glosses.
 const TEST_SAMPLE_SEED: u64 = 0x5eed_7e57;
 
-/// What to run; the CLI's flags.
+/// What to run (the command's flags).
+#[derive(clap::Args)]
 pub struct FinetuneSettings {
+    /// How many of the encoder's 6 blocks to keep.
+    #[arg(long, default_value_t = 2)]
     pub blocks: usize,
+    /// harmful (animal, plant, body, food, substance) or utility (artifact, person, act,
+    /// communication, location).
+    #[arg(long, default_value = "harmful")]
     pub topics: String,
+    #[arg(long, default_value_t = 100)]
     pub steps: usize,
+    #[arg(long, default_value_t = 16)]
     pub batch: usize,
+    /// Tokens per gloss (with [CLS] and [SEP]; longer glosses are truncated).
+    #[arg(long, default_value_t = 32)]
     pub tokens: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
+    /// SpecDef's alpha on the attention maps of every block; undefended without it.
+    #[arg(long)]
     pub alpha: Option<f64>,
+    #[arg(long, default_value_t = 25)]
     pub k: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Held-out glosses scored before and after.
+    #[arg(long, default_value_t = 500)]
     pub test_size: usize,
 }
 

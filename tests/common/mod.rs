@@ -387,3 +387,22 @@ pub fn relative_error(got: &[f64], want: &[f64]) -> f64 {
         .sum::<f64>();
     diff.sqrt() / norm
 }
+
+/// Whether `path` (a file scripts/fetch-transformer.sh fetches) exists; where it does not, the
+/// reason is printed and the test should return, or, under SPECDEF_REQUIRE_TRANSFORMER=1 (CI),
+/// it panics with the reason.
+pub fn fetched(path: &std::path::Path) -> bool {
+    if path.is_file() {
+        return true;
+    }
+    let why = format!(
+        "{} is missing: {}",
+        path.display(),
+        specdef::transformer_files::FETCH_HINT
+    );
+    if std::env::var("SPECDEF_REQUIRE_TRANSFORMER").as_deref() == Ok("1") {
+        panic!("{why} (SPECDEF_REQUIRE_TRANSFORMER=1)");
+    }
+    eprintln!("skipping: {why}");
+    false
+}
