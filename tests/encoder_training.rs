@@ -246,6 +246,7 @@ fn the_finetune_command_writes_its_summary_and_the_loss_of_every_step() {
         "specdef alpha 1e4 k 25 on the attention maps"
     );
     assert_eq!(lines[0]["test_examples"], 8);
+    assert_eq!(lines[0]["trained"], "all");
     for (step, line) in lines[1..].iter().enumerate() {
         assert_eq!(line["step"], step);
         assert!(line["loss"].as_f64().unwrap().is_finite());

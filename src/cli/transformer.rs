@@ -18,7 +18,7 @@ use specdef::encoder::{
 };
 use specdef::engine::{AdamHyper, Allocation};
 use specdef::engine_choice::EngineChoice;
-use specdef::model::{FactorOf, FactorRole, HostLayer, LayerOf, Matrix};
+use specdef::model::{FactorOf, FactorRole, HostLayer, LayerOf, Matrix, ParamGroup, Trainable};
 use specdef::tokenizer::WordPiece;
 use specdef::transformer_files::{FETCH_HINT, model_dir, wordnet_dir};
 use specdef::{Engine, Recording, Tensor};
@@ -57,6 +57,37 @@ pub struct FinetuneSettings {
     /// Held-out glosses scored before and after.
     #[arg(long, default_value_t = 500)]
     pub test_size: usize,
+    /// What trains: all (everything but the embedding tables), head (a linear probe on frozen
+    /// features), biases-and-norms (with the head: the parameters outside SpecDef's reach).
+    #[arg(long, value_enum, default_value_t = TrainedParts::All)]
+    pub train: TrainedParts,
+}
+
+/// The parts a fine-tuning run trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainedParts {
+    All,
+    Head,
+    BiasesAndNorms,
+}
+
+impl TrainedParts {
+    fn trainable(self) -> EncoderTrainable {
+        let all = EncoderTrainable::default();
+        match self {
+            TrainedParts::All => all,
+            TrainedParts::Head => EncoderTrainable {
+                layers: Trainable::only(&[]),
+                norms: false,
+                ..all
+            },
+            TrainedParts::BiasesAndNorms => EncoderTrainable {
+                layers: Trainable::only(&[ParamGroup::Biases]),
+                ..all
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -71,6 +102,7 @@ struct Summary<'a> {
     blocks: usize,
     topics: &'a [&'a str],
     defence: String,
+    trained: TrainedParts,
     steps: usize,
     batch: usize,
     tokens: usize,
@@ -88,6 +120,9 @@ struct Summary<'a> {
 
 pub fn finetune(settings: &FinetuneSettings, choice: EngineChoice, out: &Path) -> Result<()> {
     crate::writable(out)?;
+    if settings.batch == 0 || settings.test_size == 0 {
+        bail!("--batch and --test-size must be at least 1");
+    }
     let topics: &[&str] = match settings.topics.as_str() {
         "harmful" => &HARMFUL_TOPICS,
         "utility" => &UTILITY_TOPICS,
@@ -198,7 +233,7 @@ pub fn finetune(settings: &FinetuneSettings, choice: EngineChoice, out: &Path) -
         Ok(correct as f64 / test.len().max(1) as f64)
     };
     let accuracy_before = accuracy(e)?;
-    let trained = trainable_tensors(&encoder, &head, EncoderTrainable::default());
+    let trained = trainable_tensors(&encoder, &head, settings.train.trainable());
     let hyper = AdamHyper {
         lr: settings.lr,
         beta1: 0.9,
@@ -235,6 +270,7 @@ pub fn finetune(settings: &FinetuneSettings, choice: EngineChoice, out: &Path) -
         blocks: settings.blocks,
         topics,
         defence,
+        trained: settings.train,
         steps: settings.steps,
         batch: settings.batch,
         tokens: settings.tokens,
