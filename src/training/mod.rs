@@ -23,13 +23,15 @@ pub use curve::Curve;
 pub use noising::NoisingSet;
 pub use objective::{HiddenTargetSet, PreferenceSet, TrainRows, TrainSet};
 pub use optimizer::{
-    GroupSettings, OptimizerConfig, OptimizerFamily, OptimizerHyper, OptimizerKind, OptimizerState,
+    FirstOrderUpdate, GroupSettings, OptimizerConfig, OptimizerFamily, OptimizerHyper,
+    OptimizerKind, OptimizerState,
 };
 pub use run::TrainRun;
 pub use schedule::Schedule;
 pub use second_order::{
-    AdaHessianSettings, HessianAverage, MuonSettings, NEWTON_SCHULZ, NewtonCgSettings,
-    SecondOrderConfig, SecondOrderHyper, SecondOrderState, SophiaEstimator, SophiaSettings,
+    AdaHessianSettings, AdaHessianTensors, HessianAverage, MuonSettings, MuonTensors,
+    NEWTON_SCHULZ, NewtonCgSettings, SecondOrderConfig, SecondOrderHyper, SecondOrderState,
+    SophiaEstimator, SophiaSettings,
 };
 pub use tamper::{MAX_INNER_STEPS, SimulatedAttacks, TamperObjective, TamperRows, TamperSession};
 pub use train::{

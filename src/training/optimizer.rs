@@ -326,30 +326,65 @@ impl OptimizerState {
     /// scale); `step` counts from 1.
     pub fn record_step(&self, rec: &mut Recording, lr: f64, step: u32) -> Result<(), EngineError> {
         for slot in &self.slots {
-            let (param, grad, lr) = (slot.param, slot.grad, lr * slot.lr_scale);
-            match slot.kind {
-                OptimizerKind::Sgd => {
-                    rec.axpy(-lr, grad, param)?;
-                }
-                OptimizerKind::Momentum | OptimizerKind::Nesterov => {
-                    let nesterov = slot.kind == OptimizerKind::Nesterov;
-                    rec.momentum(
-                        param,
-                        grad,
-                        slot.state[0],
-                        lr,
-                        slot.hyper.momentum,
-                        nesterov,
-                    )?;
-                }
-                OptimizerKind::Adam | OptimizerKind::Adamw => {
-                    let hyper = slot.hyper.adam(slot.kind, lr);
-                    rec.adam(param, grad, (slot.state[0], slot.state[1]), hyper, step)?;
-                }
-                OptimizerKind::Muon
-                | OptimizerKind::Adahessian
-                | OptimizerKind::Sophia
-                | OptimizerKind::NewtonCg => unreachable!("refused by with_config"),
+            let update = FirstOrderUpdate {
+                kind: slot.kind,
+                hyper: slot.hyper,
+                lr: lr * slot.lr_scale,
+                step,
+            };
+            update.record(rec, slot.param, slot.grad, &slot.state)?;
+        }
+        Ok(())
+    }
+}
+
+/// One first-order update of one tensor: the optimiser, its hyper-parameters, the rate and the
+/// step (from 1). Shared by the MLP's optimiser state and the encoder's.
+#[derive(Clone, Copy, Debug)]
+pub struct FirstOrderUpdate {
+    pub kind: OptimizerKind,
+    pub hyper: OptimizerHyper,
+    pub lr: f64,
+    pub step: u32,
+}
+
+impl FirstOrderUpdate {
+    /// How many state tensors of the parameter's shape the optimiser keeps (velocity, or
+    /// Adam's m and v); zero-initialised by the caller.
+    pub fn state_tensors(kind: OptimizerKind) -> usize {
+        kind.state_tensors()
+    }
+
+    /// Records `param`'s update from `grad` with `state` (as many tensors as
+    /// `state_tensors`). Refuses the second-order optimisers, which update a model as one.
+    pub fn record(
+        &self,
+        rec: &mut Recording,
+        param: Tensor,
+        grad: Tensor,
+        state: &[Tensor],
+    ) -> Result<(), EngineError> {
+        let lr = self.lr;
+        match self.kind {
+            OptimizerKind::Sgd => {
+                rec.axpy(-lr, grad, param)?;
+            }
+            OptimizerKind::Momentum | OptimizerKind::Nesterov => {
+                let nesterov = self.kind == OptimizerKind::Nesterov;
+                rec.momentum(param, grad, state[0], lr, self.hyper.momentum, nesterov)?;
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                let hyper = self.hyper.adam(self.kind, lr);
+                rec.adam(param, grad, (state[0], state[1]), hyper, self.step)?;
+            }
+            OptimizerKind::Muon
+            | OptimizerKind::Adahessian
+            | OptimizerKind::Sophia
+            | OptimizerKind::NewtonCg => {
+                return Err(EngineError::Shape {
+                    op: "optimizer",
+                    message: format!("{} is not a first-order optimiser", self.kind.name()),
+                });
             }
         }
         Ok(())

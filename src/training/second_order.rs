@@ -100,6 +100,20 @@ pub struct AdaHessianSettings {
     pub average: HessianAverage,
 }
 
+impl AdaHessianSettings {
+    /// The kernel's hyper-parameters at rate `lr`.
+    pub fn hyper(&self, lr: f64) -> AdaHessianHyper {
+        AdaHessianHyper {
+            lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            hessian_power: self.hessian_power,
+        }
+    }
+}
+
 impl Default for AdaHessianSettings {
     fn default() -> Self {
         let reference = AdaHessianHyper::default();
@@ -338,26 +352,13 @@ const SOPHIA_EPS: f64 = 1e-15;
 enum SlotState {
     /// Muon on a matrix: momentum, the update, the Newton-Schulz iterates (r' x c' with r' <= c':
     /// transposed when the matrix is taller than wide), X X^T and `b A + c A A` (r' x r').
-    Muon {
-        momentum: Tensor,
-        update: Tensor,
-        iterates: [Tensor; 2],
-        gram: Tensor,
-        poly: Tensor,
-        transposed: bool,
-        /// `max(1, rows/cols)^0.5`.
-        shape_factor: f64,
-    },
+    Muon(MuonTensors),
     /// AdamW (Muon's biases): (m, v).
-    Adam { m: Tensor, v: Tensor },
-    /// AdaHessian: (m, v), the estimate D, and for row averaging |D|, its row sums and a row of
-    /// ones (1 x cols) that broadcasts them back.
-    AdaHessian {
+    Adam {
         m: Tensor,
         v: Tensor,
-        diag: Tensor,
-        rows: Option<(Tensor, Tensor, Tensor)>,
     },
+    AdaHessian(AdaHessianTensors),
     /// Sophia: momentum, the averaged estimate h, max(h, 0), the step's estimate, and (GNB) the
     /// gradient against sampled labels.
     Sophia {
@@ -373,6 +374,187 @@ enum SlotState {
         r: Tensor,
         scratch: Tensor,
     },
+}
+
+/// Muon's state for one matrix: momentum, the update, the Newton-Schulz iterates (r' x c' with
+/// r' <= c': transposed when the matrix is taller than wide), X X^T and `b A + c A A`
+/// (r' x r'). Shared by the MLP's second-order state and the encoder's optimiser.
+#[derive(Clone, Copy, Debug)]
+pub struct MuonTensors {
+    momentum: Tensor,
+    update: Tensor,
+    iterates: [Tensor; 2],
+    gram: Tensor,
+    poly: Tensor,
+    transposed: bool,
+    /// `max(1, rows/cols)^0.5`.
+    shape_factor: f64,
+}
+
+impl MuonTensors {
+    /// Zeroed state for a `rows x cols` matrix.
+    pub fn allocate(
+        engine: &mut dyn Engine,
+        owner: &mut Allocation,
+        label: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, EngineError> {
+        let mut zeros = |what: &str, r: usize, c: usize| {
+            owner.tensor_from(engine, &format!("{label}.{what}"), r, c, &vec![0.0; r * c])
+        };
+        let transposed = rows > cols;
+        let (r, c) = if transposed {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        Ok(Self {
+            momentum: zeros("momentum", rows, cols)?,
+            update: zeros("update", rows, cols)?,
+            iterates: [zeros("x0", r, c)?, zeros("x1", r, c)?],
+            gram: zeros("gram", r, r)?,
+            poly: zeros("poly", r, r)?,
+            transposed,
+            shape_factor: (rows as f64 / cols as f64).max(1.0).sqrt(),
+        })
+    }
+
+    /// The 1x1 tensors a step needs beside the state: a scratch for |U|_F^2, and one holding
+    /// `MUON_EPS_SQ` (written once; `allocate_scalars` makes both).
+    pub fn allocate_scalars(
+        engine: &mut dyn Engine,
+        owner: &mut Allocation,
+    ) -> Result<(Tensor, Tensor), EngineError> {
+        Ok((
+            owner.tensor_from(engine, "muon.sum_sq", 1, 1, &[0.0])?,
+            owner.tensor_from(engine, "muon.eps", 1, 1, &[MUON_EPS_SQ])?,
+        ))
+    }
+
+    /// Records Muon's update of `param` from `grad` at rate `lr`: decoupled weight decay,
+    /// momentum (Nesterov where set), the Newton-Schulz orthogonalisation of `U / |U|_F`, and
+    /// the step scaled by the shape factor. `(sum_sq, eps)` as `allocate_scalars` makes them.
+    pub fn record_update(
+        &self,
+        rec: &mut Recording,
+        param: Tensor,
+        grad: Tensor,
+        muon: &MuonSettings,
+        lr: f64,
+        (sum_sq, eps): (Tensor, Tensor),
+    ) -> Result<(), EngineError> {
+        let (a, b, c) = NEWTON_SCHULZ;
+        let update = self.update;
+        if muon.weight_decay != 0.0 {
+            // p *= 1 - lr weight_decay (the update buffer as scratch: the update does not
+            // depend on p, so decaying first changes nothing).
+            rec.scale(-lr * muon.weight_decay, param, update)?;
+            rec.axpy(1.0, update, param)?;
+        }
+        let beta = muon.momentum;
+        rec.ema(beta, grad, self.momentum)?;
+        if muon.nesterov {
+            rec.scale(1.0 - beta, grad, update)?;
+            rec.axpy(beta, self.momentum, update)?;
+        } else {
+            rec.scale(1.0, self.momentum, update)?;
+        }
+        // X = U / |U|_F, on U^T where U is taller than wide.
+        let [mut x, mut next] = self.iterates;
+        let source = if self.transposed {
+            rec.transpose(update, next)?;
+            next
+        } else {
+            update
+        };
+        rec.reduce(Reduction::SumOfSquares, ReduceAxis::Whole, source, sum_sq)?;
+        rec.axpy(1.0, eps, sum_sq)?;
+        rec.scale_device(DeviceScalar::inverse_sqrt(1.0, sum_sq), source, x)?;
+        for _ in 0..muon.ns_steps {
+            // A = X X^T; B = b A + c A A; X <- a X + B X.
+            rec.matmul(x, x, self.gram, false, true)?;
+            rec.matmul_scaled(self.gram, self.gram, self.poly, false, false, c, 0.0)?;
+            rec.axpy(b, self.gram, self.poly)?;
+            rec.matmul(self.poly, x, next, false, false)?;
+            rec.axpy(a, x, next)?;
+            std::mem::swap(&mut x, &mut next);
+        }
+        let orthogonal = if self.transposed {
+            rec.transpose(x, update)?;
+            update
+        } else {
+            x
+        };
+        rec.axpy(-lr * self.shape_factor, orthogonal, param)?;
+        Ok(())
+    }
+}
+
+/// AdaHessian's state for one tensor: (m, v), the estimate D, and for row averaging |D|, its
+/// row sums and a row of ones (1 x cols) that broadcasts them back. Shared by the MLP's
+/// second-order state and the encoder's optimiser.
+#[derive(Clone, Copy, Debug)]
+pub struct AdaHessianTensors {
+    m: Tensor,
+    v: Tensor,
+    diag: Tensor,
+    rows: Option<(Tensor, Tensor, Tensor)>,
+}
+
+impl AdaHessianTensors {
+    /// Zeroed state for a `rows x cols` parameter, averaged per row where `average_rows`.
+    pub fn allocate(
+        engine: &mut dyn Engine,
+        owner: &mut Allocation,
+        label: &str,
+        rows: usize,
+        cols: usize,
+        average_rows: bool,
+    ) -> Result<Self, EngineError> {
+        let mut zeros = |what: &str, r: usize, c: usize| {
+            owner.tensor_from(engine, &format!("{label}.{what}"), r, c, &vec![0.0; r * c])
+        };
+        let (m, v, diag) = (
+            zeros("m", rows, cols)?,
+            zeros("v", rows, cols)?,
+            zeros("diag", rows, cols)?,
+        );
+        let rows = if average_rows {
+            let abs = zeros("abs", rows, cols)?;
+            let row_sums = zeros("row_sums", rows, 1)?;
+            let ones =
+                owner.tensor_from(engine, &format!("{label}.ones"), 1, cols, &vec![1.0; cols])?;
+            Some((abs, row_sums, ones))
+        } else {
+            None
+        };
+        Ok(Self { m, v, diag, rows })
+    }
+
+    /// Records D = z * (H z) from the probe `(z, H z)`, its row averaging where kept, and the
+    /// AdaHessian update of `param`.
+    pub fn record_update(
+        &self,
+        rec: &mut Recording,
+        param: Tensor,
+        grad: Tensor,
+        (z, hz): (Tensor, Tensor),
+        hyper: AdaHessianHyper,
+        step: u32,
+    ) -> Result<(), EngineError> {
+        let diag = self.diag;
+        rec.binary(BinaryOp::Mul, z, hz, diag)?;
+        if let Some((abs, row_sums, ones)) = self.rows {
+            // Each row's mean |D|, broadcast back over the row: (row sums) (1^T) / cols.
+            rec.abs(diag, abs)?;
+            rec.reduce(Reduction::Sum, ReduceAxis::PerRow, abs, row_sums)?;
+            let cols = diag.cols() as f64;
+            rec.matmul_scaled(row_sums, ones, diag, false, false, 1.0 / cols, 0.0)?;
+        }
+        rec.adahessian(param, grad, diag, (self.m, self.v), hyper, step)?;
+        Ok(())
+    }
 }
 
 struct Slot {
@@ -544,24 +726,10 @@ impl SecondOrderState {
             };
             let state = match kind {
                 OptimizerKind::Muon if key.group().is_matrix() => {
-                    let transposed = rows > cols;
-                    let (r, c) = if transposed {
-                        (cols, rows)
-                    } else {
-                        (rows, cols)
-                    };
-                    SlotState::Muon {
-                        momentum: zeros(engine, &mut owner, "momentum", rows, cols)?,
-                        update: zeros(engine, &mut owner, "update", rows, cols)?,
-                        iterates: [
-                            zeros(engine, &mut owner, "x0", r, c)?,
-                            zeros(engine, &mut owner, "x1", r, c)?,
-                        ],
-                        gram: zeros(engine, &mut owner, "gram", r, r)?,
-                        poly: zeros(engine, &mut owner, "poly", r, r)?,
-                        transposed,
-                        shape_factor: (rows as f64 / cols as f64).max(1.0).sqrt(),
-                    }
+                    let label = format!("muon.{i}");
+                    SlotState::Muon(MuonTensors::allocate(
+                        engine, &mut owner, &label, rows, cols,
+                    )?)
                 }
                 OptimizerKind::Muon => SlotState::Adam {
                     m: zeros(engine, &mut owner, "adam_m", rows, cols)?,
@@ -570,28 +738,10 @@ impl SecondOrderState {
                 OptimizerKind::Adahessian => {
                     let average = config.second_order.adahessian.average == HessianAverage::Rows
                         && key.group().is_matrix();
-                    let row_tensors = if average {
-                        let ones = owner.tensor_from(
-                            engine,
-                            &format!("adahessian.{i}.ones"),
-                            1,
-                            cols,
-                            &vec![1.0; cols],
-                        )?;
-                        Some((
-                            zeros(engine, &mut owner, "abs", rows, cols)?,
-                            zeros(engine, &mut owner, "row_sums", rows, 1)?,
-                            ones,
-                        ))
-                    } else {
-                        None
-                    };
-                    SlotState::AdaHessian {
-                        m: zeros(engine, &mut owner, "m", rows, cols)?,
-                        v: zeros(engine, &mut owner, "v", rows, cols)?,
-                        diag: zeros(engine, &mut owner, "diag", rows, cols)?,
-                        rows: row_tensors,
-                    }
+                    let label = format!("adahessian.{i}");
+                    SlotState::AdaHessian(AdaHessianTensors::allocate(
+                        engine, &mut owner, &label, rows, cols, average,
+                    )?)
                 }
                 OptimizerKind::Sophia => SlotState::Sophia {
                     m: zeros(engine, &mut owner, "m", rows, cols)?,
@@ -659,7 +809,7 @@ impl SecondOrderState {
     pub fn curvature_estimates(&self) -> Vec<(ParamKey, Tensor)> {
         (self.slots.iter())
             .filter_map(|s| match s.state {
-                SlotState::AdaHessian { diag, .. } => Some((s.key, diag)),
+                SlotState::AdaHessian(state) => Some((s.key, state.diag)),
                 SlotState::Sophia { h, .. } => Some((s.key, h)),
                 _ => None,
             })
@@ -754,62 +904,14 @@ impl SecondOrderState {
     ) -> Result<(), EngineError> {
         self.gradient_pass(rec, batch)?;
         let muon = self.config.second_order.muon;
-        let (a, b, c) = NEWTON_SCHULZ;
         let hyper = &self.config.hyper;
         let sum_sq = self.scalars.partial;
         for slot in &self.slots {
             let (param, grad) = (slot.param, slot.grad);
             match slot.state {
-                SlotState::Muon {
-                    momentum,
-                    update,
-                    iterates,
-                    gram,
-                    poly,
-                    transposed,
-                    shape_factor,
-                } => {
-                    if muon.weight_decay != 0.0 {
-                        // p *= 1 - lr weight_decay (the update buffer as scratch: the update
-                        // does not depend on p, so decaying first changes nothing).
-                        rec.scale(-lr * muon.weight_decay, param, update)?;
-                        rec.axpy(1.0, update, param)?;
-                    }
-                    let beta = muon.momentum;
-                    rec.ema(beta, grad, momentum)?;
-                    if muon.nesterov {
-                        rec.scale(1.0 - beta, grad, update)?;
-                        rec.axpy(beta, momentum, update)?;
-                    } else {
-                        rec.scale(1.0, momentum, update)?;
-                    }
-                    // X = U / |U|_F, on U^T where U is taller than wide.
-                    let [mut x, mut next] = iterates;
-                    let source = if transposed {
-                        rec.transpose(update, next)?;
-                        next
-                    } else {
-                        update
-                    };
-                    rec.reduce(Reduction::SumOfSquares, ReduceAxis::Whole, source, sum_sq)?;
-                    rec.axpy(1.0, self.scalars.muon_eps, sum_sq)?;
-                    rec.scale_device(DeviceScalar::inverse_sqrt(1.0, sum_sq), source, x)?;
-                    for _ in 0..muon.ns_steps {
-                        // A = X X^T; B = b A + c A A; X <- a X + B X.
-                        rec.matmul(x, x, gram, false, true)?;
-                        rec.matmul_scaled(gram, gram, poly, false, false, c, 0.0)?;
-                        rec.axpy(b, gram, poly)?;
-                        rec.matmul(poly, x, next, false, false)?;
-                        rec.axpy(a, x, next)?;
-                        std::mem::swap(&mut x, &mut next);
-                    }
-                    let orthogonal = if transposed {
-                        rec.transpose(x, update)?;
-                        update
-                    } else {
-                        x
-                    };
-                    rec.axpy(-lr * shape_factor, orthogonal, param)?;
+                SlotState::Muon(state) => {
+                    let scalars = (sum_sq, self.scalars.muon_eps);
+                    state.record_update(rec, param, grad, &muon, lr, scalars)?;
                 }
                 SlotState::Adam { m, v } => {
                     let adam = AdamHyper {
@@ -836,29 +938,13 @@ impl SecondOrderState {
     ) -> Result<(), EngineError> {
         self.load_batch(rec, batch)?;
         self.hutchinson_product(rec, step)?;
-        let settings = self.config.second_order.adahessian;
-        let hyper = AdaHessianHyper {
-            lr,
-            beta1: settings.beta1,
-            beta2: settings.beta2,
-            eps: settings.eps,
-            weight_decay: settings.weight_decay,
-            hessian_power: settings.hessian_power,
-        };
+        let hyper = self.config.second_order.adahessian.hyper(lr);
         for slot in &self.slots {
-            let SlotState::AdaHessian { m, v, diag, rows } = slot.state else {
+            let SlotState::AdaHessian(state) = slot.state else {
                 unreachable!("AdaHessian's slots")
             };
-            let (z, hz) = slot.probe.expect("a probe per slot");
-            rec.binary(BinaryOp::Mul, z, hz, diag)?;
-            if let Some((abs, row_sums, ones)) = rows {
-                // Each row's mean |D|, broadcast back over the row: (row sums) (1^T) / cols.
-                rec.abs(diag, abs)?;
-                rec.reduce(Reduction::Sum, ReduceAxis::PerRow, abs, row_sums)?;
-                let cols = diag.cols() as f64;
-                rec.matmul_scaled(row_sums, ones, diag, false, false, 1.0 / cols, 0.0)?;
-            }
-            rec.adahessian(slot.param, slot.grad, diag, (m, v), hyper, step)?;
+            let probe = slot.probe.expect("a probe per slot");
+            state.record_update(rec, slot.param, slot.grad, probe, hyper, step)?;
         }
         Ok(())
     }

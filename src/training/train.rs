@@ -242,7 +242,7 @@ pub struct TrainOutcome {
 
 impl TrainOutcome {
     /// Nothing measured yet.
-    pub(super) fn empty() -> Self {
+    pub fn empty() -> Self {
         Self {
             loss_curve: Vec::new(),
             accuracy_curve: Vec::new(),
@@ -256,13 +256,7 @@ impl TrainOutcome {
 
     /// Takes an evaluation at `step` (the training loss, the evaluation accuracy) and says
     /// whether the run ends there: diverged, target reached, or out of steps.
-    pub(super) fn take(
-        &mut self,
-        step: usize,
-        loss: f64,
-        acc: f64,
-        settings: &TrainSettings,
-    ) -> bool {
+    pub fn take(&mut self, step: usize, loss: f64, acc: f64, settings: &TrainSettings) -> bool {
         self.loss_curve.push((step, loss));
         self.accuracy_curve.push((step, acc));
         self.steps_run = step;
