@@ -6,13 +6,13 @@
 mod common;
 
 use specdef::encoder::{
-    self, AdamState, DeviceEncoder, EncoderHost, EncoderTrainable, TokenBatch, record_train_step,
-    trainable_tensors,
+    self, ClassTarget, DeviceEncoder, EncoderHost, EncoderOptimizer, EncoderTrainable, TokenBatch,
+    record_train_step, trainable_tensors,
 };
-use specdef::engine::AdamHyper;
 use specdef::engine::cpu::{CpuEngine32, CpuEngine64};
 use specdef::model::{FactorOf, FactorRole, HostLayer, LayerOf, Matrix, ParamGroup, Trainable};
 use specdef::tokenizer::WordPiece;
+use specdef::training::{OptimizerHyper, OptimizerKind};
 use specdef::transformer_files::model_dir;
 use specdef::{Engine, Tensor};
 
@@ -76,14 +76,13 @@ fn labels() -> Vec<usize> {
     GLOSSES.iter().map(|&(_, l)| l).collect()
 }
 
-fn hyper() -> AdamHyper {
-    AdamHyper {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    }
+fn adam(e: &dyn Engine) -> EncoderOptimizer {
+    EncoderOptimizer::new(e, OptimizerKind::Adam, 1e-3, OptimizerHyper::default(), 0).unwrap()
+}
+
+/// Each gloss's label as a training target.
+fn targets() -> Vec<ClassTarget> {
+    labels().into_iter().map(ClassTarget::Label).collect()
 }
 
 /// The mean loss before each of `steps` steps, on `e`.
@@ -102,11 +101,12 @@ fn losses(
         })
         .unwrap();
     let trained = trainable_tensors(&encoder, &head, trainable);
-    let mut adam = AdamState::new(e, hyper());
+    let mut adam = adam(e);
     (0..steps)
         .map(|_| {
-            let step = record_train_step(e, &encoder, &head, batch, &labels(), &trained, &mut adam)
-                .unwrap();
+            let step =
+                record_train_step(e, &encoder, &head, batch, &targets(), &trained, &mut adam)
+                    .unwrap();
             e.run(&step.recording).unwrap();
             e.read_one(step.loss).unwrap()[0] / GLOSSES.len() as f64
         })
@@ -173,7 +173,7 @@ fn only_the_chosen_parts_train() {
         layers: Trainable::only(&[ParamGroup::Biases]),
         norms: true,
         embeddings: false,
-        head: false,
+        head: None,
     };
     let trained = trainable_tensors(&encoder, &head, biases_and_norms);
     // 6 biases and 2 norms (2 tensors each) in the block, the embeddings' norm.
@@ -182,13 +182,13 @@ fn only_the_chosen_parts_train() {
     let query_bias = encoder.linear[0].bias;
     let (weight_before, bias_before) =
         (e.read_one(query).unwrap(), e.read_one(query_bias).unwrap());
-    let mut adam = AdamState::new(&e, hyper());
+    let mut adam = adam(&e);
     let step = record_train_step(
         &mut e,
         &encoder,
         &head,
         &batch,
-        &labels(),
+        &targets(),
         &trained,
         &mut adam,
     )
@@ -204,11 +204,19 @@ fn only_the_chosen_parts_train() {
         bias_before,
         "the query bias trains"
     );
-    let message = record_train_step(&mut e, &encoder, &head, &batch, &[0], &trained, &mut adam)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(message.contains("1 labels for 6 sequences"), "{message}");
+    let message = record_train_step(
+        &mut e,
+        &encoder,
+        &head,
+        &batch,
+        &[ClassTarget::Label(0)],
+        &trained,
+        &mut adam,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(message.contains("1 targets for 6 sequences"), "{message}");
 }
 
 #[test]

@@ -13,13 +13,14 @@ use serde::Serialize;
 use specdef::data::wordnet::{Gloss, HARMFUL_TOPICS, UTILITY_TOPICS, category_index, parse_nouns};
 use specdef::defense::{CompensationForm, LayerSelection, SpecDef};
 use specdef::encoder::{
-    self, AdamState, DeviceEncoder, EncoderHost, EncoderTrainable, TokenBatch, record_logits,
-    record_train_step, trainable_tensors,
+    self, ClassTarget, DeviceEncoder, EncoderHost, EncoderOptimizer, EncoderTrainable, TokenBatch,
+    record_logits, record_train_step, trainable_tensors,
 };
-use specdef::engine::{AdamHyper, Allocation};
+use specdef::engine::Allocation;
 use specdef::engine_choice::EngineChoice;
 use specdef::model::{FactorOf, FactorRole, HostLayer, LayerOf, Matrix, ParamGroup, Trainable};
 use specdef::tokenizer::WordPiece;
+use specdef::training::{OptimizerHyper, OptimizerKind};
 use specdef::transformer_files::{FETCH_HINT, model_dir, wordnet_dir};
 use specdef::{Engine, Recording, Tensor};
 use std::path::Path;
@@ -234,14 +235,13 @@ pub fn finetune(settings: &FinetuneSettings, choice: EngineChoice, out: &Path) -
     };
     let accuracy_before = accuracy(e)?;
     let trained = trainable_tensors(&encoder, &head, settings.train.trainable());
-    let hyper = AdamHyper {
-        lr: settings.lr,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-    };
-    let mut adam = AdamState::new(e, hyper);
+    let mut adam = EncoderOptimizer::new(
+        e,
+        OptimizerKind::Adam,
+        settings.lr,
+        OptimizerHyper::default(),
+        settings.seed,
+    )?;
     let bar = ProgressBar::new(settings.steps as u64).with_style(
         ProgressStyle::with_template(
             "{bar:40} {pos}/{len} steps, {elapsed} elapsed, about {eta} left, loss {msg}",
@@ -255,7 +255,9 @@ pub fn finetune(settings: &FinetuneSettings, choice: EngineChoice, out: &Path) -
             .map(|_| &train[rng.random_range(0..train.len())])
             .collect();
         let (batch, labels) = encode(&examples)?;
-        let recorded = record_train_step(e, &encoder, &head, &batch, &labels, &trained, &mut adam)?;
+        let targets: Vec<ClassTarget> = labels.into_iter().map(ClassTarget::Label).collect();
+        let recorded =
+            record_train_step(e, &encoder, &head, &batch, &targets, &trained, &mut adam)?;
         e.run(&recorded.recording)?;
         let loss = e.read_one(recorded.loss)?[0] / settings.batch as f64;
         bar.inc(1);

@@ -80,6 +80,38 @@ impl DeviceEncoder {
         })
     }
 
+    /// The parameters as they stand on the engine (after training), on the host.
+    pub fn download(&self, engine: &mut dyn Engine) -> Result<EncoderHost, EngineError> {
+        let mut matrix = |t: Tensor| -> Result<Matrix, EngineError> {
+            Ok(Matrix::new(t.rows(), t.cols(), engine.read_one(t)?))
+        };
+        let mut norm = |[gamma, beta]: [Tensor; 2]| -> Result<NormParams, EngineError> {
+            Ok(NormParams {
+                gamma: matrix(gamma)?,
+                beta: matrix(beta)?,
+            })
+        };
+        let embedding_norm = norm(self.embedding_norm)?;
+        let norms = (self.norms.iter())
+            .map(|[a, b]| Ok([norm(*a)?, norm(*b)?]))
+            .collect::<Result<_, EngineError>>()?;
+        let mut matrix = |t: &Tensor| -> Result<Matrix, EngineError> {
+            Ok(Matrix::new(t.rows(), t.cols(), engine.read_one(*t)?))
+        };
+        let linear = (self.linear.iter().enumerate())
+            .map(|(i, layer)| layer.try_map(i, &mut |_, t| matrix(t)))
+            .collect::<Result<_, _>>()?;
+        Ok(EncoderHost {
+            config: self.config.clone(),
+            word_embeddings: matrix(&self.word_embeddings)?,
+            position_embeddings: matrix(&self.position_embeddings)?,
+            token_type_embeddings: matrix(&self.token_type_embeddings)?,
+            embedding_norm,
+            linear,
+            norms,
+        })
+    }
+
     /// Records the forward pass over `batch` into `rec`.
     pub fn record(
         &self,

@@ -83,6 +83,27 @@ impl EncoderHost {
         }
     }
 
+    /// Every parameter: embeddings, norms and the linear maps' chains (SpecDef's
+    /// compensation and a rewrite's factors included).
+    pub fn parameter_count(&self) -> usize {
+        let norm = |n: &NormParams| n.gamma.values.len() + n.beta.values.len();
+        [
+            &self.word_embeddings,
+            &self.position_embeddings,
+            &self.token_type_embeddings,
+        ]
+        .iter()
+        .map(|m| m.values.len())
+        .sum::<usize>()
+            + norm(&self.embedding_norm)
+            + self.norms.iter().flatten().map(norm).sum::<usize>()
+            + self
+                .linear
+                .iter()
+                .map(HostLayer::parameter_count)
+                .sum::<usize>()
+    }
+
     /// The published name of linear map `index` of [`Self::linear`].
     pub fn linear_name(index: usize) -> String {
         format!(

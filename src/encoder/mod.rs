@@ -10,15 +10,17 @@ mod classifier;
 mod config;
 mod device;
 mod host;
+mod optimizer;
 mod weights;
 
 pub use batch::TokenBatch;
 pub use classifier::{
-    AdamState, EncoderTrainable, TrainStep, record_logits, record_train_step, trainable_tensors,
+    ClassTarget, EncoderTrainable, TrainStep, record_logits, record_train_step, trainable_tensors,
 };
 pub use config::{ConfigError, EncoderConfig};
 pub use device::{DeviceEncoder, EncoderRun};
 pub use host::{BLOCK_LINEAR_MAPS, EncoderHost, NormParams};
+pub use optimizer::{EncoderOptimizer, RecordedUpdate};
 pub use weights::{EncoderWeights, WeightsError};
 
 use std::path::Path;
