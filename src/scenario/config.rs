@@ -367,54 +367,65 @@ fn merge(base: &mut toml::Table, overlay: &toml::Table) {
     }
 }
 
+/// Parses a TOML file of `T` with named variants (`[variants.NAME]`, deep-merged over the
+/// base where `variant` names one). `origin` names the file in errors, which name the field.
+pub fn parse_with_variant<T: serde::de::DeserializeOwned>(
+    text: &str,
+    variant: Option<&str>,
+    origin: &str,
+) -> Result<T, String> {
+    let mut table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| format!("{origin}: {e}"))?;
+    let variants = match table.remove("variants") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(v)) => v,
+        Some(_) => return Err(format!("{origin}: `variants` must be a table of tables")),
+    };
+    for (name, overlay) in &variants {
+        if name.is_empty() || crate::printable::unprintable_char(name).is_some() {
+            return Err(format!(
+                "{origin}: variant name {name:?}: give printable characters (no control, \
+                 invisible or direction-changing characters)"
+            ));
+        }
+        if !overlay.is_table() {
+            return Err(format!(
+                "{origin}: variants.{name} must be a table of fields to change \
+                 ([variants.{name}]), got a {}",
+                overlay.type_str()
+            ));
+        }
+    }
+    if let Some(name) = variant {
+        let Some(toml::Value::Table(overlay)) = variants.get(name) else {
+            let known: Vec<&String> = variants.keys().collect();
+            return Err(format!(
+                "{origin}: no variant {name:?} (variants: {known:?})"
+            ));
+        };
+        merge(&mut table, overlay);
+    }
+    // Through serde_path_to_error, so a type error names its field: `seed = "0"` is
+    // `seed: invalid type: string "0", expected u64`, not the bare message.
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+        |e: serde_path_to_error::Error<toml::de::Error>| {
+            let which = variant.map_or(String::new(), |v| format!(" (variant {v})"));
+            let path = e.path().to_string();
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            format!("{origin}{which}: {field}{}", e.inner().message())
+        },
+    )
+}
+
 impl Scenario {
     /// Parses a scenario, applying the named variant. `origin` names the file in errors.
     pub fn parse(text: &str, variant: Option<&str>, origin: &str) -> Result<Self, String> {
-        let mut table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| format!("{origin}: {e}"))?;
-        let variants = match table.remove("variants") {
-            None => toml::Table::new(),
-            Some(toml::Value::Table(v)) => v,
-            Some(_) => return Err(format!("{origin}: `variants` must be a table of tables")),
-        };
-        for (name, overlay) in &variants {
-            if name.is_empty() || crate::printable::unprintable_char(name).is_some() {
-                return Err(format!(
-                    "{origin}: variant name {name:?}: give printable characters (no control, \
-                     invisible or direction-changing characters)"
-                ));
-            }
-            if !overlay.is_table() {
-                return Err(format!(
-                    "{origin}: variants.{name} must be a table of fields to change \
-                     ([variants.{name}]), got a {}",
-                    overlay.type_str()
-                ));
-            }
-        }
-        if let Some(name) = variant {
-            let Some(toml::Value::Table(overlay)) = variants.get(name) else {
-                let known: Vec<&String> = variants.keys().collect();
-                return Err(format!(
-                    "{origin}: no variant {name:?} (variants: {known:?})"
-                ));
-            };
-            merge(&mut table, overlay);
-        }
-        // Through serde_path_to_error, so a type error names its field: `seed = "0"` is
-        // `seed: invalid type: string "0", expected u64`, not the bare message.
-        let scenario: Scenario = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e: serde_path_to_error::Error<toml::de::Error>| {
-                let which = variant.map_or(String::new(), |v| format!(" (variant {v})"));
-                let path = e.path().to_string();
-                let field = if path == "." {
-                    String::new()
-                } else {
-                    format!("{path}: ")
-                };
-                format!("{origin}{which}: {field}{}", e.inner().message())
-            })?;
+        let scenario: Scenario = parse_with_variant(text, variant, origin)?;
         scenario.validate().map_err(|e| format!("{origin}: {e}"))?;
         Ok(scenario)
     }

@@ -15,10 +15,11 @@ pub use attack_run::{AttackRun, TrialBudget};
 pub use cache::{ModelCache, default_cache_dir};
 pub use config::{
     AdaptiveGrid, AttackGrid, DEFAULT_SCENARIO, DataConfig, DefenseGrid, LrGrid, MAX_ALPHA,
-    MAX_TOTAL_STEPS, MIN_LR, Scenario, SvdPlacement, TrainabilityGrid,
+    MAX_TOTAL_STEPS, MIN_LR, Scenario, SvdPlacement, TrainabilityGrid, parse_with_variant,
 };
 pub use outcome::{
-    DefenseSummary, LayerSigma, RunError, ScenarioOutcome, UtilityMeasured, layer_sigmas,
+    DefenseSummary, LayerSigma, RecordParts, RunError, ScenarioOutcome, UtilityMeasured,
+    layer_sigmas, layer_sigmas_of, record_of,
 };
 // Records live in their own leaf module; the runner that writes them re-exports them.
 pub use crate::record::{

@@ -8,7 +8,7 @@ use crate::defense::{Defense, DefenseError};
 use crate::engine::{EngineError, EngineInfo};
 use crate::linalg::faer_svd;
 use crate::model::file::ModelFileError;
-use crate::model::{FactorRole, HostModel, Matrix};
+use crate::model::{FactorRole, HostLayer, HostModel, Matrix};
 use crate::training::{Curve, TrainOutcome, TrainSettings};
 use thiserror::Error;
 
@@ -63,9 +63,14 @@ pub struct LayerSigma {
 
 /// sigma_1 of every layer's effective and stored weight, in f64.
 pub fn layer_sigmas(model: &HostModel) -> Result<Vec<LayerSigma>, String> {
+    layer_sigmas_of(&model.layers)
+}
+
+/// sigma_1 of each layer chain's effective and stored weight (an MLP's layers, or an
+/// encoder's linear maps), in f64.
+pub fn layer_sigmas_of(layers: &[HostLayer]) -> Result<Vec<LayerSigma>, String> {
     let sigma_1 = |m: &Matrix| faer_svd(m).map(|svd| svd.s.first().copied().unwrap_or(0.0));
-    model
-        .layers
+    layers
         .iter()
         .enumerate()
         .map(|(layer, l)| {
@@ -98,14 +103,35 @@ pub struct UtilityMeasured {
     pub loss_after_attack: f64,
 }
 
-/// The record of one attack run; the function error is the run engine's (the summary's first).
+/// What one attack run's record is made of, whichever scenario ran it.
+pub struct RecordParts<'a> {
+    pub scenario: &'a str,
+    pub variant: Option<String>,
+    pub seed: u64,
+    pub info: &'a EngineInfo,
+    /// The attacked model; its function error is the run engine's (the summary's first).
+    pub summary: &'a DefenseSummary,
+    /// The singular values scaled per defended layer (`0:25 1:25`), where defended.
+    pub k_per_layer: Option<String>,
+    pub task: super::Task,
+    /// The run's optimiser (its name) and learning rate.
+    pub run: (&'a str, f64),
+    pub attack: &'a TrainSettings,
+    /// The linear maps' trained groups, and every trained part as the record names it.
+    pub trained: (crate::model::Trainable, String),
+    pub outcome: TrainOutcome,
+    pub utility: UtilityMeasured,
+    pub wall_ms: f64,
+}
+
+/// The record of one attack run of the digits scenario.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record(
     scenario: &Scenario,
     variant: Option<String>,
     info: &EngineInfo,
     summary: &DefenseSummary,
-    (optimizer, lr): (&str, f64),
+    run: (&str, f64),
     task: super::Task,
     attack: &TrainSettings,
     outcome: TrainOutcome,
@@ -113,13 +139,49 @@ pub(super) fn record(
     wall_ms: f64,
 ) -> RunRecord {
     let defense = summary.defense.spec_def();
+    record_of(RecordParts {
+        scenario: &scenario.name,
+        variant,
+        seed: scenario.seed,
+        info,
+        summary,
+        k_per_layer: defense.map(|d| d.k_per_layer(&scenario.model, scenario.seed)),
+        task,
+        run,
+        attack,
+        trained: (attack.trainable, attack.trainable.describe()),
+        outcome,
+        utility,
+        wall_ms,
+    })
+}
+
+/// A run's record from its parts; what a scenario knows besides (the release, the held-out
+/// accuracy, the cache) it sets on the record after.
+pub fn record_of(parts: RecordParts<'_>) -> RunRecord {
+    let RecordParts {
+        scenario,
+        variant,
+        seed,
+        info,
+        summary,
+        k_per_layer,
+        task,
+        run: (optimizer, lr),
+        attack,
+        trained: (trainable, trained),
+        outcome,
+        utility,
+        wall_ms,
+    } = parts;
+    let defense = summary.defense.spec_def();
     let (_, function_error_max, function_error_mean) = summary.function_error[0].clone();
     RunRecord {
         schema: RECORD_SCHEMA.to_string(),
         crate_version: env!("CARGO_PKG_VERSION").to_string(),
-        scenario: scenario.name.clone(),
+        scenario: scenario.to_string(),
         variant,
-        seed: scenario.seed,
+        seed,
         trial: None,
         engine: info.engine.clone(),
         backend: info.backend.clone(),
@@ -133,7 +195,7 @@ pub(super) fn record(
             .map(|d| d.compensation.name().to_string()),
         alpha: defense.map(|d| d.alpha),
         k: defense.map(|d| d.k),
-        k_per_layer: defense.map(|d| d.k_per_layer(&scenario.model, scenario.seed)),
+        k_per_layer,
         layers: defense.map(|d| d.layers.to_string()),
         parameter_count: summary.parameter_count,
         adaptive: summary.adaptive.clone(),
@@ -155,10 +217,10 @@ pub(super) fn record(
         batch_size: attack.batch_size,
         eval_every: attack.eval_every,
         target_accuracy: attack.target_accuracy.unwrap_or(f64::NAN),
-        train_weights: attack.trainable.weights,
-        train_biases: attack.trainable.biases,
-        train_compensation: attack.trainable.compensation,
-        trainable: attack.trainable.describe(),
+        train_weights: trainable.weights,
+        train_biases: trainable.biases,
+        train_compensation: trainable.compensation,
+        trainable: trained,
         reached_target: outcome.steps_to_target.is_some(),
         steps_to_target: outcome.steps_to_target,
         diverged: outcome.diverged_at.is_some(),
