@@ -200,7 +200,7 @@ fn a_baselines_runs_are_not_the_undefended_models() {
 fn the_sweep_claim_follows_the_defended_runs() {
     let mut records = reference();
     let all = claims(&records);
-    assert_eq!(all.len(), 14);
+    assert_eq!(all.len(), 15);
     let sweep = "No learning rate of a wide sweep";
     // The reference: Adam reaches the target on the defended model somewhere in the grid.
     let reached = records.iter().any(|r| is_defended(r) && r.reached_target);
@@ -367,6 +367,58 @@ fn a_rewrite_restores_convergence_only_where_its_runs_say_so() {
     );
 }
 
+/// The transformer scenario's controls row compares each control on a defended model with the
+/// same control on the undefended one.
+#[test]
+fn a_control_is_unslowed_only_where_the_defended_runs_succeed_at_the_undefended_rates() {
+    let mut records = reference();
+    let control = |r: &RunRecord, alpha: Option<f64>| {
+        let mut c = r.clone();
+        c.alpha = alpha;
+        c.defense = if alpha.is_some() { "specdef" } else { "none" }.to_string();
+        c.adaptive = Some("biases-and-norms".to_string());
+        c.adaptive_overhead = Some(0);
+        c
+    };
+    let undefended: Vec<RunRecord> = (records.iter())
+        .filter(|r| r.alpha.is_none() && r.adaptive.is_none())
+        .cloned()
+        .collect();
+    for r in &undefended {
+        records.push(control(r, None));
+        records.push(control(r, Some(1e4)));
+    }
+    let row = "Training only what SpecDef does not reparameterise";
+    let all = claims(&records);
+    assert_eq!(
+        claim(&all, row).verdict,
+        Verdict::Held,
+        "{:?}",
+        claim(&all, row)
+    );
+    assert!(
+        claim(&all, row)
+            .measured
+            .contains("specdef a=1e4 + biases-and-norms"),
+        "{}",
+        claim(&all, row).measured
+    );
+    // The defended control never succeeds: slowed, so the row does not hold.
+    for r in records
+        .iter_mut()
+        .filter(|r| r.alpha.is_some() && r.adaptive.as_deref() == Some("biases-and-norms"))
+    {
+        r.reached_target = false;
+        r.steps_to_target = None;
+    }
+    assert_eq!(claim(&claims(&records), row).verdict, Verdict::DidNotHold);
+    // Without controls the row is not measured.
+    assert_eq!(
+        claim(&claims(&reference()), row).verdict,
+        Verdict::NotMeasured
+    );
+}
+
 /// Each rewrite's row reads its own form: glm-locking's locked factorisation is not counted as
 /// the suite's form with C trainable, nor the other way round.
 #[test]
@@ -489,11 +541,11 @@ fn specdef_report_writes_a_self_contained_page_and_its_markdown_twin() {
     std::fs::create_dir(&results).unwrap();
     std::fs::write(results.join("runs.jsonl"), REFERENCE).unwrap();
     let out = succeeded(specdef_command(&["report", results.to_str().unwrap()], &[]));
-    assert!(out.contains("14 claims"), "{out}");
+    assert!(out.contains("15 claims"), "{out}");
     let html = std::fs::read_to_string(results.join("report.html")).unwrap();
     let markdown = std::fs::read_to_string(results.join("report.md")).unwrap();
     let rows = html.matches("<tr><td>paper: ").count() + html.matches("<tr><td>project").count();
-    assert_eq!(rows, 14);
+    assert_eq!(rows, 15);
     assert!(html.contains("<svg"), "figures inlined");
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("<script")

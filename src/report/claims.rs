@@ -384,6 +384,7 @@ pub fn claims(records: &[RunRecord]) -> Vec<Claim> {
             curvature_aware_sweep(&runs),
             windows_move(&runs),
             frozen_compensation_not_slowed(&runs),
+            untouched_parameters_not_slowed(&runs),
             baselines_broken(&runs),
             stacks_hold(&runs),
         ]
@@ -749,13 +750,53 @@ fn windows_move(runs: &Runs) -> Claim {
 /// (PAPER.md 4): LoRA on W~ is not slowed: it succeeds at the learning rates LoRA uses
 /// undefended.
 fn frozen_compensation_not_slowed(runs: &Runs) -> Claim {
+    let (measured, slowed, text) =
+        unslowed_against_undefended(runs, &["lora-weight"], "undefended LoRA");
+    Claim {
+        source: HYPOTHESIS,
+        protocol: Protocol::AdaptiveRewrite,
+        claim: "With C frozen (LoRA on the original modules) the curvature does not grow: SpecDef does not slow such an attack.",
+        setting: "LoRA on every layer's W~, C frozen, against LoRA on the undefended weights; held where a learning rate of the undefended LoRA window works".to_string(),
+        measured: if text.is_empty() { "no LoRA runs".to_string() } else { list(&text) },
+        verdict: verdict(measured, slowed.is_empty()),
+        verdict_target_only: Verdict::NotMeasured,
+        would_change: "It fails as soon as LoRA on W~ of a defended model succeeds at none of the learning rates where LoRA succeeds undefended.",
+    }
+}
+
+/// The transformer scenario's controls: an attacker who trains only what SpecDef does not
+/// reparameterise (the head; the biases, layer norms and head) is not slowed by it.
+fn untouched_parameters_not_slowed(runs: &Runs) -> Claim {
+    let kinds = ["probe-head", "biases-and-norms"];
+    let (measured, slowed, text) = unslowed_against_undefended(runs, &kinds, "undefended");
+    Claim {
+        source: HYPOTHESIS,
+        protocol: Protocol::AdaptiveRewrite,
+        claim: "Training only what SpecDef does not reparameterise (a linear probe on the head; the biases, layer norms and head) is not slowed by it.",
+        setting: "the transformer scenario's controls, against the same control on the undefended model; held where a learning rate of the undefended control's window works".to_string(),
+        measured: if text.is_empty() { "no control runs".to_string() } else { list(&text) },
+        verdict: verdict(measured, slowed.is_empty()),
+        verdict_target_only: Verdict::NotMeasured,
+        would_change: "It fails as soon as a control on a defended model succeeds at none of the learning rates where the same control succeeds undefended.",
+    }
+}
+
+/// For each attack of these kinds (the first word of a record's `adaptive`) run on the
+/// undefended model, and each SpecDef model under the same attack and a first-order optimiser:
+/// whether the defended runs succeed at one of the learning rates where the undefended ones do.
+/// Pairs whose undefended runs never succeed are left out. Returns (any pair measured, the
+/// attacks slowed, what each pair measured, the undefended window named `baseline_name`).
+fn unslowed_against_undefended(
+    runs: &Runs,
+    kinds: &[&str],
+    baseline_name: &str,
+) -> (bool, Vec<String>, Vec<String>) {
     let (mut measured, mut slowed, mut text) = (false, Vec::new(), Vec::new());
     let baselines: Vec<String> = (runs.records.iter())
         .filter(|r| {
             r.is_undefended()
-                && r.adaptive
-                    .as_deref()
-                    .is_some_and(|a| a.starts_with("lora-weight"))
+                && (r.adaptive.as_deref())
+                    .is_some_and(|a| kinds.contains(&a.split_whitespace().next().unwrap_or("")))
         })
         .map(|r| r.defense_label())
         .fold(Vec::new(), |mut v, l| {
@@ -775,9 +816,12 @@ fn frozen_compensation_not_slowed(runs: &Runs) -> Claim {
                 ) else {
                     continue;
                 };
+                if free.is_empty() {
+                    continue;
+                }
                 measured = true;
                 text.push(format!(
-                    "{attacked} {optimizer}: {} (undefended LoRA {})",
+                    "{attacked} {optimizer}: {} ({baseline_name} {})",
                     defended.describe(),
                     free.describe()
                 ));
@@ -787,16 +831,7 @@ fn frozen_compensation_not_slowed(runs: &Runs) -> Claim {
             }
         }
     }
-    Claim {
-        source: HYPOTHESIS,
-        protocol: Protocol::AdaptiveRewrite,
-        claim: "With C frozen (LoRA on the original modules) the curvature does not grow: SpecDef does not slow such an attack.",
-        setting: "LoRA on every layer's W~, C frozen, against LoRA on the undefended weights; held where a learning rate of the undefended LoRA window works".to_string(),
-        measured: if text.is_empty() { "no LoRA runs".to_string() } else { list(&text) },
-        verdict: verdict(measured, slowed.is_empty()),
-        verdict_target_only: Verdict::NotMeasured,
-        would_change: "It fails as soon as LoRA on W~ of a defended model succeeds at none of the learning rates where LoRA succeeds undefended.",
-    }
+    (measured, slowed, text)
 }
 
 /// An adaptive rewrite's row: which records it reads, whose claim it is, in what form.

@@ -65,7 +65,7 @@ pub fn immunisation_table(records: &[RunRecord]) -> String {
                  on held-out ones",
                 r.optimizer, r.lr, r.final_harmful_accuracy
             ),
-            None => "not measured (no held-out harmful set: data.heldout_fraction = 0)".to_string(),
+            None => "not measured (no held-out harmful set: the digits scenario's data.heldout_fraction = 0)".to_string(),
         };
         let _ = writeln!(out, "  generalisation  {generalisation}");
         let trainability = windows_of(&format!("{defence} (benign)"));
@@ -81,7 +81,7 @@ pub fn immunisation_table(records: &[RunRecord]) -> String {
     }
     out.push_str(
         "resistance and trainability: learning rates that succeeded, reaching the target and keeping utility (fewest steps); \
-         benign task: the utility digits mirrored, target on their mirrored held-out images\n",
+         benign task (digits scenario): the utility digits mirrored, target on their mirrored held-out images\n",
     );
     out
 }
