@@ -35,6 +35,7 @@ pub mod tokenizer;
 pub mod tolerance;
 pub mod training;
 pub mod transformer_files;
+pub mod transformer_scenario;
 
 pub use engine::{Engine, EngineError, EngineInfo, Recording, Tensor};
 pub use tolerance::Tolerance;

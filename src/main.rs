@@ -45,7 +45,8 @@ enum Command {
         /// The scenario's `quick` variant: a small version in well under a minute.
         #[arg(long)]
         quick: bool,
-        /// Another named variant of the scenario.
+        /// Another named variant of the scenario; without a scenario file, `transformer`,
+        /// `transformer-quick` or `transformer-full` run the pretrained-encoder scenario.
         #[arg(long, conflicts_with = "quick")]
         variant: Option<String>,
     },
@@ -373,6 +374,9 @@ fn run(
     out: &Path,
     variant: Option<String>,
 ) -> Result<()> {
+    if let Some(transformer) = cli::transformer_run::chosen(scenario_path, variant.as_deref())? {
+        return cli::transformer_run::run(&transformer, choice, out, variant);
+    }
     let scenario = load_scenario(scenario_path, variant.as_deref())?;
     // Claimed before the work: a second run into the folder, or a folder that cannot be
     // written, is refused now rather than after the runs.
@@ -387,12 +391,18 @@ fn run(
         engine.info()
     );
     let outcome = run_with_progress(engine.as_mut(), &scenario, variant)?;
+    publish(folder, &outcome.records, &outcome.defenses, out)
+}
 
-    println!(
-        "\n{}",
-        run_folder::tables(&outcome.records, &outcome.defenses)
-    );
-    let written = folder.publish(&outcome.records, &outcome.defenses)?;
+/// Prints a run's tables and publishes its result set into the claimed folder `out`.
+fn publish(
+    folder: ResultFolder,
+    records: &[specdef::scenario::RunRecord],
+    defenses: &[specdef::scenario::DefenseSummary],
+    out: &Path,
+) -> Result<()> {
+    println!("\n{}", run_folder::tables(records, defenses));
+    let written = folder.publish(records, defenses)?;
     for note in &written.skipped_figures {
         eprintln!("note: {note}");
     }
@@ -587,6 +597,12 @@ fn list() {
     println!(
         "scenarios:  built-in digits-main-table, variants: {}",
         Scenario::variant_names(DEFAULT_SCENARIO).join(", ")
+    );
+    let transformer = specdef::transformer_scenario::TRANSFORMER_SCENARIO;
+    println!(
+        "            built-in minilm-wordnet-relearning (--variant transformer), variants: {} \
+         (as transformer-NAME; needs scripts/fetch-transformer.sh)",
+        Scenario::variant_names(transformer).join(", ")
     );
 }
 

@@ -7,4 +7,5 @@ pub mod gpu_costs;
 pub mod report;
 pub mod sweep;
 pub mod transformer;
+pub mod transformer_run;
 pub mod verify;
