@@ -49,6 +49,10 @@ enum Command {
         /// `transformer-quick` or `transformer-full` run the pretrained-encoder scenario.
         #[arg(long, conflicts_with = "quick")]
         variant: Option<String>,
+        /// The transformer scenario only: start from this released classifier (`specdef
+        /// release-transformer` of the same scenario) instead of releasing it again.
+        #[arg(long, value_name = "FILE")]
+        released: Option<PathBuf>,
     },
     /// Run a scenario's sweep (`[sweep]`: seeds, the attack grid or a random search), whole or
     /// one shard of it, resuming where an earlier run of it stopped. Without --shard the shard
@@ -307,6 +311,44 @@ enum Command {
     /// Fine-tune the pretrained encoder's first blocks with a fresh head on WordNet topics,
     /// undefended or with SpecDef on its attention maps (--alpha); writes the summary and the
     /// loss per step as JSON lines. Needs scripts/fetch-transformer.sh.
+    /// The transformer scenario's release and suppression alone: fine-tune the encoder's first
+    /// blocks and a ten-topic head, suppress the harmful topics, and save the released
+    /// classifier (safetensors, F32; what the browser demo and `run --released` start from).
+    ReleaseTransformer {
+        /// A transformer scenario file; the built-in one when absent.
+        scenario: Option<PathBuf>,
+        /// transformer (the default without a file), transformer-quick or transformer-full, or
+        /// a variant of the file.
+        #[arg(long)]
+        variant: Option<String>,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        #[arg(long, default_value = "out/released.safetensors")]
+        out: PathBuf,
+    },
+    /// The app's transformer demo: a sentence's class probabilities before and after a short
+    /// attack on the harmful topics, on the released classifier and on its SpecDef twin.
+    TransformerDemo {
+        /// The sentence (the task's texts read "lemma: gloss").
+        #[arg(default_value_t = specdef::transformer_scenario::DemoSettings::default().text)]
+        text: String,
+        /// The released classifier (`specdef release-transformer`); default
+        /// cache/transformer/released.safetensors.
+        #[arg(long, value_name = "FILE")]
+        released: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+        engine: EngineChoice,
+        /// sgd, momentum, nesterov, adam, adamw, muon or adahessian.
+        #[arg(long, default_value = "adam")]
+        optimizer: String,
+        #[arg(long, default_value_t = 1e-4)]
+        lr: f64,
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Also write the outcome as JSON (what the browser page publishes).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     TransformerFinetune {
         #[command(flatten)]
         settings: cli::transformer::FinetuneSettings,
@@ -373,9 +415,15 @@ fn run(
     choice: EngineChoice,
     out: &Path,
     variant: Option<String>,
+    released: Option<&Path>,
 ) -> Result<()> {
     if let Some(transformer) = cli::transformer_run::chosen(scenario_path, variant.as_deref())? {
-        return cli::transformer_run::run(&transformer, choice, out, variant);
+        return cli::transformer_run::run(&transformer, choice, out, variant, released);
+    }
+    if released.is_some() {
+        anyhow::bail!(
+            "--released starts a transformer scenario from a released classifier; this scenario is the digits one"
+        );
     }
     let scenario = load_scenario(scenario_path, variant.as_deref())?;
     // Claimed before the work: a second run into the folder, or a folder that cannot be
@@ -677,6 +725,7 @@ fn main() -> Result<ExitCode> {
         out: PathBuf::from("out"),
         quick: false,
         variant: None,
+        released: None,
     }) {
         Command::Run {
             scenario,
@@ -684,11 +733,13 @@ fn main() -> Result<ExitCode> {
             out,
             quick,
             variant,
+            released,
         } => done(run(
             scenario.as_deref(),
             engine,
             &out,
             variant.or(quick.then(|| "quick".to_string())),
+            released.as_deref(),
         )),
         Command::Sweep {
             scenario,
@@ -838,6 +889,37 @@ fn main() -> Result<ExitCode> {
             engine,
             texts,
         } => done(cli::embed::embed(model.as_deref(), layers, engine, &texts)),
+        Command::ReleaseTransformer {
+            scenario,
+            variant,
+            engine,
+            out,
+        } => done(cli::transformer_run::release(
+            scenario.as_deref(),
+            variant.as_deref(),
+            engine,
+            &out,
+        )),
+        Command::TransformerDemo {
+            text,
+            released,
+            engine,
+            optimizer,
+            lr,
+            steps,
+            out,
+        } => done(
+            cli::transformer_demo::optimizer(&optimizer).and_then(|optimizer| {
+                let released = released.unwrap_or_else(specdef::transformer_files::released_path);
+                let settings = specdef::transformer_scenario::DemoSettings {
+                    text,
+                    optimizer,
+                    lr,
+                    steps,
+                };
+                cli::transformer_demo::demo(&released, engine, settings, out.as_deref())
+            }),
+        ),
         Command::TransformerFinetune {
             settings,
             engine,

@@ -38,3 +38,9 @@ pub fn model_dir() -> PathBuf {
 pub fn wordnet_dir() -> PathBuf {
     transformer_dir().join("wordnet")
 }
+
+/// Where `specdef release-transformer` writes by default and the app's demo reads natively (the
+/// browser demo's `transformer/released.safetensors` is a copy web/build.sh makes).
+pub fn released_path() -> PathBuf {
+    transformer_dir().join("released.safetensors")
+}

@@ -8,6 +8,8 @@
 //! It needs Chromium (/usr/bin/chromium, or $CHROMIUM), Node.js with web/node_modules (`npm ci`
 //! in web/), wasm-bindgen-cli of Cargo.lock's wasm-bindgen version and the wasm32 target. Where
 //! one is missing it prints why and skips; under SPECDEF_REQUIRE_BROWSER=1 (CI) it fails instead.
+//! Where the transformer files are fetched, the page also runs the transformer demo (`?transformer`)
+//! on the tiny scenario's released classifier, compared with the same demo natively in f64.
 //! Pictures, results and summaries land in target/tmp/web-e2e/.
 
 mod common;
@@ -17,6 +19,8 @@ use specdef::benchmark::{BENCH_SCHEMA, BenchRecord};
 use specdef::engine::cpu::CpuEngine64;
 use specdef::report::{self, CompareSettings, compare};
 use specdef::scenario::{RunRecord, Scenario};
+use specdef::transformer_files::{model_dir, wordnet_dir};
+use specdef::transformer_scenario::{AttackDemo, DemoInputs, DemoOutcome, DemoSettings};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -119,13 +123,18 @@ fn the_web_app_runs_the_quick_scenario_in_headless_chromium_like_the_native_refe
     }
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-e2e");
     let dist = out.join("dist");
+    // The transformer demo's released classifier: the tiny scenario's (where the transformer
+    // files are fetched; under SPECDEF_REQUIRE_TRANSFORMER=1 they must be).
+    let released = common::tiny_released();
     // Its own target folder: this test runs inside `cargo test`, which holds the main one.
-    run(
-        "web/build.sh",
-        Command::new(repo().join("web/build.sh"))
-            .env("CARGO_TARGET_DIR", repo().join("target/web-build"))
-            .env("SPECDEF_WEB_OUT", &dist),
-    );
+    let mut build = Command::new(repo().join("web/build.sh"));
+    build
+        .env("CARGO_TARGET_DIR", repo().join("target/web-build"))
+        .env("SPECDEF_WEB_OUT", &dist);
+    if let Some(released) = released {
+        build.env("SPECDEF_RELEASED", released);
+    }
+    run("web/build.sh", &mut build);
     let wasm_bytes = std::fs::metadata(dist.join("specdef_bg.wasm"))
         .unwrap()
         .len();
@@ -145,6 +154,9 @@ fn the_web_app_runs_the_quick_scenario_in_headless_chromium_like_the_native_refe
         summary.contains("\"problems\": []"),
         "the report page: {summary}"
     );
+    if let Some(released) = released {
+        check_transformer_demo(&out, released);
+    }
 
     let webgpu = read_runs(&out.join("browser-webgpu.download.jsonl"));
     let fallback = read_runs(&out.join("browser-fallback.download.jsonl"));
@@ -217,5 +229,62 @@ fn the_web_app_runs_the_quick_scenario_in_headless_chromium_like_the_native_refe
         assert!(r.median.is_finite() && r.median > 0.0, "{}", r.summary());
         assert!(r.min <= r.median && r.median <= r.max, "{}", r.summary());
         println!("browser {}", r.summary());
+    }
+}
+
+/// The transformer demo's page (`?transformer`, the default attack on WebGPU) against the same
+/// demo natively on the f64 CPU engine.
+fn check_transformer_demo(out: &Path, released: &Path) {
+    let text = std::fs::read_to_string(out.join("browser-transformer.jsonl")).unwrap();
+    let page: DemoOutcome = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("window.specdefTransformer: {e}: {text}"));
+    let summary = std::fs::read_to_string(out.join("browser-transformer.json")).unwrap();
+    assert!(summary.contains("WebGPU"), "the demo's page: {summary}");
+    let tokenizer = std::fs::read_to_string(model_dir().join("tokenizer.json")).unwrap();
+    let data_noun = std::fs::read_to_string(wordnet_dir().join("data.noun")).unwrap();
+    let inputs =
+        DemoInputs::from_bytes(&std::fs::read(released).unwrap(), &tokenizer, &data_noun).unwrap();
+    let mut demo = AttackDemo::start(&inputs, DemoSettings::default()).unwrap();
+    let mut engine = CpuEngine64::new();
+    while !demo.is_done() {
+        demo.advance(&mut engine, &inputs).unwrap();
+    }
+    let native = demo.outcome(&inputs);
+    assert_eq!(page.settings, native.settings);
+    assert_eq!(page.tokens, native.tokens);
+    assert_eq!(
+        page.models.len(),
+        2,
+        "the undefended and the defended model"
+    );
+    let largest = |a: &[f64], b: &[f64]| {
+        (a.iter().zip(b))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    for (index, (p, n)) in page.models.iter().zip(&native.models).enumerate() {
+        assert_eq!(p.model, n.model);
+        let before = largest(&p.probabilities_before, &n.probabilities_before);
+        let after = largest(&p.probabilities_after, &n.probabilities_after);
+        println!(
+            "browser transformer demo, {}: harmful accuracy {:.3} -> {:.3} (native f64 {:.3} -> \
+             {:.3}); sentence probabilities against f64: before {before:.1e}, after {after:.1e}",
+            p.model,
+            p.harmful_accuracy_before,
+            p.harmful_accuracy_after,
+            n.harmful_accuracy_before,
+            n.harmful_accuracy_after
+        );
+        let (before_within, after_within) = common::demo_tolerance(index == 1);
+        assert!(
+            before < before_within,
+            "{}: before the attack {before:e}",
+            p.model
+        );
+        assert!(
+            after < after_within,
+            "{}: after the attack {after:e}",
+            p.model
+        );
     }
 }

@@ -1,14 +1,14 @@
 //! The transformer scenario: its settings (the built-in file and its variants parse, bad
-//! settings are refused by name) and a whole run through `specdef run` on a tiny file (one
-//! block, a few steps): release, suppression, SpecDef, the grid, a rewrite and a control, every
-//! record valid and the report's claims computed from them. The run needs the fetched model
+//! settings are refused by name) and a whole run through `specdef run --released` on a tiny file
+//! (one block, a few steps) released by `specdef release-transformer`: SpecDef, the grid, a
+//! rewrite and a control, every record valid and the report's claims computed from them. The run needs the fetched model
 //! and WordNet (without them it says so and passes, unless SPECDEF_REQUIRE_TRANSFORMER=1).
 
 mod common;
 
+use common::TINY_TRANSFORMER;
 use specdef::report;
-use specdef::transformer_files::{model_dir, wordnet_dir};
-use specdef::transformer_scenario::TransformerScenario;
+use specdef::transformer_scenario::{ReleasedClassifier, TransformerScenario};
 
 #[test]
 fn the_built_in_variants_parse_and_other_names_are_not_transformer_ones() {
@@ -73,68 +73,26 @@ fn bad_settings_are_refused_naming_the_field() {
     assert!(edited("blocks = 2", "blocks = 1").is_ok());
 }
 
-/// The smallest scenario that runs every phase: one block, a couple of steps each.
-const TINY: &str = r#"
-name = "tiny-transformer"
-seed = 3
-
-[encoder]
-blocks = 1
-tokens = 16
-test_size = 12
-
-[release]
-optimizer = "adam"
-lr = 3e-4
-steps = 4
-eval_every = 4
-batch_size = 4
-
-[suppression]
-optimizer = "adam"
-lr = 3e-4
-steps = 2
-eval_every = 2
-batch_size = 4
-
-[defense]
-alphas = [1e4]
-k = 25
-layers = "0, 1, 2, 3"
-
-[attack]
-optimizers = ["adam", "adahessian"]
-lr_grid = { from = 1e-3, to = 1e-3, per_decade = 1 }
-steps = 2
-eval_every = 1
-batch_size = 4
-target_accuracy = 0.99
-
-[adaptive]
-attacks = ["fusion"]
-optimizers = ["sgd"]
-
-[controls]
-parts = ["biases-and-norms"]
-optimizers = ["adam"]
-"#;
-
 #[test]
 fn a_tiny_scenario_runs_every_phase_into_valid_records_and_a_report() {
-    if !common::fetched(&model_dir().join("model.safetensors"))
-        || !common::fetched(&wordnet_dir().join("data.noun"))
-    {
+    // Released once by `specdef release-transformer`; the run starts from that file.
+    let Some(released) = common::tiny_released() else {
         return;
-    }
+    };
+    let measured = ReleasedClassifier::decode(&std::fs::read(released).unwrap())
+        .unwrap()
+        .measured;
     let dir = common::scratch("transformer-scenario", "tiny");
     let file = dir.join("tiny.toml");
-    std::fs::write(&file, TINY).unwrap();
+    std::fs::write(&file, TINY_TRANSFORMER).unwrap();
     let out = dir.join("out");
     let args = [
         "run",
         file.to_str().unwrap(),
         "--engine",
         "cpu",
+        "--released",
+        released.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
     ];
@@ -157,6 +115,7 @@ fn a_tiny_scenario_runs_every_phase_into_valid_records_and_a_report() {
     ];
     assert_eq!(labels, want);
     for r in &records {
+        assert_eq!(r.harmful_accuracy_released, Some(measured.harmful_accuracy));
         assert_eq!(r.release.as_deref(), Some("relearning"));
         assert_eq!(r.scenario, "tiny-transformer");
         assert_eq!(r.accuracy_curve.first().map(|p| p.0), Some(0));

@@ -3,7 +3,8 @@
 // "Check this device" (`?check`: it must find the run reproduces the built-in reference), and in
 // a page with WebGPU removed (`?run=quick`), where the app must fall back to the CPU engine; then
 // the hand-set run with the baseline defences on WebGPU (`?run=custom&baselines`), and the
-// benchmark harness. For each page it saves a screenshot, the results (the CLI's
+// benchmark harness, and, where the build holds its files, the transformer demo (`?transformer`:
+// a short attack on the released MiniLM classifier and its SpecDef twin). For each page it saves a screenshot, the results (the CLI's
 // JSON lines) and a summary under OUT. With REPORT (a `specdef report` page), it also opens that page from
 // disk and checks it shows its claims table and figures with no console error.
 //
@@ -13,6 +14,7 @@
 // CPU-f64 reference.
 import { chromium } from "playwright-core";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { serve } from "./serve.mjs";
 
@@ -166,30 +168,30 @@ const browser = await chromium.launch({
   headless: true,
   args: FLAGS,
 });
+// The pages, in order; SPECDEF_E2E_ONLY=name,name runs only those (for a developer's look at one).
+const PAGES = [
+  { name: "browser-webgpu", query: "check&save", results: "specdefResults", withoutWebGpu: false },
+  { name: "browser-fallback", query: "run=quick&save", results: "specdefResults", withoutWebGpu: true },
+  { name: "browser-baselines", query: "run=custom&baselines&save", results: "specdefResults", withoutWebGpu: false },
+  { name: "browser-bench", query: "bench", results: "specdefBench", withoutWebGpu: false },
+  // The transformer demo where web/build.sh copied its files: one defended (and one undefended)
+  // attack on the released MiniLM classifier, on WebGPU.
+  { name: "browser-transformer", query: "transformer", results: "specdefTransformer", withoutWebGpu: false,
+    needs: join(dist, "transformer", "released.safetensors") },
+];
+const only = process.env.SPECDEF_E2E_ONLY?.split(",");
 let passed = false;
 try {
-  const webgpu = await runPage(browser, base, "browser-webgpu", {
-    query: "check&save",
-    results: "specdefResults",
-    withoutWebGpu: false,
-  });
-  const fallback = await runPage(browser, base, "browser-fallback", {
-    query: "run=quick&save",
-    results: "specdefResults",
-    withoutWebGpu: true,
-  });
-  const baselines = await runPage(browser, base, "browser-baselines", {
-    query: "run=custom&baselines&save",
-    results: "specdefResults",
-    withoutWebGpu: false,
-  });
-  const bench = await runPage(browser, base, "browser-bench", {
-    query: "bench",
-    results: "specdefBench",
-    withoutWebGpu: false,
-  });
-  const reportOk = report ? await checkReport(browser, report) : true;
-  passed = webgpu && fallback && baselines && bench && reportOk;
+  passed = true;
+  for (const { name, needs, ...options } of PAGES) {
+    if (only && !only.includes(name)) continue;
+    if (needs && !existsSync(needs)) {
+      console.log(`${name}: skipped (no ${needs} in the build)`);
+      continue;
+    }
+    passed = (await runPage(browser, base, name, options)) && passed;
+  }
+  if (report && !only) passed = (await checkReport(browser, report)) && passed;
 } finally {
   await browser.close();
   server.close();

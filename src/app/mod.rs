@@ -3,6 +3,8 @@
 //! its loss, compare undefended and defended curves, read the tables, save or load results, and
 //! run the benchmark harness.
 
+mod demo_view;
+mod demo_work;
 mod engine_choice;
 pub mod findings;
 #[cfg(not(target_arch = "wasm32"))]
@@ -86,6 +88,20 @@ impl SpecdefApp {
     /// The last device check's verdict (whether every run agreed with the reference) and report.
     pub fn device_check(&self) -> Option<(bool, String)> {
         self.work.borrow().device_check.clone()
+    }
+
+    /// Loads the transformer demo (natively from the cache folder, in the browser from the
+    /// server); with `attack`, runs its attack with the default settings once loaded.
+    pub fn load_transformer_demo(&mut self, attack: bool) {
+        self.work.borrow_mut().load_demo(attack);
+        self.drive();
+    }
+
+    /// The transformer demo's last outcome, as the JSON the page hands to scripts.
+    pub fn transformer_demo_json(&self) -> Option<String> {
+        let work = self.work.borrow();
+        let outcome = work.demo.outcome.as_ref()?;
+        serde_json::to_string(outcome).ok()
     }
 
     /// Starts the benchmark harness on the app's engine.
@@ -228,6 +244,16 @@ impl SpecdefApp {
             self.work.borrow_mut().log.push(message);
         }
         ui.separator();
+        let action = demo_view::controls(ui, &mut self.work.borrow_mut().demo, running);
+        match action {
+            Some(demo_view::DemoAction::Load) => self.load_transformer_demo(false),
+            Some(demo_view::DemoAction::Attack) => {
+                self.work.borrow_mut().start_demo_attack();
+                self.drive();
+            }
+            None => {}
+        }
+        ui.separator();
         ui.label(egui::RichText::new(&self.work.borrow().engine_note).small());
     }
 
@@ -260,6 +286,7 @@ impl SpecdefApp {
             if let Some((agree, report)) = &work.device_check {
                 views::device_check(ui, *agree, report);
             }
+            demo_view::results(ui, &work.demo);
             egui::ScrollArea::both().show(ui, |ui| {
                 views::benchmark(ui, &work.bench_records);
                 let records = work.shown.records();

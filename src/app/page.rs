@@ -52,7 +52,7 @@ async fn next_task() {
 }
 
 /// What the page's address asks for (`?run=`, `?baselines`, `?check`, `?save`, `?bench`,
-/// `?engine=`).
+/// `?transformer`, `?engine=`).
 pub struct PageOptions {
     pub run: Option<ScenarioChoice>,
     /// The hand-set run (`?run=custom`) trains the baseline defences beside SpecDef.
@@ -61,6 +61,9 @@ pub struct PageOptions {
     pub check: bool,
     pub save: bool,
     pub bench: bool,
+    /// The transformer demo at once: fetch the released classifier, attack it and its SpecDef
+    /// twin with the default settings.
+    pub transformer: bool,
     pub force_cpu: bool,
 }
 
@@ -90,6 +93,12 @@ pub fn page_options() -> Result<PageOptions, String> {
     if check && run.is_some() {
         return Err("?check runs the quick scenario itself: leave out ?run".to_string());
     }
+    let transformer = params.has("transformer");
+    if transformer && (check || run.is_some()) {
+        return Err(
+            "?transformer runs the transformer demo alone: leave out ?run and ?check".into(),
+        );
+    }
     let force_cpu = match params.get("engine").as_deref() {
         None | Some("auto") => false,
         Some("cpu") => true,
@@ -101,6 +110,7 @@ pub fn page_options() -> Result<PageOptions, String> {
         check,
         save: params.has("save"),
         bench: params.has("bench"),
+        transformer,
         force_cpu,
     })
 }
@@ -198,4 +208,27 @@ pub fn now_ms() -> f64 {
         .ok()
         .and_then(|w| w.performance())
         .map_or(0.0, |p| p.now())
+}
+
+/// The body of `url` (relative to the page), or why it could not be fetched.
+pub async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
+    use wasm_bindgen_futures::JsFuture;
+    let response = JsFuture::from(window()?.fetch_with_str(url))
+        .await
+        .map_err(|e| format!("{url}: {}", js_error(e)))?;
+    let response: web_sys::Response = response
+        .dyn_into()
+        .map_err(|_| format!("{url}: the fetch did not answer with a Response"))?;
+    if !response.ok() {
+        return Err(format!(
+            "{url}: HTTP {} {}",
+            response.status(),
+            response.status_text()
+        ));
+    }
+    let body = response.array_buffer().map_err(js_error)?;
+    let buffer = JsFuture::from(body)
+        .await
+        .map_err(|e| format!("{url}: {}", js_error(e)))?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
 }

@@ -2,12 +2,14 @@
 //! page helpers they share are in `page.rs`). web/index.html holds one canvas; the address
 //! chooses what happens at load (`?run=quick|full|custom` starts a scenario at once, `?check`
 //! checks this device (the quick scenario against the built-in reference), `?save` downloads
-//! the results when it ends, `?bench` runs the benchmark, `?engine=cpu` computes on the CPU
+//! the results when it ends, `?bench` runs the benchmark, `?transformer` fetches the released
+//! MiniLM classifier and runs the transformer demo's attack, `?engine=cpu` computes on the CPU
 //! engine). For scripts (the headless browser test) the app writes `PASS ...` or `FAIL ...` into
 //! the page title when a scenario, check or benchmark ends (a check that finds runs differing
 //! from the reference is a FAIL) and leaves the results, as JSON lines, in
-//! `window.specdefResults` and `window.specdefBench`, and a check's report in
-//! `window.specdefDeviceCheck`.
+//! `window.specdefResults` and `window.specdefBench`, a check's report in
+//! `window.specdefDeviceCheck`, and the transformer demo's outcome (JSON) in
+//! `window.specdefTransformer`.
 
 use super::page::{self, js_error, window};
 use super::{SpecdefApp, engine_for};
@@ -56,6 +58,8 @@ async fn run() -> Result<(), String> {
                     app.start(choice);
                 } else if options.bench {
                     app.start_bench();
+                } else if options.transformer {
+                    app.load_transformer_demo(true);
                 }
                 Ok(Box::new(app))
             }),

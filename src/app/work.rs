@@ -2,6 +2,7 @@
 //! progress, and what is shown. Natively the frames drive it (`work` in every frame); in the
 //! browser a task on the page's event loop does, so computing is not paced by drawing.
 
+use super::demo_work::{DemoEnd, DemoWork};
 use super::results_file::{self, LoadedResults};
 use crate::benchmark::{self, BenchRecord, BenchSession, BenchSettings, Workload};
 use crate::engine::Engine;
@@ -56,6 +57,8 @@ pub struct Work {
     checking_device: bool,
     /// The last device check: whether every run agreed, and the comparison's report.
     pub device_check: Option<(bool, String)>,
+    /// The transformer demo (a released classifier attacked with and without SpecDef).
+    pub demo: DemoWork,
     /// Where results are saved natively.
     #[cfg(not(target_arch = "wasm32"))]
     pub results_folder: std::path::PathBuf,
@@ -74,13 +77,28 @@ impl Work {
             save_when_finished: false,
             checking_device: false,
             device_check: None,
+            demo: DemoWork::default(),
             #[cfg(not(target_arch = "wasm32"))]
             results_folder: results_file::RUNS_FOLDER.into(),
         }
     }
 
     pub fn is_running(&self) -> bool {
-        matches!(self.shown, Shown::Running(_)) || self.bench.is_some()
+        matches!(self.shown, Shown::Running(_)) || self.bench.is_some() || self.demo.is_busy()
+    }
+
+    /// Loads the transformer demo's inputs; with `attack`, attacks as soon as they are loaded.
+    pub fn load_demo(&mut self, attack: bool) {
+        self.error = None;
+        self.demo.attack_when_loaded = attack;
+        self.demo.load();
+    }
+
+    pub fn start_demo_attack(&mut self) {
+        self.error = None;
+        if let Err(e) = self.demo.start_attack() {
+            self.fail(e);
+        }
     }
 
     pub fn start_scenario(&mut self, scenario: Result<Scenario, String>, variant: Option<&str>) {
@@ -125,6 +143,7 @@ impl Work {
             self.shown = Shown::Nothing;
         }
         self.bench = None;
+        self.demo.stop();
         self.log.push("stopped".to_string());
     }
 
@@ -154,6 +173,8 @@ impl Work {
         let deadline = Instant::now() + budget;
         if self.bench.is_some() {
             self.work_on_bench(deadline);
+        } else if self.demo.is_busy() {
+            self.work_on_demo(deadline);
         } else {
             self.work_on_scenario(deadline);
         }
@@ -240,11 +261,31 @@ impl Work {
         }
     }
 
+    fn work_on_demo(&mut self, deadline: Instant) {
+        match self.demo.advance(self.engine.as_mut(), deadline) {
+            None => {}
+            Some(DemoEnd::Loaded(message)) => self.log.push(message),
+            Some(DemoEnd::Finished(message)) => {
+                #[cfg(target_arch = "wasm32")]
+                if let Some(outcome) = &self.demo.outcome {
+                    let json = serde_json::to_string(outcome).unwrap_or_default();
+                    super::page::set_global(
+                        "specdefTransformer",
+                        &wasm_bindgen::JsValue::from_str(&json),
+                    );
+                }
+                self.announce(true, message);
+            }
+            Some(DemoEnd::Failed(error)) => self.fail(error),
+        }
+    }
+
     fn fail(&mut self, error: String) {
         if let Shown::Running(_) = self.shown {
             self.shown = Shown::Nothing;
         }
         self.bench = None;
+        self.demo.stop();
         self.error = Some(error.clone());
         self.announce(false, format!("failed: {error}"));
     }

@@ -7,5 +7,6 @@ pub mod gpu_costs;
 pub mod report;
 pub mod sweep;
 pub mod transformer;
+pub mod transformer_demo;
 pub mod transformer_run;
 pub mod verify;

@@ -1,7 +1,7 @@
 //! The encoder's architecture, read from the HuggingFace config.json that ships with it.
 
 use crate::input_file::read_text_bounded;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +14,7 @@ pub enum ConfigError {
 
 /// What the forward pass needs to know; a BERT config's other fields (dropout, initialiser)
 /// do not change inference or fine-tuning here.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncoderConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,

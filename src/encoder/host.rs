@@ -104,6 +104,55 @@ impl EncoderHost {
                 .sum::<usize>()
     }
 
+    /// Every tensor under its published name, the inverse of [`Self::from_weights`]. Refused
+    /// (naming the map) where a linear map is not one plain weight: a defended or rewritten
+    /// encoder has no published form.
+    pub fn named_tensors(&self) -> Result<Vec<(String, &Matrix)>, String> {
+        let mut named = vec![
+            (
+                "embeddings.word_embeddings.weight".to_string(),
+                &self.word_embeddings,
+            ),
+            (
+                "embeddings.position_embeddings.weight".to_string(),
+                &self.position_embeddings,
+            ),
+            (
+                "embeddings.token_type_embeddings.weight".to_string(),
+                &self.token_type_embeddings,
+            ),
+        ];
+        fn push_norm<'a>(named: &mut Vec<(String, &'a Matrix)>, name: &str, norm: &'a NormParams) {
+            named.push((format!("{name}.weight"), &norm.gamma));
+            named.push((format!("{name}.bias"), &norm.beta));
+        }
+        push_norm(&mut named, "embeddings.LayerNorm", &self.embedding_norm);
+        for (index, layer) in self.linear.iter().enumerate() {
+            let name = Self::linear_name(index);
+            match layer.factors.as_slice() {
+                [factor] if factor.role == FactorRole::Weight && factor.lora.is_none() => {
+                    named.push((format!("{name}.weight"), &factor.matrix));
+                }
+                _ => {
+                    return Err(format!(
+                        "{name} is not one plain weight (a defended or rewritten map)"
+                    ));
+                }
+            }
+            named.push((format!("{name}.bias"), &layer.bias));
+        }
+        for (block, [attention, output]) in self.norms.iter().enumerate() {
+            let prefix = format!("encoder.layer.{block}.");
+            push_norm(
+                &mut named,
+                &format!("{prefix}attention.output.LayerNorm"),
+                attention,
+            );
+            push_norm(&mut named, &format!("{prefix}output.LayerNorm"), output);
+        }
+        Ok(named)
+    }
+
     /// The published name of linear map `index` of [`Self::linear`].
     pub fn linear_name(index: usize) -> String {
         format!(

@@ -21,7 +21,7 @@ pub use config::{ConfigError, EncoderConfig};
 pub use device::{DeviceEncoder, EncoderRun};
 pub use host::{BLOCK_LINEAR_MAPS, EncoderHost, NormParams};
 pub use optimizer::{EncoderOptimizer, RecordedUpdate};
-pub use weights::{EncoderWeights, WeightsError};
+pub use weights::{EncoderWeights, WeightsError, expected_tensors};
 
 use std::path::Path;
 

@@ -9,11 +9,15 @@
 //! are the MLP scenario's.
 
 mod classifier;
+mod demo;
+mod released;
 mod runner;
 mod topics;
 
 pub use classifier::{DeviceClassifier, HostClassifier, Measured, TrainJob, train};
-pub use runner::run_transformer_scenario;
+pub use demo::{AttackDemo, DemoInputs, DemoModelResult, DemoOutcome, DemoSettings};
+pub use released::{RELEASED_FORMAT, ReleasedClassifier, ReleasedMeasures};
+pub use runner::{TransformerInputs, release_classifier, run_transformer_scenario};
 pub use topics::{Batcher, Example, TopicData, topic_names};
 
 use crate::attack::AdaptiveAttack;

@@ -2,6 +2,7 @@
 //! of the grid, each written as a `RunRecord` the moment it ends.
 
 use super::classifier::{DeviceClassifier, HostClassifier, Measured, TrainJob, train};
+use super::released::{ReleasedClassifier, ReleasedMeasures};
 use super::topics::{Batcher, Example, TopicData, draw, topic_names};
 use super::{ControlPart, TransformerError, TransformerScenario};
 use crate::defense::{CompensationForm, Defense, SpecDef};
@@ -22,7 +23,7 @@ use rand_chacha::ChaCha8Rng;
 /// Mixed into the scenario's seed for each phase, so no two draw the same batches.
 const RELEASE_SEED: u64 = 0x0072_656c_6561_7365;
 const SUPPRESSION_SEED: u64 = 0x7375_7070_7265_7373;
-const ATTACK_SEED: u64 = 0x6174_7461_636b;
+pub(super) const ATTACK_SEED: u64 = 0x6174_7461_636b;
 
 /// The scenario's records and the summaries of the models they attacked.
 pub struct TransformerOutcome {
@@ -39,42 +40,41 @@ struct Target {
     lrs: Vec<f64>,
 }
 
-/// What the released model measured before any defence.
-struct Released {
-    host: HostClassifier,
-    utility: Measured,
-    harmful_accuracy: f64,
+/// What the scenario reads: the encoder's kept blocks, its tokenizer and the topic task.
+pub struct TransformerInputs {
+    pub encoder: EncoderHost,
+    pub tokenizer: WordPiece,
+    pub data: TopicData,
 }
 
-/// Runs `scenario` on `engine`; `finished` gets each record as its run ends (a caller may
-/// store it then). Progress and notes go through `settings`.
-pub fn run_transformer_scenario(
-    engine: &mut dyn Engine,
-    scenario: &TransformerScenario,
-    settings: &mut RunSettings<'_>,
-    finished: &mut dyn FnMut(&RunRecord) -> Result<(), TransformerError>,
-) -> Result<TransformerOutcome, TransformerError> {
-    let folder = model_dir();
-    let data_noun = wordnet_dir().join("data.noun");
-    for needed in [folder.join("model.safetensors"), data_noun.clone()] {
-        if !needed.is_file() {
-            return Err(TransformerError::File {
-                path: needed.display().to_string(),
-                message: format!("missing: {FETCH_HINT}"),
-            });
+impl TransformerInputs {
+    /// Reads them from the cache folder `scripts/fetch-transformer.sh` fills.
+    pub fn load(scenario: &TransformerScenario) -> Result<Self, TransformerError> {
+        let folder = model_dir();
+        let data_noun = wordnet_dir().join("data.noun");
+        for needed in [folder.join("model.safetensors"), data_noun.clone()] {
+            if !needed.is_file() {
+                return Err(TransformerError::File {
+                    path: needed.display().to_string(),
+                    message: format!("missing: {FETCH_HINT}"),
+                });
+            }
         }
+        let (config, weights) = encoder::load(&folder, Some(scenario.encoder.blocks))?;
+        let tokenizer = WordPiece::from_file(&folder.join("tokenizer.json"))?;
+        let text = std::fs::read_to_string(&data_noun).map_err(|e| TransformerError::File {
+            path: data_noun.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            encoder: EncoderHost::from_weights(&config, &weights),
+            tokenizer,
+            data: TopicData::from_data_noun(&text, scenario.encoder.test_size)?,
+        })
     }
-    let (config, weights) = encoder::load(&folder, Some(scenario.encoder.blocks))?;
-    let tokenizer = WordPiece::from_file(&folder.join("tokenizer.json"))?;
-    let text = std::fs::read_to_string(&data_noun).map_err(|e| TransformerError::File {
-        path: data_noun.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let data = TopicData::from_data_noun(&text, scenario.encoder.test_size)?;
-    let batcher = Batcher {
-        tokenizer: &tokenizer,
-        tokens: scenario.encoder.tokens,
-    };
+}
+
+fn log_inputs(scenario: &TransformerScenario, data: &TopicData, settings: &mut RunSettings<'_>) {
     (settings.log)(&format!(
         "{} blocks of all-MiniLM-L6-v2, {} tokens per gloss; train {} utility and {} harmful \
          glosses, test {} and {} (and {} harmful held out from every attack's judging)",
@@ -86,14 +86,66 @@ pub fn run_transformer_scenario(
         data.harmful_test.len(),
         data.harmful_heldout.len()
     ));
-    let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
-    let fresh = HostClassifier::new(
-        EncoderHost::from_weights(&config, &weights),
-        topic_names().len(),
-        &mut rng,
-    );
-    let released = release(engine, scenario, &batcher, &data, fresh, settings)?;
-    let targets = targets(engine, scenario, &batcher, &data, &released, settings)?;
+}
+
+/// The scenario's release and suppression alone (what `specdef release-transformer` saves).
+pub fn release_classifier(
+    engine: &mut dyn Engine,
+    scenario: &TransformerScenario,
+    settings: &mut RunSettings<'_>,
+) -> Result<ReleasedClassifier, TransformerError> {
+    let inputs = TransformerInputs::load(scenario)?;
+    let batcher = Batcher {
+        tokenizer: &inputs.tokenizer,
+        tokens: scenario.encoder.tokens,
+    };
+    log_inputs(scenario, &inputs.data, settings);
+    release(
+        engine,
+        scenario,
+        &batcher,
+        &inputs.data,
+        inputs.encoder,
+        settings,
+    )
+}
+
+/// Runs `scenario` on `engine`, from `released` where given (made by the same release
+/// settings), else releasing the model first; `finished` gets each record as its run ends (a
+/// caller may store it then). Progress and notes go through `settings`.
+pub fn run_transformer_scenario(
+    engine: &mut dyn Engine,
+    scenario: &TransformerScenario,
+    released: Option<ReleasedClassifier>,
+    settings: &mut RunSettings<'_>,
+    finished: &mut dyn FnMut(&RunRecord) -> Result<(), TransformerError>,
+) -> Result<TransformerOutcome, TransformerError> {
+    let inputs = TransformerInputs::load(scenario)?;
+    let (tokenizer, data) = (&inputs.tokenizer, &inputs.data);
+    let batcher = Batcher {
+        tokenizer,
+        tokens: scenario.encoder.tokens,
+    };
+    log_inputs(scenario, data, settings);
+    let released = match released {
+        Some(released) => {
+            released.check_made_by(scenario)?;
+            (settings.log)(&format!(
+                "the released model from the file (harmful accuracy {:.3}, utility {:.3})",
+                released.measured.harmful_accuracy, released.measured.utility_accuracy
+            ));
+            released
+        }
+        None => release(
+            engine,
+            scenario,
+            &batcher,
+            data,
+            inputs.encoder.clone(),
+            settings,
+        )?,
+    };
+    let targets = targets(engine, scenario, &batcher, data, &released, settings)?;
     let total: usize = (targets.iter())
         .map(|t| t.optimizers.len() * t.lrs.len())
         .sum();
@@ -108,7 +160,7 @@ pub fn run_transformer_scenario(
                     scenario,
                     settings.variant.clone(),
                     &batcher,
-                    &data,
+                    data,
                     &released,
                     target,
                     (optimizer, lr),
@@ -131,9 +183,11 @@ fn release(
     scenario: &TransformerScenario,
     batcher: &Batcher<'_>,
     data: &TopicData,
-    fresh: HostClassifier,
+    encoder: EncoderHost,
     settings: &mut RunSettings<'_>,
-) -> Result<Released, TransformerError> {
+) -> Result<ReleasedClassifier, TransformerError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
+    let fresh = HostClassifier::new(encoder, topic_names().len(), &mut rng);
     let model = DeviceClassifier::upload(engine, &fresh)?;
     let all: Vec<Example> = (data.utility_train.iter())
         .chain(&data.harmful_train)
@@ -194,16 +248,21 @@ fn release(
          {:.3}, utility loss {:.3}",
         harmful.accuracy, before.accuracy, utility.accuracy, utility.loss
     ));
-    Ok(Released {
-        host: model.download(engine)?,
-        utility,
-        harmful_accuracy: harmful.accuracy,
+    Ok(ReleasedClassifier {
+        classifier: model.download(engine)?,
+        scenario: scenario.clone(),
+        measured: ReleasedMeasures {
+            harmful_accuracy: harmful.accuracy,
+            harmful_accuracy_before_suppression: before.accuracy,
+            utility_accuracy: utility.accuracy,
+            utility_loss: utility.loss,
+        },
     })
 }
 
 /// The parts a full fine-tuning trains: the scenario's groups of the linear maps, the layer
 /// norms and the head (the embedding tables stay, as in `transformer-finetune`).
-fn full_fine_tuning(scenario: &TransformerScenario) -> EncoderTrainable {
+pub(super) fn full_fine_tuning(scenario: &TransformerScenario) -> EncoderTrainable {
     EncoderTrainable {
         layers: scenario.attack.trainable,
         norms: true,
@@ -212,26 +271,38 @@ fn full_fine_tuning(scenario: &TransformerScenario) -> EncoderTrainable {
     }
 }
 
+/// `released` with SpecDef at `alpha` as the scenario applies it (its k and layers, full
+/// compensation, seeded by the scenario's seed).
+pub(super) fn defend(
+    released: &HostClassifier,
+    scenario: &TransformerScenario,
+    alpha: f64,
+) -> Result<(SpecDef, HostClassifier), TransformerError> {
+    let spec = SpecDef {
+        alpha,
+        k: scenario.defense.k,
+        layers: scenario.defense.layers.clone(),
+        compensate: true,
+        compensation: CompensationForm::Full,
+    };
+    let mut host = released.clone();
+    spec.apply_to_layers(&mut host.encoder.linear, scenario.seed)?;
+    Ok((spec, host))
+}
+
 /// The undefended and defended models, their rewrites and the controls, each summarised.
 fn targets(
     engine: &mut dyn Engine,
     scenario: &TransformerScenario,
     batcher: &Batcher<'_>,
     data: &TopicData,
-    released: &Released,
+    released: &ReleasedClassifier,
     settings: &mut RunSettings<'_>,
 ) -> Result<Vec<Target>, TransformerError> {
-    let mut models: Vec<(Defense, HostClassifier)> = vec![(Defense::None, released.host.clone())];
+    let mut models: Vec<(Defense, HostClassifier)> =
+        vec![(Defense::None, released.classifier.clone())];
     for &alpha in &scenario.defense.alphas {
-        let spec = SpecDef {
-            alpha,
-            k: scenario.defense.k,
-            layers: scenario.defense.layers.clone(),
-            compensate: true,
-            compensation: CompensationForm::Full,
-        };
-        let mut host = released.host.clone();
-        spec.apply_to_layers(&mut host.encoder.linear, scenario.seed)?;
+        let (spec, host) = defend(&released.classifier, scenario, alpha)?;
         models.push((Defense::SpecDef(spec), host));
     }
     let full = full_fine_tuning(scenario);
@@ -242,7 +313,7 @@ fn targets(
         .cloned()
         .collect();
     let mut exact = CpuEngine64::new();
-    let reference = DeviceClassifier::upload(&mut exact, &released.host)?;
+    let reference = DeviceClassifier::upload(&mut exact, &released.classifier)?;
     let reference = reference.logits(&mut exact, batcher, &held_out)?;
     let compared = (held_out.as_slice(), reference.as_slice());
     let mut targets = Vec::new();
@@ -384,7 +455,7 @@ fn attack(
     variant: Option<String>,
     batcher: &Batcher<'_>,
     data: &TopicData,
-    released: &Released,
+    released: &ReleasedClassifier,
     target: &Target,
     (optimizer, lr): (OptimizerKind, f64),
 ) -> Result<RunRecord, TransformerError> {
@@ -420,7 +491,7 @@ fn record(
     scenario: &TransformerScenario,
     variant: Option<String>,
     engine: &dyn Engine,
-    released: &Released,
+    released: &ReleasedClassifier,
     target: &Target,
     attack: &TrainSettings,
     outcome: TrainOutcome,
@@ -434,7 +505,7 @@ fn record(
             .resolve(target.host.encoder.linear.len(), scenario.seed);
         (layers.unwrap_or_default().iter())
             .map(|&i| {
-                let layer = &released.host.encoder.linear[i];
+                let layer = &released.classifier.encoder.linear[i];
                 let w = layer.matrix(FactorRole::Weight).expect("a weight");
                 format!("{i}:{}", d.k.min(w.rows.min(w.cols)))
             })
@@ -462,15 +533,15 @@ fn record(
         trained: (trainable.layers, trained.join("; ")),
         outcome,
         utility: UtilityMeasured {
-            accuracy_before_defense: released.utility.accuracy,
-            loss_before_defense: released.utility.loss,
+            accuracy_before_defense: released.measured.utility_accuracy,
+            loss_before_defense: released.measured.utility_loss,
             accuracy_after_attack: utility.accuracy,
             loss_after_attack: utility.loss,
         },
         wall_ms,
     });
     record.release = Some("relearning".to_string());
-    record.harmful_accuracy_released = Some(released.harmful_accuracy);
+    record.harmful_accuracy_released = Some(released.measured.harmful_accuracy);
     record.pretrain_from_cache = Some(false);
     record
 }
