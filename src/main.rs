@@ -323,8 +323,10 @@ enum Command {
         variant: Option<String>,
         #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
         engine: EngineChoice,
-        #[arg(long, default_value = "out/released.safetensors")]
-        out: PathBuf,
+        /// Default cache/transformer/released.safetensors (in $SPECDEF_TRANSFORMER_DIR where
+        /// set), where the app's demo and `specdef transformer-demo` look for it.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
     /// The app's transformer demo: a sentence's class probabilities before and after a short
     /// attack on the harmful topics, on the released classifier and on its SpecDef twin.
@@ -898,7 +900,7 @@ fn main() -> Result<ExitCode> {
             scenario.as_deref(),
             variant.as_deref(),
             engine,
-            &out,
+            &out.unwrap_or_else(specdef::transformer_files::released_path),
         )),
         Command::TransformerDemo {
             text,

@@ -97,13 +97,6 @@ impl SpecdefApp {
         self.drive();
     }
 
-    /// The transformer demo's last outcome, as the JSON the page hands to scripts.
-    pub fn transformer_demo_json(&self) -> Option<String> {
-        let work = self.work.borrow();
-        let outcome = work.demo.outcome.as_ref()?;
-        serde_json::to_string(outcome).ok()
-    }
-
     /// Starts the benchmark harness on the app's engine.
     pub fn start_bench(&mut self) {
         self.work.borrow_mut().start_bench();
